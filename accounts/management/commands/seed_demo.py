@@ -1,0 +1,84 @@
+"""Create demo accounts and users. Idempotent: running it again changes nothing."""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Account, PartnerAccountLink
+from accounts.services import account_open
+from bankcore.actors import Actor, Channel
+from bankcore.env import env_optional
+from bankcore.errors import ApplicationError
+from bankcore.money import money_parse
+
+DEMO_USERS = ("teller", "supervisor", "auditor", "demo-partner")
+HOLDERS = ("Li Wei", "Wang Fang", "Zhang Min", "Liu Yang", "Chen Jing", "Yang Lei", "Zhao Li", "Huang Qiang")
+
+
+class Command(BaseCommand):
+    help = "Create funded demo accounts in every ledger and the demo users (teller, supervisor, auditor, demo-partner)."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--accounts-per-ledger", type=int, default=4)
+        parser.add_argument("--opening-balance", default="10000.00")
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        per_ledger = options["accounts_per_ledger"]
+        if per_ledger < 0 or per_ledger > 100_000:
+            raise CommandError("--accounts-per-ledger must be between 0 and 100000")
+        try:
+            opening = money_parse(options["opening_balance"])
+        except ApplicationError as exc:
+            raise CommandError(f"--opening-balance: {exc.detail}") from None
+        actor = Actor.system(Channel.COMMAND, "seed_demo")
+        users = self._users()
+        created = 0
+        for ledger in settings.LEDGERS:
+            existing = (
+                Account.objects.using(ledger).filter(kind=Account.Kind.CUSTOMER, holder__startswith="Demo ").count()
+            )
+            for index in range(existing, per_ledger):
+                holder = f"Demo {HOLDERS[index % len(HOLDERS)]} {ledger.upper()}-{index + 1:03d}"
+                account_open(
+                    actor=actor,
+                    ledger=ledger,
+                    holder=holder,
+                    opening_deposit=opening if opening > Decimal("0") else None,
+                )
+                created += 1
+                if created % 100 == 0:
+                    self.stdout.write(f"  {created} accounts created…")
+        partner = users["demo-partner"]
+        for ledger in settings.LEDGERS:
+            for number in (
+                Account.objects.using(ledger).filter(holder__startswith="Demo ").values_list("number", flat=True)
+            ):
+                PartnerAccountLink.objects.get_or_create(user=partner, account_number=number)
+        self.stdout.write(self.style.SUCCESS(f"Demo data ready: {created} new accounts ({per_ledger} per ledger)."))
+
+    def _users(self):  # type: ignore[no-untyped-def]
+        User = get_user_model()
+        password = env_optional("DEMO_PASSWORD")
+        generated = password is None
+        if generated:
+            password = secrets.token_urlsafe(12)
+        users = {}
+        for username in DEMO_USERS:
+            user, was_created = User.objects.get_or_create(
+                username=username, defaults={"is_staff": username != "demo-partner"}
+            )
+            if was_created:
+                user.set_password(password)
+                user.save()
+                self.stdout.write(f"  user {username} / {password}")
+            users[username] = user
+        if generated and any(User.objects.filter(username=u).exists() for u in DEMO_USERS):
+            self.stdout.write(
+                "  (passwords are printed once, when a user is created; set DEMO_PASSWORD to choose them)"
+            )
+        return users

@@ -1,0 +1,64 @@
+"""Reads of ledger data. Every query names its ledger; numbers route themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Q, QuerySet, Sum
+
+from accounts.errors import AccountNotFound
+from accounts.models import ZERO, Account, Entry
+from accounts.numbers import account_number_parse
+
+
+def ledger_aliases() -> list[str]:
+    return list(settings.LEDGERS)
+
+
+def account_get(*, number: str) -> Account:
+    """The account with this number. Raises ``InvalidAccountNumber`` (malformed, bad check
+    digits) before any query, ``AccountNotFound`` when no such account exists."""
+    parsed = account_number_parse(number)
+    account = Account.objects.using(parsed.ledger).filter(pk=parsed.serial).first()
+    if account is None or account.number != parsed.number:
+        raise AccountNotFound(f"No account {parsed.number}.")
+    return account
+
+
+def cash_account_key(currency: str) -> str:
+    return f"cash:{currency}"
+
+
+def cash_account_get(*, ledger: str, currency: str) -> Account | None:
+    return Account.objects.using(ledger).filter(system_key=cash_account_key(currency)).first()
+
+
+def accounts_search(*, query: str = "", limit: int = 50) -> list[Account]:
+    """Find accounts by number or holder in every ledger."""
+    results: list[Account] = []
+    digits = query.replace(" ", "")
+    for ledger in ledger_aliases():
+        qs: QuerySet[Account] = Account.objects.using(ledger).all()
+        if query:
+            condition = Q(holder__icontains=query)
+            if digits.isdigit():
+                condition |= Q(number__contains=digits)
+            qs = qs.filter(condition)
+        results.extend(qs.order_by("pk")[:limit])
+    return results[:limit]
+
+
+def account_entries_sum(*, account: Account) -> Decimal:
+    total = Entry.objects.using(account.ledger).filter(account=account).aggregate(total=Sum("amount"))["total"]
+    return total if total is not None else ZERO
+
+
+def accounts_iter(*, ledger: str, chunk_size: int = 2000) -> Iterator[Account]:
+    yield from Account.objects.using(ledger).order_by("pk").iterator(chunk_size=chunk_size)
+
+
+def ledger_posted_total(*, ledger: str) -> Decimal:
+    total = Account.objects.using(ledger).aggregate(total=Sum("posted"))["total"]
+    return total if total is not None else ZERO

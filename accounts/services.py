@@ -1,0 +1,222 @@
+"""Writes to accounts: opening, state changes, cash movements.
+
+Every service takes an ``Actor`` (who, through which door), refuses with an ``ApplicationError``
+that carries a stable code, and changes nothing when it refuses. Money moves only through
+``transfers.services.transfer_create`` — a cash deposit is a transfer from the ledger's internal
+cash account — so there is one way of moving money and one set of checks.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from accounts.errors import (
+    AccountClosed,
+    AccountNotEmpty,
+    InternalAccount,
+    InvalidAccountState,
+    InvalidHolder,
+)
+from accounts.lock_objects import account_lock
+from accounts.models import ZERO, Account
+from accounts.numbers import account_number_make, account_number_parse
+from accounts.selectors import account_get, cash_account_get, cash_account_key
+from audit.services import audit_event_record
+from bankcore.actors import Actor
+from bankcore.errors import ValidationFailed
+from bankcore.money import currency_parse
+
+HOLDER_MAX_LENGTH = 200
+
+
+class UnknownLedgerAlias(ValidationFailed):
+    code = "unknown_ledger"
+    title = "Unknown ledger"
+
+
+def _holder_clean(holder: object) -> str:
+    if not isinstance(holder, str):
+        raise InvalidHolder("The holder's name must be text.")
+    cleaned = " ".join(holder.split())
+    if not cleaned:
+        raise InvalidHolder("The holder's name must not be empty.")
+    if len(cleaned) > HOLDER_MAX_LENGTH:
+        raise InvalidHolder(f"The holder's name has at most {HOLDER_MAX_LENGTH} characters.")
+    if not cleaned.isprintable():
+        raise InvalidHolder("The holder's name contains control characters.")
+    return cleaned
+
+
+def _account_insert(*, ledger: str, **fields: object) -> Account:
+    account = Account(**fields)
+    account.save(using=ledger)
+    account.number = account_number_make(ledger_code=settings.LEDGERS[ledger], serial=account.pk)
+    Account.objects.using(ledger).filter(pk=account.pk).update(number=account.number)
+    return account
+
+
+def cash_account_ensure(*, ledger: str, currency: str) -> Account:
+    """The ledger's internal cash/settlement account for ``currency``, created on first use. Money
+    enters a ledger only by a movement out of this account, so the balances of all accounts of all
+    ledgers always sum to zero."""
+    existing = cash_account_get(ledger=ledger, currency=currency)
+    if existing is not None:
+        return existing
+    try:
+        with transaction.atomic(using=ledger):
+            return _account_insert(
+                ledger=ledger,
+                holder=f"Cash and settlement {currency} (ledger {settings.LEDGERS[ledger]})",
+                kind=Account.Kind.INTERNAL,
+                system_key=cash_account_key(currency),
+                currency=currency,
+                allow_overdraft=True,
+            )
+    except IntegrityError:  # created concurrently by someone else
+        account = cash_account_get(ledger=ledger, currency=currency)
+        assert account is not None
+        return account
+
+
+def account_open(
+    *,
+    actor: Actor,
+    ledger: str,
+    holder: str,
+    currency: str | None = None,
+    allow_overdraft: bool = False,
+    opening_deposit: Decimal | str | None = None,
+) -> Account:
+    """Open a customer account in ``ledger``. With ``opening_deposit``, also books a cash deposit
+    (a separate, audited money movement). Raises ``UnknownLedgerAlias``, ``InvalidHolder``,
+    ``InvalidCurrency``, and whatever the deposit refuses."""
+    if ledger not in settings.LEDGERS:
+        raise UnknownLedgerAlias(f"There is no ledger {ledger!r}; configured: {', '.join(settings.LEDGERS)}.")
+    holder = _holder_clean(holder)
+    currency = currency_parse(currency or settings.DEFAULT_CURRENCY)
+    cash_account_ensure(ledger=ledger, currency=currency)
+    with transaction.atomic(using="default"), transaction.atomic(using=ledger):
+        account = _account_insert(ledger=ledger, holder=holder, currency=currency, allow_overdraft=allow_overdraft)
+        audit_event_record(
+            actor=actor,
+            action="account.opened",
+            object_type="account",
+            object_id=str(account.number),
+            ledger=ledger,
+            changes={"holder": holder, "currency": currency, "allow_overdraft": allow_overdraft},
+        )
+    if opening_deposit is not None:
+        account_deposit(actor=actor, number=str(account.number), amount=opening_deposit, reference="Opening deposit")
+        account.refresh_from_db(using=ledger)
+    return account
+
+
+def _account_change_status(
+    *, actor: Actor, number: str, action: str, reason: str, allowed_from: set[str], to: str
+) -> Account:
+    parsed = account_number_parse(number)
+    account_get(number=number)  # AccountNotFound before opening a transaction
+    with transaction.atomic(using="default"), transaction.atomic(using=parsed.ledger):
+        account = account_lock(ledger=parsed.ledger, pk=parsed.serial)
+        assert account is not None  # accounts are never deleted
+        if account.kind == Account.Kind.INTERNAL:
+            raise InternalAccount("Internal accounts cannot be frozen, unfrozen or closed.")
+        if account.status not in allowed_from:
+            if account.status == Account.Status.CLOSED:
+                raise AccountClosed(f"Account {account.number} is closed.")
+            raise InvalidAccountState(
+                f"Account {account.number} is {account.status}; cannot {action.split('.')[-1]} it."
+            )
+        if to == Account.Status.CLOSED and (
+            account.posted != ZERO or account.pending_debits or account.pending_credits
+        ):
+            raise AccountNotEmpty(
+                f"Account {account.number} holds {account.posted} with {account.pending_debits} pending out and "
+                f"{account.pending_credits} pending in; it can be closed only at zero with nothing pending."
+            )
+        previous = account.status
+        Account.objects.using(parsed.ledger).filter(pk=account.pk).update(status=to)
+        account.status = to
+        audit_event_record(
+            actor=actor,
+            action=action,
+            object_type="account",
+            object_id=str(account.number),
+            ledger=parsed.ledger,
+            changes={"status": [previous, to], "reason": reason},
+        )
+    return account
+
+
+def account_freeze(*, actor: Actor, number: str, reason: str = "") -> Account:
+    """ACTIVE → FROZEN: no money moves in or out until unfrozen."""
+    return _account_change_status(
+        actor=actor,
+        number=number,
+        action="account.frozen",
+        reason=reason,
+        allowed_from={Account.Status.ACTIVE},
+        to=Account.Status.FROZEN,
+    )
+
+
+def account_unfreeze(*, actor: Actor, number: str, reason: str = "") -> Account:
+    """FROZEN → ACTIVE."""
+    return _account_change_status(
+        actor=actor,
+        number=number,
+        action="account.unfrozen",
+        reason=reason,
+        allowed_from={Account.Status.FROZEN},
+        to=Account.Status.ACTIVE,
+    )
+
+
+def account_close(*, actor: Actor, number: str, reason: str = "") -> Account:
+    """ACTIVE or FROZEN → CLOSED, only at a zero balance with nothing pending. Final."""
+    return _account_change_status(
+        actor=actor,
+        number=number,
+        action="account.closed",
+        reason=reason,
+        allowed_from={Account.Status.ACTIVE, Account.Status.FROZEN},
+        to=Account.Status.CLOSED,
+    )
+
+
+def account_deposit(
+    *, actor: Actor, number: str, amount: Decimal | str, reference: str = "", idempotency_key: str | None = None
+):  # type: ignore[no-untyped-def]
+    """Cash paid in at the counter: a transfer from the ledger's cash account. Returns the
+    completed ``Transfer``; raises the refusal (frozen, closed, limits…) otherwise."""
+    from transfers.models import Transfer
+    from transfers.services import transfer_cash_movement
+
+    return transfer_cash_movement(
+        actor=actor,
+        kind=Transfer.Kind.DEPOSIT,
+        number=number,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+
+
+def account_withdraw(
+    *, actor: Actor, number: str, amount: Decimal | str, reference: str = "", idempotency_key: str | None = None
+):  # type: ignore[no-untyped-def]
+    """Cash paid out at the counter: a transfer to the ledger's cash account; refuses overdraft."""
+    from transfers.models import Transfer
+    from transfers.services import transfer_cash_movement
+
+    return transfer_cash_movement(
+        actor=actor,
+        kind=Transfer.Kind.WITHDRAWAL,
+        number=number,
+        amount=amount,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )

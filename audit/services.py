@@ -1,0 +1,38 @@
+"""Writing the audit trail. Call these inside the transaction of the change they record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from audit.models import AuditEvent
+from bankcore.actors import Actor
+
+
+def audit_event_record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: str,
+    ledger: str = "",
+    changes: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one audit event in ``default``. When called inside a ledger's atomic block, wrap the
+    ledger block in ``transaction.atomic(using="default")`` first: the ledger commits first and the
+    event commits only if it did (a crash between the two commits can lose the event, never invent
+    one)."""
+    with transaction.atomic(using="default"):
+        return AuditEvent.objects.using("default").create(
+            actor_id=actor.user_id,
+            actor_name=actor.username or actor.channel,
+            channel=actor.channel,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            ledger=ledger,
+            changes=changes or {},
+            ip=actor.ip,
+            request_id=actor.request_id,
+        )

@@ -1,0 +1,45 @@
+"""Who is acting, and through which door. Every service that changes money or an account's state
+takes an ``Actor`` so the audit trail can name who did it, when, and through which channel."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Channel:
+    ADMIN = "admin"
+    API = "api"
+    COMMAND = "command"
+    TASK = "task"
+    SYSTEM = "system"
+    CHOICES = [(c, c) for c in (ADMIN, API, COMMAND, TASK, SYSTEM)]
+
+
+@dataclass(frozen=True)
+class Actor:
+    channel: str
+    user_id: int | None = None
+    username: str = ""
+    ip: str | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def system(cls, channel: str = Channel.SYSTEM, name: str = "system") -> Actor:
+        return cls(channel=channel, username=name)
+
+    @classmethod
+    def for_user(cls, user: Any, *, channel: str, ip: str | None = None, request_id: str | None = None) -> Actor:
+        return cls(
+            channel=channel,
+            user_id=user.pk,
+            username=user.get_username(),
+            ip=ip,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+
+    @property
+    def client_id(self) -> str:
+        """The idempotency namespace: keys of different clients never collide."""
+        return f"user:{self.user_id}" if self.user_id is not None else f"{self.channel}:{self.username}"

@@ -1,0 +1,118 @@
+"""Strict readers for settings that come from the environment.
+
+Every reader accepts ``NAME`` or, for secrets mounted as files (Docker/Kubernetes secrets),
+``NAME_FILE`` pointing at a file whose content is the value. A malformed value stops start-up with
+``ImproperlyConfigured`` naming the variable: a bank would rather not start than run with a limit
+it misread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_MISSING = object()
+
+
+def _raw(name: str) -> str | None:
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={file_name!r} cannot be read: {exc}") from exc
+    return os.environ.get(name)
+
+
+def env_str(name: str, default: str | None | object = _MISSING) -> str:
+    value = _raw(name)
+    if value is None or value == "":
+        if default is _MISSING:
+            raise ImproperlyConfigured(f"{name} must be set")
+        return default  # type: ignore[return-value]
+    return value
+
+
+def env_optional(name: str) -> str | None:
+    value = _raw(name)
+    return value if value else None
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below the minimum {minimum}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name}={number} is above the maximum {maximum}")
+    return number
+
+
+def env_decimal(name: str, default: str, *, places: int = 2) -> Decimal:
+    """A positive money amount with at most ``places`` decimal places."""
+    value = _raw(name)
+    text = default if value is None or value == "" else value.strip()
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={text!r} is not a decimal amount") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ImproperlyConfigured(f"{name}={text!r} must be a positive amount")
+    if amount.as_tuple().exponent < -places:  # type: ignore[operator]
+        raise ImproperlyConfigured(f"{name}={text!r} has more than {places} decimal places")
+    return amount.quantize(Decimal(1).scaleb(-places))
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use true/false)")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class MySQLServer:
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str
+
+
+def mysql_server(prefix: str, *, default_name: str, fallback: MySQLServer | None = None) -> MySQLServer:
+    """Read ``{prefix}_HOST/PORT/NAME/USER/PASSWORD``; unset parts come from ``fallback``."""
+    host = env_optional(f"{prefix}_HOST") or (fallback.host if fallback else None)
+    if not host:
+        raise ImproperlyConfigured(f"{prefix}_HOST must be set")
+    return MySQLServer(
+        host=host,
+        port=env_int(f"{prefix}_PORT", fallback.port if fallback else 3306, minimum=1, maximum=65535),
+        name=env_str(f"{prefix}_NAME", default_name),
+        user=env_str(f"{prefix}_USER", fallback.user if fallback else "bank_user"),
+        password=env_str(f"{prefix}_PASSWORD", fallback.password if fallback else ""),
+    )

@@ -1,0 +1,65 @@
+"""One error hierarchy for every door (API, admin, commands, tasks).
+
+A service refuses by raising an ``ApplicationError`` subclass with a stable machine ``code``; the
+API renders it as RFC 9457 problem+json, the admin as a message, commands as an exit status. Codes
+are part of the public contract: add new ones, never rename.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    code = "application_error"
+    title = "Request refused"
+    http_status = 400
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None, extra: dict[str, Any] | None = None):
+        self.detail = detail or self.title
+        if code:
+            self.code = code
+        self.extra = extra or {}
+        super().__init__(self.detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "title": self.title, "detail": self.detail, **self.extra}
+
+
+class ValidationFailed(ApplicationError):
+    code = "validation_error"
+    title = "Invalid input"
+    http_status = 400
+
+
+class NotFound(ApplicationError):
+    code = "not_found"
+    title = "Not found"
+    http_status = 404
+
+
+class Conflict(ApplicationError):
+    code = "conflict"
+    title = "Conflict"
+    http_status = 409
+
+
+class BusinessRuleViolation(ApplicationError):
+    """The request is well formed but the bank's rules refuse it (funds, limits, status)."""
+
+    code = "business_rule_violation"
+    title = "Refused by a business rule"
+    http_status = 422
+
+
+class ServiceUnavailable(ApplicationError):
+    code = "service_unavailable"
+    title = "Service temporarily unavailable"
+    http_status = 503
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
+    # Imported lazily so that non-API code can import the error classes without DRF settings.
+    from bankcore.api_errors import problem_response
+
+    return problem_response(exc, context)

@@ -1,0 +1,230 @@
+"""Settings shared by every environment. Everything that differs between deployments comes from
+the environment through the strict readers in ``bankcore.env`` (see ``.env.example``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bankcore.env import (
+    env_bool,
+    env_decimal,
+    env_int,
+    env_list,
+    env_optional,
+    env_str,
+    mysql_server,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
+
+# Overridden (and refused when left at this value) in production settings.
+INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-0123456789"
+SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET)
+JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", INSECURE_DEFAULT_SECRET + "-jwt")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+BANKCORE_ENVIRONMENT = env_str("BANKCORE_ENVIRONMENT", "development")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_celery_beat",
+    "accounts",
+    "transfers",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bankcore.urls"
+WSGI_APPLICATION = "bankcore.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Databases: the control plane (`default`) and one alias per ledger -------------------------
+#
+# DB1_HOST unset: the embedded default, one SQLite file per ledger (SQLITE_LEDGERS of them, two by
+# default) plus one for the control plane. DB1_HOST set: every ledger is a MySQL/MariaDB server,
+# DB1_…, DB2_…, DB3_… for as many as are configured (numbering must be contiguous), and `default`
+# is the database DB_DEFAULT_NAME on DB1's server unless DB_DEFAULT_HOST etc. say otherwise.
+# Never point two aliases at one database: Django records migrations per database.
+
+CONN_MAX_AGE = env_int("CONN_MAX_AGE", 300, minimum=0)
+MYSQL_LOCK_WAIT_TIMEOUT = env_int("MYSQL_LOCK_WAIT_TIMEOUT", 5, minimum=1)
+LEDGER_PREFIX = "db"
+
+
+def _mysql_database(server) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "ENGINE": "django.db.backends.mysql",
+        "HOST": server.host,
+        "PORT": str(server.port),
+        "NAME": server.name,
+        "USER": server.user,
+        "PASSWORD": server.password,
+        "CONN_MAX_AGE": CONN_MAX_AGE,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {
+            "charset": "utf8mb4",
+            "isolation_level": "read committed",
+            # Strict mode makes the server refuse (not truncate) a value that does not fit; a
+            # short lock wait turns a hot-account pile-up into a retryable 1205 quickly.
+            "init_command": (
+                "SET sql_mode='STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+                "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION', "
+                f"innodb_lock_wait_timeout={MYSQL_LOCK_WAIT_TIMEOUT}"
+            ),
+            "connect_timeout": env_int("MYSQL_CONNECT_TIMEOUT", 5, minimum=1),
+        },
+        "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
+    }
+
+
+def _sqlite_database(path: Path) -> dict:  # type: ignore[type-arg]
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        # SQLite serialises writers; wait instead of failing with "database is locked".
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    }
+
+
+DATABASES: dict = {}  # type: ignore[type-arg]
+LEDGERS: dict[str, str] = {}  # alias -> two-digit ledger code carried in account numbers
+
+if env_optional("DB1_HOST"):
+    _first = mysql_server("DB1", default_name="bank_source")
+    _ledger_names = {1: "bank_source", 2: "bank_dest"}
+    _n = 1
+    while _n == 1 or env_optional(f"DB{_n}_HOST"):
+        _server = _first if _n == 1 else mysql_server(f"DB{_n}", default_name=_ledger_names.get(_n, f"bank_ledger{_n}"))
+        DATABASES[f"{LEDGER_PREFIX}{_n}"] = _mysql_database(_server)
+        LEDGERS[f"{LEDGER_PREFIX}{_n}"] = f"{_n:02d}"
+        _n += 1
+    _default = mysql_server("DB_DEFAULT", default_name="bank_core", fallback=_first)
+    DATABASES = {"default": _mysql_database(_default), **DATABASES}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"] = _sqlite_database(VAR_DIR / "core.sqlite3")
+    for _n in range(1, env_int("SQLITE_LEDGERS", 2, minimum=1, maximum=99) + 1):
+        DATABASES[f"{LEDGER_PREFIX}{_n}"] = _sqlite_database(VAR_DIR / f"ledger{_n}.sqlite3")
+        LEDGERS[f"{LEDGER_PREFIX}{_n}"] = f"{_n:02d}"
+
+_names = [(db["HOST"] if "HOST" in db else "", db.get("PORT", ""), db["NAME"]) for db in DATABASES.values()]
+if len(set(_names)) != len(_names):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("two database aliases point at the same database; give each its own NAME")
+
+DATABASE_ROUTERS = ["bankcore.router.LedgerRouter"]
+# Models whose tables exist in every ledger (and only there). Everything else lives in `default`.
+LEDGER_MODELS = {"accounts.account", "accounts.entry", "transfers.transferleg"}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache, throttling, sessions, Celery broker -----------------------------------------
+REDIS_HOST = env_optional("REDIS_HOST")
+REDIS_PORT = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
+REDIS_PASSWORD = env_optional("REDIS_PASSWORD")
+REDIS_DB = env_int("REDIS_DB", 0, minimum=0, maximum=15)
+
+
+def _redis_url(db: int) -> str:
+    auth = f":{REDIS_PASSWORD}@" if REDIS_PASSWORD else ""
+    return f"redis://{auth}{REDIS_HOST}:{REDIS_PORT}/{db}"
+
+
+if REDIS_HOST:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": _redis_url(REDIS_DB),
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    CELERY_BROKER_URL = _redis_url(REDIS_DB)
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CELERY_BROKER_URL = "memory://"
+
+CELERY_TASK_ALWAYS_EAGER = not REDIS_HOST
+CELERY_TIMEZONE = "Asia/Shanghai"
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+RECOVERY_INTERVAL_SECONDS = env_int("RECOVERY_INTERVAL_SECONDS", 5, minimum=1)
+RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 300, minimum=10)
+CELERY_BEAT_SCHEDULE = {
+    "recover-transfers": {
+        "task": "transfers.tasks.recover_transfers",
+        "schedule": float(RECOVERY_INTERVAL_SECONDS),
+    },
+    "reconcile-ledgers": {
+        "task": "transfers.tasks.reconcile_ledgers",
+        "schedule": float(RECONCILE_INTERVAL_SECONDS),
+    },
+}
+
+# --- Money rules (seed §5.1) -------------------------------------------------------------------
+MAX_TRANSFER_AMOUNT = env_decimal("MAX_TRANSFER_AMOUNT", "50000.00")
+DAILY_TRANSFER_LIMIT = env_decimal("DAILY_TRANSFER_LIMIT", "100000.00")
+TRANSACTION_TIMEOUT = env_int("TRANSACTION_TIMEOUT", 30, minimum=1)
+APPROVAL_THRESHOLD = env_decimal("APPROVAL_THRESHOLD", "10000.00")
+DEFAULT_CURRENCY = env_str("DEFAULT_CURRENCY", "CNY")
+BUSINESS_TIME_ZONE = "Asia/Shanghai"
+# Fault points kill a transfer between two protocol steps; only tests switch them on.
+BANKCORE_FAULT_POINTS_ENABLED = env_bool("BANKCORE_FAULT_POINTS_ENABLED", False)
+
+# --- Internationalisation ----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "Asia/Shanghai"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "bankcore.errors.problem_exception_handler",
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"standard": {"format": "%(asctime)s [%(levelname)s] %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "standard"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,18 @@
+"""Production: refuses to start with a default or empty secret."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from bankcore.settings.base import *  # noqa: F403
+from bankcore.settings.base import INSECURE_DEFAULT_SECRET, JWT_SECRET_KEY, SECRET_KEY
+
+for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SECRET_KEY", JWT_SECRET_KEY)):
+    if not _value or _value.startswith(INSECURE_DEFAULT_SECRET) or len(_value) < 32:
+        raise ImproperlyConfigured(f"{_name} must be set to a random value of at least 32 characters")
+
+DEBUG = False
+BANKCORE_ENVIRONMENT = "production"
+BANKCORE_FAULT_POINTS_ENABLED = False
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,0 +1,56 @@
+"""pytest plugin (loaded with ``-p bankcore.testing.plugin`` from setup.cfg): starts one real
+MariaDB server per ledger and a Redis server before Django reads its settings, and points the
+DB1_…/DB2_…/REDIS_… variables at them. ``BANKCORE_TEST_LEDGERS`` (default 2) says how many
+ledgers; ``BANKCORE_TEST_EXTERNAL=1`` uses the servers the environment already names instead.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bankcore.testing.servers import MariaDBServer, RedisServer, remove_tree
+
+LEDGER_DATABASES = {1: "bank_source", 2: "bank_dest"}
+STARTED: dict[str, object] = {}
+
+
+def ledger_servers() -> list[MariaDBServer]:
+    return list(STARTED.get("ledgers", []))  # type: ignore[call-overload]
+
+
+def redis_server() -> RedisServer | None:
+    return STARTED.get("redis")  # type: ignore[return-value]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bankcore.settings.test")
+    if os.environ.get("BANKCORE_TEST_EXTERNAL") == "1" or "--help" in args or "--version" in args:
+        return
+    count = int(os.environ.get("BANKCORE_TEST_LEDGERS", "2"))
+    base = Path(tempfile.mkdtemp(prefix="bankcore-test-"))
+    servers = [MariaDBServer(base, f"db{n}") for n in range(1, count + 1)]
+    redis = RedisServer(base)
+    with ThreadPoolExecutor(max_workers=count + 1) as pool:
+        for future in [pool.submit(server.start) for server in servers] + [pool.submit(redis.start)]:
+            future.result()
+    STARTED.update(base=base, ledgers=servers, redis=redis)
+    for n, server in enumerate(servers, start=1):
+        os.environ.update(server.env(f"DB{n}", LEDGER_DATABASES.get(n, f"bank_ledger{n}")))
+    os.environ.update(REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis.port), BANKCORE_VAR_DIR=str(base / "var"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in ledger_servers():
+        server.kill()
+    redis = redis_server()
+    if redis:
+        redis.stop()
+    base = STARTED.get("base")
+    if base and not os.environ.get("BANKCORE_TEST_KEEP"):
+        remove_tree(base)  # type: ignore[arg-type]

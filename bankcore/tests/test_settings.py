@@ -1,0 +1,77 @@
+"""Strict settings: a malformed value stops start-up naming the variable."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from bankcore.env import env_bool, env_decimal, env_int, env_str
+
+
+def test_readers_name_the_variable(monkeypatch):
+    monkeypatch.setenv("DB1_PORT", "abc")
+    with pytest.raises(ImproperlyConfigured, match="DB1_PORT"):
+        env_int("DB1_PORT", 3306)
+    monkeypatch.setenv("MAX_TRANSFER_AMOUNT", "lots")
+    with pytest.raises(ImproperlyConfigured, match="MAX_TRANSFER_AMOUNT"):
+        env_decimal("MAX_TRANSFER_AMOUNT", "1.00")
+    for bad in ("-1", "0", "NaN", "1.001", "Infinity"):
+        monkeypatch.setenv("DAILY_TRANSFER_LIMIT", bad)
+        with pytest.raises(ImproperlyConfigured, match="DAILY_TRANSFER_LIMIT"):
+            env_decimal("DAILY_TRANSFER_LIMIT", "1.00")
+    monkeypatch.setenv("DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="DEBUG"):
+        env_bool("DEBUG", False)
+
+
+def test_secret_from_file(monkeypatch, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-from-a-file\n")
+    monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
+    assert env_str("SECRET_KEY") == "s3cr3t-from-a-file"
+
+
+def _settings_import(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB", "REDIS", "SECRET", "JWT"))}
+    clean.update(env, DJANGO_SETTINGS_MODULE=settings_module)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(sorted(settings.LEDGERS))",
+        ],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production_refuses_default_or_short_secret(tmp_path):
+    result = _settings_import("bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path))
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    result = _settings_import(
+        "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="short"
+    )
+    assert result.returncode != 0 and "JWT_SECRET_KEY" in result.stderr
+    result = _settings_import(
+        "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_malformed_port_stops_startup(tmp_path):
+    result = _settings_import(
+        "bankcore.settings.development", DB1_HOST="db", DB1_PORT="abc", BANKCORE_VAR_DIR=str(tmp_path)
+    )
+    assert result.returncode != 0 and "DB1_PORT" in result.stderr
+
+
+def test_ledgers_come_from_configuration(tmp_path):
+    three = {f"DB{n}_HOST": f"host{n}" for n in (1, 2, 3)}
+    result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), **three)
+    assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr
+    result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), SQLITE_LEDGERS="3")
+    assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr

@@ -1,0 +1,108 @@
+"""Refusal codes of the transfer engine. Stable: partners match on them; add, never rename.
+
+Refusals found before a transfer is accepted (malformed input) are raised. Refusals found while
+preparing (funds, limits, account state) are recorded on the ABORTED transfer as
+``failure_code`` so that an idempotent replay answers the same; ``transfer_refusal_error`` turns
+that record back into the exception the doors render.
+"""
+
+from __future__ import annotations
+
+from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
+from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
+
+
+class SameAccount(ValidationFailed):
+    code = "same_account"
+    title = "Source and destination are the same account"
+
+
+class AmountAboveMaximum(BusinessRuleViolation):
+    code = "amount_above_maximum"
+    title = "Amount above the maximum per transfer"
+
+
+class InsufficientFunds(BusinessRuleViolation):
+    code = "insufficient_funds"
+    title = "Insufficient funds"
+
+
+class DailyLimitExceeded(BusinessRuleViolation):
+    code = "daily_limit_exceeded"
+    title = "Daily transfer limit exceeded"
+
+
+class CurrencyMismatch(BusinessRuleViolation):
+    code = "currency_mismatch"
+    title = "Currency mismatch"
+
+
+class TransferTimedOut(BusinessRuleViolation):
+    code = "transfer_timed_out"
+    title = "Transfer timed out"
+
+
+class LedgerUnavailable(ServiceUnavailable):
+    code = "ledger_unavailable"
+    title = "A ledger database is unavailable"
+
+
+class LedgerBusy(ServiceUnavailable):
+    code = "ledger_busy"
+    title = "The account is busy; try again"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused with a different request"
+
+
+class InvalidIdempotencyKey(ValidationFailed):
+    code = "invalid_idempotency_key"
+    title = "Invalid idempotency key"
+
+
+class TransferNotFound(ApplicationError):
+    code = "transfer_not_found"
+    title = "Transfer not found"
+    http_status = 404
+
+
+class TransferNotReversible(BusinessRuleViolation):
+    code = "transfer_not_reversible"
+    title = "Transfer cannot be reversed"
+
+
+class TransferAlreadyReversed(Conflict):
+    code = "transfer_already_reversed"
+    title = "Transfer already reversed"
+
+
+class InvalidReference(ValidationFailed):
+    code = "invalid_reference"
+    title = "Invalid reference"
+
+
+# Every code that can be recorded on an ABORTED transfer, and the error that renders it.
+RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
+    cls.code: cls
+    for cls in (
+        AccountNotFound,
+        AccountFrozen,
+        AccountClosed,
+        CurrencyMismatch,
+        InsufficientFunds,
+        DailyLimitExceeded,
+        TransferTimedOut,
+        LedgerUnavailable,
+        LedgerBusy,
+    )
+}
+
+
+class TransferRefused(Exception):
+    """Raised inside a prepare step to roll it back; carries the code to record."""
+
+    def __init__(self, error: ApplicationError):
+        self.error = error
+        super().__init__(error.detail)

@@ -1,0 +1,58 @@
+"""Check that the books balance; exit 1 and list every discrepancy when they don't."""
+
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand
+
+from bankcore.actors import Actor, Channel
+from transfers.reconciliation import reconciliation_run
+
+
+class Command(BaseCommand):
+    help = (
+        "Reconcile every ledger: balances vs entries, pending vs prepared legs, books sum to zero, no stuck transfer."
+    )
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        show = not options["no_progress"]
+
+        def progress(ledger: str, done: int, total: int) -> None:
+            if not show:
+                return
+            width = 30
+            filled = int(width * done / total) if total else width
+            self.stderr.write(
+                f"\r{ledger:>6} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts", ending=""
+            )
+            if done == total:
+                self.stderr.write("")
+
+        report = reconciliation_run(actor=Actor.system(Channel.COMMAND, "reconcile"), progress=progress)
+        rows = [("ledger", "accounts", "posted total", "pending out", "pending in", "prepared legs")]
+        rows += [
+            (
+                s.ledger,
+                str(s.accounts),
+                str(s.posted_total),
+                str(s.pending_debits),
+                str(s.pending_credits),
+                str(s.prepared_legs),
+            )
+            for s in report.ledgers
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            self.stdout.write("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=False)))
+        self.stdout.write(f"in flight: {report.in_flight}   Σ posted + in flight: {report.grand_total}")
+        if report.ok:
+            self.stdout.write(self.style.SUCCESS("OK: the books balance."))
+            return
+        self.stdout.write(self.style.ERROR(f"{len(report.discrepancies)} discrepancies:"))
+        for line in report.discrepancies:
+            self.stdout.write(f"  - {line}")
+        sys.exit(1)

@@ -1,0 +1,46 @@
+"""Operators' door onto recovery: one pass, or --loop for a long-running worker."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from django.core.management.base import BaseCommand
+
+from bankcore.actors import Actor, Channel
+from transfers.recovery import DEFAULT_GRACE_SECONDS, transfers_recover
+
+
+class Command(BaseCommand):
+    help = "Finish committed transfers, void timed-out ones and orphan legs. Safe to run beside other workers."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("--loop", action="store_true", help="keep running, one pass every --interval seconds")
+        parser.add_argument("--interval", type=float, default=2.0)
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=DEFAULT_GRACE_SECONDS,
+            help="seconds a committed transfer is left to its own coordinator",
+        )
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        actor = Actor.system(Channel.COMMAND, "recover_transfers")
+        stopping = False
+
+        def stop(*_: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        while True:
+            report = transfers_recover(actor=actor, grace_seconds=options["grace"])
+            if report.total or report.errors or not options["loop"]:
+                summary = ", ".join(f"{k}={v}" for k, v in sorted(report.actions.items())) or "nothing to do"
+                self.stdout.write(f"recovery: {summary}")
+                for error in report.errors:
+                    self.stderr.write(f"  error: {error}")
+            if not options["loop"] or stopping:
+                break
+            time.sleep(options["interval"])

@@ -1,0 +1,137 @@
+"""The transfer record (control plane, ``default``) and the recovery table (every ledger).
+
+A ``Transfer`` is the coordinator's view: PENDING → COMMITTED → COMPLETED, or → ABORTED with a
+reason code. Each ledger keeps the ``TransferLeg`` rows of the transfers that touch it, keyed
+``(transfer_id, leg)``: PREPARED → COMMITTED or VOIDED. A VOIDED row with no prepared amount is a
+tombstone left by a void that arrived before its prepare, so the late prepare fails on the unique
+key (Seata's empty-rollback and suspension rules).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Account, money_field
+from bankcore.actors import Channel
+
+
+class Transfer(models.Model):
+    class Kind(models.TextChoices):
+        TRANSFER = "transfer", "Transfer"
+        DEPOSIT = "deposit", "Cash deposit"
+        WITHDRAWAL = "withdrawal", "Cash withdrawal"
+        REVERSAL = "reversal", "Reversal"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        COMMITTED = "committed", "Committed"
+        COMPLETED = "completed", "Completed"
+        ABORTED = "aborted", "Aborted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TRANSFER)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    source_account = models.CharField(max_length=14, db_index=True)
+    source_ledger = models.CharField(max_length=16)
+    destination_account = models.CharField(max_length=14, db_index=True)
+    destination_ledger = models.CharField(max_length=16)
+    amount = money_field()
+    currency = models.CharField(max_length=3)
+    reference = models.CharField(max_length=140, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_detail = models.CharField(max_length=500, blank=True, default="")
+    # Idempotency: one (client, key) maps to one transfer for good; request_hash tells a replay
+    # from a conflicting reuse of the key.
+    client_id = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64)
+    # At most one live reversal per transfer (enforced under a row lock in ``transfer_reverse``);
+    # an aborted reversal may be followed by another attempt, hence not one-to-one.
+    reversal_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals")
+    business_date = models.DateField()
+    deadline = models.DateTimeField()
+    channel = models.CharField(max_length=16, choices=Channel.CHOICES)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    committed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_positive"),
+            models.UniqueConstraint(fields=["client_id", "idempotency_key"], name="transfer_idempotency_key_unique"),
+        ]
+        indexes = [models.Index(fields=["status", "deadline"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} {self.amount} {self.currency} [{self.status}]"
+
+    @property
+    def is_cross_ledger(self) -> bool:
+        return self.source_ledger != self.destination_ledger
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (self.Status.COMPLETED, self.Status.ABORTED)
+
+
+class TransferLeg(models.Model):
+    """The recovery table: one row per (transfer, leg) in the leg's ledger."""
+
+    class Leg(models.TextChoices):
+        DEBIT = "debit", "Debit"
+        CREDIT = "credit", "Credit"
+
+    class State(models.TextChoices):
+        PREPARED = "prepared", "Prepared"
+        COMMITTED = "committed", "Committed"
+        VOIDED = "voided", "Voided"
+
+    transfer_id = models.UUIDField()
+    leg = models.CharField(max_length=8, choices=Leg.choices)
+    # NULL only on a tombstone for a leg that was never prepared.
+    account = models.ForeignKey(Account, null=True, on_delete=models.PROTECT, related_name="legs")
+    amount = money_field()
+    state = models.CharField(max_length=16, choices=State.choices)
+    kind = models.CharField(max_length=16, choices=Transfer.Kind.choices)
+    business_date = models.DateField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["transfer_id", "leg"], name="transfer_leg_unique"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="transfer_leg_amount_non_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["state", "created_at"]),
+            # The daily limit sums a source account's debit legs of one business day.
+            models.Index(fields=["account", "business_date", "leg"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transfer_id}/{self.leg} [{self.state}]"
+
+
+class ReconciliationRun(models.Model):
+    """The outcome of one reconciliation, kept so operations and supervisors can read the last one."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    ok = models.BooleanField()
+    discrepancy_count = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict)
+    triggered_by = models.CharField(max_length=150)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"reconciliation {self.started_at:%Y-%m-%d %H:%M:%S} {'OK' if self.ok else 'DISCREPANCIES'}"

@@ -1,0 +1,202 @@
+"""Reconciliation: prove the books balance, or list every way they don't.
+
+For every ledger: each account's posted balance equals the sum of its entries; its pending
+counters equal the sum of its PREPARED legs; no account without overdraft is overdrawn. Across
+ledgers: Σ posted + money in flight = 0 (money enters only from the internal cash accounts, so the
+books sum to zero). And no transfer is unfinished past its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from accounts.models import Account, Entry
+from transfers.models import Transfer, TransferLeg
+
+ZERO = Decimal("0.00")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class LedgerSummary:
+    ledger: str
+    accounts: int = 0
+    posted_total: Decimal = ZERO
+    pending_debits: Decimal = ZERO
+    pending_credits: Decimal = ZERO
+    prepared_legs: int = 0
+
+
+@dataclass
+class ReconciliationReport:
+    started_at: datetime
+    finished_at: datetime | None = None
+    ledgers: list[LedgerSummary] = field(default_factory=list)
+    in_flight: Decimal = ZERO
+    grand_total: Decimal = ZERO
+    discrepancies: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.discrepancies
+
+    def as_dict(self) -> dict:  # type: ignore[type-arg]
+        return {
+            "ok": self.ok,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "in_flight": str(self.in_flight),
+            "grand_total": str(self.grand_total),
+            "ledgers": [
+                {
+                    "ledger": s.ledger,
+                    "accounts": s.accounts,
+                    "posted_total": str(s.posted_total),
+                    "pending_debits": str(s.pending_debits),
+                    "pending_credits": str(s.pending_credits),
+                    "prepared_legs": s.prepared_legs,
+                }
+                for s in self.ledgers
+            ],
+            "discrepancies": self.discrepancies,
+        }
+
+
+@contextlib.contextmanager
+def consistent_snapshot(using: str) -> Iterator[None]:
+    """One consistent read view of a ledger: every query inside sees the same committed state."""
+    connection = connections[using]
+    if connection.vendor != "mysql":
+        with transaction.atomic(using=using):
+            yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    try:
+        # Under REPEATABLE READ the first read fixes the snapshot for the whole block.
+        with transaction.atomic(using=using):
+            yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+
+def _reconcile_ledger(ledger: str, report: ReconciliationReport, progress: Progress | None, chunk: int) -> None:
+    summary = LedgerSummary(ledger=ledger)
+    with consistent_snapshot(ledger):
+        entry_sums = dict(
+            Entry.objects.using(ledger)
+            .values_list("account_id")
+            .annotate(total=Sum("amount"))
+            .values_list("account_id", "total")
+        )
+        prepared: dict[tuple[int, str], Decimal] = {}
+        for account_id, leg, total, count in (
+            TransferLeg.objects.using(ledger)
+            .filter(state=TransferLeg.State.PREPARED)
+            .values_list("account_id", "leg")
+            .annotate(total=Sum("amount"), count=Count("id"))
+            .values_list("account_id", "leg", "total", "count")
+        ):
+            prepared[(account_id, leg)] = total
+            summary.prepared_legs += count
+        total_accounts = Account.objects.using(ledger).count()
+        done = 0
+        for account in Account.objects.using(ledger).order_by("pk").iterator(chunk_size=chunk):
+            summary.accounts += 1
+            summary.posted_total += account.posted
+            summary.pending_debits += account.pending_debits
+            summary.pending_credits += account.pending_credits
+            entries = entry_sums.get(account.pk, ZERO)
+            if account.posted != entries:
+                report.discrepancies.append(
+                    f"{ledger} account {account.number}: posted {account.posted} != sum of entries {entries}"
+                )
+            expected_debits = prepared.get((account.pk, TransferLeg.Leg.DEBIT), ZERO)
+            expected_credits = prepared.get((account.pk, TransferLeg.Leg.CREDIT), ZERO)
+            if account.pending_debits != expected_debits or account.pending_credits != expected_credits:
+                report.discrepancies.append(
+                    f"{ledger} account {account.number}: pending {account.pending_debits}/{account.pending_credits} "
+                    f"!= prepared legs {expected_debits}/{expected_credits}"
+                )
+            if not account.allow_overdraft and account.posted - account.pending_debits < 0:
+                report.discrepancies.append(f"{ledger} account {account.number}: overdrawn ({account.available})")
+            done += 1
+            if progress and (done % chunk == 0 or done == total_accounts):
+                progress(ledger, done, total_accounts)
+        orphan_entries = set(entry_sums) - set(Account.objects.using(ledger).values_list("pk", flat=True))
+        for account_id in orphan_entries:
+            report.discrepancies.append(f"{ledger}: entries for unknown account id {account_id}")
+    report.ledgers.append(summary)
+
+
+def _in_flight() -> Decimal:
+    """Money decided but not yet posted: PREPARED legs of COMMITTED transfers (credit +, debit −)."""
+    legs: list[tuple[str, uuid.UUID, str, Decimal]] = []
+    for ledger in settings.LEDGERS:
+        legs.extend(
+            (ledger, transfer_id, leg, amount)
+            for transfer_id, leg, amount in TransferLeg.objects.using(ledger)
+            .filter(state=TransferLeg.State.PREPARED)
+            .values_list("transfer_id", "leg", "amount")
+        )
+    statuses = dict(Transfer.objects.filter(pk__in={t for _, t, _, _ in legs}).values_list("pk", "status"))
+    total = ZERO
+    for _, transfer_id, leg, amount in legs:
+        if statuses.get(transfer_id) == Transfer.Status.COMMITTED:
+            total += amount if leg == TransferLeg.Leg.CREDIT else -amount
+    return total
+
+
+def reconcile(
+    *, progress: Progress | None = None, chunk: int = 2000, now: datetime | None = None
+) -> ReconciliationReport:
+    """Check every invariant the books must satisfy. Read-only; safe beside live traffic (each
+    ledger is read from one consistent snapshot; the cross-ledger sum is retried while transfers
+    are in flight)."""
+    now = now or timezone.now()
+    report = ReconciliationReport(started_at=now)
+    for ledger in settings.LEDGERS:
+        _reconcile_ledger(ledger, report, progress, chunk)
+    report.in_flight = _in_flight()
+    report.grand_total = sum((s.posted_total for s in report.ledgers), ZERO) + report.in_flight
+    if report.grand_total != ZERO:
+        report.discrepancies.append(
+            f"the books do not balance: Σ posted + in flight = {report.grand_total} (expected 0)"
+        )
+    overdue = now - timedelta(seconds=settings.TRANSACTION_TIMEOUT)
+    stuck = Transfer.objects.filter(
+        status__in=[Transfer.Status.PENDING, Transfer.Status.COMMITTED], deadline__lt=overdue
+    )
+    for transfer in stuck[:100]:
+        report.discrepancies.append(
+            f"transfer {transfer.id} is {transfer.status} past its deadline {transfer.deadline:%Y-%m-%d %H:%M:%S}"
+        )
+    report.finished_at = timezone.now()
+    return report
+
+
+def reconciliation_run(*, actor, progress: Progress | None = None) -> ReconciliationReport:  # type: ignore[no-untyped-def]
+    """Reconcile and keep the result (``ReconciliationRun``) where operations can read it."""
+    from transfers.models import ReconciliationRun
+
+    report = reconcile(progress=progress)
+    ReconciliationRun.objects.create(
+        started_at=report.started_at,
+        finished_at=report.finished_at or timezone.now(),
+        ok=report.ok,
+        discrepancy_count=len(report.discrepancies),
+        report=report.as_dict(),
+        triggered_by=f"{actor.channel}:{actor.username}",
+    )
+    return report

@@ -1,0 +1,685 @@
+"""The transfer engine: the one way money moves (API, admin, commands and tasks all call here).
+
+Inside one ledger a transfer is one local atomic block. Across ledgers it follows the two-phase
+protocol of DESIGN.md with each ledger's recovery table (``TransferLeg``):
+
+1. accept     — validate, claim the idempotency key, store the transfer PENDING (``default``)
+2. prepare    — per leg, one atomic block in its ledger: lock the account, check it, move the
+                amount into pending, write the leg PREPARED
+3. decide     — PENDING → COMMITTED (point of no return) by a conditional update, only before the
+                deadline; or → ABORTED
+4. finish     — per leg: PREPARED → COMMITTED posts the amount and writes the entry; → VOIDED
+                releases it. A conditional update that must change one row: exactly once.
+5. complete   — COMMITTED → COMPLETED
+
+A named fault point (``transfers.faults``) sits between every two steps. Whatever a crash leaves
+behind, ``transfers.recovery`` finishes forward (COMMITTED) or voids (PENDING past its deadline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
+from accounts.lock_objects import account_lock, accounts_lock
+from accounts.models import Account, Entry
+from accounts.numbers import account_number_parse
+from accounts.selectors import account_get
+from audit.services import audit_event_record
+from bankcore.actors import Actor
+from bankcore.db import LockConflictGaveUp, atomic_with_retry
+from bankcore.errors import ApplicationError
+from bankcore.money import currency_parse, money_parse
+from transfers.errors import (
+    RECORDED_REFUSALS,
+    AmountAboveMaximum,
+    CurrencyMismatch,
+    DailyLimitExceeded,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InvalidIdempotencyKey,
+    InvalidReference,
+    LedgerBusy,
+    LedgerUnavailable,
+    SameAccount,
+    TransferAlreadyReversed,
+    TransferNotFound,
+    TransferNotReversible,
+    TransferRefused,
+    TransferTimedOut,
+)
+from transfers.faults import fault_point
+from transfers.models import Transfer, TransferLeg
+
+logger = logging.getLogger(__name__)
+
+Leg = TransferLeg.Leg
+LegState = TransferLeg.State
+Status = Transfer.Status
+
+REFERENCE_MAX_LENGTH = 140
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+ENTRY_KIND: dict[str, str] = {
+    Transfer.Kind.TRANSFER: Entry.Kind.TRANSFER,
+    Transfer.Kind.DEPOSIT: Entry.Kind.DEPOSIT,
+    Transfer.Kind.WITHDRAWAL: Entry.Kind.WITHDRAWAL,
+    Transfer.Kind.REVERSAL: Entry.Kind.REVERSAL,
+}
+
+
+def business_date_today():  # type: ignore[no-untyped-def]
+    return timezone.localdate(timezone=ZoneInfo(settings.BUSINESS_TIME_ZONE))
+
+
+# --- public services ------------------------------------------------------------------------------
+
+
+def transfer_create(
+    *,
+    actor: Actor,
+    source_account: str,
+    destination_account: str,
+    amount: Decimal | str,
+    currency: str | None = None,
+    reference: str = "",
+    idempotency_key: str | None = None,
+) -> Transfer:
+    """Move ``amount`` from one account to another, in one ledger or across two.
+
+    Returns the transfer, COMPLETED — or COMMITTED/PENDING when a ledger failed mid-way, in which
+    case recovery finishes it. ``transfer.replayed`` is True when the idempotency key was seen
+    before. Raises, changing nothing: ``InvalidAmount``, ``InvalidCurrency``,
+    ``InvalidAccountNumber``, ``SameAccount``, ``AmountAboveMaximum``, ``IdempotencyKeyReused``.
+    Raises after recording the transfer as ABORTED (so a replay answers the same): the errors in
+    ``transfers.errors.RECORDED_REFUSALS`` (funds, daily limit, account state, currency…); the
+    exception's ``transfer`` attribute is the aborted transfer.
+    """
+    return _transfer_submit(
+        actor=actor,
+        kind=Transfer.Kind.TRANSFER,
+        source=source_account,
+        destination=destination_account,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+
+
+def transfer_cash_movement(
+    *,
+    actor: Actor,
+    kind: str,
+    number: str,
+    amount: Decimal | str,
+    reference: str = "",
+    idempotency_key: str | None = None,
+) -> Transfer:
+    """A cash deposit (cash account → ``number``) or withdrawal (``number`` → cash account) in
+    the account's own ledger. Same refusals as ``transfer_create``."""
+    from accounts.services import cash_account_ensure
+
+    account = account_get(number=number)
+    cash = cash_account_ensure(ledger=account.ledger, currency=account.currency)
+    source, destination = (cash, account) if kind == Transfer.Kind.DEPOSIT else (account, cash)
+    return _transfer_submit(
+        actor=actor,
+        kind=kind,
+        source=str(source.number),
+        destination=str(destination.number),
+        amount=amount,
+        currency=account.currency,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+
+
+def transfer_reverse(
+    *, actor: Actor, transfer_id: uuid.UUID | str, reference: str = "", idempotency_key: str | None = None
+) -> Transfer:
+    """Move a completed transfer's amount back, as a new transfer linked to it. At most once per
+    transfer (an aborted reversal may be retried). Raises ``TransferNotFound``,
+    ``TransferNotReversible`` (not completed, or itself a reversal), ``TransferAlreadyReversed``,
+    and, recorded on the aborted reversal, ``InsufficientFunds`` when the money is no longer there."""
+    try:
+        original = Transfer.objects.get(pk=transfer_id)
+    except (Transfer.DoesNotExist, ValueError, ValidationError, DatabaseError):
+        raise TransferNotFound(f"No transfer {transfer_id}.") from None
+    return _transfer_submit(
+        actor=actor,
+        kind=Transfer.Kind.REVERSAL,
+        source=original.destination_account,
+        destination=original.source_account,
+        amount=original.amount,
+        currency=original.currency,
+        reference=reference or f"Reversal of {original.id}",
+        idempotency_key=idempotency_key,
+        reversal_of=original,
+    )
+
+
+def transfer_refusal_error(transfer: Transfer) -> ApplicationError | None:
+    """The error an ABORTED transfer was refused with, for the doors to render."""
+    if transfer.status != Status.ABORTED:
+        return None
+    error_class = RECORDED_REFUSALS.get(transfer.failure_code, TransferTimedOut)
+    error = error_class(transfer.failure_detail or None, extra={"transfer_id": str(transfer.id)})
+    error.transfer = transfer  # type: ignore[attr-defined]
+    return error
+
+
+# --- accept ---------------------------------------------------------------------------------------
+
+
+def _reference_clean(reference: object) -> str:
+    if reference is None:
+        return ""
+    if not isinstance(reference, str):
+        raise InvalidReference("The reference must be text.")
+    if len(reference) > REFERENCE_MAX_LENGTH:
+        raise InvalidReference(f"The reference has at most {REFERENCE_MAX_LENGTH} characters.")
+    if not reference.isprintable():
+        raise InvalidReference("The reference contains control characters.")
+    return reference
+
+
+def _idempotency_key_clean(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise InvalidIdempotencyKey(f"An idempotency key is 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters.")
+    if not key.isascii() or not key.isprintable():
+        raise InvalidIdempotencyKey("An idempotency key is printable ASCII.")
+    return key
+
+
+def _request_hash(**fields: object) -> str:
+    canonical = json.dumps({k: str(v) if v is not None else None for k, v in fields.items()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(existing: Transfer, request_hash: str) -> Transfer:
+    if existing.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "This idempotency key was already used for a different request.",
+            extra={"transfer_id": str(existing.id)},
+        )
+    existing.replayed = True  # type: ignore[attr-defined]
+    error = transfer_refusal_error(existing)
+    if error is not None:
+        error.replayed = True  # type: ignore[attr-defined]
+        raise error
+    return existing
+
+
+def _transfer_submit(
+    *,
+    actor: Actor,
+    kind: str,
+    source: str,
+    destination: str,
+    amount: Decimal | str,
+    currency: str | None,
+    reference: str,
+    idempotency_key: str | None,
+    reversal_of: Transfer | None = None,
+) -> Transfer:
+    amount = money_parse(amount)
+    if currency is not None:
+        currency = currency_parse(currency)
+    reference = _reference_clean(reference)
+    key = _idempotency_key_clean(idempotency_key)
+    src = account_number_parse(source)
+    dst = account_number_parse(destination)
+    if src.number == dst.number:
+        raise SameAccount("The source and destination accounts are the same.")
+    if kind != Transfer.Kind.REVERSAL and amount > settings.MAX_TRANSFER_AMOUNT:
+        raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+    request_hash = _request_hash(
+        kind=kind,
+        source=src.number,
+        destination=dst.number,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        reversal_of=reversal_of.pk if reversal_of else None,
+    )
+    client_id = actor.client_id
+    if key is not None:
+        existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
+        if existing is not None:
+            return _replay(existing, request_hash)
+    if currency is None:
+        currency = account_get(number=src.number).currency
+
+    now = timezone.now()
+    transfer = Transfer(
+        id=uuid.uuid4(),
+        kind=kind,
+        status=Status.PENDING,
+        source_account=src.number,
+        source_ledger=src.ledger,
+        destination_account=dst.number,
+        destination_ledger=dst.ledger,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        client_id=client_id,
+        idempotency_key=key,
+        request_hash=request_hash,
+        reversal_of=reversal_of,
+        business_date=business_date_today(),
+        deadline=now + timedelta(seconds=settings.TRANSACTION_TIMEOUT),
+        channel=actor.channel,
+        created_by_id=actor.user_id,
+    )
+    try:
+        with transaction.atomic(using="default"):
+            if reversal_of is not None:
+                _reversal_claim(reversal_of)
+            transfer.save(using="default", force_insert=True)
+    except IntegrityError:
+        if key is None:
+            raise
+        # Lost a race on the same key: the winner's transfer is the answer.
+        return _replay(Transfer.objects.get(client_id=client_id, idempotency_key=key), request_hash)
+    fault_point("after_accept")
+
+    if transfer.is_cross_ledger:
+        _execute_cross_ledger(transfer, actor)
+    else:
+        _execute_local(transfer, actor)
+    transfer.replayed = False  # type: ignore[attr-defined]
+    error = transfer_refusal_error(transfer)
+    if error is not None:
+        error.replayed = False  # type: ignore[attr-defined]
+        raise error
+    return transfer
+
+
+def _reversal_claim(original: Transfer) -> None:
+    """Inside the accept transaction: lock the original, refuse a second live reversal."""
+    locked = Transfer.objects.select_for_update().get(pk=original.pk)
+    if locked.kind == Transfer.Kind.REVERSAL:
+        raise TransferNotReversible("A reversal cannot itself be reversed.")
+    if locked.status != Status.COMPLETED:
+        raise TransferNotReversible(f"Only completed transfers can be reversed; this one is {locked.status}.")
+    if Transfer.objects.filter(reversal_of=locked).exclude(status=Status.ABORTED).exists():
+        raise TransferAlreadyReversed("This transfer has already been reversed.")
+
+
+# --- checks made under the account's row lock -----------------------------------------------------
+
+
+def _check_account(account: Account | None, transfer: Transfer, *, side: str) -> Account:
+    number = transfer.source_account if side == "source" else transfer.destination_account
+    if account is None or account.number != number:
+        raise TransferRefused(AccountNotFound(f"The {side} account {number} does not exist."))
+    if account.status == Account.Status.FROZEN:
+        raise TransferRefused(AccountFrozen(f"The {side} account {number} is frozen."))
+    if account.status == Account.Status.CLOSED:
+        raise TransferRefused(AccountClosed(f"The {side} account {number} is closed."))
+    if account.currency != transfer.currency:
+        raise TransferRefused(
+            CurrencyMismatch(f"The {side} account {number} holds {account.currency}, not {transfer.currency}.")
+        )
+    return account
+
+
+def _check_funds_and_limit(account: Account, transfer: Transfer) -> None:
+    if not account.allow_overdraft and account.available < transfer.amount:
+        raise TransferRefused(InsufficientFunds(f"Account {account.number} has {account.available} available."))
+    if transfer.kind != Transfer.Kind.TRANSFER or account.kind != Account.Kind.CUSTOMER:
+        return
+    spent = (
+        TransferLeg.objects.using(account.ledger)
+        .filter(
+            account=account,
+            business_date=transfer.business_date,
+            leg=Leg.DEBIT,
+            kind=Transfer.Kind.TRANSFER,
+            state__in=[LegState.PREPARED, LegState.COMMITTED],
+        )
+        .aggregate(total=Sum("amount"))["total"]
+    ) or Decimal("0")
+    if spent + transfer.amount > settings.DAILY_TRANSFER_LIMIT:
+        raise TransferRefused(
+            DailyLimitExceeded(
+                f"Account {account.number} has moved {spent} today; the daily limit is {settings.DAILY_TRANSFER_LIMIT}."
+            )
+        )
+
+
+def _post(
+    *,
+    ledger: str,
+    account: Account,
+    delta: Decimal,
+    transfer_id: uuid.UUID,
+    kind: str,
+    description: str,
+    release_pending: str | None = None,
+) -> None:
+    """Change a locked account's posted balance by ``delta`` and write its entry."""
+    updates = {"posted": F("posted") + delta, "updated_at": timezone.now()}
+    if release_pending:
+        updates[release_pending] = F(release_pending) - abs(delta)
+    Account.objects.using(ledger).filter(pk=account.pk).update(**updates)
+    Entry.objects.using(ledger).create(
+        account_id=account.pk,
+        amount=delta,
+        balance_after=account.posted + delta,
+        kind=ENTRY_KIND[kind],
+        transfer_id=transfer_id,
+        description=description[:140],
+    )
+
+
+# --- one ledger -----------------------------------------------------------------------------------
+
+
+def _execute_local(transfer: Transfer, actor: Actor) -> None:
+    ledger = transfer.source_ledger
+
+    def apply() -> None:
+        if TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id).exists():
+            raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery."))
+        src = account_number_parse(transfer.source_account)
+        dst = account_number_parse(transfer.destination_account)
+        locked = accounts_lock(ledger=ledger, pks=[src.serial, dst.serial])
+        source = _check_account(locked.get(src.serial), transfer, side="source")
+        destination = _check_account(locked.get(dst.serial), transfer, side="destination")
+        _check_funds_and_limit(source, transfer)
+        TransferLeg.objects.using(ledger).bulk_create(
+            [
+                TransferLeg(
+                    transfer_id=transfer.id,
+                    leg=leg,
+                    account=account,
+                    amount=transfer.amount,
+                    state=LegState.COMMITTED,
+                    kind=transfer.kind,
+                    business_date=transfer.business_date,
+                )
+                for leg, account in ((Leg.DEBIT, source), (Leg.CREDIT, destination))
+            ]
+        )
+        for account, delta in ((source, -transfer.amount), (destination, transfer.amount)):
+            _post(
+                ledger=ledger,
+                account=account,
+                delta=delta,
+                transfer_id=transfer.id,
+                kind=transfer.kind,
+                description=transfer.reference,
+            )
+
+    try:
+        atomic_with_retry(ledger, apply)
+    except TransferRefused as refused:
+        _decide_abort(transfer, actor, refused.error)
+        return
+    except IntegrityError:
+        # Recovery's tombstone won the race for the legs' unique key.
+        _decide_abort(transfer, actor, TransferTimedOut("The transfer timed out and was voided by recovery."))
+        return
+    except LockConflictGaveUp:
+        _decide_abort(transfer, actor, LedgerBusy("The account is busy; the transfer was not made."))
+        return
+    except OperationalError:
+        # The ledger is down, perhaps after committing: only recovery can tell. It stays PENDING.
+        logger.exception("transfer %s: ledger %s failed during a local transfer", transfer.id, ledger)
+        raise LedgerUnavailable(
+            "A ledger database did not answer; the transfer will be completed or voided by recovery.",
+            extra={"transfer_id": str(transfer.id)},
+        ) from None
+    fault_point("after_local_commit")
+    _complete(transfer, actor)
+
+
+# --- across ledgers -------------------------------------------------------------------------------
+
+
+def _leg_ledger_and_number(transfer: Transfer, leg: str) -> tuple[str, str]:
+    if leg == Leg.DEBIT:
+        return transfer.source_ledger, transfer.source_account
+    return transfer.destination_ledger, transfer.destination_account
+
+
+def leg_prepare(transfer: Transfer, leg: str) -> None:
+    """Phase 1 for one leg, in its ledger. Raises ``TransferRefused`` (rolled back, nothing held)."""
+    ledger, number = _leg_ledger_and_number(transfer, leg)
+    serial = account_number_parse(number).serial
+    side = "source" if leg == Leg.DEBIT else "destination"
+
+    def prepare() -> None:
+        if TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id, leg=leg).exists():
+            raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery."))
+        account = _check_account(account_lock(ledger=ledger, pk=serial), transfer, side=side)
+        if leg == Leg.DEBIT:
+            _check_funds_and_limit(account, transfer)
+            pending = {"pending_debits": F("pending_debits") + transfer.amount}
+        else:
+            pending = {"pending_credits": F("pending_credits") + transfer.amount}
+        Account.objects.using(ledger).filter(pk=account.pk).update(**pending, updated_at=timezone.now())
+        TransferLeg.objects.using(ledger).create(
+            transfer_id=transfer.id,
+            leg=leg,
+            account=account,
+            amount=transfer.amount,
+            state=LegState.PREPARED,
+            kind=transfer.kind,
+            business_date=transfer.business_date,
+        )
+
+    try:
+        atomic_with_retry(ledger, prepare)
+    except IntegrityError:
+        raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
+    except LockConflictGaveUp:
+        raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
+    except OperationalError:
+        logger.exception("transfer %s: ledger %s failed while preparing the %s leg", transfer.id, ledger, leg)
+        raise TransferRefused(
+            LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
+        ) from None
+
+
+def leg_commit(transfer: Transfer, leg: str) -> bool:
+    """Phase 2: PREPARED → COMMITTED, posting the amount and writing the entry. Exactly once: True
+    if this call did it, False if it was already done. May raise ``OperationalError``."""
+    ledger, _ = _leg_ledger_and_number(transfer, leg)
+
+    def commit() -> bool:
+        row = TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id, leg=leg).first()
+        if row is None or row.state != LegState.PREPARED:
+            if row is None or row.state == LegState.VOIDED:
+                logger.error("transfer %s is committed but its %s leg is %s", transfer.id, leg, row and row.state)
+            return False
+        account = account_lock(ledger=ledger, pk=row.account_id)  # type: ignore[arg-type]
+        assert account is not None
+        claimed = (
+            TransferLeg.objects.using(ledger)
+            .filter(pk=row.pk, state=LegState.PREPARED)
+            .update(state=LegState.COMMITTED, updated_at=timezone.now())
+        )
+        if claimed != 1:
+            return False
+        delta = -row.amount if leg == Leg.DEBIT else row.amount
+        _post(
+            ledger=ledger,
+            account=account,
+            delta=delta,
+            transfer_id=transfer.id,
+            kind=transfer.kind,
+            description=transfer.reference,
+            release_pending="pending_debits" if leg == Leg.DEBIT else "pending_credits",
+        )
+        return True
+
+    return atomic_with_retry(ledger, commit)
+
+
+def leg_void(transfer: Transfer, leg: str) -> bool:
+    """PREPARED → VOIDED, releasing the pending amount; or, if the leg was never prepared, a VOIDED
+    tombstone so that a late prepare fails. True if this call changed anything."""
+    ledger, _ = _leg_ledger_and_number(transfer, leg)
+
+    def void() -> bool:
+        row = TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id, leg=leg).first()
+        if row is None:
+            TransferLeg.objects.using(ledger).create(
+                transfer_id=transfer.id,
+                leg=leg,
+                account=None,
+                amount=Decimal("0"),
+                state=LegState.VOIDED,
+                kind=transfer.kind,
+                business_date=transfer.business_date,
+            )
+            return True
+        if row.state != LegState.PREPARED:
+            if row.state == LegState.COMMITTED:
+                logger.error("transfer %s: refusing to void its committed %s leg", transfer.id, leg)
+            return False
+        account_lock(ledger=ledger, pk=row.account_id)  # type: ignore[arg-type]
+        claimed = (
+            TransferLeg.objects.using(ledger)
+            .filter(pk=row.pk, state=LegState.PREPARED)
+            .update(state=LegState.VOIDED, updated_at=timezone.now())
+        )
+        if claimed != 1:
+            return False
+        field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+        Account.objects.using(ledger).filter(pk=row.account_id or 0).update(
+            **{field: F(field) - row.amount}, updated_at=timezone.now()
+        )
+        return True
+
+    for _ in range(3):
+        try:
+            return atomic_with_retry(ledger, void)
+        except IntegrityError:
+            continue  # a prepare inserted the leg meanwhile: void that instead
+    raise RuntimeError(f"could not void leg {transfer.id}/{leg}")
+
+
+def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
+    prepared: list[str] = []
+    try:
+        leg_prepare(transfer, Leg.DEBIT)
+        prepared.append(Leg.DEBIT)
+        fault_point("after_prepare_debit")
+        leg_prepare(transfer, Leg.CREDIT)
+        prepared.append(Leg.CREDIT)
+        fault_point("after_prepare_credit")
+    except TransferRefused as refused:
+        _decide_abort(transfer, actor, refused.error, legs_to_void=prepared)
+        return
+    try:
+        decided = _decide_commit(transfer)
+    except OperationalError:
+        logger.exception("transfer %s: control-plane database failed at the decision", transfer.id)
+        raise LedgerUnavailable(
+            "The control-plane database did not answer; the transfer will be completed or voided by recovery.",
+            extra={"transfer_id": str(transfer.id)},
+        ) from None
+    if not decided:
+        # Recovery aborted it (deadline passed) while we were preparing.
+        _decide_abort(
+            transfer,
+            actor,
+            TransferTimedOut("The transfer timed out and was voided."),
+            legs_to_void=[Leg.DEBIT, Leg.CREDIT],
+        )
+        return
+    fault_point("after_decide_commit")
+    try:
+        leg_commit(transfer, Leg.DEBIT)
+        fault_point("after_finish_debit")
+        leg_commit(transfer, Leg.CREDIT)
+        fault_point("after_finish_credit")
+    except (OperationalError, LockConflictGaveUp):
+        logger.exception("transfer %s: committed, finishing deferred to recovery", transfer.id)
+        return
+    _complete(transfer, actor)
+
+
+# --- decisions (control plane) --------------------------------------------------------------------
+
+
+def _decide_commit(transfer: Transfer) -> bool:
+    now = timezone.now()
+    decided = Transfer.objects.filter(pk=transfer.pk, status=Status.PENDING, deadline__gt=now).update(
+        status=Status.COMMITTED, committed_at=now
+    )
+    if decided == 1:
+        transfer.status, transfer.committed_at = Status.COMMITTED, now
+        return True
+    transfer.refresh_from_db()
+    return False
+
+
+def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, legs_to_void: list[str] = ()) -> None:  # type: ignore[assignment]
+    """PENDING → ABORTED with the reason, then void what was prepared (recovery voids anything a
+    failure here leaves behind)."""
+    now = timezone.now()
+    with transaction.atomic(using="default"):
+        aborted = Transfer.objects.filter(pk=transfer.pk, status=Status.PENDING).update(
+            status=Status.ABORTED, failure_code=error.code, failure_detail=error.detail[:500], finished_at=now
+        )
+        if aborted:
+            _transfer_event(transfer, actor, "transfer.aborted", failure_code=error.code)
+    transfer.refresh_from_db()
+    fault_point("after_decide_abort")
+    if transfer.status != Status.ABORTED:
+        return
+    for index, leg in enumerate(legs_to_void):
+        try:
+            leg_void(transfer, leg)
+        except (OperationalError, LockConflictGaveUp):
+            logger.exception("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
+        if index == 0:
+            fault_point("after_void_debit")
+
+
+def _complete(transfer: Transfer, actor: Actor) -> None:
+    now = timezone.now()
+    with transaction.atomic(using="default"):
+        done = Transfer.objects.filter(pk=transfer.pk, status__in=[Status.PENDING, Status.COMMITTED]).update(
+            status=Status.COMPLETED, finished_at=now, committed_at=F("committed_at") if transfer.committed_at else now
+        )
+        if done:
+            _transfer_event(transfer, actor, "transfer.completed")
+    transfer.refresh_from_db()
+
+
+def _transfer_event(transfer: Transfer, actor: Actor, action: str, **extra: object) -> None:
+    audit_event_record(
+        actor=actor,
+        action=action,
+        object_type="transfer",
+        object_id=str(transfer.id),
+        changes={
+            "kind": transfer.kind,
+            "source": transfer.source_account,
+            "destination": transfer.destination_account,
+            "amount": str(transfer.amount),
+            "currency": transfer.currency,
+            "reference": transfer.reference,
+            "created_by": transfer.created_by_id,
+            **extra,
+        },
+    )

@@ -1,0 +1,305 @@
+"""The accounting story, end to end, on real MariaDB servers (one per ledger)."""
+
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
+from accounts.models import Account, Entry
+from accounts.numbers import InvalidAccountNumber, account_number_make
+from accounts.services import account_close, account_deposit, account_freeze, account_open, account_withdraw
+from audit.models import AuditEvent
+from bankcore.actors import Actor, Channel
+from bankcore.money import InvalidAmount, InvalidCurrency
+from conftest import balances
+from transfers.errors import (
+    AmountAboveMaximum,
+    CurrencyMismatch,
+    DailyLimitExceeded,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InvalidReference,
+    SameAccount,
+    TransferAlreadyReversed,
+    TransferNotFound,
+    TransferNotReversible,
+)
+from transfers.models import Transfer, TransferLeg
+from transfers.services import transfer_create, transfer_reverse
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def snapshot(*accounts):
+    """Everything a refusal must leave untouched."""
+    return (
+        [
+            (a.posted, a.pending_debits, a.pending_credits)
+            for a in (Account.objects.using(x.ledger).get(pk=x.pk) for x in accounts)
+        ],
+        sum(Entry.objects.using(ledger).count() for ledger in settings.LEDGERS),
+        sum(
+            TransferLeg.objects.using(ledger).exclude(state=TransferLeg.State.VOIDED).count()
+            for ledger in settings.LEDGERS
+        ),
+    )
+
+
+@pytest.mark.ledgers3
+def test_same_ledger_transfer(actor, make_account):
+    alice, bob = make_account("db1", "1000.00"), make_account("db1", "10.00")
+    transfer = transfer_create(
+        actor=actor, source_account=alice.number, destination_account=bob.number, amount="125.50", reference="rent"
+    )
+    assert transfer.status == Transfer.Status.COMPLETED and not transfer.is_cross_ledger
+    assert balances(alice, bob) == [Decimal("874.50"), Decimal("135.50")]
+    entries = Entry.objects.using("db1").filter(transfer_id=transfer.id).order_by("amount")
+    assert [(e.amount, e.balance_after) for e in entries] == [
+        (Decimal("-125.50"), Decimal("874.50")),
+        (Decimal("125.50"), Decimal("135.50")),
+    ]
+    assert AuditEvent.objects.filter(action="transfer.completed", object_id=str(transfer.id)).exists()
+
+
+@pytest.mark.ledgers3
+def test_cross_ledger_transfer_between_every_pair_of_ledgers(actor, make_account, ledgers):
+    accounts = {ledger: make_account(ledger, "500.00") for ledger in ledgers}
+    for source in ledgers:
+        for destination in ledgers:
+            if source == destination:
+                continue
+            transfer = transfer_create(
+                actor=actor,
+                source_account=accounts[source].number,
+                destination_account=accounts[destination].number,
+                amount="10.00",
+            )
+            assert transfer.status == Transfer.Status.COMPLETED and transfer.is_cross_ledger
+            legs = {
+                leg.leg: leg.state
+                for ledger in ledgers
+                for leg in TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id)
+            }
+            assert legs == {"debit": "committed", "credit": "committed"}
+    assert balances(*accounts.values()) == [Decimal("500.00")] * len(ledgers)
+    for account in accounts.values():
+        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
+        assert (fresh.pending_debits, fresh.pending_credits) == (0, 0)
+
+
+def test_reversal_moves_the_money_back_once(actor, make_account):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    original = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
+    reversal = transfer_reverse(actor=actor, transfer_id=original.id)
+    assert reversal.status == Transfer.Status.COMPLETED and reversal.reversal_of_id == original.id
+    assert reversal.kind == Transfer.Kind.REVERSAL
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+    with pytest.raises(TransferAlreadyReversed):
+        transfer_reverse(actor=actor, transfer_id=original.id)
+    with pytest.raises(TransferNotReversible):
+        transfer_reverse(actor=actor, transfer_id=reversal.id)
+    with pytest.raises(TransferNotFound):
+        transfer_reverse(actor=actor, transfer_id="00000000-0000-0000-0000-000000000000")
+    with pytest.raises(TransferNotFound):
+        transfer_reverse(actor=actor, transfer_id="not-a-uuid")
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+
+
+def test_reversal_refused_when_the_money_is_gone_and_possible_once_it_is_back(actor, make_account):
+    alice, bob, carol = make_account("db1", "100.00"), make_account("db2", "0.00"), make_account("db2", "0.00")
+    original = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
+    transfer_create(actor=actor, source_account=bob.number, destination_account=carol.number, amount="30.00")
+    before = snapshot(alice, bob, carol)
+    with pytest.raises(InsufficientFunds) as refused:
+        transfer_reverse(actor=actor, transfer_id=original.id)
+    assert refused.value.transfer.status == Transfer.Status.ABORTED
+    assert snapshot(alice, bob, carol) == before
+    transfer_create(actor=actor, source_account=carol.number, destination_account=bob.number, amount="30.00")
+    assert transfer_reverse(actor=actor, transfer_id=original.id).status == Transfer.Status.COMPLETED
+    assert balances(alice, bob, carol) == [Decimal("100.00"), Decimal("0.00"), Decimal("0.00")]
+
+
+@pytest.mark.parametrize(
+    ("amount", "error"),
+    [
+        ("0", InvalidAmount),
+        ("0.00", InvalidAmount),
+        ("-1.00", InvalidAmount),
+        ("1.005", InvalidAmount),
+        ("NaN", InvalidAmount),
+        ("Infinity", InvalidAmount),
+        ("1E+2", InvalidAmount),
+        ("1e2", InvalidAmount),
+        ("0x10", InvalidAmount),
+        (" 1.00 ", None),  # surrounding blanks are tolerated
+        ("1_000", InvalidAmount),
+        ("１００", InvalidAmount),
+        ("9" * 25, InvalidAmount),
+        (10.0, InvalidAmount),
+        (True, InvalidAmount),
+        (None, InvalidAmount),
+        ("50000.01", AmountAboveMaximum),
+    ],
+)
+def test_amount_refusals_move_nothing(actor, make_account, amount, error):
+    alice, bob = make_account("db1", "50000.00"), make_account("db2")
+    before = snapshot(alice, bob)
+    transfers_before = Transfer.objects.count()
+    if error is None:
+        transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount=amount)
+        return
+    with pytest.raises(error) as refused:
+        transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount=amount)
+    assert refused.value.code == error.code
+    assert snapshot(alice, bob) == before and Transfer.objects.count() == transfers_before
+
+
+def _refusal_cases(make_account, actor):
+    alice = make_account("db1", "100.00")
+    bob = make_account("db2", "0.00")
+    frozen = make_account("db2", "50.00")
+    account_freeze(actor=actor, number=frozen.number)
+    closed = make_account("db1", "0.00")
+    account_close(actor=actor, number=closed.number)
+    usd = account_open(actor=actor, ledger="db2", holder="Dollar", currency="USD")
+    missing = account_number_make(ledger_code=settings.LEDGERS["db2"], serial=987654)
+    typo = alice.number[:-1] + str((int(alice.number[-1]) + 1) % 10)
+    return (
+        alice,
+        bob,
+        [
+            (dict(source_account=alice.number, destination_account=bob.number, amount="100.01"), InsufficientFunds),
+            (dict(source_account=alice.number, destination_account=alice.number, amount="1.00"), SameAccount),
+            (dict(source_account=alice.number, destination_account=missing, amount="1.00"), AccountNotFound),
+            (dict(source_account=missing, destination_account=alice.number, amount="1.00"), AccountNotFound),
+            (dict(source_account=typo, destination_account=bob.number, amount="1.00"), InvalidAccountNumber),
+            (dict(source_account=frozen.number, destination_account=alice.number, amount="1.00"), AccountFrozen),
+            (dict(source_account=alice.number, destination_account=frozen.number, amount="1.00"), AccountFrozen),
+            (dict(source_account=alice.number, destination_account=closed.number, amount="1.00"), AccountClosed),
+            (dict(source_account=alice.number, destination_account=usd.number, amount="1.00"), CurrencyMismatch),
+            (
+                dict(source_account=alice.number, destination_account=bob.number, amount="1.00", currency="USD"),
+                CurrencyMismatch,
+            ),
+            (
+                dict(source_account=alice.number, destination_account=bob.number, amount="1.00", currency="usd"),
+                InvalidCurrency,
+            ),
+            (
+                dict(source_account=alice.number, destination_account=bob.number, amount="1.00", reference="x" * 141),
+                InvalidReference,
+            ),
+            (
+                dict(source_account=alice.number, destination_account=bob.number, amount="1.00", reference="a\nb"),
+                InvalidReference,
+            ),
+        ],
+        (frozen, closed, usd),
+    )
+
+
+def test_every_refusal_has_a_code_and_moves_nothing(actor, make_account):
+    alice, bob, cases, others = _refusal_cases(make_account, actor)
+    for fields, error in cases:
+        before = snapshot(alice, bob, *others)
+        with pytest.raises(error) as refused:
+            transfer_create(actor=actor, **fields)
+        assert refused.value.code == error.code, fields
+        assert snapshot(alice, bob, *others) == before, fields
+
+
+def test_daily_limit_counts_pending_and_completed_debits_of_the_business_day(actor, make_account, settings):
+    settings.DAILY_TRANSFER_LIMIT = Decimal("100.00")
+    alice, bob = make_account("db1", "1000.00"), make_account("db2")
+    transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="60.00")
+    transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
+    before = snapshot(alice, bob)
+    with pytest.raises(DailyLimitExceeded):
+        transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="0.01")
+    assert snapshot(alice, bob) == before
+    # A pending (prepared, undecided) debit counts too.
+    carol = make_account("db1", "1000.00")
+    transfer = Transfer.objects.create(
+        source_account=carol.number,
+        source_ledger="db1",
+        destination_account=bob.number,
+        destination_ledger="db2",
+        amount=Decimal("90.00"),
+        currency="CNY",
+        client_id="t",
+        request_hash="x",
+        business_date=transfer_business_date(),
+        deadline=Transfer._meta.get_field("deadline").to_python("2099-01-01T00:00:00+00:00"),
+        channel=Channel.SYSTEM,
+    )
+    from transfers.services import leg_prepare
+
+    leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+    with pytest.raises(DailyLimitExceeded):
+        transfer_create(actor=actor, source_account=carol.number, destination_account=bob.number, amount="10.01")
+    # Withdrawals at the counter are not transfers: the daily transfer limit does not apply.
+    account_withdraw(actor=actor, number=alice.number, amount="500.00")
+    from transfers.recovery import transfers_recover
+
+    Transfer.objects.filter(pk=transfer.pk).update(
+        deadline=Transfer._meta.get_field("deadline").to_python("2000-01-01T00:00:00+00:00")
+    )
+    transfers_recover(grace_seconds=0)
+
+
+def transfer_business_date():
+    from transfers.services import business_date_today
+
+    return business_date_today()
+
+
+def test_idempotent_replay_returns_the_first_outcome(actor, make_account):
+    alice, bob = make_account("db1", "100.00"), make_account("db2")
+    first = transfer_create(
+        actor=actor, source_account=alice.number, destination_account=bob.number, amount="10.00", idempotency_key="k-1"
+    )
+    again = transfer_create(
+        actor=actor, source_account=alice.number, destination_account=bob.number, amount="10.00", idempotency_key="k-1"
+    )
+    assert again.id == first.id and again.replayed and not first.replayed
+    assert balances(alice, bob) == [Decimal("90.00"), Decimal("10.00")]
+    with pytest.raises(IdempotencyKeyReused):
+        transfer_create(
+            actor=actor,
+            source_account=alice.number,
+            destination_account=bob.number,
+            amount="10.01",
+            idempotency_key="k-1",
+        )
+    # The same key from another client is another request.
+    other = Actor.system(Channel.API, "another-client")
+    second = transfer_create(
+        actor=other, source_account=alice.number, destination_account=bob.number, amount="10.00", idempotency_key="k-1"
+    )
+    assert second.id != first.id
+    assert balances(alice, bob) == [Decimal("80.00"), Decimal("20.00")]
+
+
+def test_a_refusal_is_replayed_not_retried(actor, make_account):
+    alice, bob = make_account("db1", "5.00"), make_account("db2")
+    with pytest.raises(InsufficientFunds) as first:
+        transfer_create(
+            actor=actor,
+            source_account=alice.number,
+            destination_account=bob.number,
+            amount="10.00",
+            idempotency_key="k-2",
+        )
+
+    account_deposit(actor=actor, number=alice.number, amount="100.00")
+    with pytest.raises(InsufficientFunds) as replay:
+        transfer_create(
+            actor=actor,
+            source_account=alice.number,
+            destination_account=bob.number,
+            amount="10.00",
+            idempotency_key="k-2",
+        )
+    assert replay.value.transfer.id == first.value.transfer.id and replay.value.replayed
+    assert balances(alice, bob) == [Decimal("105.00"), Decimal("0.00")]
