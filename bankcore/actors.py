@@ -43,3 +43,16 @@ class Actor:
     def client_id(self) -> str:
         """The idempotency namespace: keys of different clients never collide."""
         return f"user:{self.user_id}" if self.user_id is not None else f"{self.channel}:{self.username}"
+
+
+def client_ip(request: Any) -> str | None:
+    """The client's address. Behind nginx, REMOTE_ADDR is nginx; it passes the client in X-Real-IP."""
+    ip = request.META.get("HTTP_X_REAL_IP") or request.META.get("REMOTE_ADDR")
+    return ip or None
+
+
+def actor_from_request(request: Any, *, channel: str) -> Actor:
+    """The actor of an authenticated request (admin or API), with its IP and request id."""
+    return Actor.for_user(
+        request.user, channel=channel, ip=client_ip(request), request_id=getattr(request, "request_id", None)
+    )

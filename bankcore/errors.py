@@ -14,6 +14,10 @@ class ApplicationError(Exception):
     code = "application_error"
     title = "Request refused"
     http_status = 400
+    # Set by the transfer engine on a refusal it recorded: the ABORTED transfer, and whether this
+    # answer is the replay of an earlier request with the same idempotency key.
+    transfer: Any = None
+    replayed: bool = False
 
     def __init__(self, detail: str | None = None, *, code: str | None = None, extra: dict[str, Any] | None = None):
         self.detail = detail or self.title

@@ -62,6 +62,9 @@ class Transfer(models.Model):
     committed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    # Not a column: set by transfer_create to say whether the idempotency key was seen before.
+    replayed: bool = False
+
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="transfer_amount_positive"),

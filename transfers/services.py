@@ -176,7 +176,7 @@ def transfer_refusal_error(transfer: Transfer) -> ApplicationError | None:
         return None
     error_class = RECORDED_REFUSALS.get(transfer.failure_code, TransferTimedOut)
     error = error_class(transfer.failure_detail or None, extra={"transfer_id": str(transfer.id)})
-    error.transfer = transfer  # type: ignore[attr-defined]
+    error.transfer = transfer
     return error
 
 
@@ -216,10 +216,10 @@ def _replay(existing: Transfer, request_hash: str) -> Transfer:
             "This idempotency key was already used for a different request.",
             extra={"transfer_id": str(existing.id)},
         )
-    existing.replayed = True  # type: ignore[attr-defined]
+    existing.replayed = True
     error = transfer_refusal_error(existing)
     if error is not None:
-        error.replayed = True  # type: ignore[attr-defined]
+        error.replayed = True
         raise error
     return existing
 
@@ -290,6 +290,9 @@ def _transfer_submit(
             if reversal_of is not None:
                 _reversal_claim(reversal_of)
             transfer.save(using="default", force_insert=True)
+    except OperationalError:
+        logger.warning("transfer: control-plane database failed at accept")
+        raise LedgerUnavailable("The control-plane database did not answer; nothing was moved.") from None
     except IntegrityError:
         if key is None:
             raise
@@ -297,14 +300,23 @@ def _transfer_submit(
         return _replay(Transfer.objects.get(client_id=client_id, idempotency_key=key), request_hash)
     fault_point("after_accept")
 
-    if transfer.is_cross_ledger:
-        _execute_cross_ledger(transfer, actor)
-    else:
-        _execute_local(transfer, actor)
-    transfer.replayed = False  # type: ignore[attr-defined]
+    try:
+        if transfer.is_cross_ledger:
+            _execute_cross_ledger(transfer, actor)
+        else:
+            _execute_local(transfer, actor)
+    except OperationalError:
+        # The control plane went away mid-transfer; recovery settles it once it is back, and a
+        # replay with the same idempotency key then answers with the outcome.
+        logger.warning("transfer %s: control-plane database failed", transfer.id)
+        raise LedgerUnavailable(
+            "A database did not answer; the transfer will be completed or voided by recovery.",
+            extra={"transfer_id": str(transfer.id)},
+        ) from None
+    transfer.replayed = False
     error = transfer_refusal_error(transfer)
     if error is not None:
-        error.replayed = False  # type: ignore[attr-defined]
+        error.replayed = False
         raise error
     return transfer
 
@@ -440,7 +452,7 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
         return
     except OperationalError:
         # The ledger is down, perhaps after committing: only recovery can tell. It stays PENDING.
-        logger.exception("transfer %s: ledger %s failed during a local transfer", transfer.id, ledger)
+        logger.warning("transfer %s: ledger %s failed during a local transfer", transfer.id, ledger)
         raise LedgerUnavailable(
             "A ledger database did not answer; the transfer will be completed or voided by recovery.",
             extra={"transfer_id": str(transfer.id)},
@@ -491,7 +503,7 @@ def leg_prepare(transfer: Transfer, leg: str) -> None:
     except LockConflictGaveUp:
         raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
     except OperationalError:
-        logger.exception("transfer %s: ledger %s failed while preparing the %s leg", transfer.id, ledger, leg)
+        logger.warning("transfer %s: ledger %s failed while preparing the %s leg", transfer.id, ledger, leg)
         raise TransferRefused(
             LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
         ) from None
@@ -591,7 +603,7 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
     try:
         decided = _decide_commit(transfer)
     except OperationalError:
-        logger.exception("transfer %s: control-plane database failed at the decision", transfer.id)
+        logger.warning("transfer %s: control-plane database failed at the decision", transfer.id)
         raise LedgerUnavailable(
             "The control-plane database did not answer; the transfer will be completed or voided by recovery.",
             extra={"transfer_id": str(transfer.id)},
@@ -612,7 +624,7 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
         leg_commit(transfer, Leg.CREDIT)
         fault_point("after_finish_credit")
     except (OperationalError, LockConflictGaveUp):
-        logger.exception("transfer %s: committed, finishing deferred to recovery", transfer.id)
+        logger.warning("transfer %s: committed, finishing deferred to recovery", transfer.id)
         return
     _complete(transfer, actor)
 
@@ -650,7 +662,7 @@ def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, 
         try:
             leg_void(transfer, leg)
         except (OperationalError, LockConflictGaveUp):
-            logger.exception("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
+            logger.warning("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
         if index == 0:
             fault_point("after_void_debit")
 

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "bankcore.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -84,7 +85,7 @@ LEDGER_PREFIX = "db"
 
 def _mysql_database(server) -> dict:  # type: ignore[no-untyped-def]
     return {
-        "ENGINE": "django.db.backends.mysql",
+        "ENGINE": "bankcore.mysql_backend",
         "HOST": server.host,
         "PORT": str(server.port),
         "NAME": server.name,
@@ -228,3 +229,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "standard"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# Topic modules: settings of one capability each, kept apart so they read (and change) alone.
+from bankcore.settings.api import *  # noqa: E402, F403
+from bankcore.settings.backoffice import *  # noqa: E402, F403

@@ -1,0 +1,3 @@
+"""Partner API routes, under /api/."""
+
+urlpatterns: list = []  # type: ignore[type-arg]

@@ -1,0 +1,1 @@
+"""Partner API settings (DRF, JWT, OpenAPI, throttling)."""

@@ -1,0 +1,1 @@
+"""Teller back office settings (admin, roles, lockout, audit)."""

@@ -1,0 +1,158 @@
+"""Many workers at once on real servers: the books still balance, nobody is overdrawn, a hot
+account pays out exactly what it holds, one idempotency key makes one transfer."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+from accounts.models import Account
+from bankcore.actors import Actor, Channel
+from bankcore.errors import ApplicationError
+from conftest import balances
+from transfers.models import Transfer
+from transfers.reconciliation import reconcile
+from transfers.services import transfer_create
+
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
+
+
+def run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def runner(index: int) -> None:
+        try:
+            barrier.wait()
+            work(index)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
+@pytest.mark.ledgers3
+def test_sixteen_workers_random_transfers_keep_the_books(make_account, ledgers):
+    accounts = [make_account(ledgers[i % len(ledgers)], "1000.00") for i in range(20)]
+    numbers = [a.number for a in accounts]
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop_at = time.monotonic() + 4.0
+
+    def work(index: int) -> None:
+        rng = random.Random(index)
+        actor = Actor.system(Channel.API, f"worker-{index}")
+        while time.monotonic() < stop_at:
+            source, destination = rng.sample(numbers, 2)
+            amount = Decimal(rng.randint(1, 40000)) / 100
+            try:
+                outcome = transfer_create(
+                    actor=actor, source_account=source, destination_account=destination, amount=amount
+                ).status
+            except ApplicationError as error:
+                outcome = error.code
+            with lock:
+                outcomes[outcome] += 1
+
+    errors = run_threads(16, work)
+    assert not errors, errors
+    assert outcomes[Transfer.Status.COMPLETED] > 50, outcomes
+    assert set(outcomes) <= {"completed", "insufficient_funds"}, outcomes
+    assert sum(balances(*accounts)) == Decimal("20000.00")
+    assert not Transfer.objects.exclude(status__in=[Transfer.Status.COMPLETED, Transfer.Status.ABORTED]).exists()
+    for ledger in ledgers:
+        assert not Account.objects.using(ledger).filter(allow_overdraft=False, posted__lt=0).exists()
+    report = reconcile()
+    assert report.ok, report.discrepancies
+    print(f"\n{len(ledgers)} ledgers, 16 workers, 4 s: {dict(outcomes)}")
+
+
+@pytest.mark.parametrize("cross_ledger", [True, False], ids=["cross-ledger", "same-ledger"])
+def test_hot_account_pays_out_exactly_what_it_holds(make_account, cross_ledger):
+    k, amount, workers = 10, Decimal("10.00"), 32
+    hot = make_account("db1", str(k * amount))
+    destinations = [make_account("db2" if cross_ledger else "db1") for _ in range(4)]
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        actor = Actor.system(Channel.API, f"hot-{index}")
+        try:
+            outcome = transfer_create(
+                actor=actor,
+                source_account=hot.number,
+                destination_account=destinations[index % 4].number,
+                amount=amount,
+            ).status
+        except ApplicationError as error:
+            outcome = error.code
+        with lock:
+            results.append(outcome)
+
+    errors = run_threads(workers, work)
+    assert not errors, errors
+    counts = Counter(results)
+    assert counts == {"completed": k, "insufficient_funds": workers - k}, counts
+    assert balances(hot) == [Decimal("0.00")]
+    assert sum(balances(*destinations)) == k * amount
+
+
+def test_one_idempotency_key_raced_by_eight_workers_makes_one_transfer(make_account):
+    alice, bob = make_account("db1", "100.00"), make_account("db2")
+    actor = Actor.system(Channel.API, "partner-x")
+    ids: list[str] = []
+    replayed: list[bool] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        transfer = transfer_create(
+            actor=actor,
+            source_account=alice.number,
+            destination_account=bob.number,
+            amount="25.00",
+            idempotency_key="race-1",
+        )
+        with lock:
+            ids.append(str(transfer.id))
+            replayed.append(transfer.replayed)
+
+    errors = run_threads(8, work)
+    assert not errors, errors
+    assert len(set(ids)) == 1 and replayed.count(False) == 1
+    assert balances(alice, bob) == [Decimal("75.00"), Decimal("25.00")]
+    assert Transfer.objects.filter(kind=Transfer.Kind.TRANSFER).count() == 1
+
+
+def test_reversal_raced_by_eight_workers_happens_once(actor, make_account):
+    from transfers.errors import TransferAlreadyReversed
+    from transfers.services import transfer_reverse
+
+    alice, bob = make_account("db1", "100.00"), make_account("db2")
+    original = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="60.00")
+    outcomes: list[str] = []
+
+    def work(index: int) -> None:
+        try:
+            outcomes.append(transfer_reverse(actor=actor, transfer_id=original.id).status)
+        except TransferAlreadyReversed as error:
+            outcomes.append(error.code)
+
+    assert not run_threads(8, work)
+    assert Counter(outcomes) == {"completed": 1, "transfer_already_reversed": 7}
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+    assert settings.LEDGERS  # the books check runs after the test

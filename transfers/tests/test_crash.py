@@ -1,0 +1,182 @@
+"""Kill a transfer at every fault point (a child process that exits hard there), then let
+recovery run: every transfer ends COMPLETED or ABORTED as the protocol says, and the books
+balance."""
+
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+
+from accounts.models import Account
+from accounts.services import account_freeze
+from conftest import balances, subprocess_env
+from transfers.faults import FAULT_EXIT_CODE, FAULT_POINTS
+from transfers.models import Transfer, TransferLeg
+from transfers.reconciliation import reconcile
+from transfers.recovery import transfers_recover
+from transfers.services import leg_prepare
+
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
+
+
+def run_until_fault(fault: str, source: str, destination: str, amount: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "transfers.tests.crash_worker", source, destination, amount],
+        env=subprocess_env(BANKCORE_FAULT_AT=fault),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+
+
+def recover_after_deadline() -> None:
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    transfers_recover(now=later, grace_seconds=0)
+    second = transfers_recover(now=later, grace_seconds=0)
+    assert second.total == 0 and not second.errors, "recovery must be idempotent"
+
+
+CROSS = [
+    ("after_accept", Transfer.Status.ABORTED),
+    ("after_prepare_debit", Transfer.Status.ABORTED),
+    ("after_prepare_credit", Transfer.Status.ABORTED),
+    ("after_decide_commit", Transfer.Status.COMPLETED),
+    ("after_finish_debit", Transfer.Status.COMPLETED),
+    ("after_finish_credit", Transfer.Status.COMPLETED),
+]
+LOCAL = [
+    ("after_accept", Transfer.Status.ABORTED),
+    ("after_local_commit", Transfer.Status.COMPLETED),
+]
+
+
+def test_every_fault_point_is_exercised():
+    exercised = {f for f, _ in CROSS + LOCAL} | {"after_decide_abort", "after_void_debit"}
+    assert exercised == set(FAULT_POINTS)
+
+
+@pytest.mark.parametrize(("fault", "outcome"), CROSS + [(f"local:{f}", o) for f, o in LOCAL])
+def test_crash_at_fault_point_then_recovery(make_account, fault, outcome):
+    local = fault.startswith("local:")
+    fault = fault.removeprefix("local:")
+    alice = make_account("db1", "100.00")
+    bob = make_account("db1" if local else "db2", "5.00")
+
+    result = run_until_fault(fault, alice.number, bob.number, "30.00")
+    assert result.returncode == FAULT_EXIT_CODE, result.stdout + result.stderr
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    assert not transfer.is_final
+
+    recover_after_deadline()
+    transfer.refresh_from_db()
+    assert transfer.status == outcome
+    expected = (
+        [Decimal("70.00"), Decimal("35.00")]
+        if outcome == Transfer.Status.COMPLETED
+        else [Decimal("100.00"), Decimal("5.00")]
+    )
+    assert balances(alice, bob) == expected
+    states = {
+        leg.leg: leg.state
+        for ledger in settings.LEDGERS
+        for leg in TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id)
+    }
+    if outcome == Transfer.Status.COMPLETED:
+        assert states == {"debit": "committed", "credit": "committed"}
+    else:
+        assert set(states.values()) <= {"voided"}
+        assert transfer.failure_code == "transfer_timed_out"
+
+
+def test_crash_while_aborting_a_refused_transfer(actor, make_account):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    account_freeze(actor=actor, number=bob.number)  # the credit leg is refused after the debit leg is prepared
+    fault = "after_decide_abort"
+    result = run_until_fault(fault, alice.number, bob.number, "30.00")
+    assert result.returncode == FAULT_EXIT_CODE, result.stdout + result.stderr
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    assert transfer.status == Transfer.Status.ABORTED and transfer.failure_code == "account_frozen"
+    assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("30.00")
+    recover_after_deadline()
+    fresh = Account.objects.using("db1").get(pk=alice.pk)
+    assert (fresh.posted, fresh.pending_debits) == (Decimal("100.00"), Decimal("0.00"))
+
+
+def test_crash_in_recovery_between_two_voids(make_account):
+    """Recovery itself killed after voiding the first leg: the next pass voids the second."""
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    result = run_until_fault("after_prepare_credit", alice.number, bob.number, "30.00")
+    assert result.returncode == FAULT_EXIT_CODE
+    later = (timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)).isoformat()
+    code = (
+        "import django; django.setup();"
+        "from django.utils.dateparse import parse_datetime;"
+        "from transfers.recovery import transfers_recover;"
+        f"transfers_recover(now=parse_datetime('{later}'), grace_seconds=0)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(BANKCORE_FAULT_AT="after_void_debit"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+    assert child.returncode == FAULT_EXIT_CODE, child.stderr
+    assert Account.objects.using("db2").get(pk=bob.pk).pending_credits == Decimal("30.00")
+    recover_after_deadline()
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+    assert Transfer.objects.get(kind=Transfer.Kind.TRANSFER).status == Transfer.Status.ABORTED
+
+
+def test_void_before_prepare_leaves_a_tombstone(make_account):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    result = run_until_fault("after_accept", alice.number, bob.number, "30.00")
+    assert result.returncode == FAULT_EXIT_CODE
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    recover_after_deadline()
+    # The coordinator wakes up late and tries to prepare: the tombstone refuses it.
+    from transfers.errors import TransferRefused
+
+    with pytest.raises(TransferRefused) as refused:
+        leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+    assert refused.value.error.code == "transfer_timed_out"
+    fresh = Account.objects.using("db1").get(pk=alice.pk)
+    assert (fresh.posted, fresh.pending_debits) == (Decimal("100.00"), Decimal("0.00"))
+
+
+def test_concurrent_recovery_workers_finish_each_leg_exactly_once(make_account):
+    pairs = [(make_account("db1", "100.00"), make_account("db2", "0.00")) for _ in range(4)]
+    faults = ["after_decide_commit", "after_finish_debit", "after_prepare_credit", "after_prepare_debit"]
+    for (alice, bob), fault in zip(pairs, faults, strict=True):
+        assert run_until_fault(fault, alice.number, bob.number, "10.00").returncode == FAULT_EXIT_CODE
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            report = transfers_recover(now=later, grace_seconds=0)
+            errors.extend(RuntimeError(e) for e in report.errors)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    statuses = [t.status for t in Transfer.objects.filter(kind=Transfer.Kind.TRANSFER).order_by("created_at")]
+    assert statuses == ["completed", "completed", "aborted", "aborted"]
+    assert reconcile().ok
