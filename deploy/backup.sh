@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# backup.sh — consistent, checksummed dumps of every ledger and of the control plane.
+#
+#   deploy/backup.sh            Docker mode: mysqldump runs inside each database container
+#   deploy/backup.sh --native   mysqldump/mariadb-dump against DB1_…, DB2_…, DB_DEFAULT_… servers
+#
+# Each database is dumped with --single-transaction (one consistent InnoDB snapshot, no locks held
+# on the ledgers) and all dumps start together, so the snapshots are milliseconds apart. A
+# transfer caught between them is resolved on restore by recovery (prepared legs are finished or
+# voided according to the decision) and checked by `manage.py reconcile`, which restore.sh runs.
+#
+# Output: BACKUP_ROOT/<UTC timestamp>/<target>__<database>.sql.gz, backup.info and SHA256SUMS
+# (verify with `cd DIR && sha256sum -c SHA256SUMS`). Passwords travel only in MYSQL_PWD, never
+# on a command line. The seed's version dumped as root with the password on the command line,
+# without --single-transaction (inconsistent under load), uncompressed and unverified.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MODE=docker
+OUTPUT=""
+DUMP_OPTIONS=(--single-transaction --routines --triggers --hex-blob --no-tablespaces
+    --default-character-set=utf8mb4)
+
+usage() {
+    cat <<'USAGE'
+Usage: deploy/backup.sh [--native] [--output DIR] [--help]
+
+Dumps every ledger database and the control-plane database into
+BACKUP_ROOT/<UTC timestamp>/ (default BACKUP_ROOT=backups), gzip-compressed, with a SHA256SUMS
+manifest.
+
+Docker mode (default): runs mysqldump inside each database container of the compose project.
+  LEDGER_SERVICES  space-separated service:database pairs
+                   (default "bank-db1:bank_source bank-db2:bank_dest"); the control plane
+                   bank-db1:bank_core is always added.
+Native mode (--native): connects directly with mysqldump or mariadb-dump (MYSQLDUMP overrides)
+  to DB1_HOST/DB1_PORT/DB1_USER/DB1_PASSWORD/DB1_NAME, DB2_…, DB3_… (while DBn_HOST is set) and
+  to the control plane DB_DEFAULT_* (defaults: DB1's server, database bank_core).
+  Every variable may be given as NAME_FILE instead.
+
+Options:
+  --native       native mode (see above)
+  --output DIR   write into DIR instead of BACKUP_ROOT/<UTC timestamp>
+  -h, --help     show this help
+USAGE
+}
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'backup.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# getenv NAME [DEFAULT]: NAME_FILE (a file holding the value) wins over NAME.
+getenv() {
+    local name=$1 default=${2-} file_var="${1}_FILE"
+    if [[ -n ${!file_var-} ]]; then
+        [[ -r ${!file_var} ]] || die "$file_var=${!file_var} cannot be read"
+        tr -d '\n' <"${!file_var}"
+    elif [[ -n ${!name-} ]]; then
+        printf '%s' "${!name}"
+    else
+        printf '%s' "$default"
+    fi
+}
+
+# env_value NAME [DEFAULT]: the environment wins, then .env (parsed, never sourced), then DEFAULT.
+env_value() {
+    local name=$1 default=${2-} line value
+    if [[ -n ${!name-} ]]; then
+        printf '%s' "${!name}"
+        return
+    fi
+    if [[ -f .env ]]; then
+        line=$(grep -E "^${name}=" .env | tail -n 1 || true)
+        value=${line#*=}
+        value=${value#\"}
+        value=${value%\"}
+        if [[ -n $value ]]; then
+            printf '%s' "$value"
+            return
+        fi
+    fi
+    printf '%s' "$default"
+}
+
+find_tool() { # find_tool OVERRIDE_VAR CANDIDATE...
+    local override=$1 candidate
+    shift
+    if [[ -n ${!override-} ]]; then
+        command -v "${!override}" >/dev/null 2>&1 || die "$override=${!override} not found"
+        printf '%s' "${!override}"
+        return
+    fi
+    for candidate in "$@"; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            printf '%s' "$candidate"
+            return
+        fi
+    done
+    die "none of $* is installed (install mariadb-client or mysql-client)"
+}
+
+# --- Targets ------------------------------------------------------------------------------------
+# Each target is "label|database" (docker: label = compose service) or, in native mode,
+# "label|database|host|port|user|password-variable-prefix" with label db1, db2, …, default.
+TARGETS=()
+
+docker_targets() {
+    local pairs pair service database
+    pairs="$(env_value LEDGER_SERVICES "bank-db1:bank_source bank-db2:bank_dest") bank-db1:bank_core"
+    for pair in $pairs; do
+        [[ $pair == *:* ]] || die "LEDGER_SERVICES entry '$pair' is not service:database"
+        service=${pair%%:*}
+        database=${pair#*:}
+        TARGETS+=("$service|$database")
+    done
+}
+
+native_targets() {
+    local n=1 name default_name
+    [[ -n $(getenv DB1_HOST) ]] || die "native mode needs DB1_HOST (and DB1_PORT, DB1_USER, DB1_PASSWORD, DB1_NAME)"
+    while [[ -n $(getenv "DB${n}_HOST") ]]; do
+        case $n in
+            1) default_name=bank_source ;;
+            2) default_name=bank_dest ;;
+            *) default_name="bank_ledger${n}" ;;
+        esac
+        name=$(getenv "DB${n}_NAME" "$default_name")
+        TARGETS+=("db${n}|${name}|$(getenv "DB${n}_HOST")|$(getenv "DB${n}_PORT" 3306)|$(getenv "DB${n}_USER" bank_user)|DB${n}")
+        n=$((n + 1))
+    done
+    TARGETS+=("default|$(getenv DB_DEFAULT_NAME bank_core)|$(getenv DB_DEFAULT_HOST "$(getenv DB1_HOST)")|$(getenv DB_DEFAULT_PORT "$(getenv DB1_PORT 3306)")|$(getenv DB_DEFAULT_USER "$(getenv DB1_USER bank_user)")|DB_DEFAULT")
+}
+
+# connection_args HOST PORT: a path is a Unix socket (as in Django's HOST), else TCP.
+connection_args() {
+    if [[ $1 == /* ]]; then
+        printf '%s\n' "--socket=$1"
+    else
+        printf '%s\n' "--protocol=TCP" "--host=$1" "--port=$2"
+    fi
+}
+
+dump_one() { # dump_one TARGET FILE
+    local target=$1 file=$2 label database host port user prefix password
+    IFS='|' read -r label database host port user prefix <<<"$target"
+    if [[ $MODE == docker ]]; then
+        docker compose exec -T "$label" sh -c \
+            'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysqldump -uroot "$@"' sh \
+            "${DUMP_OPTIONS[@]}" "$database" | gzip -c >"$file"
+    else
+        password=$(getenv "${prefix}_PASSWORD")
+        if [[ $prefix == DB_DEFAULT && -z $password ]]; then
+            password=$(getenv DB1_PASSWORD)
+        fi
+        local -a conn
+        mapfile -t conn < <(connection_args "$host" "$port")
+        MYSQL_PWD="$password" "$DUMP" "${conn[@]}" --user="$user" "${DUMP_OPTIONS[@]}" \
+            "$database" | gzip -c >"$file"
+    fi
+}
+
+main() {
+    while (($#)); do
+        case $1 in
+            --native) MODE=native ;;
+            --output)
+                (($# >= 2)) || die "--output needs a directory"
+                OUTPUT=$2
+                shift
+                ;;
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            *)
+                usage >&2
+                die "unknown option: $1"
+                ;;
+        esac
+        shift
+    done
+
+    if [[ $MODE == docker ]]; then
+        command -v docker >/dev/null 2>&1 || die "docker is not installed (use --native for direct connections)"
+        docker_targets
+    else
+        DUMP=$(find_tool MYSQLDUMP mariadb-dump mysqldump)
+        native_targets
+    fi
+
+    local stamp dir target label database tmp
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    dir=${OUTPUT:-$(env_value BACKUP_ROOT backups)/$stamp}
+    [[ ! -e $dir || -z $(ls -A "$dir" 2>/dev/null) ]] || die "$dir exists and is not empty"
+    mkdir -p "$dir"
+    log "Backing up ${#TARGETS[@]} database(s) into $dir ($MODE mode)"
+
+    # Start every dump at once (snapshots milliseconds apart), then collect the results.
+    local -a pids=() files=()
+    for target in "${TARGETS[@]}"; do
+        IFS='|' read -r label database _ <<<"$target"
+        tmp="$dir/${label}__${database}.sql.gz.partial"
+        files+=("$tmp")
+        dump_one "$target" "$tmp" &
+        pids+=($!)
+    done
+    local i failed=0
+    for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            printf 'backup.sh: error: dump failed: %s\n' "${files[$i]%.partial}" >&2
+            failed=1
+        fi
+    done
+    if ((failed)); then
+        die "backup incomplete; partial files left in $dir for inspection"
+    fi
+    for tmp in "${files[@]}"; do
+        gzip -t "$tmp" || die "$tmp is not a valid gzip file"
+        mv "$tmp" "${tmp%.partial}"
+    done
+
+    {
+        printf 'created_at=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        printf 'mode=%s\n' "$MODE"
+        printf 'git_commit=%s\n' "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+        for target in "${TARGETS[@]}"; do
+            IFS='|' read -r label database _ <<<"$target"
+            printf 'target=%s %s\n' "$label" "$database"
+        done
+    } >"$dir/backup.info"
+
+    (cd "$dir" && sha256sum -- *.sql.gz backup.info >SHA256SUMS)
+    log "Backup complete: $dir"
+    printf '%s\n' "$dir"
+}
+
+main "$@"

@@ -1,0 +1,98 @@
+"""Gunicorn settings for bankcore (seed §11.2, corrected).
+
+Used by the Docker image (`gunicorn -c deploy/gunicorn.conf.py bankcore.wsgi:application`) and by
+native runs. Environment overrides: GUNICORN_BIND, GUNICORN_WORKERS, GUNICORN_THREADS,
+GUNICORN_LOG_LEVEL (else LOG_LEVEL), PROMETHEUS_MULTIPROC_DIR.
+
+Seed corrections: the seed used `worker_class = "gevent"` with 1000 connections per worker.
+mysqlclient is a C driver that blocks the whole process (gevent cannot patch it), so one slow
+query would stall every greenlet of that worker; threads release the GIL while mysqlclient waits.
+The seed's `keepalive = 2` is shorter than nginx's upstream keep-alive reuse; 5 s is used.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+
+from gunicorn import glogging
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours cpusets (docker --cpuset-cpus)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+bind = os.environ.get("GUNICORN_BIND") or "0.0.0.0:8000"
+# Containers see the host's CPU count; set GUNICORN_WORKERS when a CPU limit applies
+# (docker-compose.scale.yml does). Each thread holds one connection per database alias.
+workers = int(os.environ.get("GUNICORN_WORKERS") or 2 * _cpus() + 1)
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+keepalive = 5
+timeout = 30
+# On SIGTERM (rolling update, `docker compose stop`) workers stop accepting and get this long to
+# finish in-flight requests; compose's stop_grace_period for banking-app is longer than this.
+graceful_timeout = 30
+max_requests = 1000
+max_requests_jitter = 100
+# Heartbeat files in memory: a container's overlay filesystem can stall and get workers killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Each worker opens its own database connections after the fork.
+preload_app = False
+
+# --- Logging: JSON lines on stdout (access) and stderr (errors) --------------------------------
+accesslog = "-"
+errorlog = "-"
+loglevel = (os.environ.get("GUNICORN_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "info").lower()
+# One JSON object per request. The request id is the X-Request-ID header nginx sets, so these
+# lines join the app's log lines and audit events. remote_addr is the client as nginx saw it;
+# peer is the direct TCP peer (nginx). Values are JSON-escaped by JsonSafeAtoms below.
+access_log_format = (
+    '{"time": "%(t)s", "request_id": "%({x-request-id}i)s", "method": "%(m)s", '
+    '"path": "%(U)s", "query": "%(q)s", "status": %(s)s, "duration": %(L)s, '
+    '"bytes": "%(b)s", "remote_addr": "%({x-real-ip}i)s", "peer": "%(h)s", '
+    '"user_agent": "%(a)s"}'
+)
+
+
+class JsonSafeAtoms(glogging.SafeAtoms):
+    """Gunicorn's atoms, escaped for JSON strings (gunicorn only escapes double quotes, so a
+    backslash or control character in a path would break the line), with `t` as ISO 8601 UTC."""
+
+    def __init__(self, atoms: dict) -> None:  # type: ignore[type-arg]
+        dict.__init__(self)
+        for key, value in atoms.items():
+            self[key] = json.dumps(value)[1:-1] if isinstance(value, str) else value
+        now = datetime.datetime.now(datetime.UTC)
+        self["t"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonAccessLogger(glogging.Logger):
+    atoms_wrapper_class = JsonSafeAtoms
+
+
+logger_class = JsonAccessLogger
+
+
+# --- Prometheus multiprocess mode (only when PROMETHEUS_MULTIPROC_DIR is set) --------------------
+# With several workers each process has its own counters; prometheus_client's multiprocess mode
+# (which django-prometheus's /metrics view honours) aggregates them through files in this dir.
+def on_starting(server):  # type: ignore[no-untyped-def]
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)  # stale files from a previous master
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        try:
+            from prometheus_client import multiprocess
+        except ImportError:  # pragma: no cover
+            return
+        multiprocess.mark_process_dead(worker.pid)

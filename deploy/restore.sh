@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# restore.sh — restore a backup made by backup.sh, then check the books.
+#
+#   deploy/restore.sh BACKUP_DIR --force            Docker mode
+#   deploy/restore.sh BACKUP_DIR --force --native   direct connections (DB1_…, DB2_…, DB_DEFAULT_…)
+#
+# 1. verifies BACKUP_DIR/SHA256SUMS and refuses on any mismatch or missing file;
+# 2. refuses to touch anything without --force (it then lists what it would restore);
+# 3. Docker mode: stops banking-app, celery-worker and celery-beat so nothing writes meanwhile
+#    (native mode: stopping the app is the caller's job);
+# 4. restores every dump into its database (tables in the dump are dropped and recreated);
+# 5. starts the stopped services again;
+# 6. runs `python manage.py reconcile` and exits with its status (0 = books balance).
+# Recovery (Celery beat, or `manage.py recover_transfers`) then finishes or voids any transfer
+# that was between two phases when the backup was taken.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+MODE=docker
+FORCE=0
+BACKUP_DIR=""
+APP_SERVICES=(banking-app celery-worker celery-beat)
+
+usage() {
+    cat <<'USAGE'
+Usage: deploy/restore.sh BACKUP_DIR --force [--native] [--help]
+
+Restores the dumps of BACKUP_DIR (written by deploy/backup.sh) after verifying SHA256SUMS, then
+runs `manage.py reconcile` and exits with its status. Without --force it only verifies and
+lists what it would restore.
+
+Docker mode (default): restores into the compose database containers (service from the dump's
+file name) as root, stopping banking-app, celery-worker and celery-beat meanwhile.
+Native mode (--native): restores with mariadb or mysql (MYSQL_CLIENT overrides) into the
+databases named by DB1_*, DB2_*, … and DB_DEFAULT_* (defaults: DB1's server, bank_core), matched
+by the dump's file name (db1__…, default__…); then runs ${PYTHON:-python} manage.py reconcile in
+the repository root. Every variable may be given as NAME_FILE instead.
+
+Options:
+  --force      really restore (destroys the current content of the restored tables)
+  --native     native mode (see above)
+  -h, --help   show this help
+USAGE
+}
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'restore.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# getenv NAME [DEFAULT]: NAME_FILE (a file holding the value) wins over NAME.
+getenv() {
+    local name=$1 default=${2-} file_var="${1}_FILE"
+    if [[ -n ${!file_var-} ]]; then
+        [[ -r ${!file_var} ]] || die "$file_var=${!file_var} cannot be read"
+        tr -d '\n' <"${!file_var}"
+    elif [[ -n ${!name-} ]]; then
+        printf '%s' "${!name}"
+    else
+        printf '%s' "$default"
+    fi
+}
+
+find_tool() { # find_tool OVERRIDE_VAR CANDIDATE...
+    local override=$1 candidate
+    shift
+    if [[ -n ${!override-} ]]; then
+        command -v "${!override}" >/dev/null 2>&1 || die "$override=${!override} not found"
+        printf '%s' "${!override}"
+        return
+    fi
+    for candidate in "$@"; do
+        if command -v "$candidate" >/dev/null 2>&1; then
+            printf '%s' "$candidate"
+            return
+        fi
+    done
+    die "none of $* is installed (install mariadb-client or mysql-client)"
+}
+
+connection_args() { # connection_args HOST PORT
+    if [[ $1 == /* ]]; then
+        printf '%s\n' "--socket=$1"
+    else
+        printf '%s\n' "--protocol=TCP" "--host=$1" "--port=$2"
+    fi
+}
+
+# native_target LABEL: "database|host|port|user|password" for db1, db2, …, default.
+native_target() {
+    local label=$1 n prefix default_name password
+    if [[ $label == default ]]; then
+        password=$(getenv DB_DEFAULT_PASSWORD)
+        [[ -n $password ]] || password=$(getenv DB1_PASSWORD)
+        printf '%s|%s|%s|%s|%s' \
+            "$(getenv DB_DEFAULT_NAME bank_core)" \
+            "$(getenv DB_DEFAULT_HOST "$(getenv DB1_HOST)")" \
+            "$(getenv DB_DEFAULT_PORT "$(getenv DB1_PORT 3306)")" \
+            "$(getenv DB_DEFAULT_USER "$(getenv DB1_USER bank_user)")" \
+            "$password"
+        return
+    fi
+    [[ $label =~ ^db([0-9]+)$ ]] || die "unexpected dump label '$label'"
+    n=${BASH_REMATCH[1]}
+    prefix="DB${n}"
+    case $n in
+        1) default_name=bank_source ;;
+        2) default_name=bank_dest ;;
+        *) default_name="bank_ledger${n}" ;;
+    esac
+    printf '%s|%s|%s|%s|%s' \
+        "$(getenv "${prefix}_NAME" "$default_name")" \
+        "$(getenv "${prefix}_HOST")" \
+        "$(getenv "${prefix}_PORT" 3306)" \
+        "$(getenv "${prefix}_USER" bank_user)" \
+        "$(getenv "${prefix}_PASSWORD")"
+}
+
+verify_backup() {
+    [[ -d $BACKUP_DIR ]] || die "$BACKUP_DIR is not a directory"
+    [[ -f $BACKUP_DIR/SHA256SUMS ]] || die "$BACKUP_DIR has no SHA256SUMS: refusing to restore an unverified backup"
+    log "Verifying $BACKUP_DIR/SHA256SUMS"
+    if ! (cd "$BACKUP_DIR" && sha256sum --check --strict --quiet SHA256SUMS); then
+        die "checksum verification failed: the backup is damaged or was modified; nothing restored"
+    fi
+    mapfile -t DUMPS < <(cd "$BACKUP_DIR" && awk '{ sub(/^\*/, "", $2); print $2 }' SHA256SUMS | grep -E '__.+\.sql\.gz$' | sort)
+    ((${#DUMPS[@]} > 0)) || die "SHA256SUMS lists no dumps"
+    local file
+    for file in "${DUMPS[@]}"; do
+        [[ $file != */* ]] || die "unexpected path in SHA256SUMS: $file"
+    done
+}
+
+restore_one() { # restore_one FILE
+    local file=$1 base label database target host port user password
+    base=${file%.sql.gz}
+    label=${base%%__*}
+    database=${base#*__}
+    if [[ $MODE == docker ]]; then
+        log "Restoring $file into $label/$database"
+        docker compose exec -T "$label" sh -c \
+            'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot --batch -e "CREATE DATABASE IF NOT EXISTS \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"' \
+            sh "$database"
+        gzip -dc -- "$BACKUP_DIR/$file" | docker compose exec -T "$label" sh -c \
+            'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot --batch --default-character-set=utf8mb4 "$1"' \
+            sh "$database"
+    else
+        target=$(native_target "$label")
+        IFS='|' read -r database host port user password <<<"$target"
+        if [[ $database != "${base#*__}" ]]; then
+            log "note: $file was taken from database ${base#*__}; restoring into $database"
+        fi
+        log "Restoring $file into $label ($host:$port/$database)"
+        local -a conn
+        mapfile -t conn < <(connection_args "$host" "$port")
+        # Trigger and routine DEFINER clauses name the original account; creating them under
+        # another one needs SUPER, so they are dropped (the restoring user becomes the definer).
+        # Data lines (INSERT …) are left untouched.
+        # shellcheck disable=SC2016  # the backquotes are MySQL identifier quotes, not expansions
+        gzip -dc -- "$BACKUP_DIR/$file" |
+            sed -E '/^INSERT /!s/DEFINER=`[^`]*`@`[^`]*`//g' |
+            MYSQL_PWD="$password" "$CLIENT" "${conn[@]}" --user="$user" --batch \
+                --default-character-set=utf8mb4 "$database"
+    fi
+}
+
+main() {
+    while (($#)); do
+        case $1 in
+            --force) FORCE=1 ;;
+            --native) MODE=native ;;
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            -*)
+                usage >&2
+                die "unknown option: $1"
+                ;;
+            *)
+                [[ -z $BACKUP_DIR ]] || die "only one BACKUP_DIR may be given"
+                BACKUP_DIR=${1%/}
+                ;;
+        esac
+        shift
+    done
+    [[ -n $BACKUP_DIR ]] || {
+        usage >&2
+        die "BACKUP_DIR is required"
+    }
+    BACKUP_DIR=$(cd "$BACKUP_DIR" 2>/dev/null && pwd) || die "$BACKUP_DIR is not a directory"
+
+    verify_backup
+
+    local file label database host
+    # Check every target before changing anything.
+    for file in "${DUMPS[@]}"; do
+        label=${file%%__*}
+        if [[ $MODE == native ]]; then
+            IFS='|' read -r database host _ <<<"$(native_target "$label")"
+            [[ -n $host ]] || die "$file: no server configured for '$label' (set DBn_HOST; the control plane falls back to DB1_HOST)"
+            [[ -n $database ]] || die "$file: no database name for '$label'"
+        fi
+    done
+
+    if ((!FORCE)); then
+        log "Backup verified. It would restore (replacing the current tables):"
+        printf '    %s\n' "${DUMPS[@]}" >&2
+        die "refusing to restore without --force"
+    fi
+
+    if [[ $MODE == docker ]]; then
+        command -v docker >/dev/null 2>&1 || die "docker is not installed (use --native for direct connections)"
+        log "Stopping ${APP_SERVICES[*]} (nothing may write while the ledgers are replaced)"
+        docker compose stop "${APP_SERVICES[@]}"
+    else
+        CLIENT=$(find_tool MYSQL_CLIENT mariadb mysql)
+        log "Native mode: make sure the app, Celery worker and beat are stopped"
+    fi
+
+    for file in "${DUMPS[@]}"; do
+        if ! restore_one "$file"; then
+            die "restoring $file failed; the application stays stopped. Fix the cause and run restore.sh again"
+        fi
+    done
+    log "All ${#DUMPS[@]} dump(s) restored"
+
+    local status=0
+    if [[ $MODE == docker ]]; then
+        log "Starting ${APP_SERVICES[*]}"
+        docker compose start "${APP_SERVICES[@]}"
+        log "Reconciling the ledgers"
+        docker compose exec -T banking-app python manage.py reconcile --no-progress || status=$?
+    else
+        log "Reconciling the ledgers: ${PYTHON:-python} manage.py reconcile"
+        "${PYTHON:-python}" manage.py reconcile --no-progress || status=$?
+    fi
+    if ((status == 0)); then
+        log "Restore complete: reconciliation is clean"
+    else
+        log "Restore complete, but reconciliation reported problems (exit status $status): investigate before accepting transfers"
+    fi
+    exit "$status"
+}
+
+main "$@"
