@@ -22,6 +22,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
+from bankcore.metrics import record_recovery
 from transfers.errors import TransferTimedOut
 from transfers.models import Transfer, TransferLeg
 from transfers.services import _complete, _decide_abort, leg_commit, leg_void
@@ -131,6 +132,7 @@ def transfers_recover(
 
     for ledger in settings.LEDGERS:
         attempt(f"orphan legs in {ledger}", _void_orphan_legs, ledger, grace, actor, report, batch_size)
+    record_recovery(report.actions)
     return report
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -41,6 +42,7 @@ from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.db import LockConflictGaveUp, atomic_with_retry
 from bankcore.errors import ApplicationError
+from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
 from transfers.errors import (
     RECORDED_REFUSALS,
@@ -300,6 +302,7 @@ def _transfer_submit(
         return _replay(Transfer.objects.get(client_id=client_id, idempotency_key=key), request_hash)
     fault_point("after_accept")
 
+    started = time.monotonic()
     try:
         if transfer.is_cross_ledger:
             _execute_cross_ledger(transfer, actor)
@@ -314,6 +317,12 @@ def _transfer_submit(
             extra={"transfer_id": str(transfer.id)},
         ) from None
     transfer.replayed = False
+    record_transfer(
+        kind=transfer.kind,
+        outcome=transfer.failure_code or transfer.status,
+        cross_ledger=transfer.is_cross_ledger,
+        seconds=time.monotonic() - started,
+    )
     error = transfer_refusal_error(transfer)
     if error is not None:
         error.replayed = False
