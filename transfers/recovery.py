@@ -13,6 +13,7 @@ once, or beside live coordinators:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from bankcore.actors import Actor, Channel
 from bankcore.metrics import record_recovery
 from transfers.errors import TransferTimedOut
 from transfers.models import Transfer, TransferLeg
-from transfers.services import _complete, _decide_abort, leg_commit, leg_void
+from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_void
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +159,15 @@ def _void_orphan_legs(ledger: str, grace: datetime, actor: Actor, report: Recove
             transfer_finish_forward(transfer, actor, report)
 
 
-def _orphan_void(ledger: str, transfer_id, leg: str) -> None:  # type: ignore[no-untyped-def]
+def _orphan_void(ledger: str, transfer_id: uuid.UUID, leg: str) -> None:
     """A leg whose transfer the control plane does not know (lost with a restored backup)."""
-    ghost = Transfer(id=transfer_id, source_ledger=ledger, destination_ledger=ledger, kind=Transfer.Kind.TRANSFER)
-    ghost.business_date = timezone.localdate()
-    leg_void(ghost, leg)
+    row = TransferLeg.objects.using(ledger).get(transfer_id=transfer_id, leg=leg)
+    _leg_void_at(
+        ledger=ledger,
+        transfer_id=transfer_id,
+        leg=leg,
+        account_pk=row.account_id or 0,
+        amount=row.amount,
+        kind=row.kind,
+        business_date=row.business_date,
+    )

@@ -415,8 +415,6 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
     ledger = transfer.source_ledger
 
     def apply() -> None:
-        if TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id).exists():
-            raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery."))
         src = account_number_parse(transfer.source_account)
         dst = account_number_parse(transfer.destination_account)
         locked = accounts_lock(ledger=ledger, pks=[src.serial, dst.serial])
@@ -459,9 +457,9 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
     except LockConflictGaveUp:
         _decide_abort(transfer, actor, LedgerBusy("The account is busy; the transfer was not made."))
         return
-    except OperationalError:
+    except OperationalError as exc:
         # The ledger is down, perhaps after committing: only recovery can tell. It stays PENDING.
-        logger.warning("transfer %s: ledger %s failed during a local transfer", transfer.id, ledger)
+        logger.warning("transfer %s: ledger %s failed during a local transfer: %s", transfer.id, ledger, exc)
         raise LedgerUnavailable(
             "A ledger database did not answer; the transfer will be completed or voided by recovery.",
             extra={"transfer_id": str(transfer.id)},
@@ -473,22 +471,27 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
 # --- across ledgers -------------------------------------------------------------------------------
 
 
-def _leg_ledger_and_number(transfer: Transfer, leg: str) -> tuple[str, str]:
-    if leg == Leg.DEBIT:
-        return transfer.source_ledger, transfer.source_account
-    return transfer.destination_ledger, transfer.destination_account
+def _leg_location(transfer: Transfer, leg: str) -> tuple[str, str, int]:
+    """(ledger alias, account number, account pk) of one leg; the number routes itself."""
+    number = transfer.source_account if leg == Leg.DEBIT else transfer.destination_account
+    parsed = account_number_parse(number)
+    return parsed.ledger, number, parsed.serial
+
+
+def _timed_out_refusal() -> TransferRefused:
+    return TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery."))
 
 
 def leg_prepare(transfer: Transfer, leg: str) -> None:
-    """Phase 1 for one leg, in its ledger. Raises ``TransferRefused`` (rolled back, nothing held)."""
-    ledger, number = _leg_ledger_and_number(transfer, leg)
-    serial = account_number_parse(number).serial
+    """Phase 1 for one leg, in its ledger: lock the account, check it, hold the amount as pending,
+    write the leg PREPARED. Raises ``TransferRefused`` (rolled back, nothing held). A VOIDED
+    tombstone left by recovery makes the insert fail on the unique key: the late prepare is
+    refused."""
+    ledger, _, pk = _leg_location(transfer, leg)
     side = "source" if leg == Leg.DEBIT else "destination"
 
     def prepare() -> None:
-        if TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id, leg=leg).exists():
-            raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery."))
-        account = _check_account(account_lock(ledger=ledger, pk=serial), transfer, side=side)
+        account = _check_account(account_lock(ledger=ledger, pk=pk), transfer, side=side)
         if leg == Leg.DEBIT:
             _check_funds_and_limit(account, transfer)
             pending = {"pending_debits": F("pending_debits") + transfer.amount}
@@ -508,41 +511,36 @@ def leg_prepare(transfer: Transfer, leg: str) -> None:
     try:
         atomic_with_retry(ledger, prepare)
     except IntegrityError:
-        raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
+        raise _timed_out_refusal() from None
     except LockConflictGaveUp:
         raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
-    except OperationalError:
-        logger.warning("transfer %s: ledger %s failed while preparing the %s leg", transfer.id, ledger, leg)
+    except OperationalError as exc:
+        logger.warning("transfer %s: ledger %s failed while preparing the %s leg: %s", transfer.id, ledger, leg, exc)
         raise TransferRefused(
             LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
         ) from None
 
 
 def leg_commit(transfer: Transfer, leg: str) -> bool:
-    """Phase 2: PREPARED → COMMITTED, posting the amount and writing the entry. Exactly once: True
-    if this call did it, False if it was already done. May raise ``OperationalError``."""
-    ledger, _ = _leg_ledger_and_number(transfer, leg)
+    """Phase 2: PREPARED → COMMITTED, posting the amount and writing the entry. Exactly once: the
+    conditional update claims the leg, so True means this call did it and False that it was
+    already done (or voided, which reconciliation reports). May raise ``OperationalError``."""
+    ledger, _, pk = _leg_location(transfer, leg)
 
     def commit() -> bool:
-        row = TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id, leg=leg).first()
-        if row is None or row.state != LegState.PREPARED:
-            if row is None or row.state == LegState.VOIDED:
-                logger.error("transfer %s is committed but its %s leg is %s", transfer.id, leg, row and row.state)
-            return False
-        account = account_lock(ledger=ledger, pk=row.account_id)  # type: ignore[arg-type]
-        assert account is not None
         claimed = (
             TransferLeg.objects.using(ledger)
-            .filter(pk=row.pk, state=LegState.PREPARED)
+            .filter(transfer_id=transfer.id, leg=leg, state=LegState.PREPARED)
             .update(state=LegState.COMMITTED, updated_at=timezone.now())
         )
         if claimed != 1:
             return False
-        delta = -row.amount if leg == Leg.DEBIT else row.amount
+        account = account_lock(ledger=ledger, pk=pk)
+        assert account is not None  # the prepared leg holds it; accounts are never deleted
         _post(
             ledger=ledger,
             account=account,
-            delta=delta,
+            delta=-transfer.amount if leg == Leg.DEBIT else transfer.amount,
             transfer_id=transfer.id,
             kind=transfer.kind,
             description=transfer.reference,
@@ -556,36 +554,44 @@ def leg_commit(transfer: Transfer, leg: str) -> bool:
 def leg_void(transfer: Transfer, leg: str) -> bool:
     """PREPARED → VOIDED, releasing the pending amount; or, if the leg was never prepared, a VOIDED
     tombstone so that a late prepare fails. True if this call changed anything."""
-    ledger, _ = _leg_ledger_and_number(transfer, leg)
+    ledger, _, pk = _leg_location(transfer, leg)
+    return _leg_void_at(
+        ledger=ledger,
+        transfer_id=transfer.id,
+        leg=leg,
+        account_pk=pk,
+        amount=transfer.amount,
+        kind=transfer.kind,
+        business_date=transfer.business_date,
+    )
+
+
+def _leg_void_at(
+    *, ledger: str, transfer_id: uuid.UUID, leg: str, account_pk: int, amount: Decimal, kind: str, business_date
+) -> bool:  # type: ignore[no-untyped-def]
+    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
 
     def void() -> bool:
-        row = TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id, leg=leg).first()
-        if row is None:
-            TransferLeg.objects.using(ledger).create(
-                transfer_id=transfer.id,
-                leg=leg,
-                account=None,
-                amount=Decimal("0"),
-                state=LegState.VOIDED,
-                kind=transfer.kind,
-                business_date=transfer.business_date,
-            )
-            return True
-        if row.state != LegState.PREPARED:
-            if row.state == LegState.COMMITTED:
-                logger.error("transfer %s: refusing to void its committed %s leg", transfer.id, leg)
-            return False
-        account_lock(ledger=ledger, pk=row.account_id)  # type: ignore[arg-type]
         claimed = (
             TransferLeg.objects.using(ledger)
-            .filter(pk=row.pk, state=LegState.PREPARED)
+            .filter(transfer_id=transfer_id, leg=leg, state=LegState.PREPARED)
             .update(state=LegState.VOIDED, updated_at=timezone.now())
         )
-        if claimed != 1:
-            return False
-        field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
-        Account.objects.using(ledger).filter(pk=row.account_id or 0).update(
-            **{field: F(field) - row.amount}, updated_at=timezone.now()
+        if claimed == 1:
+            Account.objects.using(ledger).filter(pk=account_pk).update(
+                **{field: F(field) - amount}, updated_at=timezone.now()
+            )
+            return True
+        if TransferLeg.objects.using(ledger).filter(transfer_id=transfer_id, leg=leg).exists():
+            return False  # already voided, or committed (which a void must never undo)
+        TransferLeg.objects.using(ledger).create(
+            transfer_id=transfer_id,
+            leg=leg,
+            account=None,
+            amount=Decimal("0"),
+            state=LegState.VOIDED,
+            kind=kind,
+            business_date=business_date,
         )
         return True
 
@@ -594,7 +600,7 @@ def leg_void(transfer: Transfer, leg: str) -> bool:
             return atomic_with_retry(ledger, void)
         except IntegrityError:
             continue  # a prepare inserted the leg meanwhile: void that instead
-    raise RuntimeError(f"could not void leg {transfer.id}/{leg}")
+    raise RuntimeError(f"could not void leg {transfer_id}/{leg} in {ledger}")
 
 
 def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
@@ -663,7 +669,11 @@ def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, 
         )
         if aborted:
             _transfer_event(transfer, actor, "transfer.aborted", failure_code=error.code)
-    transfer.refresh_from_db()
+    if aborted:
+        transfer.status, transfer.finished_at = Status.ABORTED, now
+        transfer.failure_code, transfer.failure_detail = error.code, error.detail[:500]
+    else:
+        transfer.refresh_from_db()
     fault_point("after_decide_abort")
     if transfer.status != Status.ABORTED:
         return
@@ -684,7 +694,11 @@ def _complete(transfer: Transfer, actor: Actor) -> None:
         )
         if done:
             _transfer_event(transfer, actor, "transfer.completed")
-    transfer.refresh_from_db()
+    if done:
+        transfer.status, transfer.finished_at = Status.COMPLETED, now
+        transfer.committed_at = transfer.committed_at or now
+    else:
+        transfer.refresh_from_db()
 
 
 def _transfer_event(transfer: Transfer, actor: Actor, action: str, **extra: object) -> None:
