@@ -1,5 +1,6 @@
-"""`make run`: the embedded default, debug on, no server to install."""
+"""`make run`: the embedded default, debug on (unless DEBUG says otherwise), no server to install."""
 
+from bankcore.env import env_bool
 from bankcore.settings.base import *  # noqa: F403
 
-DEBUG = True
+DEBUG = env_bool("DEBUG", True)

@@ -1,0 +1,260 @@
+"""Benchmark of the transfer engine against a raw-SQL baseline, on the same servers, in one run.
+
+    .venv/bin/python bench/run.py [--seconds 10] [--workers 1,8,32] [--accounts 10000]
+
+Starts two MariaDB servers with durable settings (innodb_flush_log_at_trx_commit=1, sync_binlog=1,
+binlog on), creates --accounts funded accounts split over the two ledgers, then for each worker
+count measures transfers/s and p50/p99 latency of:
+
+  raw        mysqlclient, no Django: one UPDATE+INSERT commit on server A, then one on server B
+  same       transfer_create inside one ledger (one local atomic block)
+  cross      transfer_create across ledgers (the two-phase protocol with the recovery table)
+
+Workers are processes (the GIL would otherwise be the benchmark). Prints each figure and the ratio
+to the raw baseline at the same concurrency. Not a test: figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bankcore.testing.servers import MariaDBServer, remove_tree  # noqa: E402
+
+OPENING = Decimal("1000000.00")
+
+
+def _configure(servers: list[MariaDBServer]) -> None:
+    for n, server in enumerate(servers, start=1):
+        os.environ.update(server.env(f"DB{n}", {1: "bank_source", 2: "bank_dest"}[n]))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bankcore.settings.development")
+    os.environ["BANKCORE_FAULT_POINTS_ENABLED"] = "false"
+    os.environ["DEBUG"] = "false"
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("BANKCORE_VAR_DIR", tempfile.mkdtemp(prefix="bankcore-bench-var-"))
+
+
+def _create_databases(servers: list[MariaDBServer]) -> None:
+    import MySQLdb
+
+    for n, server in enumerate(servers, start=1):
+        connection = MySQLdb.connect(host="127.0.0.1", port=server.port, user="root", passwd="")
+        cursor = connection.cursor()
+        names = ["bank_source", "bank_core"] if n == 1 else ["bank_dest"]
+        for name in names:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        connection.close()
+
+
+def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
+    """Fund ``total`` accounts quickly (bulk inserts), keeping the books balanced: each opening
+    is an entry on the account and its mirror on the ledger's cash account."""
+    from django.conf import settings
+    from django.db import transaction
+
+    from accounts.models import Account, Entry
+    from accounts.numbers import account_number_make
+    from accounts.services import cash_account_ensure
+
+    per_ledger = total // len(settings.LEDGERS)
+    result: dict[str, list[tuple[int, str]]] = {}
+    for ledger, code in settings.LEDGERS.items():
+        cash = cash_account_ensure(ledger=ledger, currency="CNY")
+        with transaction.atomic(using=ledger):
+            Account.objects.using(ledger).bulk_create(
+                [Account(holder=f"Bench {ledger} {i}", currency="CNY", posted=OPENING) for i in range(per_ledger)],
+                batch_size=2000,
+            )
+            accounts = list(Account.objects.using(ledger).filter(holder__startswith="Bench ").order_by("pk"))
+            for account in accounts:
+                account.number = account_number_make(ledger_code=code, serial=account.pk)
+            Account.objects.using(ledger).bulk_update(accounts, ["number"], batch_size=2000)
+            entries = []
+            for account in accounts:
+                opening = uuid.uuid4()
+                entries.append(
+                    Entry(account=account, amount=OPENING, balance_after=OPENING, kind="deposit", transfer_id=opening)
+                )
+                entries.append(
+                    Entry(account=cash, amount=-OPENING, balance_after=0, kind="deposit", transfer_id=opening)
+                )
+            Entry.objects.using(ledger).bulk_create(entries, batch_size=2000)
+            Account.objects.using(ledger).filter(pk=cash.pk).update(posted=-OPENING * len(accounts))
+        result[ledger] = [(a.pk, a.number) for a in accounts]
+    return result
+
+
+# --- workers --------------------------------------------------------------------------------------
+
+
+def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
+    scenario, accounts, seconds, seed = args
+    import django
+
+    django.setup()
+    from bankcore.actors import Actor, Channel
+    from bankcore.errors import ApplicationError
+    from transfers.services import transfer_create
+
+    ledgers = sorted(accounts)
+    rng = random.Random(seed)
+    actor = Actor.system(Channel.API, f"bench-{seed}")
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if scenario == "cross":
+            a, b = rng.sample(ledgers, 2)
+        else:
+            a = b = rng.choice(ledgers)
+        source = rng.choice(accounts[a])[1]
+        destination = rng.choice(accounts[b])[1]
+        if source == destination:
+            continue
+        started = time.perf_counter()
+        try:
+            transfer_create(
+                actor=actor,
+                source_account=source,
+                destination_account=destination,
+                amount=f"{rng.randint(1, 100)}.00",
+                currency="CNY",
+            )
+        except ApplicationError:
+            failures += 1
+            continue
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def _raw_worker(args: tuple[list[dict[str, object]], dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
+    servers, accounts, seconds, seed = args
+    import MySQLdb
+
+    ledgers = sorted(accounts)
+    connections = [
+        MySQLdb.connect(host="127.0.0.1", port=s["port"], user="root", passwd="", db=s["db"], autocommit=False)  # type: ignore[arg-type]
+        for s in servers
+    ]
+    rng = random.Random(seed)
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        a, b = rng.sample(range(len(ledgers)), 2)
+        source = rng.choice(accounts[ledgers[a]])[0]
+        destination = rng.choice(accounts[ledgers[b]])[0]
+        amount = Decimal(rng.randint(1, 100))
+        transfer_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        for index, account_id, delta in ((a, source, -amount), (b, destination, amount)):
+            cursor = connections[index].cursor()
+            cursor.execute("UPDATE accounts_account SET posted = posted + %s WHERE id = %s", (delta, account_id))
+            cursor.execute(
+                "INSERT INTO accounts_entry (account_id, amount, balance_after, kind, transfer_id, description, created_at)"
+                " VALUES (%s, %s, 0, 'transfer', %s, '', NOW(6))",
+                (account_id, delta, transfer_id),
+            )
+            connections[index].commit()
+        latencies.append(time.perf_counter() - started)
+    for connection in connections:
+        connection.close()
+    return latencies
+
+
+def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, int]:  # type: ignore[no-untyped-def]
+    from django.db import connections
+
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    started = time.monotonic()
+    with context.Pool(pool_size) as pool:
+        results = pool.map(worker, [make_args(i) for i in range(pool_size)])
+    elapsed = time.monotonic() - started
+    latencies = sorted(x for r in results for x in r)
+    if not latencies:
+        return 0.0, 0.0, 0.0, 0
+    count = len(latencies)
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(count - 1, int(count * 0.99))] * 1000
+    return count / max(elapsed - 0.0, 1e-9), p50, p99, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", default="1,8,32")
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--scenarios", default="raw,same,cross")
+    args = parser.parse_args()
+    workers = [int(w) for w in args.workers.split(",")]
+    scenarios = args.scenarios.split(",")
+
+    base = Path(tempfile.mkdtemp(prefix="bankcore-bench-"))
+    servers = [MariaDBServer(base, f"db{n}", durable=True) for n in (1, 2)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda s: s.start(), servers))
+        _configure(servers)
+        _create_databases(servers)
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate_ledgers", verbosity=0)
+        started = time.monotonic()
+        accounts = _seed_accounts(args.accounts)
+        print(
+            f"servers: MariaDB x2, durable (flush_log_at_trx_commit=1, sync_binlog=1, binlog ROW); "
+            f"{args.accounts} accounts seeded in {time.monotonic() - started:.1f}s; {args.seconds:.0f}s per run; "
+            f"{os.cpu_count()} CPUs"
+        )
+        raw_servers = [{"port": servers[0].port, "db": "bank_source"}, {"port": servers[1].port, "db": "bank_dest"}]
+        raw: dict[int, float] = {}
+        rows = []
+        for n in workers:
+            for scenario in scenarios:
+                if scenario == "raw":
+                    figures = _measure(n, _raw_worker, lambda i: (raw_servers, accounts, args.seconds, i))
+                    raw[n] = figures[0]
+                else:
+                    figures = _measure(
+                        n, _engine_worker, lambda i, s=scenario, n=n: (s, accounts, args.seconds, 1000 * n + i)
+                    )
+                rate, p50, p99, count = figures
+                ratio = rate / raw[n] if raw.get(n) else float("nan")
+                rows.append((scenario, n, rate, p50, p99, count, ratio))
+                print(
+                    f"{scenario:>6} {n:>3} workers: {rate:8.1f} transfers/s  p50 {p50:6.1f} ms  p99 {p99:7.1f} ms  "
+                    f"({count} transfers)  ratio to raw {ratio:.2f}",
+                    flush=True,
+                )
+        from transfers.reconciliation import reconcile
+
+        report = reconcile()
+        print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
+        print("\n| scenario | workers | transfers/s | p50 ms | p99 ms | ratio to raw |")
+        print("|---|---|---|---|---|---|")
+        for scenario, n, rate, p50, p99, _, ratio in rows:
+            print(f"| {scenario} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f} |")
+    finally:
+        for server in servers:
+            server.kill()
+        remove_tree(base)
+
+
+if __name__ == "__main__":
+    main()
