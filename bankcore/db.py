@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
-from django.db import OperationalError, connections, transaction
+from django.db import DatabaseError, OperationalError, connections, transaction
 
 T = TypeVar("T")
 
@@ -36,13 +37,16 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def atomic_with_retry(using: str, work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:
-    """Run ``work`` inside ``transaction.atomic(using=using)``, retrying the whole block on a
-    deadlock or lock wait timeout. Must be the outermost atomic block for ``using``."""
-    if connections[using].in_atomic_block:
+    """Run ``work`` in one transaction on ``using``, retrying the whole block on a deadlock or lock
+    wait timeout. Must be the outermost transaction for ``using``; ``work`` must not open atomic
+    blocks of its own on ``using`` (on MySQL it runs in ``server_transaction``)."""
+    connection = connections[using]
+    if connection.in_atomic_block:
         raise RuntimeError(f"atomic_with_retry({using!r}) must not run inside an atomic block on the same database")
+    begin = server_transaction if connection.vendor == "mysql" else transaction.atomic
     for attempt in range(attempts):
         try:
-            with transaction.atomic(using=using):
+            with begin(using=using):
                 return work()
         except OperationalError as exc:
             if not is_retryable(exc):
@@ -51,3 +55,39 @@ def atomic_with_retry(using: str, work: Callable[[], T], *, attempts: int = MAX_
                 raise LockConflictGaveUp(*exc.args) from exc
             time.sleep(random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def server_transaction(using: str) -> Iterator[None]:
+    """``START TRANSACTION`` … ``COMMIT`` sent as such. Django's ``atomic()`` wraps every
+    transaction in ``SET autocommit=0`` / ``SET autocommit=1``: two more round trips for each of
+    the engine's ledger steps of 4–6 statements, a quarter of the statements the servers run for a
+    cross-ledger transfer (``bench/run.py``). Django keeps believing the connection is in
+    autocommit mode, so the work inside must not open atomic blocks on ``using`` (their commit
+    would commit this transaction early); the engine's statements (``transfers.ledger_sql``) and
+    plain ORM reads are fine. A connection that fails mid-way is closed, so that the next use
+    reconnects instead of finding a dead socket."""
+    connection = connections[using]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("START TRANSACTION")
+    except OperationalError:
+        connection.close()
+        raise
+    try:
+        yield
+    except BaseException:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+        except DatabaseError:
+            connection.close()
+        raise
+    try:
+        with connection.wrap_database_errors:
+            connection.connection.commit()
+    except DatabaseError:
+        # Committed or not, only the server knows; the caller treats it as "ledger unavailable"
+        # and recovery settles the transfer from what the ledger holds.
+        connection.close()
+        raise

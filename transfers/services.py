@@ -30,11 +30,9 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
-from django.db.models import F, Sum
 from django.utils import timezone
 
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
-from accounts.lock_objects import account_lock, accounts_lock
 from accounts.models import Account, Entry
 from accounts.numbers import account_number_parse
 from accounts.selectors import account_get
@@ -44,6 +42,7 @@ from bankcore.db import LockConflictGaveUp, atomic_with_retry
 from bankcore.errors import ApplicationError
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
+from transfers import ledger_sql
 from transfers.errors import (
     RECORDED_REFUSALS,
     AmountAboveMaximum,
@@ -63,6 +62,7 @@ from transfers.errors import (
     TransferTimedOut,
 )
 from transfers.faults import fault_point
+from transfers.ledger_sql import LockedAccount
 from transfers.models import Transfer, TransferLeg
 
 logger = logging.getLogger(__name__)
@@ -259,7 +259,9 @@ def _transfer_submit(
         reversal_of=reversal_of.pk if reversal_of else None,
     )
     client_id = actor.client_id
-    if key is not None:
+    if key is not None and reversal_of is not None:
+        # A reversal checks its original before inserting; a replay must answer before that check
+        # (which a completed reversal would fail). Other kinds find a replay by the unique key.
         existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
         if existing is not None:
             return _replay(existing, request_hash)
@@ -344,7 +346,7 @@ def _reversal_claim(original: Transfer) -> None:
 # --- checks made under the account's row lock -----------------------------------------------------
 
 
-def _check_account(account: Account | None, transfer: Transfer, *, side: str) -> Account:
+def _check_account(account: LockedAccount | None, transfer: Transfer, *, side: str) -> LockedAccount:
     number = transfer.source_account if side == "source" else transfer.destination_account
     if account is None or account.number != number:
         raise TransferRefused(AccountNotFound(f"The {side} account {number} does not exist."))
@@ -359,53 +361,19 @@ def _check_account(account: Account | None, transfer: Transfer, *, side: str) ->
     return account
 
 
-def _check_funds_and_limit(account: Account, transfer: Transfer) -> None:
+def _check_funds_and_limit(ledger: str, account: LockedAccount, transfer: Transfer) -> None:
     if not account.allow_overdraft and account.available < transfer.amount:
         raise TransferRefused(InsufficientFunds(f"Account {account.number} has {account.available} available."))
     if transfer.kind != Transfer.Kind.TRANSFER or account.kind != Account.Kind.CUSTOMER:
         return
-    spent = (
-        TransferLeg.objects.using(account.ledger)
-        .filter(
-            account=account,
-            business_date=transfer.business_date,
-            leg=Leg.DEBIT,
-            kind=Transfer.Kind.TRANSFER,
-            state__in=[LegState.PREPARED, LegState.COMMITTED],
-        )
-        .aggregate(total=Sum("amount"))["total"]
-    ) or Decimal("0")
+    # Read under the account's row lock: every debit leg of this account is written under it too.
+    spent = ledger_sql.daily_debits(ledger, account_pk=account.pk, business_date=transfer.business_date)
     if spent + transfer.amount > settings.DAILY_TRANSFER_LIMIT:
         raise TransferRefused(
             DailyLimitExceeded(
                 f"Account {account.number} has moved {spent} today; the daily limit is {settings.DAILY_TRANSFER_LIMIT}."
             )
         )
-
-
-def _post(
-    *,
-    ledger: str,
-    account: Account,
-    delta: Decimal,
-    transfer_id: uuid.UUID,
-    kind: str,
-    description: str,
-    release_pending: str | None = None,
-) -> None:
-    """Change a locked account's posted balance by ``delta`` and write its entry."""
-    updates = {"posted": F("posted") + delta, "updated_at": timezone.now()}
-    if release_pending:
-        updates[release_pending] = F(release_pending) - abs(delta)
-    Account.objects.using(ledger).filter(pk=account.pk).update(**updates)
-    Entry.objects.using(ledger).create(
-        account_id=account.pk,
-        amount=delta,
-        balance_after=account.posted + delta,
-        kind=ENTRY_KIND[kind],
-        transfer_id=transfer_id,
-        description=description[:140],
-    )
 
 
 # --- one ledger -----------------------------------------------------------------------------------
@@ -417,32 +385,30 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
     def apply() -> None:
         src = account_number_parse(transfer.source_account)
         dst = account_number_parse(transfer.destination_account)
-        locked = accounts_lock(ledger=ledger, pks=[src.serial, dst.serial])
+        locked = ledger_sql.accounts_lock(ledger, [src.serial, dst.serial])
         source = _check_account(locked.get(src.serial), transfer, side="source")
         destination = _check_account(locked.get(dst.serial), transfer, side="destination")
-        _check_funds_and_limit(source, transfer)
-        TransferLeg.objects.using(ledger).bulk_create(
-            [
-                TransferLeg(
-                    transfer_id=transfer.id,
-                    leg=leg,
-                    account=account,
-                    amount=transfer.amount,
-                    state=LegState.COMMITTED,
-                    kind=transfer.kind,
-                    business_date=transfer.business_date,
-                )
-                for leg, account in ((Leg.DEBIT, source), (Leg.CREDIT, destination))
-            ]
+        _check_funds_and_limit(ledger, source, transfer)
+        now = timezone.now()
+        ledger_sql.legs_insert(
+            ledger,
+            transfer_id=transfer.id,
+            legs=[(Leg.DEBIT, source.pk), (Leg.CREDIT, destination.pk)],
+            amount=transfer.amount,
+            state=LegState.COMMITTED,
+            kind=transfer.kind,
+            business_date=transfer.business_date,
+            now=now,
         )
         for account, delta in ((source, -transfer.amount), (destination, transfer.amount)):
-            _post(
-                ledger=ledger,
-                account=account,
+            ledger_sql.post(
+                ledger,
+                account_pk=account.pk,
                 delta=delta,
                 transfer_id=transfer.id,
-                kind=transfer.kind,
+                entry_kind=ENTRY_KIND[transfer.kind],
                 description=transfer.reference,
+                now=now,
             )
 
     try:
@@ -491,21 +457,21 @@ def leg_prepare(transfer: Transfer, leg: str) -> None:
     side = "source" if leg == Leg.DEBIT else "destination"
 
     def prepare() -> None:
-        account = _check_account(account_lock(ledger=ledger, pk=pk), transfer, side=side)
+        account = _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side=side)
         if leg == Leg.DEBIT:
-            _check_funds_and_limit(account, transfer)
-            pending = {"pending_debits": F("pending_debits") + transfer.amount}
-        else:
-            pending = {"pending_credits": F("pending_credits") + transfer.amount}
-        Account.objects.using(ledger).filter(pk=account.pk).update(**pending, updated_at=timezone.now())
-        TransferLeg.objects.using(ledger).create(
+            _check_funds_and_limit(ledger, account, transfer)
+        now = timezone.now()
+        field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+        ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=transfer.amount, now=now)
+        ledger_sql.legs_insert(
+            ledger,
             transfer_id=transfer.id,
-            leg=leg,
-            account=account,
+            legs=[(leg, pk)],
             amount=transfer.amount,
             state=LegState.PREPARED,
             kind=transfer.kind,
             business_date=transfer.business_date,
+            now=now,
         )
 
     try:
@@ -528,22 +494,21 @@ def leg_commit(transfer: Transfer, leg: str) -> bool:
     ledger, _, pk = _leg_location(transfer, leg)
 
     def commit() -> bool:
-        claimed = (
-            TransferLeg.objects.using(ledger)
-            .filter(transfer_id=transfer.id, leg=leg, state=LegState.PREPARED)
-            .update(state=LegState.COMMITTED, updated_at=timezone.now())
-        )
-        if claimed != 1:
+        now = timezone.now()
+        if not ledger_sql.leg_transition(
+            ledger, transfer_id=transfer.id, leg=leg, to_state=LegState.COMMITTED, now=now
+        ):
             return False
-        account = account_lock(ledger=ledger, pk=pk)
-        assert account is not None  # the prepared leg holds it; accounts are never deleted
-        _post(
-            ledger=ledger,
-            account=account,
+        # ``post`` locks the account's row by its update and reads the balance after it; the leg's
+        # pending amount is held there, so releasing it cannot break a constraint.
+        ledger_sql.post(
+            ledger,
+            account_pk=pk,
             delta=-transfer.amount if leg == Leg.DEBIT else transfer.amount,
             transfer_id=transfer.id,
-            kind=transfer.kind,
+            entry_kind=ENTRY_KIND[transfer.kind],
             description=transfer.reference,
+            now=now,
             release_pending="pending_debits" if leg == Leg.DEBIT else "pending_credits",
         )
         return True
@@ -572,26 +537,21 @@ def _leg_void_at(
     field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
 
     def void() -> bool:
-        claimed = (
-            TransferLeg.objects.using(ledger)
-            .filter(transfer_id=transfer_id, leg=leg, state=LegState.PREPARED)
-            .update(state=LegState.VOIDED, updated_at=timezone.now())
-        )
-        if claimed == 1:
-            Account.objects.using(ledger).filter(pk=account_pk).update(
-                **{field: F(field) - amount}, updated_at=timezone.now()
-            )
+        now = timezone.now()
+        if ledger_sql.leg_transition(ledger, transfer_id=transfer_id, leg=leg, to_state=LegState.VOIDED, now=now):
+            ledger_sql.pending_add(ledger, account_pk=account_pk, field=field, amount=-amount, now=now)
             return True
         if TransferLeg.objects.using(ledger).filter(transfer_id=transfer_id, leg=leg).exists():
             return False  # already voided, or committed (which a void must never undo)
-        TransferLeg.objects.using(ledger).create(
+        ledger_sql.legs_insert(
+            ledger,
             transfer_id=transfer_id,
-            leg=leg,
-            account=None,
+            legs=[(leg, None)],
             amount=Decimal("0"),
             state=LegState.VOIDED,
             kind=kind,
             business_date=business_date,
+            now=now,
         )
         return True
 
@@ -649,10 +609,7 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
 
 def _decide_commit(transfer: Transfer) -> bool:
     now = timezone.now()
-    decided = Transfer.objects.filter(pk=transfer.pk, status=Status.PENDING, deadline__gt=now).update(
-        status=Status.COMMITTED, committed_at=now
-    )
-    if decided == 1:
+    if ledger_sql.transfer_mark_committed(transfer.id, now=now):
         transfer.status, transfer.committed_at = Status.COMMITTED, now
         return True
     transfer.refresh_from_db()
@@ -689,9 +646,7 @@ def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, 
 def _complete(transfer: Transfer, actor: Actor) -> None:
     now = timezone.now()
     with transaction.atomic(using="default"):
-        done = Transfer.objects.filter(pk=transfer.pk, status__in=[Status.PENDING, Status.COMMITTED]).update(
-            status=Status.COMPLETED, finished_at=now, committed_at=F("committed_at") if transfer.committed_at else now
-        )
+        done = ledger_sql.transfer_mark_completed(transfer.id, now=now)
         if done:
             _transfer_event(transfer, actor, "transfer.completed")
     if done:
