@@ -111,3 +111,14 @@ def account_entries(
     if created_to is not None:
         qs = qs.filter(created_at__lt=created_to)
     return qs.order_by("-created_at", "-id")
+
+
+DEBIT_ANY_ACCOUNT_PERMISSION = "transfers.add_transfer"
+
+
+def account_may_debit(*, user: Any, number: str) -> bool:
+    """Whether ``user`` may move money out of ``number``: a partner only out of its linked
+    accounts, staff with ``transfers.add_transfer`` out of any."""
+    if user.has_perm(DEBIT_ANY_ACCOUNT_PERMISSION):
+        return True
+    return PartnerAccountLink.objects.filter(user=user, account_number=number).exists()
