@@ -85,3 +85,50 @@ def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         cwd=settings.BASE_DIR,
         timeout=120,
     )
+
+
+# --- back office: personas and the "nothing moved" snapshot --------------------------------------
+
+STAFF_PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_staff():  # type: ignore[no-untyped-def]
+    """A staff user in one role group ("teller", "supervisor", "auditor"), or "outsider": staff
+    with no role. The groups come from audit.roles (re-synced: transactional tests flush them)."""
+    from django.contrib.auth.models import Group, User
+
+    from audit.roles import roles_sync
+
+    roles_sync()
+
+    def make(role: str, username: str | None = None) -> User:
+        user = User.objects.create_user(username or role, password=STAFF_PASSWORD, is_staff=True)
+        if role != "outsider":
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+def world_snapshot(*accounts):  # type: ignore[no-untyped-def]
+    """Everything a refused back-office action must leave untouched: the accounts' balances and
+    status, every ledger's entries and live legs, transfers, approvals and audit events."""
+    from accounts.models import Account, Entry
+    from audit.models import AuditEvent
+    from transfers.models import Approval, Transfer, TransferLeg
+
+    return {
+        "accounts": [
+            (a.posted, a.pending_debits, a.pending_credits, a.status)
+            for a in (Account.objects.using(x.ledger).get(pk=x.pk) for x in accounts)
+        ],
+        "entries": sum(Entry.objects.using(ledger).count() for ledger in settings.LEDGERS),
+        "legs": sum(
+            TransferLeg.objects.using(ledger).exclude(state=TransferLeg.State.VOIDED).count()
+            for ledger in settings.LEDGERS
+        ),
+        "transfers": Transfer.objects.count(),
+        "approvals": list(Approval.objects.order_by("pk").values_list("pk", "status")),
+        "audit_events": AuditEvent.objects.count(),
+    }
