@@ -132,3 +132,34 @@ def world_snapshot(*accounts):  # type: ignore[no-untyped-def]
         "approvals": list(Approval.objects.order_by("pk").values_list("pk", "status")),
         "audit_events": AuditEvent.objects.count(),
     }
+
+
+@pytest.fixture
+def make_stuck_transfer():  # type: ignore[no-untyped-def]
+    """A cross-ledger transfer left PENDING past its deadline with its debit prepared, as a crash
+    between prepare and decide leaves it: recovery's work (it aborts it and voids the leg)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.models import Transfer, TransferLeg
+    from transfers.services import leg_prepare
+
+    def make(source, destination, amount: str = "30.00"):  # type: ignore[no-untyped-def]
+        transfer = Transfer.objects.create(
+            source_account=source.number,
+            source_ledger=source.ledger,
+            destination_account=destination.number,
+            destination_ledger=destination.ledger,
+            amount=Decimal(amount),
+            currency=source.currency,
+            client_id="test",
+            request_hash="x",
+            business_date=timezone.localdate(),
+            deadline=timezone.now() - timedelta(seconds=1),
+            channel="system",
+        )
+        leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+        return transfer
+
+    return make

@@ -1,8 +1,9 @@
 """Masking of the seed's sensitive fields (§12.1: password, account_number, balance) before anything
 leaves for the audit file.
 
-- ``password*`` keys (any case) are dropped: a password is never written, not even masked; so are
-  CSRF tokens and authorization headers.
+- Keys naming a password anywhere (any case: ``password``, ``new_password1``, ``old_password``)
+  are dropped: a password is never written, not even masked; so are secrets, tokens, CSRF tokens
+  and authorization headers.
 - Account numbers (14 digits, also inside free text) keep their last 4 digits only.
 - Balance fields (``posted``, ``pending_*``, ``available``, ``balance*``) are replaced by a mask.
 """
@@ -14,14 +15,14 @@ from typing import Any
 
 MASK = "***"
 _ACCOUNT_NUMBER = re.compile(r"(?<!\d)(\d{10})(\d{4})(?!\d)")
-_DROPPED_PREFIXES = ("password", "csrfmiddlewaretoken", "authorization", "secret", "token")
+_DROPPED_PARTS = ("password", "passwd", "csrf", "authorization", "secret", "token")
 _BALANCE_KEYS = {"posted", "available", "pending", "pending_debits", "pending_credits"}
 _BALANCE_PREFIXES = ("balance", "pending_", "posted_", "available_")
 
 
 def is_dropped_key(key: str) -> bool:
     lowered = key.lower()
-    return lowered.startswith(_DROPPED_PREFIXES) or lowered in {"access", "refresh"}
+    return any(part in lowered for part in _DROPPED_PARTS) or lowered in {"access", "refresh"}
 
 
 def is_balance_key(key: str) -> bool:
