@@ -102,7 +102,9 @@ class CashForm(IdempotentForm):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Reason"})
+    )
 
 
 # --- the changelist: one ledger at a time ----------------------------------------------------
