@@ -19,14 +19,18 @@ from django.apps import apps as django_apps
 # (app label, model, codename, name)
 Perm = tuple[str, str, str, str]
 
-TELLER: list[Perm] = [
+# What every role reads: the accounts, their statements, transfers and what waits for approval.
+READ_MONEY: list[Perm] = [
     ("accounts", "account", "view_account", "Can view account"),
-    ("accounts", "account", "add_account", "Can add account"),
-    ("accounts", "account", "handle_cash", "Can book cash deposits and withdrawals"),
     ("accounts", "entry", "view_entry", "Can view entry"),
     ("transfers", "transfer", "view_transfer", "Can view transfer"),
-    ("transfers", "transfer", "add_transfer", "Can add transfer"),
     ("transfers", "approval", "view_approval", "Can view approval"),
+]
+TELLER: list[Perm] = [
+    *READ_MONEY,
+    ("accounts", "account", "add_account", "Can add account"),
+    ("accounts", "account", "handle_cash", "Can book cash deposits and withdrawals"),
+    ("transfers", "transfer", "add_transfer", "Can add transfer"),
 ]
 SUPERVISOR: list[Perm] = [
     *TELLER,
@@ -38,10 +42,7 @@ SUPERVISOR: list[Perm] = [
     ("transfers", "reconciliationrun", "view_reconciliationrun", "Can view reconciliation run"),
 ]
 AUDITOR: list[Perm] = [
-    ("accounts", "account", "view_account", "Can view account"),
-    ("accounts", "entry", "view_entry", "Can view entry"),
-    ("transfers", "transfer", "view_transfer", "Can view transfer"),
-    ("transfers", "approval", "view_approval", "Can view approval"),
+    *READ_MONEY,
     ("transfers", "reconciliationrun", "view_reconciliationrun", "Can view reconciliation run"),
     ("audit", "auditevent", "view_auditevent", "Can view audit event"),
     ("auditlog", "logentry", "view_logentry", "Can view log entry"),

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.selectors import account_get
@@ -28,9 +28,9 @@ from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.money import money_parse
-from transfers.errors import AmountAboveMaximum, SameAccount
+from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, SameAccount
 from transfers.models import Approval, Transfer
-from transfers.services import _reference_clean, transfer_create
+from transfers.services import _idempotency_key_clean, _reference_clean, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -106,18 +106,26 @@ def approval_request(
     source_account: str = "",
     destination_account: str = "",
     reference: str = "",
+    idempotency_key: str | None = None,
 ) -> Approval:
     """Store a movement PENDING approval. A transfer names both accounts, a deposit the
-    destination, a withdrawal the source. Raises, storing nothing: ``InvalidAmount``,
-    ``InvalidAccountNumber``, ``AccountNotFound``, ``SameAccount``, ``AmountAboveMaximum``,
-    ``InvalidReference``, ``ApprovalMakerRequired``. Funds, limits and account state are checked
-    when it executes, as for any transfer."""
+    destination, a withdrawal the source. With ``idempotency_key``, the same maker submitting the
+    same request again gets the first request back (never a second one to approve). Raises,
+    storing nothing: ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``,
+    ``SameAccount``, ``AmountAboveMaximum``, ``InvalidReference``, ``InvalidIdempotencyKey``,
+    ``IdempotencyKeyReused`` (same key, different request), ``ApprovalMakerRequired``. Funds,
+    limits and account state are checked when it executes, as for any transfer."""
     if actor.user_id is None:
         raise ApprovalMakerRequired()
     if kind not in Kind.values:
         raise ValidationFailed(f"Unknown kind {kind!r}.")
     value = money_parse(amount)
     reference = _reference_clean(reference)
+    key = _idempotency_key_clean(idempotency_key)
+    if key is not None:
+        earlier = _approval_replay(maker_id=actor.user_id, key=key)
+        if earlier is not None:
+            return _approval_same_request(earlier, kind, value, source_account, destination_account, reference)
     if kind in (Kind.TRANSFER, Kind.WITHDRAWAL):
         source = account_get(number=source_account)
         currency = source.currency
@@ -128,19 +136,41 @@ def approval_request(
         raise SameAccount("The source and destination accounts are the same.")
     if value > settings.MAX_TRANSFER_AMOUNT:
         raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
-    with transaction.atomic(using="default"):
-        approval = Approval.objects.create(
-            kind=kind,
-            source_account=str(source.number) if kind != Kind.DEPOSIT else "",
-            destination_account=str(destination.number) if kind != Kind.WITHDRAWAL else "",
-            amount=value,
-            currency=currency,
-            reference=reference,
-            maker_id=actor.user_id,
-            maker_channel=actor.channel,
-        )
-        _event(approval, actor, "approval.requested", threshold=str(settings.APPROVAL_THRESHOLD))
+    try:
+        with transaction.atomic(using="default"):
+            approval = Approval.objects.create(
+                kind=kind,
+                source_account=str(source.number) if kind != Kind.DEPOSIT else "",
+                destination_account=str(destination.number) if kind != Kind.WITHDRAWAL else "",
+                amount=value,
+                currency=currency,
+                reference=reference,
+                maker_id=actor.user_id,
+                maker_channel=actor.channel,
+                idempotency_key=key,
+            )
+            _event(approval, actor, "approval.requested", threshold=str(settings.APPROVAL_THRESHOLD))
+    except IntegrityError:
+        # The same key submitted twice at once: the other submission stored it first.
+        earlier = _approval_replay(maker_id=actor.user_id, key=key) if key is not None else None
+        if earlier is None:
+            raise
+        return _approval_same_request(earlier, kind, value, source_account, destination_account, reference)
     return approval
+
+
+def _approval_replay(*, maker_id: int, key: str) -> Approval | None:
+    return Approval.objects.filter(maker_id=maker_id, idempotency_key=key).first()
+
+
+def _approval_same_request(
+    earlier: Approval, kind: str, amount: Decimal, source: str, destination: str, reference: str
+) -> Approval:
+    asked = (kind, amount, source.replace(" ", ""), destination.replace(" ", ""), reference)
+    stored = (earlier.kind, earlier.amount, earlier.source_account, earlier.destination_account, earlier.reference)
+    if asked != stored:
+        raise IdempotencyKeyReused("This idempotency key was used for a different request.")
+    return earlier
 
 
 def _approval_pk(approval_id: object) -> int:
@@ -262,30 +292,45 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
 
 
 def _execute(approval: Approval, maker: Actor, key: str) -> Transfer:
-    if approval.kind == Kind.DEPOSIT:
-        return account_deposit(
-            actor=maker,
-            number=approval.destination_account,
-            amount=approval.amount,
-            reference=approval.reference,
-            idempotency_key=key,
-        )
-    if approval.kind == Kind.WITHDRAWAL:
-        return account_withdraw(
-            actor=maker,
-            number=approval.source_account,
-            amount=approval.amount,
-            reference=approval.reference,
-            idempotency_key=key,
-        )
-    return transfer_create(
+    return _movement_execute(
         actor=maker,
+        kind=approval.kind,
+        amount=approval.amount,
         source_account=approval.source_account,
         destination_account=approval.destination_account,
-        amount=approval.amount,
-        currency=approval.currency,
         reference=approval.reference,
         idempotency_key=key,
+        currency=approval.currency,
+    )
+
+
+def _movement_execute(
+    *,
+    actor: Actor,
+    kind: str,
+    amount: Decimal,
+    source_account: str,
+    destination_account: str,
+    reference: str,
+    idempotency_key: str | None,
+    currency: str | None = None,
+) -> Transfer:
+    if kind == Kind.DEPOSIT:
+        return account_deposit(
+            actor=actor, number=destination_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        )
+    if kind == Kind.WITHDRAWAL:
+        return account_withdraw(
+            actor=actor, number=source_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        )
+    return transfer_create(
+        actor=actor,
+        source_account=source_account,
+        destination_account=destination_account,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -302,7 +347,7 @@ def money_movement_submit(
 ) -> Transfer | Approval:
     """The doors' entry for a movement that may need four eyes: executes it at once (returning
     the ``Transfer``) or, above the threshold for a user who may not approve, stores it PENDING
-    (returning the ``Approval``). ``idempotency_key`` applies to an immediate execution. Raises what
+    (returning the ``Approval``). ``idempotency_key`` makes either safe to submit twice. Raises what
     the chosen service raises."""
     value = money_parse(amount)
     if approval_required(user=user, amount=value):
@@ -313,20 +358,14 @@ def money_movement_submit(
             source_account=source_account,
             destination_account=destination_account,
             reference=reference,
+            idempotency_key=idempotency_key,
         )
-    if kind == Kind.DEPOSIT:
-        return account_deposit(
-            actor=actor, number=destination_account, amount=value, reference=reference, idempotency_key=idempotency_key
-        )
-    if kind == Kind.WITHDRAWAL:
-        return account_withdraw(
-            actor=actor, number=source_account, amount=value, reference=reference, idempotency_key=idempotency_key
-        )
-    return transfer_create(
+    return _movement_execute(
         actor=actor,
+        kind=kind,
+        amount=value,
         source_account=source_account,
         destination_account=destination_account,
-        amount=value,
         reference=reference,
         idempotency_key=idempotency_key,
     )

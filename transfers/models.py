@@ -179,6 +179,8 @@ class Approval(models.Model):
     )
     failure_code = models.CharField(max_length=64, blank=True, default="", editable=False)
     failure_detail = models.CharField(max_length=500, blank=True, default="", editable=False)
+    # The form's key: a request submitted twice waits once (one maker, one key, one request).
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True, editable=False)
     executed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -187,6 +189,7 @@ class Approval(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="approval_amount_positive"),
             models.CheckConstraint(condition=~Q(checker=F("maker")), name="approval_checker_is_not_maker"),
+            models.UniqueConstraint(fields=["maker", "idempotency_key"], name="approval_idempotency_key_unique"),
         ]
         permissions = [
             ("approve_approval", "Can approve or reject what waits for a second pair of eyes"),

@@ -1,6 +1,8 @@
 """The audit trail is append-only and tamper-evident: the app refuses to rewrite it, and a row
 changed directly in the database breaks the hash chain at that row."""
 
+from typing import Any
+
 import pytest
 from django.db import connections
 
@@ -12,7 +14,7 @@ from transfers.services import transfer_create
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-def _table_update(sql: str, params: list[object]) -> None:
+def _table_update(sql: str, params: list[Any]) -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute(sql.format(table=AuditEvent._meta.db_table), params)
 

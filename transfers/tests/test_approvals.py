@@ -21,7 +21,7 @@ from transfers.approvals import (
     approval_request,
     money_movement_submit,
 )
-from transfers.errors import InsufficientFunds
+from transfers.errors import IdempotencyKeyReused, InsufficientFunds
 from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -253,3 +253,27 @@ def test_two_supervisors_approving_at_once_execute_it_once(people, make_staff, m
     assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
     assert Transfer.objects.filter(kind=Transfer.Kind.TRANSFER, amount=Decimal("20000.00")).count() == 1
     assert AuditEvent.objects.filter(action="approval.executed", object_id=str(approval.pk)).count() == 1
+
+
+def test_a_request_submitted_twice_waits_once(people, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    teller = people["teller"]
+
+    def submit(amount="12000.00"):
+        return money_movement_submit(
+            actor=as_actor(teller),
+            user=teller,
+            kind=Approval.Kind.TRANSFER,
+            amount=amount,
+            source_account=alice.number,
+            destination_account=bob.number,
+            idempotency_key="form-key-1",
+        )
+
+    first, again = submit(), submit()
+    assert isinstance(first, Approval) and again.pk == first.pk
+    assert Approval.objects.count() == 1
+    assert AuditEvent.objects.filter(action="approval.requested").count() == 1
+    with pytest.raises(IdempotencyKeyReused):
+        submit("12000.01")
+    assert Approval.objects.count() == 1
