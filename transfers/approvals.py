@@ -76,7 +76,13 @@ class ApprovalMakerRequired(ValidationFailed):
 
 def approval_required(*, user: Any, amount: Decimal) -> bool:
     """Whether ``user``'s movement of ``amount`` must wait for a second pair of eyes."""
-    return amount > settings.APPROVAL_THRESHOLD and not user.has_perm(APPROVE_PERMISSION)
+    return amount > settings.APPROVAL_THRESHOLD and not is_checker(user)
+
+
+def is_checker(user: Any) -> bool:
+    """A supervisor: holds the approve permission through a role. A superuser's blanket
+    permissions do not count — superusers administer, they are nobody's second pair of eyes."""
+    return bool(user.is_active and not user.is_superuser and user.has_perm(APPROVE_PERMISSION))
 
 
 def _event(approval: Approval, actor: Actor, action: str, **extra: object) -> None:
@@ -193,7 +199,7 @@ def _check_checker(actor: Actor, approval: Approval, *, verb: str) -> None:
     if actor.user_id is not None and actor.user_id == approval.maker_id:
         raise ApprovalSelfApproval(f"You made this request; another supervisor must {verb} it.")
     checker = get_user_model().objects.filter(pk=actor.user_id, is_active=True).first() if actor.user_id else None
-    if checker is None or not checker.has_perm(APPROVE_PERMISSION):
+    if checker is None or not is_checker(checker):
         raise ApprovalNotAllowed(f"Only a supervisor may {verb} requests.")
 
 

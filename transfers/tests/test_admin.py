@@ -177,3 +177,25 @@ def test_login_lockout_after_repeated_failures(make_staff, settings):
     assert "_auth_user_id" not in client.session
     other = Client().post(login, {"username": "nobody", "password": "x", "next": "/admin/"})
     assert other.status_code == 200
+
+
+def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
+    url = reverse("admin:transfers_transfer_reverse", args=(transfer.pk,))
+    teller = logged_in(make_staff("teller"))
+    before = world_snapshot(alice, bob)
+    assert (
+        b'id="reverse-transfer"'
+        not in teller.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,))).content
+    )
+    assert teller.post(url, {"reference": "mistake"}).status_code == 403
+    assert world_snapshot(alice, bob) == before
+
+    supervisor = logged_in(make_staff("supervisor"))
+    page = supervisor.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,)))
+    assert b'id="reverse-transfer"' in page.content
+    done = supervisor.post(url, {"reference": "mistake"}, follow=True)
+    assert any(level == "success" for level, _ in messages_of(done))
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+    assert Transfer.objects.get(reversal_of=transfer).status == Transfer.Status.COMPLETED

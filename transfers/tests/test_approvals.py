@@ -277,3 +277,29 @@ def test_a_request_submitted_twice_waits_once(people, make_account):
     with pytest.raises(IdempotencyKeyReused):
         submit("12000.01")
     assert Approval.objects.count() == 1
+
+
+def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
+    from django.contrib.auth.models import User
+
+    root = User.objects.create_superuser("root", password="root-password-123")
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = money_movement_submit(
+        actor=as_actor(root),
+        user=root,
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    assert isinstance(approval, Approval)  # a superuser's large transfer waits too
+    other = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    with pytest.raises(ApprovalNotAllowed):
+        approval_approve(actor=as_actor(root), approval_id=other.pk)
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
