@@ -161,3 +161,81 @@ def api_world(make_account, api_throttle_reset):  # type: ignore[no-untyped-def]
         s=api_client_for(staff),
         anon=api_client_for(None),
     )
+
+
+# --- back office: personas and the "nothing moved" snapshot --------------------------------------
+
+STAFF_PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_staff():  # type: ignore[no-untyped-def]
+    """A staff user in one role group ("teller", "supervisor", "auditor"), or "outsider": staff
+    with no role. The groups come from audit.roles (re-synced: transactional tests flush them)."""
+    from django.contrib.auth.models import Group, User
+
+    from audit.roles import roles_sync
+
+    roles_sync()
+
+    def make(role: str, username: str | None = None) -> User:
+        user = User.objects.create_user(username or role, password=STAFF_PASSWORD, is_staff=True)
+        if role != "outsider":
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+def world_snapshot(*accounts):  # type: ignore[no-untyped-def]
+    """Everything a refused back-office action must leave untouched: the accounts' balances and
+    status, every ledger's entries and live legs, transfers, approvals and audit events."""
+    from accounts.models import Account, Entry
+    from audit.models import AuditEvent
+    from transfers.models import Approval, Transfer, TransferLeg
+
+    return {
+        "accounts": [
+            (a.posted, a.pending_debits, a.pending_credits, a.status)
+            for a in (Account.objects.using(x.ledger).get(pk=x.pk) for x in accounts)
+        ],
+        "entries": sum(Entry.objects.using(ledger).count() for ledger in settings.LEDGERS),
+        "legs": sum(
+            TransferLeg.objects.using(ledger).exclude(state=TransferLeg.State.VOIDED).count()
+            for ledger in settings.LEDGERS
+        ),
+        "transfers": Transfer.objects.count(),
+        "approvals": list(Approval.objects.order_by("pk").values_list("pk", "status")),
+        "audit_events": AuditEvent.objects.count(),
+    }
+
+
+@pytest.fixture
+def make_stuck_transfer():  # type: ignore[no-untyped-def]
+    """A cross-ledger transfer left PENDING past its deadline with its debit prepared, as a crash
+    between prepare and decide leaves it: recovery's work (it aborts it and voids the leg)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.models import Transfer, TransferLeg
+    from transfers.services import leg_prepare
+
+    def make(source, destination, amount: str = "30.00"):  # type: ignore[no-untyped-def]
+        transfer = Transfer.objects.create(
+            source_account=source.number,
+            source_ledger=source.ledger,
+            destination_account=destination.number,
+            destination_ledger=destination.ledger,
+            amount=Decimal(amount),
+            currency=source.currency,
+            client_id="test",
+            request_hash="x",
+            business_date=timezone.localdate(),
+            deadline=timezone.now() - timedelta(seconds=1),
+            channel="system",
+        )
+        leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+        return transfer
+
+    return make

@@ -56,6 +56,11 @@ class Account(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["holder"])]
+        permissions = [
+            ("handle_cash", "Can book cash deposits and withdrawals"),
+            ("freeze_account", "Can freeze and unfreeze accounts"),
+            ("close_account", "Can close accounts"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.number} {self.holder}"

@@ -35,19 +35,27 @@ def cash_account_get(*, ledger: str, currency: str) -> Account | None:
     return Account.objects.using(ledger).filter(system_key=cash_account_key(currency)).first()
 
 
-def accounts_search(*, query: str = "", limit: int = 50) -> list[Account]:
-    """Find accounts by number or holder in every ledger."""
+def accounts_search(
+    *, query: str = "", limit: int = 50, status: str = "", currency: str = "", kind: str = ""
+) -> list[Account]:
+    """Find accounts by number (or part of one) or holder in every ledger, optionally narrowed by
+    status, currency and kind; at most ``limit``, ledger by ledger in ledger order."""
     results: list[Account] = []
     digits = query.replace(" ", "")
+    filters = {
+        name: value for name, value in (("status", status), ("currency", currency.upper()), ("kind", kind)) if value
+    }
     for ledger in ledger_aliases():
-        qs: QuerySet[Account] = Account.objects.using(ledger).all()
+        qs: QuerySet[Account] = Account.objects.using(ledger).filter(**filters)
         if query:
             condition = Q(holder__icontains=query)
             if digits.isdigit():
                 condition |= Q(number__contains=digits)
             qs = qs.filter(condition)
-        results.extend(qs.order_by("pk")[:limit])
-    return results[:limit]
+        results.extend(qs.order_by("pk")[: limit - len(results)])
+        if len(results) >= limit:
+            break
+    return results
 
 
 def account_entries_sum(*, account: Account) -> Decimal:

@@ -4,3 +4,17 @@ from django.apps import AppConfig
 class AuditConfig(AppConfig):
     name = "audit"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # django-auditlog records field-level changes of the registered models (who, from where);
+        # our own AuditEvent records every money movement and state change by name.
+        from auditlog.registry import auditlog
+        from django.contrib.auth import get_user_model
+
+        from accounts.models import Account
+        from transfers.models import Approval, Transfer
+
+        auditlog.register(Account)
+        auditlog.register(Transfer, exclude_fields=["request_hash"])
+        auditlog.register(Approval)
+        auditlog.register(get_user_model(), exclude_fields=["password", "last_login"])

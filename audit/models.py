@@ -8,6 +8,20 @@ from django.db import models
 from bankcore.actors import Channel
 
 
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    """Bulk writes are refused like single ones: the app never rewrites or removes the trail. Only
+    the sealer fills in the chain fields, through ``_seal``."""
+
+    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("audit events are append-only")
+
+    def delete(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("audit events are append-only")
+
+    def _seal(self, **kwargs) -> int:  # type: ignore[no-untyped-def]
+        return super().update(**kwargs)
+
+
 class AuditEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(
@@ -22,9 +36,13 @@ class AuditEvent(models.Model):
     changes = models.JSONField(default=dict)
     ip = models.GenericIPAddressField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
-    # Hash chain: filled in id order by the sealer, so writers never contend on the chain's tail.
-    prev_hash = models.CharField(max_length=64, blank=True, default="")
-    hash = models.CharField(max_length=64, blank=True, default="")
+    # Hash chain: filled in id order by the sealer (audit.chain), so writers never contend on the
+    # chain's tail. ``seq`` is the row's place in the chain: NULL until sealed, then 1, 2, 3…
+    seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    prev_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["object_type", "object_id"])]
@@ -41,3 +59,20 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("audit events are append-only")
+
+
+class AuditChainHead(models.Model):
+    """The one row that says where the sealed chain ends. The sealer locks it ``FOR UPDATE``, so
+    two sealers never extend the chain at once; writers of audit events never touch it."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    last_seq = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, blank=True, default="")
+    sealed_at = models.DateTimeField(null=True, blank=True)
+    # The outcome of the last full verification (None: never verified), for /metrics and the admin.
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verified_ok = models.BooleanField(null=True, blank=True)
+    verified_problem = models.CharField(max_length=500, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"audit chain head: seq {self.last_seq}"

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
+from audit.logfile import audit_log_write
 from audit.models import AuditEvent
 from bankcore.actors import Actor
 
@@ -22,9 +23,10 @@ def audit_event_record(
     """Append one audit event in ``default``. When called inside a ledger's atomic block, wrap the
     ledger block in ``transaction.atomic(using="default")`` first: the ledger commits first and the
     event commits only if it did (a crash between the two commits can lose the event, never invent
-    one)."""
+    one). The row is inserted unsealed (``audit.chain`` hashes it shortly after) and copied to the
+    audit file once its transaction commits."""
     with transaction.atomic(using="default"):
-        return AuditEvent.objects.using("default").create(
+        event = AuditEvent.objects.using("default").create(
             actor_id=actor.user_id,
             actor_name=actor.username or actor.channel,
             channel=actor.channel,
@@ -36,3 +38,22 @@ def audit_event_record(
             ip=actor.ip,
             request_id=actor.request_id,
         )
+        transaction.on_commit(lambda: audit_log_write(_file_record(event)), using="default")
+    return event
+
+
+def _file_record(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "event_id": event.pk,
+        "action": event.action,
+        "actor": event.actor_name,
+        "actor_id": event.actor_id,
+        "channel": event.channel,
+        "ip": event.ip,
+        "request_id": event.request_id,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "ledger": event.ledger,
+        "changes": event.changes,
+    }

@@ -13,7 +13,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from accounts.models import Account, money_field
 from bankcore.actors import Channel
@@ -138,3 +138,69 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation {self.started_at:%Y-%m-%d %H:%M:%S} {'OK' if self.ok else 'DISCREPANCIES'}"
+
+
+class Approval(models.Model):
+    """Four eyes (control plane, ``default``): a teller's transfer, deposit or withdrawal above
+    ``APPROVAL_THRESHOLD`` waits here until a supervisor other than its maker approves it (then it
+    executes, with the maker as its creator) or rejects it with a reason.
+
+    PENDING → APPROVED → EXECUTED (or FAILED, when the engine refused it); PENDING → REJECTED.
+    """
+
+    class Kind(models.TextChoices):
+        TRANSFER = "transfer", "Transfer"
+        DEPOSIT = "deposit", "Cash deposit"
+        WITHDRAWAL = "withdrawal", "Cash withdrawal"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending approval"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        EXECUTED = "executed", "Executed"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # Transfers name both accounts; a deposit names only the destination, a withdrawal the source.
+    source_account = models.CharField(max_length=14, blank=True, default="", editable=False)
+    destination_account = models.CharField(max_length=14, blank=True, default="", editable=False)
+    amount = money_field(editable=False)
+    currency = models.CharField(max_length=3, editable=False)
+    reference = models.CharField(max_length=140, blank=True, default="", editable=False)
+    maker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", editable=False)
+    maker_channel = models.CharField(max_length=16, choices=Channel.CHOICES, editable=False)
+    checker = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    reason = models.CharField(max_length=500, blank=True, default="", editable=False)
+    transfer = models.ForeignKey(
+        Transfer, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    failure_code = models.CharField(max_length=64, blank=True, default="", editable=False)
+    failure_detail = models.CharField(max_length=500, blank=True, default="", editable=False)
+    # The form's key: a request submitted twice waits once (one maker, one key, one request).
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True, editable=False)
+    executed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="approval_amount_positive"),
+            models.CheckConstraint(condition=~Q(checker=F("maker")), name="approval_checker_is_not_maker"),
+            models.UniqueConstraint(fields=["maker", "idempotency_key"], name="approval_idempotency_key_unique"),
+        ]
+        permissions = [
+            ("approve_approval", "Can approve or reject what waits for a second pair of eyes"),
+            ("reverse_transfer", "Can reverse a completed transfer"),
+            ("run_recovery", "Can run recovery on stuck transfers"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.amount} {self.currency} [{self.get_status_display()}]"
+
+    @property
+    def account(self) -> str:
+        """The customer account a cash movement is for."""
+        return self.destination_account if self.kind == self.Kind.DEPOSIT else self.source_account

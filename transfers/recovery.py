@@ -171,3 +171,28 @@ def _orphan_void(ledger: str, transfer_id: uuid.UUID, leg: str) -> None:
         kind=row.kind,
         business_date=row.business_date,
     )
+
+
+def transfers_recover_selected(
+    *, actor: Actor, transfer_ids: list[str], now: datetime | None = None, grace_seconds: float = DEFAULT_GRACE_SECONDS
+) -> RecoveryReport:
+    """Recovery for the named transfers only (the back office's "run recovery" on stuck ones):
+    COMMITTED past the grace period → finished forward; PENDING past its deadline → aborted and
+    voided. Anything else (final, or still within its deadline) is left alone and counted as
+    ``skipped``. Same steps, same guarantees as ``transfers_recover``."""
+    now = now or timezone.now()
+    grace = now - timedelta(seconds=grace_seconds)
+    report = RecoveryReport()
+    for transfer in Transfer.objects.filter(pk__in=transfer_ids):
+        try:
+            if transfer.status == Status.COMMITTED and transfer.committed_at and transfer.committed_at < grace:
+                transfer_finish_forward(transfer, actor, report)
+            elif transfer.status == Status.PENDING and transfer.deadline < now:
+                _recover_pending(transfer, actor, report)
+            else:
+                report.actions["skipped"] += 1
+        except DatabaseError as exc:
+            logger.warning("recovery: %s failed: %s", transfer.id, exc)
+            report.errors.append(f"{transfer.id}: {exc}")
+    record_recovery(report.actions)
+    return report

@@ -27,6 +27,10 @@ def test_seed_demo_is_idempotent(ledgers, monkeypatch):
         assert demo.count() == 2 and all(a.posted == 500 for a in demo)
     assert set(User.objects.values_list("username", flat=True)) >= {"teller", "supervisor", "auditor", "demo-partner"}
     assert User.objects.get(username="teller").check_password("demo-pass-123")
+    for role in ("teller", "supervisor", "auditor"):
+        user = User.objects.get(username=role)
+        assert user.is_staff and not user.is_superuser
+        assert list(user.groups.values_list("name", flat=True)) == [role]
     assert PartnerAccountLink.objects.filter(user__username="demo-partner").count() == 2 * len(ledgers)
 
 

@@ -1,1 +1,60 @@
 """Teller back office settings (admin, roles, lockout, audit)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from bankcore.env import env_bool, env_int, env_optional, env_str
+
+# Read from the half-imported base module: both are defined there above the topic-module imports.
+from bankcore.settings.base import CELERY_BEAT_SCHEDULE as _BEAT_SCHEDULE
+from bankcore.settings.base import VAR_DIR as _VAR_DIR
+
+# --- Admin sessions ----------------------------------------------------------------------------
+# Sessions live in Redis when Redis is configured (SESSION_ENGINE in base). A teller's session ends
+# with the browser and after a working day at most.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+
+# --- Login lockout (django-axes) ---------------------------------------------------------------
+# Locks a username from one address after AXES_FAILURE_LIMIT failed logins, for
+# AXES_COOLOFF_MINUTES. Only logins over HTTP are watched (audit.backends.LockoutBackend).
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_REAL_IP", "REMOTE_ADDR"]
+AXES_VERBOSE = False
+
+# --- Audit trail -------------------------------------------------------------------------------
+# The JSON-lines audit file (seed §12.1): every audit event and the body of every mutating admin or
+# API request, with passwords dropped and account numbers and balances masked.
+_log_dir = env_optional("LOG_DIR")
+AUDIT_LOG_FILE = Path(
+    env_str("AUDIT_LOG_FILE", str(Path(_log_dir) / "audit.log" if _log_dir else _VAR_DIR / "audit.log"))
+)
+AUDIT_LOG_ENABLED = env_bool("AUDIT_LOG_ENABLED", True)
+AUDIT_LOG_MAX_BODY_BYTES = env_int("AUDIT_LOG_MAX_BODY_BYTES", 64 * 1024, minimum=0)
+# The sealer hashes new audit rows into the chain every few seconds (Celery beat).
+AUDIT_SEAL_INTERVAL_SECONDS = env_int("AUDIT_SEAL_INTERVAL_SECONDS", 10, minimum=1)
+# A full verification re-reads the whole trail: hourly by default.
+AUDIT_VERIFY_INTERVAL_SECONDS = env_int("AUDIT_VERIFY_INTERVAL_SECONDS", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    **_BEAT_SCHEDULE,
+    "seal-audit-chain": {
+        "task": "audit.tasks.seal_audit_chain",
+        "schedule": float(AUDIT_SEAL_INTERVAL_SECONDS),
+    },
+    "verify-audit-chain": {
+        "task": "audit.tasks.verify_audit_chain",
+        "schedule": float(AUDIT_VERIFY_INTERVAL_SECONDS),
+    },
+}
+# The callable /metrics asks for the last verification's outcome (True, False, or None: never run).
+BANKCORE_AUDIT_CHAIN_STATUS = "audit.chain.audit_chain_status"
+
+# django-auditlog: record who changed a registered model, never the password hash.
+AUDITLOG_DISABLE_REMOTE_ADDR = False

@@ -7,16 +7,20 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Account, PartnerAccountLink
 from accounts.services import account_open
+from audit.roles import roles_sync
 from bankcore.actors import Actor, Channel
 from bankcore.env import env_optional
 from bankcore.errors import ApplicationError
 from bankcore.money import money_parse
 
 DEMO_USERS = ("teller", "supervisor", "auditor", "demo-partner")
+# Back-office demo users, each in the group of its name (the roles: audit.roles).
+STAFF_ROLES = ("teller", "supervisor", "auditor")
 HOLDERS = ("Li Wei", "Wang Fang", "Zhang Min", "Liu Yang", "Chen Jing", "Yang Lei", "Zhao Li", "Huang Qiang")
 
 
@@ -67,6 +71,7 @@ class Command(BaseCommand):
         generated = password is None
         if generated:
             password = secrets.token_urlsafe(12)
+        roles_sync()  # the groups exist after migrate; this also restores them after a flush
         users = {}
         for username in DEMO_USERS:
             user, was_created = User.objects.get_or_create(
@@ -76,6 +81,11 @@ class Command(BaseCommand):
                 user.set_password(password)
                 user.save()
                 self.stdout.write(f"  user {username} / {password}")
+            if username in STAFF_ROLES:
+                if not user.is_staff:
+                    user.is_staff = True
+                    user.save(update_fields=["is_staff"])
+                user.groups.add(Group.objects.get(name=username))
             users[username] = user
         if generated and any(User.objects.filter(username=u).exists() for u in DEMO_USERS):
             self.stdout.write(

@@ -1,0 +1,61 @@
+"""The audit trail, read-only: for auditors (and anyone granted ``audit.view_auditevent``).
+
+Nobody adds, changes or deletes audit events through the app; the queryset itself refuses bulk
+updates and deletes (``AuditEventQuerySet``) and the model refuses a second save.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from audit.models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("id", "created_at", "actor_name", "channel", "action", "object_type", "object_id", "ip", "sealed")
+    list_filter = ("channel", "action", "object_type", ("actor", admin.RelatedOnlyFieldListFilter), "created_at")
+    search_fields = ("object_id", "request_id", "actor_name", "action")
+    ordering = ("-id",)
+    list_per_page = 50
+    show_full_result_count = False
+    fields = (
+        "id",
+        "created_at",
+        "actor",
+        "actor_name",
+        "channel",
+        "ip",
+        "request_id",
+        "action",
+        "object_type",
+        "object_id",
+        "ledger",
+        "changes_pretty",
+        "seq",
+        "prev_hash",
+        "hash",
+    )
+    readonly_fields = fields
+
+    @admin.display(boolean=True, description="sealed")
+    def sealed(self, obj: AuditEvent) -> bool:
+        return obj.seq is not None
+
+    @admin.display(description="what changed")
+    def changes_pretty(self, obj: AuditEvent) -> Any:
+        return format_html("<pre>{}</pre>", json.dumps(obj.changes, indent=2, ensure_ascii=False, sort_keys=True))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,54 @@
+"""Masking of the seed's sensitive fields (§12.1: password, account_number, balance) before anything
+leaves for the audit file.
+
+- Keys naming a password anywhere (any case: ``password``, ``new_password1``, ``old_password``)
+  are dropped: a password is never written, not even masked; so are secrets, tokens, CSRF tokens
+  and authorization headers.
+- Account numbers (14 digits, also inside free text) keep their last 4 digits only.
+- Balance fields (``posted``, ``pending_*``, ``available``, ``balance*``) are replaced by a mask.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "***"
+_ACCOUNT_NUMBER = re.compile(r"(?<!\d)(\d{10})(\d{4})(?!\d)")
+_DROPPED_PARTS = ("password", "passwd", "csrf", "authorization", "secret", "token")
+_BALANCE_KEYS = {"posted", "available", "pending", "pending_debits", "pending_credits"}
+_BALANCE_PREFIXES = ("balance", "pending_", "posted_", "available_")
+
+
+def is_dropped_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in _DROPPED_PARTS) or lowered in {"access", "refresh"}
+
+
+def is_balance_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in _BALANCE_KEYS or lowered.startswith(_BALANCE_PREFIXES)
+
+
+def mask_text(text: str) -> str:
+    """Every 14-digit account number in ``text`` down to its last 4 digits."""
+    return _ACCOUNT_NUMBER.sub(lambda m: "*" * 10 + m.group(2), text)
+
+
+def mask(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like: dicts, lists, scalars) safe to write to the audit file."""
+    if isinstance(value, dict):
+        masked: dict[str, Any] = {}
+        for key, item in value.items():
+            name = str(key)
+            if is_dropped_key(name):
+                continue
+            masked[mask_text(name)] = MASK if is_balance_key(name) and item not in (None, "") else mask(item)
+        return masked
+    if isinstance(value, (list, tuple)):
+        return [mask(item) for item in value]
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    return mask_text(str(value))

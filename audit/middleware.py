@@ -1,0 +1,70 @@
+"""The request half of the audit file: one line per mutating request to the admin or the API, with
+the request body (masked; passwords dropped) and the response status, never the response body.
+The events the request caused carry the same request id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from audit.logfile import audit_log_write
+from bankcore.actors import client_ip
+
+MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+AUDITED_PREFIXES = ("/admin/", "/api/")
+
+
+def _request_body(request: HttpRequest) -> Any:
+    content_type = request.content_type or ""
+    if content_type.startswith("multipart/"):
+        # Streamed uploads cannot be read twice: the form fields, never the files.
+        return {key: values if len(values) > 1 else values[0] for key, values in request.POST.lists()}
+    raw = request.body[: settings.AUDIT_LOG_MAX_BODY_BYTES]
+    text = raw.decode("utf-8", errors="replace")
+    if not text:
+        return None
+    if content_type == "application/json" or text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if content_type == "application/x-www-form-urlencoded":
+        fields: dict[str, list[str]] = {}
+        for key, value in parse_qsl(text, keep_blank_values=True):
+            fields.setdefault(key, []).append(value)
+        return {key: values if len(values) > 1 else values[0] for key, values in fields.items()}
+    return text
+
+
+class AuditRequestMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method not in MUTATING_METHODS or not request.path.startswith(AUDITED_PREFIXES):
+            return self.get_response(request)
+        try:
+            body = _request_body(request)
+        except Exception:
+            body = "<unreadable>"
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        audit_log_write(
+            {
+                "type": "request",
+                "request_id": getattr(request, "request_id", ""),
+                "method": request.method,
+                "path": request.path,
+                "query": request.META.get("QUERY_STRING", ""),
+                "user": user.get_username() if user is not None and user.is_authenticated else None,
+                "ip": client_ip(request),
+                "status": response.status_code,
+                "body": body,
+            }
+        )
+        return response

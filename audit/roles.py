@@ -1,0 +1,71 @@
+"""The back office's roles as groups with explicit permissions (control plane, ``default``).
+
+- teller: find accounts, open accounts, cash deposits and withdrawals, transfers.
+- supervisor: all a teller may, plus approve or reject, freeze, unfreeze, close, reverse, run recovery.
+- auditor: read everything, change nothing.
+
+Permissions are listed one by one (never "all of app X"), so a new model or permission never widens
+a role by itself. ``roles_sync`` makes the groups say exactly this; the migration
+``audit.0003_roles`` runs it on install and ``manage.py sync_roles`` after a change here.
+Superusers are for administration only: they are in no role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps as django_apps
+
+# (app label, model, codename, name)
+Perm = tuple[str, str, str, str]
+
+# What every role reads: the accounts, their statements, transfers and what waits for approval.
+READ_MONEY: list[Perm] = [
+    ("accounts", "account", "view_account", "Can view account"),
+    ("accounts", "entry", "view_entry", "Can view entry"),
+    ("transfers", "transfer", "view_transfer", "Can view transfer"),
+    ("transfers", "approval", "view_approval", "Can view approval"),
+]
+TELLER: list[Perm] = [
+    *READ_MONEY,
+    ("accounts", "account", "add_account", "Can add account"),
+    ("accounts", "account", "handle_cash", "Can book cash deposits and withdrawals"),
+    ("transfers", "transfer", "add_transfer", "Can add transfer"),
+]
+SUPERVISOR: list[Perm] = [
+    *TELLER,
+    ("accounts", "account", "freeze_account", "Can freeze and unfreeze accounts"),
+    ("accounts", "account", "close_account", "Can close accounts"),
+    ("transfers", "approval", "approve_approval", "Can approve or reject what waits for a second pair of eyes"),
+    ("transfers", "approval", "reverse_transfer", "Can reverse a completed transfer"),
+    ("transfers", "approval", "run_recovery", "Can run recovery on stuck transfers"),
+    ("transfers", "reconciliationrun", "view_reconciliationrun", "Can view reconciliation run"),
+]
+AUDITOR: list[Perm] = [
+    *READ_MONEY,
+    ("transfers", "reconciliationrun", "view_reconciliationrun", "Can view reconciliation run"),
+    ("audit", "auditevent", "view_auditevent", "Can view audit event"),
+    ("auditlog", "logentry", "view_logentry", "Can view log entry"),
+    ("auth", "user", "view_user", "Can view user"),
+    ("auth", "group", "view_group", "Can view group"),
+]
+ROLES: dict[str, list[Perm]] = {"teller": TELLER, "supervisor": SUPERVISOR, "auditor": AUDITOR}
+
+
+def roles_sync(*, apps: Any = django_apps, using: str = "default") -> None:
+    """Create the role groups (and any permission not created yet: Django creates them only after
+    all migrations) and set each group's permissions to exactly its list. Idempotent. ``apps`` is
+    the migration's historical registry when called from a migration."""
+    ContentType = apps.get_model("contenttypes", "ContentType")
+    Permission = apps.get_model("auth", "Permission")
+    Group = apps.get_model("auth", "Group")
+    for role, permissions in ROLES.items():
+        group, _ = Group.objects.using(using).get_or_create(name=role)
+        granted = []
+        for app_label, model, codename, name in permissions:
+            content_type, _ = ContentType.objects.using(using).get_or_create(app_label=app_label, model=model)
+            permission, _ = Permission.objects.using(using).get_or_create(
+                content_type=content_type, codename=codename, defaults={"name": name}
+            )
+            granted.append(permission)
+        group.permissions.set(granted)

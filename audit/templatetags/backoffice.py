@@ -1,0 +1,33 @@
+"""Template helpers of the back office: the environment banner every admin page shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.conf import settings
+
+register = template.Library()
+
+
+@register.simple_tag
+def bankcore_environment() -> str:
+    return str(settings.BANKCORE_ENVIRONMENT)
+
+
+@register.simple_tag
+def bankcore_is_production() -> bool:
+    return str(settings.BANKCORE_ENVIRONMENT).lower() in {"production", "prod"}
+
+
+@register.simple_tag
+def backoffice_counts(user: Any) -> dict[str, int]:
+    """What waits for this user: requests to approve (not their own), transfers stuck past deadline."""
+    from transfers.admin import pending_approvals_count, stuck_transfers
+
+    counts = {"approvals": 0, "stuck": 0}
+    if user.has_perm("transfers.approve_approval") or user.has_perm("transfers.view_approval"):
+        counts["approvals"] = pending_approvals_count(user)
+    if user.has_perm("transfers.view_transfer"):
+        counts["stuck"] = stuck_transfers().count()
+    return counts

@@ -1,0 +1,149 @@
+"""Every money movement and state change leaves an audit event naming who, when, through which
+channel, from which address and in which request — whatever the door — and the audit file holds
+the same stream (and the request bodies) with the sensitive fields masked."""
+
+import json
+
+import pytest
+from auditlog.models import LogEntry
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Account
+from accounts.services import account_freeze
+from audit.masking import MASK, mask
+from audit.models import AuditEvent
+from bankcore.actors import Actor, Channel
+from conftest import STAFF_PASSWORD, run_manage
+from transfers.models import Transfer
+from transfers.services import transfer_create
+from transfers.tasks import recover_transfers
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+@pytest.fixture
+def audit_file(settings, tmp_path):
+    settings.AUDIT_LOG_FILE = tmp_path / "audit.log"
+    settings.AUDIT_LOG_ENABLED = True
+
+    def lines() -> list[dict]:
+        path = settings.AUDIT_LOG_FILE
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    return lines
+
+
+def test_admin_channel_names_the_teller_the_address_and_the_request(make_staff, make_account, audit_file):
+    teller = make_staff("teller")
+    bob = make_account("db2", "10.00")
+    client = Client(REMOTE_ADDR="203.0.113.7")
+    client.force_login(teller)
+
+    response = client.post(
+        reverse("admin:accounts_account_deposit", args=(bob.number,)),
+        {"amount": "25.00", "reference": "counter"},
+        headers={"X-Request-ID": "req-admin-0001"},
+    )
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="transfer.completed", changes__kind="deposit", changes__amount="25.00")
+    assert (event.actor_id, event.actor_name, event.channel) == (teller.pk, "teller", Channel.ADMIN)
+    assert (event.ip, event.request_id) == ("203.0.113.7", "req-admin-0001")
+    transfer = Transfer.objects.get(pk=event.object_id)
+    assert (transfer.channel, transfer.created_by_id) == (Channel.ADMIN, teller.pk)
+    # The file: the request (its body, never the response's) and the event, tied by the request id.
+    lines = [line for line in audit_file() if line["request_id"] == "req-admin-0001"]
+    request = next(line for line in lines if line["type"] == "request")
+    assert request["body"]["amount"] == "25.00" and request["status"] == 302 and request["user"] == "teller"
+    assert "csrfmiddlewaretoken" not in request["body"] and "response" not in request
+    assert any(line["type"] == "event" and line["action"] == "transfer.completed" for line in lines)
+
+
+def test_api_channel_is_recorded_as_such(make_staff, make_account):
+    partner = make_staff("outsider", "partner-app")
+    alice, bob = make_account("db1", "100.00"), make_account("db1", "0.00")
+    actor = Actor.for_user(partner, channel=Channel.API, ip="198.51.100.9", request_id="req-api-0001")
+    transfer = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="5.00")
+    event = AuditEvent.objects.get(action="transfer.completed", object_id=str(transfer.id))
+    assert (event.channel, event.actor_id, event.ip, event.request_id) == (
+        Channel.API,
+        partner.pk,
+        "198.51.100.9",
+        "req-api-0001",
+    )
+
+
+def test_command_channel(make_account):
+    make_account("db1", "0.00")
+    result = run_manage(
+        "seed_demo", "--accounts-per-ledger", "1", "--opening-balance", "10.00", DEMO_PASSWORD="x-y-z-12345"
+    )
+    assert result.returncode == 0, result.stderr
+    events = AuditEvent.objects.filter(actor_name="seed_demo")
+    assert events.filter(action="account.opened").count() >= 2
+    assert set(events.values_list("channel", flat=True)) == {Channel.COMMAND}
+
+
+def test_task_channel(make_account, make_stuck_transfer):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = make_stuck_transfer(alice, bob)
+    recover_transfers()
+    event = AuditEvent.objects.get(action="transfer.aborted", object_id=str(transfer.id))
+    assert (event.channel, event.actor_name) == (Channel.TASK, "celery-recovery")
+
+
+def test_state_changes_are_audited_with_what_changed(actor, make_account):
+    bob = make_account("db2", "0.00")
+    account_freeze(actor=actor, number=bob.number, reason="court order")
+    event = AuditEvent.objects.get(action="account.frozen", object_id=bob.number)
+    assert event.changes == {"status": ["active", "frozen"], "reason": "court order"}
+    assert event.ledger == "db2"
+
+
+def test_auditlog_records_accounts_and_users(make_staff, make_account):
+    bob = make_account("db2", "0.00", holder="Bob Logged")
+    assert LogEntry.objects.get_for_model(Account).filter(object_repr__contains="Bob Logged").exists()
+    make_staff("teller", "new-teller")
+    user_entry = LogEntry.objects.filter(object_repr="new-teller").first()
+    assert user_entry is not None and "password" not in json.dumps(user_entry.changes)
+    assert bob.number
+
+
+def test_masking_of_the_seeds_sensitive_fields():
+    record = {
+        "password": "hunter2",
+        "new_password1": "hunter3",
+        "Authorization": "Bearer abc",
+        "account": "01000000000742",
+        "text": "from 01000000000742 to 02000000001130, thanks",
+        "posted": "1000.00",
+        "balance_after": "90.00",
+        "available": None,
+        "nested": [{"pending_debits": "5.00", "amount": "5.00"}],
+    }
+    masked = mask(record)
+    assert "password" not in masked and "new_password1" not in masked and "Authorization" not in masked
+    assert masked["account"] == "**********0742"
+    assert masked["text"] == "from **********0742 to **********1130, thanks"
+    assert masked["posted"] == MASK and masked["balance_after"] == MASK and masked["available"] is None
+    assert masked["nested"] == [{"pending_debits": MASK, "amount": "5.00"}]
+
+
+def test_the_audit_file_never_holds_a_password_a_full_number_or_a_balance(make_staff, make_account, audit_file):
+    make_staff("teller")
+    alice = make_account("db1", "500.00")
+    client = Client()
+    # A login through the form (its password must never reach the file), then a withdrawal.
+    response = client.post(
+        reverse("admin:login"), {"username": "teller", "password": STAFF_PASSWORD, "next": "/admin/"}
+    )
+    assert response.status_code == 302
+    client.post(reverse("admin:accounts_account_withdraw", args=(alice.number,)), {"amount": "20.00"})
+
+    text = "\n".join(json.dumps(line) for line in audit_file())
+    assert STAFF_PASSWORD not in text
+    assert alice.number not in text and alice.number[-4:] in text
+    assert "480.00" not in text  # the balance after the withdrawal
+    login = next(line for line in audit_file() if line.get("path") == reverse("admin:login"))
+    assert login["body"] == {"username": "teller", "next": "/admin/"}

@@ -1,0 +1,377 @@
+"""Four eyes: money movements above ``APPROVAL_THRESHOLD`` made by a teller wait for a supervisor.
+
+``approval_request`` checks what can be checked before anyone approves (amount, accounts,
+maximum) and stores the request PENDING; ``approval_approve`` (a holder of
+``transfers.approve_approval`` other than the maker) decides and executes it through the normal
+services, with the *maker* as the transfer's creator and the checker named in the audit trail;
+``approval_reject`` closes it with a reason. Execution uses the idempotency key ``approval:<id>``
+in the maker's namespace, so running it twice (a retry after a ledger outage) moves money once.
+
+Who waits: only users who may not approve themselves. A supervisor's own movement above the
+threshold executes at once — the role is the second pair of eyes; making supervisors wait for one
+another would leave a one-supervisor branch unable to work.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.selectors import account_get
+from accounts.services import account_deposit, account_withdraw
+from audit.services import audit_event_record
+from bankcore.actors import Actor
+from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from bankcore.money import money_parse
+from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, SameAccount
+from transfers.models import Approval, Transfer
+from transfers.services import _idempotency_key_clean, _reference_clean, transfer_create
+
+APPROVE_PERMISSION = "transfers.approve_approval"
+Status = Approval.Status
+Kind = Approval.Kind
+
+
+class ApprovalNotFound(NotFound):
+    code = "approval_not_found"
+    title = "Approval not found"
+
+
+class ApprovalNotPending(Conflict):
+    code = "approval_not_pending"
+    title = "Approval already decided"
+
+
+class ApprovalNotApproved(Conflict):
+    code = "approval_not_approved"
+    title = "Approval is not approved"
+
+
+class ApprovalSelfApproval(ApplicationError):
+    code = "approval_self_approval"
+    title = "The maker cannot decide their own request"
+    http_status = 403
+
+
+class ApprovalNotAllowed(ApplicationError):
+    code = "approval_not_allowed"
+    title = "Not allowed to approve"
+    http_status = 403
+
+
+class ApprovalReasonRequired(ValidationFailed):
+    code = "approval_reason_required"
+    title = "A reason is required"
+
+
+class ApprovalMakerRequired(ValidationFailed):
+    code = "approval_maker_required"
+    title = "Only a signed-in user can ask for approval"
+
+
+def approval_required(*, user: Any, amount: Decimal) -> bool:
+    """Whether ``user``'s movement of ``amount`` must wait for a second pair of eyes."""
+    return amount > settings.APPROVAL_THRESHOLD and not is_checker(user)
+
+
+def is_checker(user: Any) -> bool:
+    """A supervisor: holds the approve permission through a role. A superuser's blanket
+    permissions do not count — superusers administer, they are nobody's second pair of eyes."""
+    return bool(user.is_active and not user.is_superuser and user.has_perm(APPROVE_PERMISSION))
+
+
+def _event(approval: Approval, actor: Actor, action: str, **extra: object) -> None:
+    audit_event_record(
+        actor=actor,
+        action=action,
+        object_type="approval",
+        object_id=str(approval.pk),
+        changes={
+            "kind": approval.kind,
+            "source": approval.source_account,
+            "destination": approval.destination_account,
+            "amount": str(approval.amount),
+            "currency": approval.currency,
+            "reference": approval.reference,
+            "maker": approval.maker_id,
+            **extra,
+        },
+    )
+
+
+def approval_request(
+    *,
+    actor: Actor,
+    kind: str,
+    amount: Decimal | str,
+    source_account: str = "",
+    destination_account: str = "",
+    reference: str = "",
+    idempotency_key: str | None = None,
+) -> Approval:
+    """Store a movement PENDING approval. A transfer names both accounts, a deposit the
+    destination, a withdrawal the source. With ``idempotency_key``, the same maker submitting the
+    same request again gets the first request back (never a second one to approve). Raises,
+    storing nothing: ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``,
+    ``SameAccount``, ``AmountAboveMaximum``, ``InvalidReference``, ``InvalidIdempotencyKey``,
+    ``IdempotencyKeyReused`` (same key, different request), ``ApprovalMakerRequired``. Funds,
+    limits and account state are checked when it executes, as for any transfer."""
+    if actor.user_id is None:
+        raise ApprovalMakerRequired()
+    if kind not in Kind.values:
+        raise ValidationFailed(f"Unknown kind {kind!r}.")
+    value = money_parse(amount)
+    reference = _reference_clean(reference)
+    key = _idempotency_key_clean(idempotency_key)
+    if key is not None:
+        earlier = _approval_replay(maker_id=actor.user_id, key=key)
+        if earlier is not None:
+            return _approval_same_request(earlier, kind, value, source_account, destination_account, reference)
+    if kind in (Kind.TRANSFER, Kind.WITHDRAWAL):
+        source = account_get(number=source_account)
+        currency = source.currency
+    if kind in (Kind.TRANSFER, Kind.DEPOSIT):
+        destination = account_get(number=destination_account)
+        currency = destination.currency if kind == Kind.DEPOSIT else currency
+    if kind == Kind.TRANSFER and source.number == destination.number:
+        raise SameAccount("The source and destination accounts are the same.")
+    if value > settings.MAX_TRANSFER_AMOUNT:
+        raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+    try:
+        with transaction.atomic(using="default"):
+            approval = Approval.objects.create(
+                kind=kind,
+                source_account=str(source.number) if kind != Kind.DEPOSIT else "",
+                destination_account=str(destination.number) if kind != Kind.WITHDRAWAL else "",
+                amount=value,
+                currency=currency,
+                reference=reference,
+                maker_id=actor.user_id,
+                maker_channel=actor.channel,
+                idempotency_key=key,
+            )
+            _event(approval, actor, "approval.requested", threshold=str(settings.APPROVAL_THRESHOLD))
+    except IntegrityError:
+        # The same key submitted twice at once: the other submission stored it first.
+        earlier = _approval_replay(maker_id=actor.user_id, key=key) if key is not None else None
+        if earlier is None:
+            raise
+        return _approval_same_request(earlier, kind, value, source_account, destination_account, reference)
+    return approval
+
+
+def _approval_replay(*, maker_id: int, key: str) -> Approval | None:
+    return Approval.objects.filter(maker_id=maker_id, idempotency_key=key).first()
+
+
+def _approval_same_request(
+    earlier: Approval, kind: str, amount: Decimal, source: str, destination: str, reference: str
+) -> Approval:
+    asked = (kind, amount, source.replace(" ", ""), destination.replace(" ", ""), reference)
+    stored = (earlier.kind, earlier.amount, earlier.source_account, earlier.destination_account, earlier.reference)
+    if asked != stored:
+        raise IdempotencyKeyReused("This idempotency key was used for a different request.")
+    return earlier
+
+
+def _approval_pk(approval_id: object) -> int:
+    try:
+        return int(str(approval_id))
+    except ValueError:
+        raise ApprovalNotFound(f"No approval {approval_id}.") from None
+
+
+def _approval_lock(approval_id: object) -> Approval:
+    approval = Approval.objects.select_for_update().filter(pk=_approval_pk(approval_id)).first()
+    if approval is None:
+        raise ApprovalNotFound(f"No approval {approval_id}.")
+    return approval
+
+
+def _check_checker(actor: Actor, approval: Approval, *, verb: str) -> None:
+    if approval.status != Status.PENDING:
+        raise ApprovalNotPending(f"This request is already {approval.get_status_display().lower()}.")
+    if actor.user_id is not None and actor.user_id == approval.maker_id:
+        raise ApprovalSelfApproval(f"You made this request; another supervisor must {verb} it.")
+    checker = get_user_model().objects.filter(pk=actor.user_id, is_active=True).first() if actor.user_id else None
+    if checker is None or not is_checker(checker):
+        raise ApprovalNotAllowed(f"Only a supervisor may {verb} requests.")
+
+
+def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
+    """PENDING → APPROVED by a checker (not the maker, holding ``approve_approval``), then execute
+    it (see ``approval_execute``). Raises ``ApprovalNotFound``, ``ApprovalNotPending``,
+    ``ApprovalSelfApproval``, ``ApprovalNotAllowed`` changing nothing; after approving, whatever
+    the execution raises (the approval is then FAILED, or still APPROVED when a ledger was down)."""
+    with transaction.atomic(using="default"):
+        approval = _approval_lock(approval_id)
+        _check_checker(actor, approval, verb="approve")
+        now = timezone.now()
+        Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(
+            status=Status.APPROVED, checker_id=actor.user_id, decided_at=now
+        )
+        approval.status, approval.checker_id, approval.decided_at = Status.APPROVED, actor.user_id, now
+        _event(approval, actor, "approval.approved", checker=actor.user_id)
+    return approval_execute(actor=actor, approval_id=approval.pk)
+
+
+def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approval:
+    """PENDING → REJECTED with a reason; nothing moves. Same refusals as ``approval_approve``, and
+    ``ApprovalReasonRequired``."""
+    reason = " ".join(str(reason or "").split())
+    if not reason:
+        raise ApprovalReasonRequired("Say why the request is rejected.")
+    if len(reason) > 500:
+        raise ApprovalReasonRequired("A reason has at most 500 characters.")
+    with transaction.atomic(using="default"):
+        approval = _approval_lock(approval_id)
+        _check_checker(actor, approval, verb="reject")
+        now = timezone.now()
+        Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(
+            status=Status.REJECTED, checker_id=actor.user_id, decided_at=now, reason=reason
+        )
+        approval.status, approval.checker_id, approval.decided_at, approval.reason = (
+            Status.REJECTED,
+            actor.user_id,
+            now,
+            reason,
+        )
+        _event(approval, actor, "approval.rejected", checker=actor.user_id, reason=reason)
+    return approval
+
+
+def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
+    """Run an APPROVED request through the transfer engine, as its maker, exactly once. On success
+    → EXECUTED with the transfer (which recovery finishes if a ledger failed mid-way). On a refusal
+    (funds, limits, account state) → FAILED with the reason, and the refusal is raised. When a
+    database did not answer it stays APPROVED and the error is raised: run this again later."""
+    approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
+    if approval is None:
+        raise ApprovalNotFound(f"No approval {approval_id}.")
+    if approval.status != Status.APPROVED:
+        raise ApprovalNotApproved(f"This request is {approval.get_status_display().lower()}, not approved.")
+    maker = Actor(
+        channel=actor.channel,
+        user_id=approval.maker_id,
+        username=approval.maker.get_username(),
+        ip=actor.ip,
+        request_id=actor.request_id,
+    )
+    key = f"approval:{approval.pk}"
+    try:
+        transfer = _execute(approval, maker, key)
+    except ServiceUnavailable:
+        raise
+    except ApplicationError as error:
+        refused = error.transfer if isinstance(error.transfer, Transfer) else None
+        with transaction.atomic(using="default"):
+            failed = Approval.objects.filter(pk=approval.pk, status=Status.APPROVED).update(
+                status=Status.FAILED,
+                failure_code=error.code,
+                failure_detail=error.detail[:500],
+                transfer=refused,
+                executed_at=timezone.now(),
+            )
+            if failed:
+                _event(approval, actor, "approval.failed", checker=actor.user_id, failure_code=error.code)
+        raise
+    with transaction.atomic(using="default"):
+        executed = Approval.objects.filter(pk=approval.pk, status=Status.APPROVED).update(
+            status=Status.EXECUTED, transfer=transfer, executed_at=timezone.now()
+        )
+        if executed:
+            _event(
+                approval,
+                actor,
+                "approval.executed",
+                checker=actor.user_id,
+                transfer_id=str(transfer.id),
+                transfer_status=transfer.status,
+            )
+    approval.refresh_from_db()
+    return approval
+
+
+def _execute(approval: Approval, maker: Actor, key: str) -> Transfer:
+    return _movement_execute(
+        actor=maker,
+        kind=approval.kind,
+        amount=approval.amount,
+        source_account=approval.source_account,
+        destination_account=approval.destination_account,
+        reference=approval.reference,
+        idempotency_key=key,
+        currency=approval.currency,
+    )
+
+
+def _movement_execute(
+    *,
+    actor: Actor,
+    kind: str,
+    amount: Decimal,
+    source_account: str,
+    destination_account: str,
+    reference: str,
+    idempotency_key: str | None,
+    currency: str | None = None,
+) -> Transfer:
+    if kind == Kind.DEPOSIT:
+        return account_deposit(
+            actor=actor, number=destination_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        )
+    if kind == Kind.WITHDRAWAL:
+        return account_withdraw(
+            actor=actor, number=source_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        )
+    return transfer_create(
+        actor=actor,
+        source_account=source_account,
+        destination_account=destination_account,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+
+
+def money_movement_submit(
+    *,
+    actor: Actor,
+    user: Any,
+    kind: str,
+    amount: Decimal | str,
+    source_account: str = "",
+    destination_account: str = "",
+    reference: str = "",
+    idempotency_key: str | None = None,
+) -> Transfer | Approval:
+    """The doors' entry for a movement that may need four eyes: executes it at once (returning
+    the ``Transfer``) or, above the threshold for a user who may not approve, stores it PENDING
+    (returning the ``Approval``). ``idempotency_key`` makes either safe to submit twice. Raises what
+    the chosen service raises."""
+    value = money_parse(amount)
+    if approval_required(user=user, amount=value):
+        return approval_request(
+            actor=actor,
+            kind=kind,
+            amount=value,
+            source_account=source_account,
+            destination_account=destination_account,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
+    return _movement_execute(
+        actor=actor,
+        kind=kind,
+        amount=value,
+        source_account=source_account,
+        destination_account=destination_account,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )

@@ -1,0 +1,201 @@
+"""The back office as a teller and a supervisor use it: find an account in any ledger, read its
+page, move money through the forms (refusals shown as messages, nothing moved), four eyes through
+the approval page, stuck transfers and recovery, the environment banner, login lockout."""
+
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from accounts.models import Entry
+from audit.models import AuditEvent
+from bankcore.actors import Actor
+from conftest import STAFF_PASSWORD, balances, world_snapshot
+from transfers.models import Approval, ReconciliationRun, Transfer
+from transfers.reconciliation import reconciliation_run
+from transfers.services import transfer_create
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def messages_of(response) -> list[tuple[str, str]]:
+    return [(m.level_tag, str(m)) for m in response.context["messages"]]
+
+
+@pytest.mark.ledgers3
+def test_one_search_finds_accounts_in_every_ledger(make_staff, make_account, ledgers):
+    client = logged_in(make_staff("teller"))
+    accounts = [make_account(ledger, holder=f"Zhou Needle {ledger}") for ledger in ledgers]
+    make_account(ledgers[0], holder="Somebody Else")
+
+    by_holder = client.get(reverse("admin:accounts_account_find"), {"q": "needle"})
+    assert by_holder.status_code == 200
+    assert [a.number for a in by_holder.context["results"]] == [a.number for a in accounts]
+    last = accounts[-1]
+    by_number = client.get(reverse("admin:accounts_account_find"), {"q": last.number})
+    assert [a.number for a in by_number.context["results"]] == [last.number]
+    frozen_only = client.get(reverse("admin:accounts_account_find"), {"q": "needle", "status": "frozen"})
+    assert frozen_only.context["results"] == []
+    # The list shows one ledger at a time; the ledger filter picks it.
+    listing = client.get(reverse("admin:accounts_account_changelist"), {"ledger": ledgers[-1]})
+    assert listing.status_code == 200 and last.number.encode() in listing.content
+    assert accounts[0].number.encode() not in listing.content
+
+
+def test_the_account_page_shows_balances_statement_and_transfers(make_staff, make_account, actor):
+    client = logged_in(make_staff("teller"))
+    alice, bob = make_account("db1", "1000.00", holder="Alice Page"), make_account("db2", "0.00")
+    for n in range(30):
+        transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount=f"{n + 1}.00")
+
+    page = client.get(reverse("admin:accounts_account_change", args=(alice.number,)))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="balance-posted">535.00 CNY' in html and 'id="balance-available">535.00 CNY' in html
+    statement = page.context["statement"]
+    assert statement.paginator.count == 31 and len(statement) == 25
+    amounts = [e.amount for e in statement]
+    assert amounts[0] == Decimal("-30.00") and amounts == sorted(amounts)  # newest (largest debit) first
+    older = client.get(reverse("admin:accounts_account_change", args=(alice.number,)), {"page": 2})
+    assert [e.amount for e in older.context["statement"]][-1] == Decimal("1000.00")  # the opening deposit
+    assert len(page.context["transfers"]) == 31
+    assert "New transfer" in html and "Cash deposit" in html and "Cash withdrawal" in html
+
+
+def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account):
+    client = logged_in(make_staff("teller"))
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    before = world_snapshot(alice, bob)
+    entries = Entry.objects.using("db1").count()
+
+    response = client.post(
+        reverse("admin:transfers_transfer_add"),
+        {"source_account": alice.number, "destination_account": bob.number, "amount": "100.01"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    [(level, text)] = messages_of(response)
+    assert level == "error" and "insufficient_funds" in text
+    typo = client.post(
+        reverse("admin:transfers_transfer_add"),
+        {"source_account": alice.number[:-1] + "0", "destination_account": bob.number, "amount": "1.00"},
+        follow=True,
+    )
+    assert any("check digits" in text for _, text in messages_of(typo))
+    after = world_snapshot(alice, bob)
+    assert after["accounts"] == before["accounts"] and Entry.objects.using("db1").count() == entries
+    assert not Transfer.objects.filter(status=Transfer.Status.COMPLETED, amount=Decimal("100.01")).exists()
+
+
+def test_four_eyes_through_the_admin(make_staff, make_account):
+    teller, supervisor = make_staff("teller"), make_staff("supervisor")
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    amount = str(settings.APPROVAL_THRESHOLD + Decimal("0.01"))
+
+    made = logged_in(teller).post(
+        reverse("admin:transfers_transfer_add"),
+        {"source_account": alice.number, "destination_account": bob.number, "amount": amount},
+        follow=True,
+    )
+    approval = Approval.objects.get()
+    assert approval.status == Approval.Status.PENDING
+    assert any(level == "warning" and "waits for a supervisor" in text for level, text in messages_of(made))
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+    # The maker's own page offers no decision; a forged POST is refused by the service.
+    own = logged_in(teller).get(reverse("admin:transfers_approval_change", args=(approval.pk,)))
+    assert b'id="approve"' not in own.content
+    assert (
+        logged_in(teller)
+        .post(reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"})
+        .status_code
+        == 403
+    )
+
+    checker = logged_in(supervisor)
+    queue = checker.get(reverse("admin:transfers_approval_changelist"), follow=True)
+    assert str(approval.pk).encode() in queue.content
+    page = checker.get(reverse("admin:transfers_approval_change", args=(approval.pk,)))
+    assert b'id="approve"' in page.content
+    done = checker.post(
+        reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"}, follow=True
+    )
+    assert any(level == "success" for level, _ in messages_of(done))
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.EXECUTED and approval.checker_id == supervisor.pk
+    assert balances(alice, bob) == [Decimal("30000.00") - Decimal(amount), Decimal(amount)]
+
+
+def test_stuck_transfers_and_recovery(make_staff, make_account, make_stuck_transfer):
+    supervisor = make_staff("supervisor")
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = make_stuck_transfer(alice, bob)
+    reconciliation_run(actor=Actor.system())
+    client = logged_in(supervisor)
+
+    page = client.get(reverse("admin:transfers_transfer_stuck"))
+    assert [t.pk for t in page.context["stuck"]] == [transfer.pk]
+    assert page.context["last_run"] == ReconciliationRun.objects.latest()
+    assert b'id="run-recovery"' in page.content and b'id="last-reconciliation"' in page.content
+    teller_page = logged_in(make_staff("teller")).get(reverse("admin:transfers_transfer_stuck"))
+    assert b'id="run-recovery"' not in teller_page.content and teller_page.context["last_run"] is None
+
+    done = client.post(reverse("admin:transfers_transfer_stuck"), {"transfer": [str(transfer.pk)]}, follow=True)
+
+    assert any("transfer_aborted" in text for _, text in messages_of(done))
+    assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.ABORTED
+    assert done.context["stuck"] == []
+    event = AuditEvent.objects.get(action="recovery.run")
+    assert event.actor_id == supervisor.pk and event.changes["transfers"] == [str(transfer.pk)]
+
+
+def test_environment_banner_outside_production(make_staff, settings):
+    client = logged_in(make_staff("auditor"))
+    assert b'id="environment-banner"' in client.get("/admin/").content
+    assert b"TEST ENVIRONMENT" in client.get("/admin/").content
+    settings.BANKCORE_ENVIRONMENT = "production"
+    assert b'id="environment-banner"' not in client.get("/admin/").content
+
+
+def test_login_lockout_after_repeated_failures(make_staff, settings):
+    make_staff("teller")
+    client = Client()
+    login = reverse("admin:login")
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        response = client.post(login, {"username": "teller", "password": "wrong", "next": "/admin/"})
+        assert response.status_code in (200, 429)
+    locked = client.post(login, {"username": "teller", "password": STAFF_PASSWORD, "next": "/admin/"})
+    assert locked.status_code == 429  # even the right password, until the cool-off ends
+    assert "_auth_user_id" not in client.session
+    other = Client().post(login, {"username": "nobody", "password": "x", "next": "/admin/"})
+    assert other.status_code == 200
+
+
+def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
+    url = reverse("admin:transfers_transfer_reverse", args=(transfer.pk,))
+    teller = logged_in(make_staff("teller"))
+    before = world_snapshot(alice, bob)
+    assert (
+        b'id="reverse-transfer"'
+        not in teller.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,))).content
+    )
+    assert teller.post(url, {"reference": "mistake"}).status_code == 403
+    assert world_snapshot(alice, bob) == before
+
+    supervisor = logged_in(make_staff("supervisor"))
+    page = supervisor.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,)))
+    assert b'id="reverse-transfer"' in page.content
+    done = supervisor.post(url, {"reference": "mistake"}, follow=True)
+    assert any(level == "success" for level, _ in messages_of(done))
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+    assert Transfer.objects.get(reversal_of=transfer).status == Transfer.Status.COMPLETED

@@ -1,0 +1,305 @@
+"""Four eyes: above APPROVAL_THRESHOLD a teller's movement waits; a supervisor other than its maker
+approves (it executes once) or rejects it; the maker never decides their own, whatever the door."""
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+
+from audit.models import AuditEvent
+from bankcore.actors import Actor, Channel
+from bankcore.errors import ApplicationError
+from conftest import balances, world_snapshot
+from transfers.approvals import (
+    ApprovalNotAllowed,
+    ApprovalNotPending,
+    ApprovalReasonRequired,
+    ApprovalSelfApproval,
+    approval_approve,
+    approval_reject,
+    approval_request,
+    money_movement_submit,
+)
+from transfers.errors import IdempotencyKeyReused, InsufficientFunds
+from transfers.models import Approval, Transfer
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def as_actor(user, channel=Channel.ADMIN):
+    return Actor.for_user(user, channel=channel, ip="10.1.2.3")
+
+
+@pytest.fixture
+def people(make_staff):
+    return {
+        "teller": make_staff("teller"),
+        "supervisor": make_staff("supervisor"),
+        "supervisor2": make_staff("supervisor", "supervisor2"),
+        "auditor": make_staff("auditor"),
+    }
+
+
+def test_a_teller_transfer_above_the_threshold_waits_and_moves_nothing(people, make_account, settings):
+    settings.APPROVAL_THRESHOLD = Decimal("10000.00")
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    teller = people["teller"]
+    before = world_snapshot(alice, bob)
+
+    outcome = money_movement_submit(
+        actor=as_actor(teller),
+        user=teller,
+        kind=Approval.Kind.TRANSFER,
+        amount="10000.01",
+        source_account=alice.number,
+        destination_account=bob.number,
+        reference="car",
+    )
+
+    assert isinstance(outcome, Approval) and outcome.status == Approval.Status.PENDING
+    assert (outcome.maker_id, outcome.amount, outcome.currency) == (teller.pk, Decimal("10000.01"), "CNY")
+    after = world_snapshot(alice, bob)
+    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
+    assert after["transfers"] == before["transfers"]
+    event = AuditEvent.objects.get(action="approval.requested", object_id=str(outcome.pk))
+    assert (event.actor_id, event.channel, event.ip) == (teller.pk, Channel.ADMIN, "10.1.2.3")
+
+
+def test_at_the_threshold_and_for_a_supervisor_it_executes_at_once(people, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    at_threshold = money_movement_submit(
+        actor=as_actor(people["teller"]),
+        user=people["teller"],
+        kind=Approval.Kind.TRANSFER,
+        amount="10000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    by_supervisor = money_movement_submit(
+        actor=as_actor(people["supervisor"]),
+        user=people["supervisor"],
+        kind=Approval.Kind.WITHDRAWAL,
+        amount="15000.00",
+        source_account=alice.number,
+    )
+    assert isinstance(at_threshold, Transfer) and at_threshold.status == Transfer.Status.COMPLETED
+    assert isinstance(by_supervisor, Transfer) and by_supervisor.status == Transfer.Status.COMPLETED
+    assert balances(alice, bob) == [Decimal("5000.00"), Decimal("10000.00")]
+    assert not Approval.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["transfer", "deposit", "withdrawal"])
+def test_another_supervisor_approves_and_it_executes_as_the_maker(people, make_account, kind):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "100.00")
+    teller, checker = people["teller"], people["supervisor"]
+    approval = money_movement_submit(
+        actor=as_actor(teller),
+        user=teller,
+        kind=kind,
+        amount="12000.00",
+        source_account=alice.number if kind != "deposit" else "",
+        destination_account=bob.number if kind != "withdrawal" else "",
+    )
+    assert isinstance(approval, Approval)
+
+    approved = approval_approve(actor=as_actor(checker), approval_id=approval.pk)
+
+    assert approved.status == Approval.Status.EXECUTED and approved.checker_id == checker.pk
+    transfer = Transfer.objects.get(pk=approved.transfer_id)
+    assert transfer.status == Transfer.Status.COMPLETED and transfer.created_by_id == teller.pk
+    expected = {
+        "transfer": [Decimal("18000.00"), Decimal("12100.00")],
+        "deposit": [Decimal("30000.00"), Decimal("12100.00")],
+        "withdrawal": [Decimal("18000.00"), Decimal("100.00")],
+    }[kind]
+    assert balances(alice, bob) == expected
+    actions = list(
+        AuditEvent.objects.filter(object_type="approval", object_id=str(approval.pk))
+        .order_by("id")
+        .values_list("action", "actor_id")
+    )
+    assert actions == [
+        ("approval.requested", teller.pk),
+        ("approval.approved", checker.pk),
+        ("approval.executed", checker.pk),
+    ]
+
+
+def test_the_maker_can_never_decide_their_own_request(people, make_account):
+    # A supervisor's own request (made through the service directly) still needs another one.
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    maker = people["supervisor"]
+    approval = approval_request(
+        actor=as_actor(maker),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    before = world_snapshot(alice, bob)
+
+    for channel in (Channel.ADMIN, Channel.API):
+        with pytest.raises(ApprovalSelfApproval) as refused:
+            approval_approve(actor=as_actor(maker, channel), approval_id=approval.pk)
+        assert refused.value.code == "approval_self_approval"
+        with pytest.raises(ApprovalSelfApproval):
+            approval_reject(actor=as_actor(maker, channel), approval_id=approval.pk, reason="mine")
+
+    assert world_snapshot(alice, bob) == before
+    approval_approve(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
+
+
+@pytest.mark.parametrize("who", ["auditor", "teller2"])
+def test_only_a_supervisor_may_decide(people, make_staff, make_account, who):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    user = make_staff("teller", "teller2") if who == "teller2" else people[who]
+    before = world_snapshot(alice, bob)
+    with pytest.raises(ApprovalNotAllowed):
+        approval_approve(actor=as_actor(user), approval_id=approval.pk)
+    with pytest.raises(ApprovalNotAllowed):
+        approval_reject(actor=as_actor(user), approval_id=approval.pk, reason="no")
+    with pytest.raises(ApprovalNotAllowed):
+        approval_approve(actor=Actor.system(Channel.COMMAND, "script"), approval_id=approval.pk)
+    assert world_snapshot(alice, bob) == before
+
+
+def test_reject_needs_a_reason_and_moves_nothing(people, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    checker = as_actor(people["supervisor"])
+    with pytest.raises(ApprovalReasonRequired):
+        approval_reject(actor=checker, approval_id=approval.pk, reason="   ")
+    before = world_snapshot(alice, bob)
+
+    rejected = approval_reject(actor=checker, approval_id=approval.pk, reason="customer not present")
+
+    assert rejected.status == Approval.Status.REJECTED and rejected.reason == "customer not present"
+    after = world_snapshot(alice, bob)
+    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
+    assert after["transfers"] == before["transfers"]
+    with pytest.raises(ApprovalNotPending):
+        approval_approve(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+
+
+def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    # The money left the account while the request waited.
+    money_movement_submit(
+        actor=as_actor(people["supervisor"]),
+        user=people["supervisor"],
+        kind=Approval.Kind.WITHDRAWAL,
+        amount="15000.00",
+        source_account=alice.number,
+    )
+    with pytest.raises(InsufficientFunds):
+        approval_approve(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.FAILED and approval.failure_code == "insufficient_funds"
+    assert balances(alice, bob) == [Decimal("15000.00"), Decimal("0.00")]
+
+
+def test_two_supervisors_approving_at_once_execute_it_once(people, make_staff, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    checkers = [people["supervisor"], people["supervisor2"], make_staff("supervisor", "supervisor3")]
+    barrier = threading.Barrier(len(checkers))
+    outcomes: list[object] = []
+
+    def approve(user):
+        try:
+            barrier.wait(timeout=10)
+            outcomes.append(approval_approve(actor=as_actor(user), approval_id=approval.pk).status)
+        except ApplicationError as error:
+            outcomes.append(error.code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=approve, args=(user,)) for user in checkers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(map(str, outcomes)) == ["approval_not_pending", "approval_not_pending", "executed"]
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
+    assert Transfer.objects.filter(kind=Transfer.Kind.TRANSFER, amount=Decimal("20000.00")).count() == 1
+    assert AuditEvent.objects.filter(action="approval.executed", object_id=str(approval.pk)).count() == 1
+
+
+def test_a_request_submitted_twice_waits_once(people, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    teller = people["teller"]
+
+    def submit(amount="12000.00"):
+        return money_movement_submit(
+            actor=as_actor(teller),
+            user=teller,
+            kind=Approval.Kind.TRANSFER,
+            amount=amount,
+            source_account=alice.number,
+            destination_account=bob.number,
+            idempotency_key="form-key-1",
+        )
+
+    first, again = submit(), submit()
+    assert isinstance(first, Approval) and again.pk == first.pk
+    assert Approval.objects.count() == 1
+    assert AuditEvent.objects.filter(action="approval.requested").count() == 1
+    with pytest.raises(IdempotencyKeyReused):
+        submit("12000.01")
+    assert Approval.objects.count() == 1
+
+
+def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
+    from django.contrib.auth.models import User
+
+    root = User.objects.create_superuser("root", password="root-password-123")
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = money_movement_submit(
+        actor=as_actor(root),
+        user=root,
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    assert isinstance(approval, Approval)  # a superuser's large transfer waits too
+    other = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    with pytest.raises(ApprovalNotAllowed):
+        approval_approve(actor=as_actor(root), approval_id=other.pk)
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
