@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -22,7 +23,7 @@ from bankcore.middleware import RequestIdMiddleware
 
 
 @pytest.fixture
-def captured() -> io.StringIO:
+def captured() -> Iterator[io.StringIO]:
     """Lines of the ``bankcore.test`` logger, formatted as in production."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
