@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 from django.conf import settings
+
+from bankcore.testing.native import nginx_command, nginx_config_for, self_signed_certificate, tool
+from bankcore.testing.servers import free_port
 
 ROOT = Path(settings.BASE_DIR)
 DEPLOY = ROOT / "deploy"
@@ -33,11 +35,11 @@ def readme() -> str:
     return (ROOT / "README.md").read_text()
 
 
-def require(tool: str) -> str:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
-    if path is None:
-        pytest.fail(f"{tool} is not installed (deploy/install-system-deps.sh installs it)")
-    return path
+def require(name: str) -> str:
+    try:
+        return tool(name)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 # --- docker compose -------------------------------------------------------------------------------
@@ -135,68 +137,7 @@ def test_secrets_come_from_env_and_nothing_private_is_published():
 # --- nginx, Prometheus, shell scripts -------------------------------------------------------------
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    certificate, key = directory / "banking.crt", directory / "banking.key"
-    subprocess.run(
-        [
-            require("openssl"),
-            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-            *("-keyout", str(key), "-out", str(certificate)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return certificate, key
-
-
-def nginx_config_for(
-    directory: Path, *, upstream: str, http_port: int, https_port: int, certificate: Path, key: Path
-) -> Path:
-    """deploy/nginx/nginx.conf with its templating contract's lines rewritten for a run outside
-    Docker: upstream, certificate paths, listen ports, static files and temp paths."""
-    lines = (DEPLOY / "nginx" / "nginx.conf").read_text().splitlines()
-    replacements = {
-        "server banking-app:8000;": f"server {upstream};",
-        "ssl_certificate /etc/nginx/ssl/banking.crt;": f"ssl_certificate {certificate};",
-        "ssl_certificate_key /etc/nginx/ssl/banking.key;": f"ssl_certificate_key {key};",
-        "listen 80;": f"listen 127.0.0.1:{http_port};",
-        "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
-        "alias /srv/static/;": f"alias {directory}/static/;",
-    }
-    for old, new in replacements.items():
-        found = [i for i, line in enumerate(lines) if line.strip() == old]
-        assert len(found) == 1, f"nginx.conf no longer has exactly one line {old!r}"
-        lines[found[0]] = lines[found[0]].replace(old, new)
-    text = "\n".join(lines) + "\n"
-    temp = "\n".join(
-        f"    {name}_temp_path {directory}/{name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    text = text.replace("http {\n", f"http {{\n{temp}\n", 1)
-    (directory / "static").mkdir(exist_ok=True)
-    config = directory / "nginx.conf"
-    config.write_text(text)
-    return config
-
-
-def nginx_command(config: Path, directory: Path) -> list[str]:
-    return [
-        require("nginx"),
-        "-p",
-        str(directory),
-        "-c",
-        str(config),
-        "-e",
-        "stderr",
-        "-g",
-        f"pid {directory}/nginx.pid;",
-    ]
-
-
 def test_nginx_configuration_is_valid(tmp_path):
-    from bankcore.testing.servers import free_port
-
     certificate, key = self_signed_certificate(tmp_path)
     config = nginx_config_for(
         tmp_path,
@@ -207,7 +148,12 @@ def test_nginx_configuration_is_valid(tmp_path):
         key=key,
     )
 
-    result = subprocess.run([*nginx_command(config, tmp_path), "-t"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        nginx_command(config, tmp_path, "-t", "-g", f"pid {tmp_path}/nginx.pid;"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
