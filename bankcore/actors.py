@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from bankcore.logging import current_request_id
+
 
 class Channel:
     ADMIN = "admin"
@@ -17,13 +19,19 @@ class Channel:
     CHOICES = [(c, c) for c in (ADMIN, API, COMMAND, TASK, SYSTEM)]
 
 
+def _request_id() -> str:
+    """The id of the request or Celery task being handled (so audit events and log lines share
+    it), or a fresh one outside of both (a management command)."""
+    return current_request_id() or uuid.uuid4().hex
+
+
 @dataclass(frozen=True)
 class Actor:
     channel: str
     user_id: int | None = None
     username: str = ""
     ip: str | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=_request_id)
 
     @classmethod
     def system(cls, channel: str = Channel.SYSTEM, name: str = "system") -> Actor:
@@ -36,7 +44,7 @@ class Actor:
             user_id=user.pk,
             username=user.get_username(),
             ip=ip,
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or _request_id(),
         )
 
     @property

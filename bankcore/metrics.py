@@ -4,12 +4,38 @@ The engine calls the ``record_*`` functions below; everything else about exporti
 /metrics view, gauges computed at scrape time, gunicorn multiprocess mode, Celery workers) lives
 here too, so that the money code only ever says *what happened*.
 
-Metric names are a contract with ``deploy/prometheus/alerts.yml`` and the Grafana dashboard.
+Metric names are a contract with ``deploy/prometheus/alerts.yml`` and the Grafana dashboard
+(``bankcore/tests/test_ops_configs.py`` checks that every name they use is exported).
+
+Two kinds of metric:
+
+- **Events** (counters, the latency histogram) are counted in the process where they happen: a
+  gunicorn worker, a Celery worker's pool process. With ``PROMETHEUS_MULTIPROC_DIR`` set,
+  prometheus_client keeps them in files there, and /metrics adds up every process's files.
+- **State** (in flight, stuck, last reconciliation, ledgers up, audit chain) is read from the
+  databases when /metrics is scraped (``StateCollector``), so it is right however many replicas
+  and workers run, and costs a few indexed queries per scrape. Each app replica reports the same
+  values: dashboards take ``max``, not ``sum``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import importlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+logger = logging.getLogger(__name__)
 
 TRANSFERS = Counter(
     "bankcore_transfers_total",
@@ -23,6 +49,13 @@ TRANSFER_DURATION = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 RECOVERY_ACTIONS = Counter("bankcore_recovery_actions_total", "Recovery actions taken, by action.", ["action"])
+CELERY_TASKS = Counter(
+    "bankcore_celery_tasks_total", "Celery tasks run by this worker, by task name and final state.", ["task", "state"]
+)
+
+# A ledger that does not answer SELECT 1 within this many seconds counts as down. Prometheus
+# scrapes the app every 5 s, so a slow ledger must not stall the whole scrape.
+LEDGER_PROBE_TIMEOUT = 1.0
 
 
 def record_transfer(*, kind: str, outcome: str, cross_ledger: bool, seconds: float) -> None:
@@ -33,3 +66,239 @@ def record_transfer(*, kind: str, outcome: str, cross_ledger: bool, seconds: flo
 def record_recovery(actions: dict[str, int]) -> None:
     for action, count in actions.items():
         RECOVERY_ACTIONS.labels(action=action).inc(count)
+
+
+def record_task(*, task: str, state: str) -> None:
+    CELERY_TASKS.labels(task=task, state=state).inc()
+
+
+# --- State read at scrape time -------------------------------------------------------------------
+
+
+def _probe_ledger(alias: str) -> bool:
+    """``SELECT 1`` on a connection of its own, with short timeouts (the request thread's pooled
+    connection has MySQL's default read timeout: none)."""
+    from django.db import connections
+
+    settings_dict = connections[alias].settings_dict
+    if connections[alias].vendor != "mysql":
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    import MySQLdb
+
+    timeout = max(1, int(LEDGER_PROBE_TIMEOUT))
+    options: dict[str, Any] = {"connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout}
+    host = settings_dict["HOST"] or "localhost"
+    if host.startswith("/"):
+        options["unix_socket"] = host
+    else:
+        options.update(host=host, port=int(settings_dict["PORT"] or 3306))
+    connection = MySQLdb.connect(
+        user=settings_dict["USER"], password=settings_dict["PASSWORD"], database=settings_dict["NAME"], **options
+    )
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT 1")
+        return cursor.fetchone() == (1,)
+    finally:
+        connection.close()
+
+
+def ledgers_up(aliases: Iterable[str], timeout: float = LEDGER_PROBE_TIMEOUT) -> dict[str, bool]:
+    """Probe every ledger at once; one that fails or does not answer in ``timeout`` is down."""
+    aliases = list(aliases)
+    pool = ThreadPoolExecutor(max_workers=max(1, len(aliases)), thread_name_prefix="ledger-probe")
+    futures = {alias: pool.submit(_probe_ledger, alias) for alias in aliases}
+    deadline = time.monotonic() + timeout + 0.5
+    result: dict[str, bool] = {}
+    for alias, future in futures.items():
+        try:
+            result[alias] = bool(future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except FutureTimeout:
+            result[alias] = False
+        except Exception as exc:  # any failure means "down"; the class name helps the operator
+            logger.warning("metrics: ledger %s is down: %s", alias, exc.__class__.__name__)
+            result[alias] = False
+    pool.shutdown(wait=False)  # a probe stuck in connect() ends on its own connect_timeout
+    return result
+
+
+def _audit_chain_status() -> bool | None:
+    """The last audit-chain verification's verdict, from ``settings.BANKCORE_AUDIT_CHAIN_STATUS``
+    (a dotted path to a callable returning True, False, or None when never verified)."""
+    from django.conf import settings
+
+    path = getattr(settings, "BANKCORE_AUDIT_CHAIN_STATUS", "")
+    if not path:
+        return None
+    module_name, _, name = path.rpartition(".")
+    try:
+        function: Callable[[], bool | None] = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return None  # the audit app does not provide it (yet): the gauge is left out
+    return function()
+
+
+class StateCollector:
+    """Gauges computed from the databases at scrape time. A part whose database fails is left
+    out (and logged) rather than failing the scrape; ``bankcore_ledger_up`` says which is down."""
+
+    def collect(self) -> Iterator[Metric]:
+        from django.conf import settings
+        from django.db import DatabaseError
+
+        up = ledgers_up(settings.LEDGERS)
+        ledger_up = GaugeMetricFamily("bankcore_ledger_up", "1 if the ledger answers SELECT 1.", labels=["ledger"])
+        for alias, is_up in up.items():
+            ledger_up.add_metric([alias], 1.0 if is_up else 0.0)
+        yield ledger_up
+
+        for part in (self._transfers, self._reconciliation, self._audit):
+            try:
+                yield from part()
+            except DatabaseError as exc:
+                logger.warning("metrics: %s skipped: %s", part.__name__.strip("_"), exc)
+            except Exception:
+                logger.exception("metrics: %s failed", part.__name__.strip("_"))
+
+    def _transfers(self) -> Iterator[Metric]:
+        from django.conf import settings
+        from django.db.models import Count, Sum
+        from django.utils import timezone
+
+        from transfers.models import Transfer
+
+        open_statuses = [Transfer.Status.PENDING, Transfer.Status.COMMITTED]
+        in_flight = GaugeMetricFamily(
+            "bankcore_transfers_in_flight", "Transfers not yet final (pending or committed).", labels=["status"]
+        )
+        amount = GaugeMetricFamily(
+            "bankcore_transfers_in_flight_amount", "Total amount of the transfers in flight.", labels=["currency"]
+        )
+        counts: dict[str, int] = {str(status): 0 for status in open_statuses}
+        amounts: dict[str, Decimal] = {settings.DEFAULT_CURRENCY: Decimal(0)}
+        for status, currency, count, total in (
+            Transfer.objects.filter(status__in=open_statuses)
+            .values("status", "currency")
+            .annotate(count=Count("pk"), total=Sum("amount"))
+            .values_list("status", "currency", "count", "total")
+        ):
+            counts[str(status)] += count
+            amounts[currency] = amounts.get(currency, Decimal(0)) + (total or 0)
+        for status, count in counts.items():
+            in_flight.add_metric([status], count)
+        for currency, total in sorted(amounts.items()):
+            amount.add_metric([currency], float(total))
+        stuck = Transfer.objects.filter(status__in=open_statuses, deadline__lt=timezone.now()).count()
+        yield in_flight
+        yield amount
+        yield GaugeMetricFamily(
+            "bankcore_transfers_stuck", "Transfers neither completed nor aborted past their deadline.", value=stuck
+        )
+
+    def _reconciliation(self) -> Iterator[Metric]:
+        from transfers.models import ReconciliationRun
+
+        # Latest by primary key: runs are appended in time order, and the pk is indexed.
+        last = ReconciliationRun.objects.order_by("-pk").only("finished_at", "ok", "discrepancy_count").first()
+        if last is None:
+            return
+        yield GaugeMetricFamily(
+            "bankcore_reconciliation_discrepancies",
+            "Discrepancies found by the last reconciliation (0: the books balance).",
+            value=last.discrepancy_count if not last.ok else 0,
+        )
+        yield GaugeMetricFamily(
+            "bankcore_reconciliation_last_run_timestamp_seconds",
+            "Unix time the last reconciliation finished.",
+            value=last.finished_at.timestamp(),
+        )
+
+    def _audit(self) -> Iterator[Metric]:
+        from django.apps import apps
+
+        status = _audit_chain_status()
+        if status is not None:
+            yield GaugeMetricFamily(
+                "bankcore_audit_chain_ok",
+                "1 if the last audit-chain verification passed.",
+                value=1.0 if status else 0.0,
+            )
+        try:
+            event = apps.get_model("audit", "AuditEvent")
+        except LookupError:
+            return
+        field_names = {f.name for f in event._meta.get_fields()}
+        if "seq" in field_names:  # unsealed = not yet in the hash chain (seq is unique, so indexed)
+            yield GaugeMetricFamily(
+                "bankcore_audit_events_unsealed",
+                "Audit events not yet sealed into the hash chain.",
+                value=event.objects.filter(seq__isnull=True).count(),
+            )
+
+
+STATE = StateCollector()
+
+
+# --- /metrics -------------------------------------------------------------------------------------
+
+
+class _Merged:
+    def __init__(self, *collectors: Any) -> None:
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+def multiprocess_dir() -> str | None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return directory if directory and os.path.isdir(directory) else None
+
+
+def exposition(*, state: bool = True) -> bytes:
+    """The text exposition of this process's (or, in multiprocess mode, every process's)
+    metrics, plus the scrape-time state gauges when ``state``."""
+    extra = [STATE] if state else []
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        for attempt in range(3):
+            try:
+                return generate_latest(_Merged(registry, *extra))  # type: ignore[arg-type]
+            except FileNotFoundError:  # a dead worker's file removed between glob and read
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+    return generate_latest(_Merged(REGISTRY, *extra))  # type: ignore[arg-type]
+
+
+def metrics_view(request):  # type: ignore[no-untyped-def]
+    """``GET /metrics``: reachable only from the internal network (nginx allows the compose
+    subnet and loopback; gunicorn's port is not published)."""
+    from django.http import HttpResponse
+
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+
+# --- Celery workers -------------------------------------------------------------------------------
+
+
+def worker_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, Any]:
+    """Serve the Celery worker's event metrics (recovery actions, tasks, transfers made by tasks)
+    on ``port``, from the main worker process. The tasks run in the pool's child processes, so
+    their counters are only visible with ``PROMETHEUS_MULTIPROC_DIR`` set (docker-compose.yml
+    sets it); without it only the main process's (mostly empty) counters are served."""
+    from prometheus_client import start_http_server
+
+    registry = REGISTRY
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        logger.warning("PROMETHEUS_MULTIPROC_DIR is not set: the worker's pool processes' counters are not exported")
+    server = start_http_server(port, addr=addr, registry=registry)
+    logger.info("Celery worker metrics on http://%s:%s/metrics", addr, port)
+    return server  # (server, thread): tests shut it down

@@ -2,9 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from bankcore.health import health
+from bankcore.metrics import metrics_view
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("metrics", metrics_view, name="prometheus-metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("bankcore.api_urls")),
 ]

@@ -13,9 +13,12 @@ The seed's `keepalive = 2` is shorter than nginx's upstream keep-alive reuse; 5 
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
+import logging
 import os
 import shutil
+from pathlib import Path
 
 from gunicorn import glogging
 
@@ -49,11 +52,13 @@ preload_app = False
 accesslog = "-"
 errorlog = "-"
 loglevel = (os.environ.get("GUNICORN_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "info").lower()
-# One JSON object per request. The request id is the X-Request-ID header nginx sets, so these
-# lines join the app's log lines and audit events. remote_addr is the client as nginx saw it;
-# peer is the direct TCP peer (nginx). Values are JSON-escaped by JsonSafeAtoms below.
+# One JSON object per request, with the app's log-line fields first (time, level, logger,
+# message, request_id). The request id is the X-Request-ID header nginx sets, so these lines join
+# the app's log lines and audit events. remote_addr is the client as nginx saw it; peer is the
+# direct TCP peer (nginx). Values are JSON-escaped by JsonSafeAtoms below.
 access_log_format = (
-    '{"time": "%(t)s", "request_id": "%({x-request-id}i)s", "method": "%(m)s", '
+    '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "message": "%(m)s %(U)s %(s)s", '
+    '"request_id": "%({x-request-id}i)s", "method": "%(m)s", '
     '"path": "%(U)s", "query": "%(q)s", "status": %(s)s, "duration": %(L)s, '
     '"bytes": "%(b)s", "remote_addr": "%({x-real-ip}i)s", "peer": "%(h)s", '
     '"user_agent": "%(a)s"}'
@@ -72,8 +77,28 @@ class JsonSafeAtoms(glogging.SafeAtoms):
         self["t"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _json_formatter() -> logging.Formatter:
+    """The app's JSON formatter (bankcore/logging.py), loaded from its file: importing the
+    ``bankcore`` package would load the Celery app into the master and set a default
+    DJANGO_SETTINGS_MODULE before wsgi.py sets the production one."""
+    path = Path(__file__).resolve().parent.parent / "bankcore" / "logging.py"
+    spec = importlib.util.spec_from_file_location("_bankcore_json_logging", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.JsonFormatter()
+
+
 class JsonAccessLogger(glogging.Logger):
+    """Access lines in the JSON form above; gunicorn's own (error log) lines as JSON too."""
+
     atoms_wrapper_class = JsonSafeAtoms
+
+    def setup(self, cfg):  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        formatter = _json_formatter()
+        for handler in self.error_log.handlers:
+            handler.setFormatter(formatter)
 
 
 logger_class = JsonAccessLogger
@@ -81,7 +106,7 @@ logger_class = JsonAccessLogger
 
 # --- Prometheus multiprocess mode (only when PROMETHEUS_MULTIPROC_DIR is set) --------------------
 # With several workers each process has its own counters; prometheus_client's multiprocess mode
-# (which django-prometheus's /metrics view honours) aggregates them through files in this dir.
+# (which the /metrics view of bankcore.metrics reads) aggregates them through files in this dir.
 def on_starting(server):  # type: ignore[no-untyped-def]
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:

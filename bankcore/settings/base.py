@@ -16,7 +16,7 @@ from bankcore.env import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR: Path = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
 
 # Overridden (and refused when left at this value) in production settings.
 INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-0123456789"
@@ -46,6 +46,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # django-prometheus: outermost and innermost, so it times the whole stack.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankcore.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -56,6 +58,7 @@ MIDDLEWARE = [
     "audit.middleware.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -227,14 +230,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"standard": {"format": "%(asctime)s [%(levelname)s] %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "standard"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-}
-
 # Topic modules: settings of one capability each, kept apart so they read (and change) alone.
 from bankcore.settings.api import *  # noqa: E402, F403
 from bankcore.settings.backoffice import *  # noqa: E402, F403
+from bankcore.settings.observability import *  # noqa: E402, F403

@@ -1,0 +1,161 @@
+"""Log lines as JSON objects, each carrying the id of the request (or Celery task) it belongs to.
+
+The request id lives in a context variable: ``RequestIdMiddleware`` sets it for the duration of a
+request (the same value the audit events of the request store), the Celery app sets a fresh one
+for every task, and ``RequestIdFilter`` copies it onto every log record, so one id finds a
+request's nginx line, gunicorn access line, app log lines and audit events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime
+import fcntl
+import json
+import logging
+import os
+import traceback
+from collections.abc import Iterator
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import TextIO
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("bankcore_request_id", default="")
+
+
+def current_request_id() -> str:
+    """The id of the request or task being handled ("" outside of one)."""
+    return _request_id.get()
+
+
+@contextlib.contextmanager
+def request_id_bound(request_id: str) -> Iterator[None]:
+    """Make ``request_id`` the current one for the duration of the block."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+def bind_request_id(request_id: str) -> contextvars.Token[str]:
+    """Set the current request id until ``unbind_request_id(token)`` (for signal pairs such as
+    Celery's task_prerun/task_postrun, where a ``with`` block cannot span both)."""
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: contextvars.Token[str]) -> None:
+    try:
+        _request_id.reset(token)
+    except ValueError:  # set in another context (a different thread ran the pair): just clear
+        _request_id.set("")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` (the current request's, or "") unless the record has one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            record.request_id = _request_id.get()
+        return True
+
+
+# Attributes every LogRecord has; anything else was passed with ``extra=`` and is kept.
+_RECORD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime", "request_id"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message, request_id, then
+    any ``extra=`` fields, and exc_info (the formatted traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "") or _request_id.get(),
+            "process": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_") and key not in line:
+                line[key] = value
+        if record.exc_info:
+            line["exc_info"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        elif record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = record.stack_info
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class ProcessSafeRotatingFileHandler(RotatingFileHandler):
+    """A ``RotatingFileHandler`` that several processes may share (gunicorn workers, Celery
+    worker and beat, replicas writing to one volume): the plain one rotates per process, so two
+    processes rename the file under each other and lines land in a rotated file or are lost.
+
+    Every write holds an exclusive ``flock`` on ``<file>.lock``; under it the handler reopens the
+    file if another process rotated it, and decides to rotate on the file's real size."""
+
+    def __init__(self, filename: str | os.PathLike[str], maxBytes: int = 0, backupCount: int = 0) -> None:
+        Path(filename).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(filename, mode="a", maxBytes=maxBytes, backupCount=backupCount, encoding="utf-8", delay=True)
+        self._lock_path = self.baseFilename + ".lock"
+        self._lock: TextIO | None = None
+        self._lock_pid = 0
+
+    def _interprocess_lock(self) -> TextIO:
+        # flock belongs to the open file, which fork() shares with the parent: one per process.
+        if self._lock is None or self._lock_pid != os.getpid():
+            self._lock = open(self._lock_path, "a")
+            self._lock_pid = os.getpid()
+        return self._lock
+
+    def _reopen_if_rotated(self) -> None:
+        if self.stream is None:
+            return
+        try:
+            current = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(self.stream.fileno())
+        if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            self.stream.close()
+            self.stream = None  # type: ignore[assignment]
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.maxBytes <= 0:
+            return False
+        try:
+            size = os.stat(self.baseFilename).st_size
+        except FileNotFoundError:
+            return False
+        return size > 0 and size + len(self.format(record).encode("utf-8")) + 1 > self.maxBytes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            lock = self._interprocess_lock()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._reopen_if_rotated()
+                if self.shouldRollover(record):
+                    self.doRollover()
+                if self.stream is None:
+                    self.stream = self._open()
+                logging.FileHandler.emit(self, record)
+                self.flush()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self._lock is not None and self._lock_pid == os.getpid():
+            self._lock.close()
+        self._lock = None
+        super().close()

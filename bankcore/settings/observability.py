@@ -1,0 +1,69 @@
+"""Logging and metrics settings (seed §8, corrected).
+
+Logs: one JSON object per line (``bankcore.logging.JsonFormatter``: time, level, logger, message,
+request_id, exc_info) to stdout, where ``docker compose logs`` collects them, and to a rotating
+file ``LOG_DIR/banking.log`` (10 MB × 5, as the seed). The seed's plain RotatingFileHandler breaks
+when several processes share the file (gunicorn workers, Celery, replicas on one volume); the
+handler used here locks around every write and rotation.
+
+Metrics: ``/metrics`` (``bankcore.metrics.metrics_view``) and django-prometheus' request metrics;
+``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client itself) turns on multiprocess mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from bankcore.env import env_int, env_optional, env_str
+
+# Imported at the end of base.py, which is then already initialised up to that line.
+from bankcore.settings.base import VAR_DIR
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+LOG_DIR = Path(env_optional("LOG_DIR") or VAR_DIR / "logs")
+LOG_FILE_MAX_BYTES = env_int("LOG_FILE_MAX_BYTES", 10 * 1024 * 1024, minimum=0)
+LOG_FILE_BACKUP_COUNT = env_int("LOG_FILE_BACKUP_COUNT", 5, minimum=0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "bankcore.logging.RequestIdFilter"}},
+    "formatters": {"json": {"()": "bankcore.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+            "filters": ["request_id"],
+        },
+        "file": {
+            "class": "bankcore.logging.ProcessSafeRotatingFileHandler",
+            "filename": str(LOG_DIR / "banking.log"),
+            "maxBytes": LOG_FILE_MAX_BYTES,
+            "backupCount": LOG_FILE_BACKUP_COUNT,
+            "formatter": "json",
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["stdout", "file"], "level": LOG_LEVEL},
+    # Django's defaults send these to handlers of their own (plain text, DEBUG-only console);
+    # here they propagate to the root handlers like everything else.
+    "loggers": {
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "celery": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+    },
+}
+
+# Celery would replace the root logger's handlers with its own plain-text ones.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Port of the Celery worker's own /metrics (bankcore.celery); 0 turns it off.
+CELERY_METRICS_PORT = env_int("CELERY_METRICS_PORT", 9808, minimum=0, maximum=65535)
+# Where /metrics reads the audit chain's last verification from: a callable returning True, False
+# or None (never verified). Provided by the audit app; while it is not, bankcore_audit_chain_ok
+# is left out (and the alert on it stays silent) but bankcore_audit_events_unsealed is exported.
+BANKCORE_AUDIT_CHAIN_STATUS = "audit.chain.audit_chain_status"

@@ -1,0 +1,244 @@
+"""The deployment files, checked without a Docker engine: the compose files parse and everything
+they name exists and is documented; nginx, Prometheus and the shell scripts pass their own tools'
+checks; every metric the alerts and the dashboard use is exported by the app."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.conf import settings
+
+from bankcore.testing.native import nginx_command, nginx_config_for, self_signed_certificate, tool
+from bankcore.testing.servers import free_port
+
+ROOT = Path(settings.BASE_DIR)
+DEPLOY = ROOT / "deploy"
+COMPOSE_FILES = ["docker-compose.yml", "docker-compose.scale.yml"]
+
+
+def compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def env_example_names() -> set[str]:
+    """Variables .env.example documents, set (``X=``) or shown commented out (``# X=``)."""
+    return set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+
+
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def require(name: str) -> str:
+    try:
+        return tool(name)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+
+
+# --- docker compose -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_file_parses_without_obsolete_keys(name):
+    data = compose(name)
+    assert "version" not in data  # obsolete in the Compose Specification
+    assert data["services"]
+
+
+def test_every_service_named_exists_and_is_documented():
+    base = compose()
+    services = set(base["services"])
+    assert {"banking-app", "celery-worker", "celery-beat", "bank-db1", "bank-db2", "redis", "nginx"} <= services
+    assert {"prometheus", "grafana", "mysqld-exporter-db1", "mysqld-exporter-db2", "redis-exporter"} <= services
+    for service, spec in base["services"].items():
+        for dependency in spec.get("depends_on", {}):
+            assert dependency in services, f"{service} depends on unknown service {dependency}"
+        # Order by health, never by sleeping: every dependency has a condition.
+        for dependency, condition in (spec.get("depends_on") or {}).items():
+            assert condition["condition"] in {"service_healthy", "service_completed_successfully"}, (
+                f"{service} -> {dependency}"
+            )
+        for volume in spec.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith("."):
+                assert source in base["volumes"], f"{service}: undeclared volume {source}"
+        for network in spec.get("networks", []):
+            assert network in base["networks"]
+    assert set(compose("docker-compose.scale.yml")["services"]) <= services
+    text = readme()
+    for service in services:
+        assert f"`{service}`" in text, f"README does not describe the service {service}"
+
+
+def test_every_file_the_compose_files_name_exists():
+    base = compose()
+    named: list[str] = []
+    for spec in base["services"].values():
+        named += [v.split(":")[0] for v in spec.get("volumes", []) if v.startswith(".")]
+        if "build" in spec:
+            named.append(str(Path(spec["build"]["context"]) / spec["build"]["dockerfile"]))
+        command = spec.get("command") or []
+        named += [part for part in command if isinstance(part, str) and part.startswith("deploy/")]
+    named.append("deploy/gunicorn.conf.py")  # the Dockerfile's CMD
+    assert len(named) > 8
+    for path in named:
+        assert (ROOT / path).exists(), f"{path} is named by docker-compose.yml but does not exist"
+    # The Prometheus config names its rule file relative to itself.
+    for rule_file in yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["rule_files"]:
+        assert (DEPLOY / "prometheus" / rule_file).exists()
+
+
+def test_every_variable_the_compose_files_read_is_documented():
+    documented = env_example_names()
+    for name in COMPOSE_FILES:
+        text = (ROOT / name).read_text()
+        used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+        assert used, name
+        assert used <= documented, f"{name} reads variables .env.example does not document: {used - documented}"
+    # And the variables the containers get (the app reads them) are documented as well.
+    containers: set[str] = set()
+    for spec in compose()["services"].values():
+        environment = spec.get("environment") or {}
+        if isinstance(environment, dict):
+            containers |= {key for key in environment if not key.startswith(("MYSQL_", "GF_", "TZ", "REDIS_ADDR"))}
+    missing = containers - documented - {"MYSQLD_EXPORTER_PASSWORD"}
+    assert not missing, f"container variables not in .env.example: {missing}"
+
+
+def test_observability_variables_are_documented():
+    source = (ROOT / "bankcore" / "settings" / "observability.py").read_text()
+    read = set(re.findall(r'env_\w+\("([A-Z][A-Z0-9_]*)"', source))
+    assert {"LOG_LEVEL", "LOG_DIR", "CELERY_METRICS_PORT"} <= read
+    assert read | {"PROMETHEUS_MULTIPROC_DIR", "CELERY_METRICS_ADDR"} <= env_example_names()
+
+
+def test_secrets_come_from_env_and_nothing_private_is_published():
+    base = compose()
+    for service, spec in base["services"].items():
+        environment = spec.get("environment") or {}
+        for key, value in environment.items() if isinstance(environment, dict) else ():
+            if re.search("PASSWORD|SECRET", key):
+                assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", str(value)), (
+                    f"{service}: {key} is not required from .env"
+                )
+        ports = spec.get("ports", [])
+        if service in {"nginx"}:
+            continue
+        assert all(str(port).startswith("127.0.0.1:") for port in ports), f"{service} publishes {ports}"
+
+
+# --- nginx, Prometheus, shell scripts -------------------------------------------------------------
+
+
+def test_nginx_configuration_is_valid(tmp_path):
+    certificate, key = self_signed_certificate(tmp_path)
+    config = nginx_config_for(
+        tmp_path,
+        upstream="127.0.0.1:8000",
+        http_port=free_port(),
+        https_port=free_port(),
+        certificate=certificate,
+        key=key,
+    )
+
+    result = subprocess.run(
+        nginx_command(config, tmp_path, "-t", "-g", f"pid {tmp_path}/nginx.pid;"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+
+
+def test_nginx_keeps_metrics_internal():
+    text = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    block = text[text.index("location ^~ /metrics") :]
+    block = block[: block.index("}")]
+    assert "deny all;" in block and "allow 127.0.0.1;" in block
+    subnet = compose()["networks"]["banking-network"]["ipam"]["config"][0]["subnet"]
+    assert f"allow {subnet};" in block
+
+
+def test_prometheus_configuration_and_rules_are_valid():
+    promtool = require("promtool")
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
+        result = subprocess.run(
+            [promtool, *args], cwd=DEPLOY / "prometheus", capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_scrapes_the_app_and_the_celery_workers():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["banking-app"]["static_configs"][0]["targets"] == ["banking-app:8000"]
+    worker = jobs["celery-worker"]["dns_sd_configs"][0]
+    assert worker["names"] == ["celery-worker"] and worker["port"] == 9808
+    assert compose()["services"]["celery-worker"]["environment"]["CELERY_METRICS_PORT"] == "9808"
+    # The seed scraped MySQL's and Redis' own ports, where nothing speaks Prometheus.
+    targets = json.dumps(config)
+    assert ":3306" not in targets and "redis:6379" not in targets
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in DEPLOY.glob("*.sh")))
+def test_shell_script_passes_shellcheck(script):
+    result = subprocess.run(
+        [require("shellcheck"), "--severity=style", "--external-sources", script],
+        cwd=DEPLOY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- The metric contract ----------------------------------------------------------------------------
+
+
+def metric_names_used() -> set[str]:
+    expressions = [
+        rule["expr"]
+        for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    ]
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "bankcore.json").read_text())
+    expressions += [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    # The app's metrics: bankcore_* and django-prometheus' django_* (the exporters' are not ours).
+    return {
+        name for expression in expressions for name in re.findall(r"\b((?:bankcore|django)_[a-z0-9_]+)", expression)
+    }
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_every_metric_the_alerts_and_dashboard_use_is_exported(client, monkeypatch):
+    import sys
+
+    from bankcore.actors import Actor, Channel
+    from bankcore.metrics import exposition, record_recovery, record_task, record_transfer
+    from transfers.reconciliation import reconciliation_run
+
+    module = type(sys)("bankcore_test_audit_chain_contract")
+    module.audit_chain_status = lambda: True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(settings, "BANKCORE_AUDIT_CHAIN_STATUS", f"{module.__name__}.audit_chain_status")
+    reconciliation_run(actor=Actor.system(Channel.COMMAND, "pytest"))
+    record_transfer(kind="transfer", outcome="completed", cross_ledger=True, seconds=0.01)
+    record_recovery({"leg_committed": 0})
+    record_task(task="transfers.tasks.recover_transfers", state="success")
+    assert client.get("/health").status_code in {200, 503}
+
+    exported = exposition().decode()
+    names = {line.split("{")[0].split(" ")[0] for line in exported.splitlines() if line and not line.startswith("#")}
+
+    used = metric_names_used()
+    assert "bankcore_transfers_stuck" in used and "bankcore_transfer_duration_seconds_bucket" in used
+    assert used <= names, f"not exported: {used - names}"

@@ -1,0 +1,139 @@
+"""Logs: one JSON object per line, each with the request id that the request's audit events carry;
+a rotating file that several processes share without losing or mangling a line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from django.http import HttpResponse
+from django.test import RequestFactory
+
+from audit.services import audit_event_record
+from bankcore.actors import Actor, Channel
+from bankcore.logging import JsonFormatter, RequestIdFilter, current_request_id, request_id_bound
+from bankcore.middleware import RequestIdMiddleware
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Lines of the ``bankcore.test`` logger, formatted as in production."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("bankcore.test")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield stream
+    logger.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_a_line_is_one_json_object_with_the_request_id_and_extra_fields(captured):
+    with request_id_bound("req-12345678"):
+        logging.getLogger("bankcore.test").info("moved %s", "12.50", extra={"transfer_id": 7})
+
+    [line] = lines(captured)
+    assert line["message"] == "moved 12.50"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "bankcore.test"
+    assert line["request_id"] == "req-12345678"
+    assert line["transfer_id"] == 7
+    assert str(line["time"]).endswith("Z")
+
+
+def test_an_exception_is_kept_on_its_line(captured):
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        logging.getLogger("bankcore.test").exception("failed")
+
+    [line] = lines(captured)  # the newline in the message does not split the line
+    assert "ValueError: bad\nthing" in str(line["exc_info"])
+    assert line["request_id"] == ""
+
+
+def test_the_middleware_binds_the_request_id_for_the_request_only(captured):
+    seen: list[str] = []
+
+    def view(request):  # type: ignore[no-untyped-def]
+        seen.append(current_request_id())
+        logging.getLogger("bankcore.test").info("inside")
+        return HttpResponse("ok")
+
+    middleware = RequestIdMiddleware(view)
+    response = middleware(RequestFactory().get("/", HTTP_X_REQUEST_ID="abcdef0123456789"))
+
+    assert seen == ["abcdef0123456789"]
+    assert response["X-Request-ID"] == "abcdef0123456789"
+    assert lines(captured)[0]["request_id"] == "abcdef0123456789"
+    assert current_request_id() == ""
+
+    # An unusable id (a log-injection attempt) is replaced by a fresh one.
+    response = middleware(RequestFactory().get("/", HTTP_X_REQUEST_ID='x"\n{"forged": 1}'))
+    assert seen[1] == response["X-Request-ID"] and len(seen[1]) == 32
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_audit_events_share_the_request_id_of_the_log_lines():
+    with request_id_bound("shared-req-0001"):
+        actor = Actor.system(Channel.TASK, "pytest")
+        event = audit_event_record(actor=actor, action="test.logged", object_type="test", object_id="1")
+
+    assert event.request_id == "shared-req-0001"
+    # Outside of a request or task, every actor gets an id of its own.
+    assert Actor.system().request_id != Actor.system().request_id
+
+
+def test_the_rotating_file_is_shared_by_processes_without_losing_a_line(tmp_path):
+    # given four processes logging through the production handler into one small rotating file
+    log = tmp_path / "logs" / "banking.log"
+    write = textwrap.dedent(
+        f"""
+        import logging, sys
+        from bankcore.logging import JsonFormatter, ProcessSafeRotatingFileHandler
+        handler = ProcessSafeRotatingFileHandler({str(log)!r}, maxBytes=20_000, backupCount=1000)
+        handler.setFormatter(JsonFormatter())
+        logger = logging.getLogger("w")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        for i in range(400):
+            logger.info("line", extra={{"writer": sys.argv[1], "i": i, "padding": "x" * 40}})
+        """
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", write, str(n)], cwd=settings.BASE_DIR, env={"PATH": "/usr/bin:/bin"})
+        for n in range(4)
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0, 0]
+
+    # then every line is in exactly one file, whole, and the files kept their size limit
+    files = [p for p in log.parent.iterdir() if not p.name.endswith(".lock")]
+    assert len(files) > 5  # it did rotate, many times
+    seen = []
+    for path in files:
+        assert path.stat().st_size <= 20_000
+        seen += [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((line["writer"], line["i"]) for line in seen) == sorted(
+        (str(n), i) for n in range(4) for i in range(400)
+    )
+
+
+def test_settings_send_every_logger_to_stdout_and_the_file_as_json():
+    assert settings.LOGGING["root"]["handlers"] == ["stdout", "file"]
+    for name in ("stdout", "file"):
+        handler = settings.LOGGING["handlers"][name]
+        assert handler["formatter"] == "json" and handler["filters"] == ["request_id"]
+    assert settings.LOGGING["handlers"]["file"]["maxBytes"] == 10 * 1024 * 1024
+    assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER is False
