@@ -17,6 +17,7 @@ from transfers.approvals import (
     ApprovalReasonRequired,
     ApprovalSelfApproval,
     approval_approve,
+    approval_execute,
     approval_reject,
     approval_request,
     money_movement_submit,
@@ -303,3 +304,24 @@ def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
     with pytest.raises(ApprovalNotAllowed):
         approval_approve(actor=as_actor(root), approval_id=other.pk)
     assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+
+
+def test_an_approved_request_is_executed_only_by_a_supervisor_other_than_its_maker(people, make_account):
+    # A ledger did not answer at approval time: the request stays APPROVED, to be executed again.
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = approval_request(
+        actor=as_actor(people["teller"]),
+        kind=Approval.Kind.TRANSFER,
+        amount="20000.00",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    Approval.objects.filter(pk=approval.pk).update(status=Approval.Status.APPROVED, checker=people["supervisor"])
+    with pytest.raises(ApprovalSelfApproval):
+        approval_execute(actor=as_actor(people["teller"]), approval_id=approval.pk)
+    with pytest.raises(ApprovalNotAllowed):
+        approval_execute(actor=as_actor(people["auditor"]), approval_id=approval.pk)
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+    executed = approval_execute(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
+    assert executed.status == Approval.Status.EXECUTED
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
