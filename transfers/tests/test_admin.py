@@ -179,6 +179,19 @@ def test_login_lockout_after_repeated_failures(make_staff, settings):
     assert other.status_code == 200
 
 
+def test_sessions_live_in_redis_when_it_is_configured(make_staff):
+    from django.core.cache import cache
+
+    assert settings.REDIS_HOST and settings.SESSION_ENGINE == "django.contrib.sessions.backends.cache"
+    client = Client()
+    response = client.post(
+        reverse("admin:login"), {"username": make_staff("teller").username, "password": STAFF_PASSWORD}
+    )
+    assert response.status_code == 302
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert cache.get(f"django.contrib.sessions.cache{key}") is not None
+
+
 def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):
     alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
     transfer = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
