@@ -87,7 +87,11 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
     assert level == "error" and "insufficient_funds" in text
     typo = client.post(
         reverse("admin:transfers_transfer_add"),
-        {"source_account": alice.number[:-1] + "0", "destination_account": bob.number, "amount": "1.00"},
+        {
+            "source_account": alice.number[:-1] + str((int(alice.number[-1]) + 1) % 10),
+            "destination_account": bob.number,
+            "amount": "1.00",
+        },
         follow=True,
     )
     assert any("check digits" in text for _, text in messages_of(typo))
