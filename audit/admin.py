@@ -10,10 +10,10 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
-from audit.models import AuditEvent
+from audit.models import AuditChainHead, AuditEvent
 
 
 @admin.register(AuditEvent)
@@ -50,6 +50,11 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description="what changed")
     def changes_pretty(self, obj: AuditEvent) -> Any:
         return format_html("<pre>{}</pre>", json.dumps(obj.changes, indent=2, ensure_ascii=False, sort_keys=True))
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # The last verification of the hash chain, above the list.
+        context = {"chain_head": AuditChainHead.objects.filter(pk=1).first(), **(extra_context or {})}
+        return super().changelist_view(request, context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

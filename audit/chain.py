@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from audit.models import AuditChainHead, AuditEvent
@@ -62,6 +62,21 @@ def _head_lock() -> AuditChainHead:
     return head
 
 
+def _links_write(links: list[tuple[int, int, str, str]]) -> None:
+    """Write a batch of links with one prepared UPDATE per row (executemany, no ORM per row: the
+    ORM's per-row cost capped sealing near 1,000 rows/s). Only unsealed rows are written; a row
+    sealed already means two sealers overlapped, which the head's lock rules out, so fail loudly."""
+    table = connections["default"].ops.quote_name(AuditEvent._meta.db_table)
+    with connections["default"].cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s AND seq IS NULL",
+            [(seq, prev_hash, digest, pk) for pk, seq, prev_hash, digest in links],
+        )
+        changed = cursor.rowcount
+    if changed != len(links):
+        raise RuntimeError(f"audit sealer: {changed} of {len(links)} rows were still unsealed")
+
+
 def audit_chain_seal(*, batch_size: int = 1000, max_batches: int | None = None) -> int:
     """Seal every unsealed audit row, in id order, ``batch_size`` per transaction. Returns how many
     rows it sealed. Safe to run from several processes at once (they queue on the head row)."""
@@ -74,11 +89,13 @@ def audit_chain_seal(*, batch_size: int = 1000, max_batches: int | None = None) 
             if not rows:
                 return sealed
             seq, prev = head.last_seq, head.last_hash or GENESIS
+            links: list[tuple[int, int, str, str]] = []  # (id, seq, prev_hash, hash)
             for row in rows:
                 seq += 1
                 digest = audit_event_hash(row, seq=seq, prev_hash=prev)
-                AuditEvent.objects.filter(pk=row.pk, seq__isnull=True)._seal(seq=seq, prev_hash=prev, hash=digest)
+                links.append((row.pk, seq, prev, digest))
                 prev = digest
+            _links_write(links)
             AuditChainHead.objects.filter(pk=1).update(last_seq=seq, last_hash=prev, sealed_at=timezone.now())
         sealed += len(rows)
         batches += 1

@@ -10,16 +10,13 @@ from bankcore.actors import Channel
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     """Bulk writes are refused like single ones: the app never rewrites or removes the trail. Only
-    the sealer fills in the chain fields, through ``_seal``."""
+    the sealer (``audit.chain``) fills in the chain fields of unsealed rows, in SQL."""
 
     def update(self, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("audit events are append-only")
 
     def delete(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("audit events are append-only")
-
-    def _seal(self, **kwargs) -> int:  # type: ignore[no-untyped-def]
-        return super().update(**kwargs)
 
 
 class AuditEvent(models.Model):
@@ -53,7 +50,7 @@ class AuditEvent(models.Model):
         )
 
     def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if self.pk is not None and not getattr(self, "_sealing", False):
+        if self.pk is not None:
             raise RuntimeError("audit events are append-only")
         super().save(*args, **kwargs)
 

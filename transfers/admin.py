@@ -49,9 +49,17 @@ class ReverseForm(IdempotentForm):
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Rows are written by services only."""
+    """Rows are written by services only. Source and destination link to the accounts' pages."""
 
     actions = None
+
+    @admin.display(description="source")
+    def source(self, obj: Any) -> Any:
+        return account_link(obj.source_account)
+
+    @admin.display(description="destination")
+    def destination(self, obj: Any) -> Any:
+        return account_link(obj.destination_account)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -113,14 +121,6 @@ class TransferAdmin(ReadOnlyAdmin):
     @admin.display(description="id")
     def short_id(self, obj: Transfer) -> str:
         return str(obj.id)[:8]
-
-    @admin.display(description="source")
-    def source(self, obj: Transfer) -> Any:
-        return account_link(obj.source_account)
-
-    @admin.display(description="destination")
-    def destination(self, obj: Transfer) -> Any:
-        return account_link(obj.destination_account)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Transfer], search_term: str):  # type: ignore[no-untyped-def]
         try:
@@ -305,14 +305,6 @@ class ApprovalAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
     change_form_template = "admin/transfers/approval/change_form.html"
-
-    @admin.display(description="source")
-    def source(self, obj: Approval) -> Any:
-        return account_link(obj.source_account)
-
-    @admin.display(description="destination")
-    def destination(self, obj: Approval) -> Any:
-        return account_link(obj.destination_account)
 
     @admin.display(description="transfer")
     def transfer_link(self, obj: Approval) -> Any:

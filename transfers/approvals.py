@@ -196,6 +196,10 @@ def _approval_lock(approval_id: object) -> Approval:
 def _check_checker(actor: Actor, approval: Approval, *, verb: str) -> None:
     if approval.status != Status.PENDING:
         raise ApprovalNotPending(f"This request is already {approval.get_status_display().lower()}.")
+    _check_not_maker_and_supervisor(actor, approval, verb=verb)
+
+
+def _check_not_maker_and_supervisor(actor: Actor, approval: Approval, *, verb: str) -> None:
     if actor.user_id is not None and actor.user_id == approval.maker_id:
         raise ApprovalSelfApproval(f"You made this request; another supervisor must {verb} it.")
     checker = get_user_model().objects.filter(pk=actor.user_id, is_active=True).first() if actor.user_id else None
@@ -249,12 +253,14 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     """Run an APPROVED request through the transfer engine, as its maker, exactly once. On success
     → EXECUTED with the transfer (which recovery finishes if a ledger failed mid-way). On a refusal
     (funds, limits, account state) → FAILED with the reason, and the refusal is raised. When a
-    database did not answer it stays APPROVED and the error is raised: run this again later."""
+    database did not answer it stays APPROVED and the error is raised: run this again later (a
+    supervisor other than the maker: ``ApprovalSelfApproval``, ``ApprovalNotAllowed`` otherwise)."""
     approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
     if approval is None:
         raise ApprovalNotFound(f"No approval {approval_id}.")
     if approval.status != Status.APPROVED:
         raise ApprovalNotApproved(f"This request is {approval.get_status_display().lower()}, not approved.")
+    _check_not_maker_and_supervisor(actor, approval, verb="execute")
     maker = Actor(
         channel=actor.channel,
         user_id=approval.maker_id,

@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 from django.db import connections
+from django.test import Client
+from django.urls import reverse
 
 from audit.chain import audit_chain_check, audit_chain_seal, audit_chain_status, audit_chain_verify
 from audit.models import AuditChainHead, AuditEvent
@@ -52,7 +54,7 @@ def test_sealing_chains_every_row_in_id_order_and_verifies(actor, make_account):
     assert report.ok and report.checked == count and audit_chain_status() is True
 
 
-def test_a_direct_database_edit_is_found_at_its_row(actor, make_account):
+def test_a_direct_database_edit_is_found_at_its_row(actor, make_account, make_staff):
     for n in range(3):
         make_account("db1", f"{n + 1}00.00")
     audit_chain_seal()
@@ -72,6 +74,10 @@ def test_a_direct_database_edit_is_found_at_its_row(actor, make_account):
     assert result.returncode == 1
     assert f"audit event id {victim.pk} (#{victim.seq})" in result.stderr + result.stdout
     assert audit_chain_status() is False  # the command recorded it: /metrics says broken
+    client = Client()
+    client.force_login(make_staff("auditor"))
+    page = client.get(reverse("admin:audit_auditevent_changelist")).content.decode()
+    assert "BROKEN" in page and f"audit event id {victim.pk}" in page
 
 
 def test_a_removed_row_and_a_relinked_row_are_found(actor, make_account):

@@ -87,7 +87,11 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
     assert level == "error" and "insufficient_funds" in text
     typo = client.post(
         reverse("admin:transfers_transfer_add"),
-        {"source_account": alice.number[:-1] + "0", "destination_account": bob.number, "amount": "1.00"},
+        {
+            "source_account": alice.number[:-1] + str((int(alice.number[-1]) + 1) % 10),
+            "destination_account": bob.number,
+            "amount": "1.00",
+        },
         follow=True,
     )
     assert any("check digits" in text for _, text in messages_of(typo))
@@ -177,6 +181,19 @@ def test_login_lockout_after_repeated_failures(make_staff, settings):
     assert "_auth_user_id" not in client.session
     other = Client().post(login, {"username": "nobody", "password": "x", "next": "/admin/"})
     assert other.status_code == 200
+
+
+def test_sessions_live_in_redis_when_it_is_configured(make_staff):
+    from django.core.cache import cache
+
+    assert settings.REDIS_HOST and settings.SESSION_ENGINE == "django.contrib.sessions.backends.cache"
+    client = Client()
+    response = client.post(
+        reverse("admin:login"), {"username": make_staff("teller").username, "password": STAFF_PASSWORD}
+    )
+    assert response.status_code == 302
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert cache.get(f"django.contrib.sessions.cache{key}") is not None
 
 
 def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):

@@ -17,6 +17,7 @@ from transfers.approvals import (
     ApprovalReasonRequired,
     ApprovalSelfApproval,
     approval_approve,
+    approval_execute,
     approval_reject,
     approval_request,
     money_movement_submit,
@@ -29,6 +30,17 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 def as_actor(user, channel=Channel.ADMIN):
     return Actor.for_user(user, channel=channel, ip="10.1.2.3")
+
+
+def ask(maker, source, destination, amount="20000.00"):
+    """A transfer request PENDING approval, made through the service directly."""
+    return approval_request(
+        actor=as_actor(maker),
+        kind=Approval.Kind.TRANSFER,
+        amount=amount,
+        source_account=source.number,
+        destination_account=destination.number,
+    )
 
 
 @pytest.fixture
@@ -130,13 +142,7 @@ def test_the_maker_can_never_decide_their_own_request(people, make_account):
     # A supervisor's own request (made through the service directly) still needs another one.
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     maker = people["supervisor"]
-    approval = approval_request(
-        actor=as_actor(maker),
-        kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
-        source_account=alice.number,
-        destination_account=bob.number,
-    )
+    approval = ask(maker, alice, bob)
     before = world_snapshot(alice, bob)
 
     for channel in (Channel.ADMIN, Channel.API):
@@ -154,13 +160,7 @@ def test_the_maker_can_never_decide_their_own_request(people, make_account):
 @pytest.mark.parametrize("who", ["auditor", "teller2"])
 def test_only_a_supervisor_may_decide(people, make_staff, make_account, who):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
-    approval = approval_request(
-        actor=as_actor(people["teller"]),
-        kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
-        source_account=alice.number,
-        destination_account=bob.number,
-    )
+    approval = ask(people["teller"], alice, bob)
     user = make_staff("teller", "teller2") if who == "teller2" else people[who]
     before = world_snapshot(alice, bob)
     with pytest.raises(ApprovalNotAllowed):
@@ -174,13 +174,7 @@ def test_only_a_supervisor_may_decide(people, make_staff, make_account, who):
 
 def test_reject_needs_a_reason_and_moves_nothing(people, make_account):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
-    approval = approval_request(
-        actor=as_actor(people["teller"]),
-        kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
-        source_account=alice.number,
-        destination_account=bob.number,
-    )
+    approval = ask(people["teller"], alice, bob)
     checker = as_actor(people["supervisor"])
     with pytest.raises(ApprovalReasonRequired):
         approval_reject(actor=checker, approval_id=approval.pk, reason="   ")
@@ -199,13 +193,7 @@ def test_reject_needs_a_reason_and_moves_nothing(people, make_account):
 
 def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people, make_account):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
-    approval = approval_request(
-        actor=as_actor(people["teller"]),
-        kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
-        source_account=alice.number,
-        destination_account=bob.number,
-    )
+    approval = ask(people["teller"], alice, bob)
     # The money left the account while the request waited.
     money_movement_submit(
         actor=as_actor(people["supervisor"]),
@@ -223,13 +211,7 @@ def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people
 
 def test_two_supervisors_approving_at_once_execute_it_once(people, make_staff, make_account):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
-    approval = approval_request(
-        actor=as_actor(people["teller"]),
-        kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
-        source_account=alice.number,
-        destination_account=bob.number,
-    )
+    approval = ask(people["teller"], alice, bob)
     checkers = [people["supervisor"], people["supervisor2"], make_staff("supervisor", "supervisor3")]
     barrier = threading.Barrier(len(checkers))
     outcomes: list[object] = []
@@ -293,13 +275,22 @@ def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
         destination_account=bob.number,
     )
     assert isinstance(approval, Approval)  # a superuser's large transfer waits too
-    other = approval_request(
-        actor=as_actor(people["teller"]),
-        kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
-        source_account=alice.number,
-        destination_account=bob.number,
-    )
+    other = ask(people["teller"], alice, bob)
     with pytest.raises(ApprovalNotAllowed):
         approval_approve(actor=as_actor(root), approval_id=other.pk)
     assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+
+
+def test_an_approved_request_is_executed_only_by_a_supervisor_other_than_its_maker(people, make_account):
+    # A ledger did not answer at approval time: the request stays APPROVED, to be executed again.
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = ask(people["teller"], alice, bob)
+    Approval.objects.filter(pk=approval.pk).update(status=Approval.Status.APPROVED, checker=people["supervisor"])
+    with pytest.raises(ApprovalSelfApproval):
+        approval_execute(actor=as_actor(people["teller"]), approval_id=approval.pk)
+    with pytest.raises(ApprovalNotAllowed):
+        approval_execute(actor=as_actor(people["auditor"]), approval_id=approval.pk)
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+    executed = approval_execute(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
+    assert executed.status == Approval.Status.EXECUTED
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
