@@ -85,3 +85,79 @@ def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         cwd=settings.BASE_DIR,
         timeout=120,
     )
+
+
+# --- Partner API: personas and clients ----------------------------------------------------------
+
+
+def api_user(username: str, *, permissions: tuple[str, ...] = (), links: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """A user of the partner API: ``links`` are the account numbers it may see and debit,
+    ``permissions`` ("app_label.codename") what staff may do."""
+    from django.contrib.auth.models import Permission, User
+
+    from accounts.models import PartnerAccountLink
+
+    user = User.objects.create_user(username=username, password="pw-" + username)
+    for name in permissions:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    for number in links:
+        PartnerAccountLink.objects.create(user=user, account_number=number)
+    return user
+
+
+def api_client_for(user=None):  # type: ignore[no-untyped-def]
+    """A DRF test client, authenticated with a real JWT access token when ``user`` is given."""
+    from rest_framework.test import APIClient
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(user).access_token}")
+    return client
+
+
+@pytest.fixture
+def api_throttle_reset():  # type: ignore[no-untyped-def]
+    """Throttle counts live in Redis across tests; start each API test with none."""
+    from django.core.cache import cache
+
+    delete_pattern = getattr(cache, "delete_pattern", None)
+    if delete_pattern is not None:
+        delete_pattern("throttle_*")
+    else:
+        cache.clear()
+    yield
+
+
+@pytest.fixture
+def api_world(make_account, api_throttle_reset):  # type: ignore[no-untyped-def]
+    """Two partners with an account in each ledger, an outsider's accounts, staff, and clients.
+
+    ``a1``/``a2``: partner A's accounts in db1/db2 (1000.00 each); ``b1``: partner B's (500.00);
+    ``c2``: nobody's (in db2, 0.00)."""
+    from types import SimpleNamespace
+
+    a1 = make_account("db1", "1000.00", holder="Partner A one")
+    a2 = make_account("db2", "1000.00", holder="Partner A two")
+    b1 = make_account("db1", "500.00", holder="Partner B")
+    c2 = make_account("db2", "0.00", holder="Outsider")
+    partner_a = api_user("partner-a", links=(a1.number, a2.number))
+    partner_b = api_user("partner-b", links=(b1.number,))
+    staff = api_user(
+        "staff",
+        permissions=("accounts.view_account", "transfers.view_transfer", "transfers.add_transfer"),
+    )
+    return SimpleNamespace(
+        a1=a1,
+        a2=a2,
+        b1=b1,
+        c2=c2,
+        partner_a=partner_a,
+        partner_b=partner_b,
+        staff=staff,
+        a=api_client_for(partner_a),
+        b=api_client_for(partner_b),
+        s=api_client_for(staff),
+        anon=api_client_for(None),
+    )

@@ -1,3 +1,55 @@
-"""Partner API routes, under /api/."""
+"""Partner API routes, under /api/: version 1, the OpenAPI schema and its Swagger UI."""
 
-urlpatterns: list = []  # type: ignore[type-arg]
+from __future__ import annotations
+
+from django.urls import include, path, re_path
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from accounts.api import AccountDetailApi, AccountEntriesApi, AccountListApi
+from bankcore.api_errors import api_not_found, problems
+from bankcore.api_throttling import AnonymousRateThrottle
+from transfers.api import TransferDetailApi, TransferListCreateApi, TransferReverseApi
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="auth_token_create",
+        extensions=problems({401: ["invalid_credentials"]}),
+        description="A short-lived access token and a refresh token for a username and password.",
+    )
+)
+class TokenApi(TokenObtainPairView):
+    throttle_classes = [AnonymousRateThrottle]
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="auth_token_refresh",
+        description="A new access token for a valid refresh token.",
+    )
+)
+class TokenRefreshApi(TokenRefreshView):
+    throttle_classes = [AnonymousRateThrottle]
+
+
+v1 = [
+    path("auth/token/", TokenApi.as_view(), name="token"),
+    path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
+    path("accounts/", AccountListApi.as_view(), name="accounts"),
+    path("accounts/<str:number>/", AccountDetailApi.as_view(), name="account"),
+    path("accounts/<str:number>/entries/", AccountEntriesApi.as_view(), name="account-entries"),
+    path("transfers/", TransferListCreateApi.as_view(), name="transfers"),
+    path("transfers/<uuid:transfer_id>/", TransferDetailApi.as_view(), name="transfer"),
+    path("transfers/<uuid:transfer_id>/reverse/", TransferReverseApi.as_view(), name="transfer-reverse"),
+]
+
+app_name = "api"
+urlpatterns = [
+    path("v1/", include((v1, "v1"))),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Anything else under /api/ is a problem+json 404, never an HTML page or a slash redirect.
+    re_path(r"^.*$", api_not_found),
+]

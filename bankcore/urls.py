@@ -10,3 +10,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("bankcore.api_urls")),
 ]
+
+# problem+json under /api/, Django's usual pages elsewhere.
+handler400 = "bankcore.api_errors.handler400"
+handler403 = "bankcore.api_errors.handler403"
+handler404 = "bankcore.api_errors.handler404"
+handler500 = "bankcore.api_errors.handler500"

@@ -1,1 +1,90 @@
-"""Partner API settings (DRF, JWT, OpenAPI, throttling)."""
+"""Partner API settings (DRF, JWT, OpenAPI, throttling).
+
+Imported at the end of ``base``: values come from the environment through ``bankcore.env``
+directly, never from ``base`` (which is still being executed when this module runs).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from django.core.exceptions import ImproperlyConfigured
+
+from bankcore.env import env_int, env_str
+
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def _env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate ("120/min"). Checked here: DRF would only fail on the first request."""
+    value = env_str(name, default).strip()
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like 120/min (per s, min, hour or day)")
+    return value
+
+
+# The body of an API request, in bytes. DRF parses JSON from the stream and so bypasses Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE; bankcore.api_errors.LimitedJSONParser enforces this one (413).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["bankcore.api_errors.LimitedJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "bankcore.api_throttling.AnonymousRateThrottle",
+        "bankcore.api_throttling.PartnerRateThrottle",
+    ],
+    # Per client: an authenticated client by its user, an anonymous one by its address. Counted
+    # in the default cache, which is Redis whenever REDIS_HOST is set, so every replica shares it.
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _env_rate("API_THROTTLE_ANON_RATE", "60/min"),
+        "user": _env_rate("API_THROTTLE_USER_RATE", "600/min"),
+    },
+    # nginx appends the client's address to X-Forwarded-For; trust exactly that many hops so a
+    # client cannot pick its own throttle bucket with a forged header.
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 1, minimum=0, maximum=5),
+    "EXCEPTION_HANDLER": "bankcore.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+
+SIMPLE_JWT = {
+    # Same variable and default as base.JWT_SECRET_KEY (production refuses the default).
+    "SIGNING_KEY": env_str("JWT_SECRET_KEY", "insecure-development-secret-do-not-use-in-production-0123456789-jwt"),
+    "ALGORITHM": "HS256",
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_TOKEN_MINUTES", 5, minimum=1, maximum=60)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(hours=env_int("JWT_REFRESH_TOKEN_HOURS", 24, minimum=1, maximum=24 * 30)),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    # A password change (or deactivation) invalidates the tokens issued before it.
+    "CHECK_REVOKE_TOKEN": True,
+    "CHECK_USER_IS_ACTIVE": True,
+    "UPDATE_LAST_LOGIN": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "bankcore partner API",
+    "DESCRIPTION": (
+        "Accounts, statements and transfers for partner systems. Authenticate with a JWT from "
+        "`POST /api/v1/auth/token/`. Amounts are decimal strings. Every error is "
+        "`application/problem+json` (RFC 9457) with a stable machine `code`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "AccountStatusEnum": "accounts.models.Account.Status",
+        "AccountKindEnum": "accounts.models.Account.Kind",
+        "TransferStatusEnum": "transfers.models.Transfer.Status",
+        "TransferKindEnum": "transfers.models.Transfer.Kind",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "bankcore.api_errors.problem_schema_postprocess",
+    ],
+}

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework_simplejwt",
+    "drf_spectacular",
     "django_celery_beat",
     "accounts",
     "transfers",
@@ -215,15 +217,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "EXCEPTION_HANDLER": "bankcore.errors.problem_exception_handler",
-    "COERCE_DECIMAL_TO_STRING": True,
-}
 
 # Topic modules: settings of one capability each, kept apart so they read (and change) alone.
 from bankcore.settings.api import *  # noqa: E402, F403

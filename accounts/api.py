@@ -1,0 +1,189 @@
+"""Partner API: accounts and their statements (read-only). Thin views over the selectors.
+
+A partner sees only the accounts linked to it; any other number answers 404 exactly like a number
+that does not exist. Staff with ``accounts.view_account`` see every account.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api_selectors import account_entries, account_get_visible, account_scope, accounts_page
+from accounts.models import Account, Entry
+from accounts.numbers import InvalidAccountNumber, account_number_parse
+from bankcore.api_errors import BoundedDateTimeField, StrictInputSerializer, problems
+
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 200
+
+
+class AccountNumberField(serializers.CharField):
+    """A well-formed account number (14 digits, check digits right, a ledger of this bank)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 32)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        text = super().to_internal_value(data)
+        try:
+            return account_number_parse(text).number
+        except InvalidAccountNumber as refused:
+            # A well-formed number of a ledger this bank does not have (UnknownLedger) is not
+            # caught: it answers 404 account_not_found, like any number that does not exist.
+            raise serializers.ValidationError(refused.detail, code=refused.code) from None
+
+
+def _money() -> serializers.DecimalField:
+    return serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True, read_only=True)
+
+
+class AccountOutput(serializers.Serializer):  # type: ignore[type-arg]
+    number = serializers.CharField()
+    ledger = serializers.SerializerMethodField()
+    holder = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Account.Kind.choices)
+    currency = serializers.CharField()
+    status = serializers.ChoiceField(choices=Account.Status.choices)
+    posted = _money()
+    pending_debits = _money()
+    pending_credits = _money()
+    available = _money()
+    created_at = serializers.DateTimeField()
+
+    def get_ledger(self, account: Account) -> str:
+        """The ledger's two-digit code, the first two digits of the number."""
+        return str(settings.LEDGERS[account.ledger])
+
+
+class EntryOutput(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    amount = serializers.DecimalField(
+        max_digits=20, decimal_places=2, coerce_to_string=True, help_text="Signed: credits positive."
+    )
+    balance_after = _money()
+    kind = serializers.ChoiceField(choices=Entry.Kind.choices)
+    transfer_id = serializers.UUIDField()
+    description = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class AccountFilter(StrictInputSerializer):
+    ledger = serializers.CharField(required=False, max_length=2, min_length=2)
+    status = serializers.ChoiceField(choices=Account.Status.choices, required=False)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    after = AccountNumberField(required=False)
+    before = AccountNumberField(required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX, default=PAGE_SIZE_DEFAULT)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("after") and attrs.get("before"):
+            raise serializers.ValidationError("Give either after or before, not both.", code="invalid")
+        return attrs
+
+
+class EntryFilter(StrictInputSerializer):
+    created_from = BoundedDateTimeField(required=False, help_text="Inclusive.")
+    created_to = BoundedDateTimeField(required=False, help_text="Exclusive.")
+    cursor = serializers.CharField(required=False, max_length=500)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
+
+
+def _page_link(request: Request, **params: str) -> str:
+    query = request.query_params.copy()
+    for name in ("after", "before"):
+        query.pop(name, None)
+    for name, value in params.items():
+        query[name] = value
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+def account_page_schema(name: str, item: type[serializers.Serializer]) -> Any:  # type: ignore[type-arg]
+    return inline_serializer(
+        name=name,
+        fields={
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item(many=True),
+        },
+    )
+
+
+class AccountListApi(APIView):
+    @extend_schema(
+        operation_id="accounts_list",
+        parameters=[AccountFilter],
+        responses={200: account_page_schema("AccountPage", AccountOutput)},
+        extensions=problems({400: ["invalid_account_number"]}),
+        description="The accounts you may see, ordered by number; keyset pages (`after`, `before`).",
+    )
+    def get(self, request: Request) -> Response:
+        filters = AccountFilter(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
+        accounts, has_more = accounts_page(
+            scope=account_scope(user=request.user),
+            ledger=params.get("ledger"),
+            status=params.get("status"),
+            currency=params.get("currency"),
+            after=params.get("after"),
+            before=params.get("before"),
+            limit=params["limit"],
+        )
+        backward = params.get("before") is not None
+        next_link = previous_link = None
+        if accounts:
+            if has_more or backward:
+                next_link = _page_link(request, after=str(accounts[-1].number))
+            if (has_more and backward) or (not backward and params.get("after")):
+                previous_link = _page_link(request, before=str(accounts[0].number))
+        body = {"next": next_link, "previous": previous_link, "results": AccountOutput(accounts, many=True).data}
+        return Response(body)
+
+
+class AccountDetailApi(APIView):
+    @extend_schema(
+        operation_id="accounts_retrieve",
+        responses={200: AccountOutput},
+        extensions=problems({400: ["invalid_account_number"], 404: ["account_not_found"]}),
+        description="Holder, currency, status and balances: posted, pending debits and credits, available.",
+    )
+    def get(self, request: Request, number: str) -> Response:
+        account = account_get_visible(scope=account_scope(user=request.user), number=number)
+        return Response(AccountOutput(account).data)
+
+
+class EntryPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = PAGE_SIZE_DEFAULT
+    page_size_query_param = "limit"
+    max_page_size = PAGE_SIZE_MAX
+
+
+class AccountEntriesApi(APIView):
+    @extend_schema(
+        operation_id="accounts_entries_list",
+        parameters=[EntryFilter],
+        responses={200: account_page_schema("EntryPage", EntryOutput)},
+        extensions=problems({400: ["invalid_account_number"], 404: ["account_not_found", "not_found"]}),
+        description="The statement, newest first; `created_from` inclusive, `created_to` exclusive.",
+    )
+    def get(self, request: Request, number: str) -> Response:
+        filters = EntryFilter(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
+        account = account_get_visible(scope=account_scope(user=request.user), number=number)
+        entries = account_entries(
+            account=account, created_from=params.get("created_from"), created_to=params.get("created_to")
+        )
+        paginator = EntryPagination()
+        page = paginator.paginate_queryset(entries, request, view=self)
+        return paginator.get_paginated_response(EntryOutput(page, many=True).data)

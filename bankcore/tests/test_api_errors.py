@@ -1,0 +1,206 @@
+"""Partner API door: tokens, throttling, problem+json for everything that can go wrong outside a
+view's own logic (unknown paths, a ledger down), and the OpenAPI schema and docs."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connections
+from django.test import override_settings
+
+from conftest import api_client_for, balances
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+PROBLEM = "application/problem+json"
+TOKEN = "/api/v1/auth/token/"
+
+
+def rates(**rates: str):  # type: ignore[no-untyped-def]
+    from django.conf import settings
+
+    rest: dict[str, Any] = dict(settings.REST_FRAMEWORK)
+    rest["DEFAULT_THROTTLE_RATES"] = {**rest["DEFAULT_THROTTLE_RATES"], **rates}
+    return override_settings(REST_FRAMEWORK=rest)
+
+
+def test_token_pair_then_refresh_then_use(api_world):
+    w = api_world
+    anon = api_client_for(None)
+    response = anon.post(TOKEN, {"username": "partner-a", "password": "pw-partner-a"}, format="json")
+    assert response.status_code == 200
+    tokens = response.json()
+    assert set(tokens) == {"access", "refresh"}
+    refreshed = anon.post(f"{TOKEN}refresh/", {"refresh": tokens["refresh"]}, format="json")
+    assert refreshed.status_code == 200
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {refreshed.json()['access']}")
+    assert anon.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200
+
+
+def test_token_is_signed_with_jwt_secret_key(api_world):
+    import jwt
+    from django.conf import settings
+
+    response = api_client_for(None).post(TOKEN, {"username": "partner-a", "password": "pw-partner-a"}, format="json")
+    claims = jwt.decode(response.json()["access"], settings.JWT_SECRET_KEY, algorithms=["HS256"])
+    assert claims["user_id"] == str(api_world.partner_a.pk) or claims["user_id"] == api_world.partner_a.pk
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(response.json()["access"], settings.SECRET_KEY, algorithms=["HS256"])
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ({"username": "partner-a", "password": "wrong"}, 401, "invalid_credentials"),
+        ({"username": "nobody", "password": "x"}, 401, "invalid_credentials"),
+        ({"username": "partner-a"}, 400, "validation_error"),
+        ({"refresh": "garbage"}, 401, "token_not_valid"),
+    ],
+)
+def test_token_refusals_are_problems(api_world, payload, status, code):
+    url = f"{TOKEN}refresh/" if "refresh" in payload else TOKEN
+    response = api_client_for(None).post(url, payload, format="json")
+    assert response.status_code == status
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == code
+
+
+def test_access_token_expires(api_world):
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(api_world.partner_a)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    client = api_client_for(None)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = client.get("/api/v1/accounts/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_throttled_client_gets_429_with_retry_after(api_world):
+    w = api_world
+    with rates(user="3/min"):
+        codes = [w.a.get("/api/v1/accounts/").status_code for _ in range(4)]
+        other_client = w.b.get("/api/v1/accounts/")
+    assert codes == [200, 200, 200, 429]
+    assert other_client.status_code == 200  # per client
+    with rates(user="3/min"):
+        response = w.a.get("/api/v1/accounts/")
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == "throttled"
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["retry_after"] == int(response["Retry-After"])
+
+
+def test_throttle_counts_live_in_redis(api_world):
+    from django.core.cache import caches
+
+    cache = caches["default"]
+    assert cache.__class__.__module__.startswith("django_redis")
+    with rates(user="3/min"):
+        api_world.a.get("/api/v1/accounts/")
+    assert cache.keys("throttle_user_*")  # type: ignore[attr-defined]
+
+
+def test_anonymous_token_requests_are_throttled_by_address(api_world):
+    client = api_client_for(None)
+    with rates(anon="2/min"):
+        codes = [
+            client.post(TOKEN, {"username": "x", "password": "y"}, format="json", REMOTE_ADDR="10.9.9.9").status_code
+            for _ in range(3)
+        ]
+    assert codes == [401, 401, 429]
+
+
+def test_unknown_paths_and_methods_are_problems(api_world):
+    w = api_world
+    for path in ("/api/v1/nothing/", "/api/v2/accounts/", "/api/v1/accounts", "/api/"):
+        response = w.a.get(path)
+        assert response.status_code == 404, path
+        assert response["Content-Type"] == PROBLEM
+        assert response.json()["code"] == "not_found"
+    response = w.a.delete(f"/api/v1/accounts/{w.a1.number}/")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    response = w.a.get("/api/v1/accounts/", HTTP_ACCEPT="text/html")
+    assert response.status_code == 406
+    assert response["Content-Type"] == PROBLEM
+
+
+def test_admin_still_answers_html(api_world, client):
+    response = client.get("/admin/nothing-here/")
+    assert "problem" not in response["Content-Type"]
+
+
+@pytest.fixture
+def ledger_db2_down(monkeypatch):  # type: ignore[no-untyped-def]
+    """Every new query on db2 fails as if its server were gone (MySQL 2003)."""
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError(2003, "Can't connect to MySQL server (test)")
+
+    connection = connections["db2"]
+    monkeypatch.setattr(connection, "cursor", refuse)
+    monkeypatch.setattr(connection, "_cursor", refuse)
+    yield
+
+
+@pytest.mark.books_may_not_balance
+def test_ledger_down_is_503_and_moves_nothing(api_world, request):
+    w = api_world
+    before = balances(w.a1, w.b1)
+    request.getfixturevalue("ledger_db2_down")
+    detail = w.a.get(f"/api/v1/accounts/{w.a2.number}/")
+    assert detail.status_code == 503
+    assert detail["Content-Type"] == PROBLEM
+    assert detail.json()["code"] == "ledger_unavailable"
+    assert detail["Retry-After"] == "1"
+    transfer = w.a.post(
+        "/api/v1/transfers/",
+        {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "5.00"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="down-1",
+    )
+    assert transfer.status_code == 503, transfer.content
+    assert transfer.json()["code"] == "ledger_unavailable"
+    # db1 was not touched beyond the voided prepare: balances there are as before
+    assert balances(w.a1, w.b1) == before
+    assert before[0] == Decimal("1000.00")
+
+
+def test_schema_documents_every_operation_and_its_problems(api_world):
+    response = api_client_for(None).get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    import json
+
+    schema = json.loads(response.content)
+    paths = schema["paths"]
+    assert set(paths) == {
+        "/api/v1/auth/token/",
+        "/api/v1/auth/token/refresh/",
+        "/api/v1/accounts/",
+        "/api/v1/accounts/{number}/",
+        "/api/v1/accounts/{number}/entries/",
+        "/api/v1/transfers/",
+        "/api/v1/transfers/{transfer_id}/",
+        "/api/v1/transfers/{transfer_id}/reverse/",
+    }
+    create = paths["/api/v1/transfers/"]["post"]
+    assert {"201", "400", "401", "404", "409", "413", "415", "422", "429", "503"} <= set(create["responses"])
+    assert "insufficient_funds" in create["responses"]["422"]["description"]
+    assert "idempotency_key_reused" in create["responses"]["409"]["description"]
+    assert any(p["name"] == "Idempotency-Key" and p["required"] for p in create["parameters"])
+    for operations in paths.values():
+        for operation in operations.values():
+            problem = operation["responses"]["401"]["content"]
+            assert problem == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def test_swagger_ui(api_world):
+    response = api_client_for(None).get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()

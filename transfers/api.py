@@ -1,0 +1,255 @@
+"""Partner API: transfers. Thin views over ``transfer_create`` / ``transfer_reverse`` and the
+selectors; every refusal is an ``ApplicationError`` rendered by ``bankcore.api_errors``.
+
+Idempotency: ``POST`` needs an ``Idempotency-Key`` header. The engine stores it with the client's
+identity (``Actor.client_id``, the partner's user) and a hash of the request, so a retry answers
+with the first outcome (marked ``Idempotent-Replayed: true``) and a reuse with another body is 409
+``idempotency_key_reused``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AccountNumberField, account_page_schema
+from accounts.api_selectors import account_may_debit
+from accounts.errors import AccountNotFound
+from bankcore.actors import Channel, actor_from_request
+from bankcore.api_errors import (
+    AmountField,
+    BoundedDateTimeField,
+    CurrencyField,
+    IdempotencyKeyRequired,
+    StrictInputSerializer,
+    problems,
+)
+from bankcore.errors import ApplicationError
+from transfers.api_selectors import transfer_get_visible, transfers_list
+from transfers.models import Transfer
+from transfers.services import REFERENCE_MAX_LENGTH, transfer_create, transfer_reverse
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class ReversalForbidden(ApplicationError):
+    code = "reversal_not_allowed"
+    title = "Not allowed to reverse this transfer"
+    http_status = 403
+
+
+class TransferOutput(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=Transfer.Kind.choices)
+    status = serializers.ChoiceField(choices=Transfer.Status.choices)
+    source_account = serializers.CharField()
+    destination_account = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True)
+    currency = serializers.CharField()
+    reference = serializers.CharField()
+    failure_code = serializers.CharField(help_text="Empty unless the transfer was refused (status aborted).")
+    reversal_of = serializers.UUIDField(source="reversal_of_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+    committed_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class TransferCreateInput(StrictInputSerializer):
+    source_account = AccountNumberField(help_text="An account linked to you.")
+    destination_account = AccountNumberField(help_text="Any account of the bank.")
+    amount = AmountField(help_text='A positive decimal string with at most two places, e.g. "125.50".')
+    currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the source account's.")
+    reference = serializers.CharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+
+
+class TransferReverseInput(StrictInputSerializer):
+    reference = serializers.CharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+
+
+class TransferFilter(StrictInputSerializer):
+    account = AccountNumberField(required=False, help_text="Either side of the transfer.")
+    status = serializers.ChoiceField(choices=Transfer.Status.choices, required=False)
+    created_from = BoundedDateTimeField(required=False, help_text="Inclusive.")
+    created_to = BoundedDateTimeField(required=False, help_text="Exclusive.")
+    cursor = serializers.CharField(required=False, max_length=500)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
+
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=True,
+    description="1 to 255 printable ASCII characters, unique per request you mean to make once.",
+)
+REPLAYED_RESPONSE_HEADER = OpenApiParameter(
+    REPLAYED_HEADER,
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    description="`true` when this is the stored answer to an earlier request with the same key.",
+    response=True,
+)
+# Codes a transfer can be refused with; recorded on the aborted transfer, so replays answer the same.
+CREATE_PROBLEMS = problems(
+    {
+        400: [
+            "idempotency_key_required",
+            "invalid_idempotency_key",
+            "invalid_amount",
+            "invalid_currency",
+            "invalid_account_number",
+            "invalid_reference",
+            "same_account",
+        ],
+        404: ["account_not_found"],
+        409: ["idempotency_key_reused"],
+        422: [
+            "insufficient_funds",
+            "daily_limit_exceeded",
+            "amount_above_maximum",
+            "currency_mismatch",
+            "account_frozen",
+            "account_closed",
+            "transfer_timed_out",
+        ],
+    }
+)
+REVERSE_PROBLEMS = problems(
+    {
+        400: ["idempotency_key_required", "invalid_idempotency_key", "invalid_reference"],
+        403: ["reversal_not_allowed"],
+        404: ["transfer_not_found", "not_found"],
+        409: ["idempotency_key_reused", "transfer_already_reversed"],
+        422: ["transfer_not_reversible", "insufficient_funds", "account_frozen", "account_closed"],
+    }
+)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None or key == "":
+        raise IdempotencyKeyRequired(f"Send an {IDEMPOTENCY_HEADER} header with every POST that moves money.")
+    return key
+
+
+def _transfer_response(transfer: Transfer) -> Response:
+    """201 for a finished transfer, 202 when a ledger failed mid-way and recovery will finish it."""
+    status = 201 if transfer.is_final else 202
+    response = Response(TransferOutput(transfer).data, status=status)
+    response["Location"] = f"/api/v1/transfers/{transfer.id}/"
+    if transfer.replayed:
+        response[REPLAYED_HEADER] = "true"
+    return response
+
+
+_CREATED_RESPONSES = {
+    201: OpenApiResponse(TransferOutput, description="Done (or replayed)."),
+    202: OpenApiResponse(TransferOutput, description="Accepted; a ledger failed mid-way and recovery finishes it."),
+}
+
+
+class TransferListCreateApi(APIView):
+    @extend_schema(
+        operation_id="transfers_list",
+        parameters=[TransferFilter],
+        responses={200: account_page_schema("TransferPage", TransferOutput)},
+        extensions=problems({400: ["invalid_account_number"], 404: ["not_found", "account_not_found"]}),
+        description="The transfers you made or that touch your accounts, newest first.",
+    )
+    def get(self, request: Request) -> Response:
+        filters = TransferFilter(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
+        transfers = transfers_list(
+            user=request.user,
+            account=params.get("account"),
+            status=params.get("status"),
+            created_from=params.get("created_from"),
+            created_to=params.get("created_to"),
+        )
+        paginator = TransferPagination()
+        page = paginator.paginate_queryset(transfers, request, view=self)
+        return paginator.get_paginated_response(TransferOutput(page, many=True).data)
+
+    @extend_schema(
+        operation_id="transfers_create",
+        parameters=[IDEMPOTENCY_PARAMETER, REPLAYED_RESPONSE_HEADER],
+        request=TransferCreateInput,
+        responses=_CREATED_RESPONSES,
+        extensions=CREATE_PROBLEMS,
+        description=(
+            "Move money out of an account linked to you into any account. A refusal (funds, limit, "
+            "account state) is recorded: retrying with the same key answers the same problem."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        key = _idempotency_key(request)
+        data = TransferCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        if not account_may_debit(user=request.user, number=params["source_account"]):
+            raise AccountNotFound(f"No account {params['source_account']}.")
+        transfer = transfer_create(
+            actor=actor_from_request(request, channel=Channel.API),
+            source_account=params["source_account"],
+            destination_account=params["destination_account"],
+            amount=params["amount"],
+            currency=params.get("currency"),
+            reference=params["reference"],
+            idempotency_key=key,
+        )
+        return _transfer_response(transfer)
+
+
+class TransferPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = PAGE_SIZE_DEFAULT
+    page_size_query_param = "limit"
+    max_page_size = PAGE_SIZE_MAX
+
+
+class TransferDetailApi(APIView):
+    @extend_schema(
+        operation_id="transfers_retrieve",
+        responses={200: TransferOutput},
+        extensions=problems({404: ["transfer_not_found", "not_found"]}),
+    )
+    def get(self, request: Request, transfer_id: uuid.UUID) -> Response:
+        transfer = transfer_get_visible(user=request.user, transfer_id=transfer_id)
+        return Response(TransferOutput(transfer).data)
+
+
+class TransferReverseApi(APIView):
+    @extend_schema(
+        operation_id="transfers_reverse",
+        parameters=[IDEMPOTENCY_PARAMETER, REPLAYED_RESPONSE_HEADER],
+        request=TransferReverseInput,
+        responses=_CREATED_RESPONSES,
+        extensions=REVERSE_PROBLEMS,
+        description=(
+            "Move a completed transfer's amount back, as a new transfer. Only who may debit the "
+            "original destination may reverse; at most one reversal per transfer."
+        ),
+    )
+    def post(self, request: Request, transfer_id: uuid.UUID) -> Response:
+        key = _idempotency_key(request)
+        data = TransferReverseInput(data=request.data if request.data else {})
+        data.is_valid(raise_exception=True)
+        original = transfer_get_visible(user=request.user, transfer_id=transfer_id)
+        if not account_may_debit(user=request.user, number=original.destination_account):
+            raise ReversalForbidden("Only who may debit the destination account may reverse a transfer.")
+        transfer = transfer_reverse(
+            actor=actor_from_request(request, channel=Channel.API),
+            transfer_id=original.pk,
+            reference=data.validated_data["reference"],
+            idempotency_key=key,
+        )
+        return _transfer_response(transfer)

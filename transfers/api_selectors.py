@@ -1,0 +1,57 @@
+"""Reads for the partner API: which transfers a client may see.
+
+A partner sees the transfers it created and those touching an account linked to it; any other
+transfer answers exactly as a missing one. Staff with ``transfers.view_transfer`` see every one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from accounts.api_selectors import account_numbers_linked
+from transfers.errors import TransferNotFound
+from transfers.models import Transfer
+
+VIEW_ALL_TRANSFERS_PERMISSION = "transfers.view_transfer"
+
+
+def transfers_visible(*, user: Any) -> QuerySet[Transfer]:
+    qs = Transfer.objects.using("default").all()
+    if user.has_perm(VIEW_ALL_TRANSFERS_PERMISSION):
+        return qs
+    linked = account_numbers_linked(user=user)
+    return qs.filter(Q(created_by=user) | Q(source_account__in=linked) | Q(destination_account__in=linked))
+
+
+def transfer_get_visible(*, user: Any, transfer_id: uuid.UUID) -> Transfer:
+    """The transfer, if ``user`` may see it; raises ``TransferNotFound`` otherwise."""
+    transfer = transfers_visible(user=user).filter(pk=transfer_id).first()
+    if transfer is None:
+        raise TransferNotFound(f"No transfer {transfer_id}.")
+    return transfer
+
+
+def transfers_list(
+    *,
+    user: Any,
+    account: str | None = None,
+    status: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
+) -> QuerySet[Transfer]:
+    """The transfers ``user`` may see, newest first; ``account`` matches either side,
+    ``created_from`` is inclusive and ``created_to`` exclusive."""
+    qs = transfers_visible(user=user)
+    if account is not None:
+        qs = qs.filter(Q(source_account=account) | Q(destination_account=account))
+    if status is not None:
+        qs = qs.filter(status=status)
+    if created_from is not None:
+        qs = qs.filter(created_at__gte=created_from)
+    if created_to is not None:
+        qs = qs.filter(created_at__lt=created_to)
+    return qs.order_by("-created_at", "-id")

@@ -1,0 +1,389 @@
+"""Partner API: transfers — create, replay, conflict, refusals (nothing moved), personas,
+reversal, list filters and pagination."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from accounts.models import Entry
+from conftest import balances
+from transfers.models import Transfer
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+URL = "/api/v1/transfers/"
+PROBLEM = "application/problem+json"
+
+
+def post(client, body, key="k-1", **extra):  # type: ignore[no-untyped-def]
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
+    return client.post(URL, body, format="json", **headers, **extra)
+
+
+def body(src, dst, amount="125.50", **extra):  # type: ignore[no-untyped-def]
+    return {"source_account": src.number, "destination_account": dst.number, "amount": amount, **extra}
+
+
+def entry_count() -> int:
+    from django.conf import settings
+
+    return sum(Entry.objects.using(alias).count() for alias in settings.LEDGERS)
+
+
+def assert_nothing_moved(w, before_balances, before_entries):  # type: ignore[no-untyped-def]
+    assert balances(w.a1, w.a2, w.b1, w.c2) == before_balances
+    assert entry_count() == before_entries
+
+
+def snapshot(w):  # type: ignore[no-untyped-def]
+    return balances(w.a1, w.a2, w.b1, w.c2), entry_count()
+
+
+# --- success ---------------------------------------------------------------------------------------
+
+
+def test_partner_moves_money_across_ledgers(api_world):
+    w = api_world
+    response = post(w.a, body(w.a1, w.c2, currency="CNY", reference="Invoice 42"))
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["status"] == "completed"
+    assert data["amount"] == "125.50"
+    assert data["currency"] == "CNY"
+    assert data["reference"] == "Invoice 42"
+    assert data["source_account"] == w.a1.number
+    assert data["destination_account"] == w.c2.number
+    assert response["Location"] == f"/api/v1/transfers/{data['id']}/"
+    assert "Idempotent-Replayed" not in response
+    assert balances(w.a1, w.c2) == [Decimal("874.50"), Decimal("125.50")]
+    transfer = Transfer.objects.get(pk=data["id"])
+    assert transfer.client_id == f"user:{w.partner_a.pk}"
+    assert transfer.channel == "api"
+    assert transfer.created_by_id == w.partner_a.pk
+
+
+def test_partner_moves_money_inside_one_ledger(api_world):
+    w = api_world
+    response = post(w.a, body(w.a1, w.b1, amount="1"))
+    assert response.status_code == 201
+    assert response.json()["amount"] == "1.00"
+    assert balances(w.a1, w.b1) == [Decimal("999.00"), Decimal("501.00")]
+
+
+def test_staff_with_permission_debits_any_account(api_world):
+    w = api_world
+    response = post(w.s, body(w.b1, w.a2, amount="10.00"))
+    assert response.status_code == 201
+    assert balances(w.b1, w.a2) == [Decimal("490.00"), Decimal("1010.00")]
+
+
+# --- idempotency -----------------------------------------------------------------------------------
+
+
+def test_replay_returns_the_first_response_and_moves_money_once(api_world):
+    w = api_world
+    first = post(w.a, body(w.a1, w.c2), key="pay-1")
+    second = post(w.a, body(w.a1, w.c2), key="pay-1")
+    assert first.status_code == second.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+    assert second.json() == first.json()
+    assert balances(w.a1, w.c2) == [Decimal("874.50"), Decimal("125.50")]
+    assert Transfer.objects.filter(kind="transfer").count() == 1
+
+
+def test_same_key_with_another_body_is_a_conflict(api_world):
+    w = api_world
+    post(w.a, body(w.a1, w.c2), key="pay-1")
+    before = snapshot(w)
+    response = post(w.a, body(w.a1, w.c2, amount="1.00"), key="pay-1")
+    assert response.status_code == 409
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert_nothing_moved(w, *before)
+
+
+def test_keys_are_per_client(api_world):
+    w = api_world
+    assert post(w.a, body(w.a1, w.c2), key="same").status_code == 201
+    response = post(w.b, body(w.b1, w.c2), key="same")
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert Transfer.objects.filter(kind="transfer").count() == 2
+
+
+def test_refusal_is_replayed_not_retried(api_world):
+    w = api_world
+    first = post(w.b, body(w.b1, w.c2, amount="600.00"), key="big")
+    assert first.status_code == 422
+    assert first.json()["code"] == "insufficient_funds"
+    # money arrives; the replay still answers the recorded refusal
+    post(w.a, body(w.a1, w.b1, amount="500.00"), key="top-up")
+    before = snapshot(w)
+    second = post(w.b, body(w.b1, w.c2, amount="600.00"), key="big")
+    assert second.status_code == 422
+    assert second["Idempotent-Replayed"] == "true"
+    assert second.json()["code"] == "insufficient_funds"
+    assert second.json()["transfer_id"] == first.json()["transfer_id"]
+    assert_nothing_moved(w, *before)
+
+
+def test_missing_idempotency_key_is_refused(api_world):
+    w = api_world
+    before = snapshot(w)
+    response = post(w.a, body(w.a1, w.c2), key=None)
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == "idempotency_key_required"
+    assert_nothing_moved(w, *before)
+    assert Transfer.objects.filter(kind="transfer").count() == 0
+
+
+def test_overlong_idempotency_key_is_refused(api_world):
+    w = api_world
+    response = post(w.a, body(w.a1, w.c2), key="k" * 256)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_idempotency_key"
+    assert Transfer.objects.filter(kind="transfer").count() == 0
+
+
+# --- refusals: each answers a problem and moves nothing -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_body", "status", "code"),
+    [
+        (lambda w: body(w.a1, w.c2, amount=125.5), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount=100), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="-5.00"), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="0.00"), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="1.001"), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="1e3"), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="NaN"), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="9" * 400), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="١٢٣"), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount=None), 400, "validation_error"),
+        (lambda w: body(w.a1, w.c2, amount=True), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount={"value": "1.00"}), 400, "invalid_amount"),
+        (lambda w: body(w.a1, w.c2, amount="999999999999999999.99"), 422, "amount_above_maximum"),
+        (lambda w: body(w.a1, w.c2, currency="cny"), 400, "invalid_currency"),
+        (lambda w: body(w.a1, w.c2, currency="USD"), 422, "currency_mismatch"),
+        (lambda w: body(w.a1, w.c2, colour="red"), 400, "unknown_field"),
+        (lambda w: body(w.a1, w.c2, reference="x" * 141), 400, "validation_error"),
+        (lambda w: body(w.a1, w.c2, reference="bell\x07"), 400, "invalid_reference"),
+        (lambda w: body(w.a1, w.c2, reference="nul\x00"), 400, "validation_error"),
+        (lambda w: body(w.a1, w.c2, reference=["a"]), 400, "validation_error"),
+        (lambda w: body(w.a1, w.a1), 400, "same_account"),
+        (lambda w: body(w.a1, w.c2, amount="1000.01"), 422, "insufficient_funds"),
+        (lambda w: {**body(w.a1, w.c2), "destination_account": "01000000000100"}, 400, "invalid_account_number"),
+        (lambda w: {**body(w.a1, w.c2), "destination_account": 12345}, 400, "invalid_account_number"),
+        (lambda w: {**body(w.a1, w.c2), "source_account": None}, 400, "validation_error"),
+        (lambda w: {"amount": "1.00"}, 400, "validation_error"),
+        (lambda w: ["not", "an", "object"], 400, "validation_error"),
+        # another partner's account, and an account nobody links: exactly like a missing one
+        (lambda w: body(w.b1, w.c2), 404, "account_not_found"),
+        (lambda w: body(w.c2, w.a1), 404, "account_not_found"),
+    ],
+)
+def test_refusals_move_nothing(api_world, make_body, status, code):
+    w = api_world
+    before = snapshot(w)
+    response = post(w.a, make_body(w))
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    problem = response.json()
+    assert problem["code"] == code
+    assert problem["status"] == status
+    assert problem["type"].endswith(code) or code == "validation_error"
+    assert problem["title"] and problem["detail"]
+    if status == 400 and code not in ("same_account", "invalid_reference", "idempotency_key_required"):
+        assert problem["errors"], problem
+        assert {"field", "code", "message"} <= set(problem["errors"][0])
+    assert_nothing_moved(w, *before)
+
+
+def test_foreign_account_answers_like_a_missing_one(api_world, make_account):
+    w = api_world
+    foreign = post(w.a, body(w.b1, w.c2)).json()
+    missing_number = w.b1.number[:2] + "9999999999"
+    from accounts.numbers import _check_digits
+
+    missing_number += _check_digits(missing_number)
+    missing = post(w.a, {**body(w.b1, w.c2), "source_account": missing_number}, key="k-2").json()
+    assert foreign["code"] == missing["code"] == "account_not_found"
+    assert foreign["status"] == missing["status"] == 404
+
+
+def test_frozen_source_is_refused(api_world, actor):
+    from accounts.services import account_freeze
+
+    w = api_world
+    account_freeze(actor=actor, number=w.a1.number, reason="test")
+    before = snapshot(w)
+    response = post(w.a, body(w.a1, w.c2))
+    assert response.status_code == 422
+    assert response.json()["code"] == "account_frozen"
+    assert_nothing_moved(w, *before)
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "status", "code"),
+    [
+        (b'{"amount": ', "application/json", 400, "malformed_json"),
+        (b"\xff\xfe", "application/json", 400, "malformed_json"),
+        (b"[" * 100000 + b"]" * 100000, "application/json", 413, "payload_too_large"),
+        (b'{"a": "' + b"x" * 70000 + b'"}', "application/json", 413, "payload_too_large"),
+        (b"amount=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"<xml/>", "text/xml", 415, "unsupported_media_type"),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 400, "malformed_json"),
+        (b'{"reference": "\\ud800"}', "application/json", 400, "validation_error"),
+        (b'{"amount": 1e999}', "application/json", 400, "validation_error"),
+    ],
+)
+def test_bad_bodies_are_problems(api_world, raw, content_type, status, code):
+    w = api_world
+    before = snapshot(w)
+    response = w.a.generic("POST", URL, raw, content_type=content_type, HTTP_IDEMPOTENCY_KEY="k")
+    assert response.status_code == status, response.content[:300]
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == code
+    assert_nothing_moved(w, *before)
+
+
+# --- authentication --------------------------------------------------------------------------------
+
+
+def test_anonymous_is_401(api_world):
+    w = api_world
+    before = snapshot(w)
+    response = post(w.anon, body(w.a1, w.c2))
+    assert response.status_code == 401
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert_nothing_moved(w, *before)
+
+
+def test_garbage_token_is_401(api_world):
+    w = api_world
+    w.anon.credentials(HTTP_AUTHORIZATION="Bearer not.a.token")
+    response = w.anon.get(URL)
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def test_detail_visible_to_its_partners_and_staff_only(api_world):
+    w = api_world
+    transfer_id = post(w.a, body(w.a1, w.b1)).json()["id"]
+    assert w.a.get(f"{URL}{transfer_id}/").status_code == 200
+    assert w.b.get(f"{URL}{transfer_id}/").status_code == 200  # it credits B's account
+    assert w.s.get(f"{URL}{transfer_id}/").status_code == 200
+    other = post(w.a, body(w.a1, w.c2), key="k-2").json()["id"]
+    response = w.b.get(f"{URL}{other}/")
+    assert response.status_code == 404
+    assert response.json()["code"] == "transfer_not_found"
+    missing = w.b.get(f"{URL}{uuid.uuid4()}/")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "transfer_not_found"
+    assert w.a.get(f"{URL}not-a-uuid/").json()["code"] == "not_found"
+
+
+def test_list_filters_and_pages(api_world):
+    w = api_world
+    for n in range(5):
+        post(w.a, body(w.a1, w.c2, amount=f"{n + 1}.00"), key=f"k-{n}")
+    post(w.a, body(w.a2, w.a1, amount="1.00"), key="local")
+    post(w.b, body(w.b1, w.c2, amount="501.00"), key="refused")  # aborted, B's
+    post(w.b, body(w.b1, w.c2, amount="1.00"), key="b-ok")
+
+    # A also sees the opening deposits into its two accounts
+    mine = w.a.get(URL).json()
+    assert len(mine["results"]) == 8
+    assert [t["amount"] for t in mine["results"]][:2] == ["1.00", "5.00"]  # newest first
+    assert len(w.s.get(URL).json()["results"]) == 11
+    theirs = w.b.get(URL, {"status": "aborted"}).json()["results"]
+    assert [t["failure_code"] for t in theirs] == ["insufficient_funds"]
+    assert len(w.a.get(URL, {"account": w.a2.number}).json()["results"]) == 2  # deposit + local
+    assert w.a.get(URL, {"status": "aborted"}).json()["results"] == []
+    assert w.a.get(URL, {"created_to": "2000-01-01"}).json()["results"] == []
+    assert len(w.a.get(URL, {"created_from": "2000-01-01T00:00:00Z"}).json()["results"]) == 8
+
+    seen = []
+    page = w.a.get(URL, {"limit": 4}).json()
+    seen += page["results"]
+    assert page["next"]
+    page = w.a.get(page["next"]).json()
+    seen += page["results"]
+    assert page["next"] is None
+    assert len({t["id"] for t in seen}) == 8
+
+    for params, code in [
+        ({"status": "nope"}, "validation_error"),
+        ({"account": "123"}, "invalid_account_number"),
+        ({"created_from": "yesterday"}, "validation_error"),
+        ({"limit": "0"}, "validation_error"),
+        ({"colour": "red"}, "unknown_field"),
+    ]:
+        response = w.a.get(URL, params)
+        assert response.status_code == 400, params
+        assert response.json()["code"] == code, params
+    assert w.a.get(URL, {"cursor": "garbage"}).status_code == 404
+
+
+# --- reversal --------------------------------------------------------------------------------------
+
+
+def test_reversal_by_the_destination_partner(api_world):
+    w = api_world
+    transfer_id = post(w.a, body(w.a1, w.b1, amount="100.00")).json()["id"]
+    url = f"{URL}{transfer_id}/reverse/"
+    # A paid B: A may not pull the money back out of B's account
+    before = snapshot(w)
+    refused = w.a.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "reversal_not_allowed"
+    assert_nothing_moved(w, *before)
+    assert w.b.post(url, {}, format="json").json()["code"] == "idempotency_key_required"
+
+    reversed_ = w.b.post(url, {"reference": "refund"}, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+    assert reversed_.status_code == 201, reversed_.content
+    data = reversed_.json()
+    assert data["kind"] == "reversal" and data["reversal_of"] == transfer_id
+    assert balances(w.a1, w.b1) == [Decimal("1000.00"), Decimal("500.00")]
+
+    replay = w.b.post(url, {"reference": "refund"}, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+    assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == data["id"]
+    before = snapshot(w)
+    again = w.b.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="r-2")
+    assert again.status_code == 409
+    assert again.json()["code"] == "transfer_already_reversed"
+    conflict = w.b.post(url, {"reference": "other"}, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+    assert conflict.status_code == 409
+    assert conflict.json()["code"] == "idempotency_key_reused"
+    assert_nothing_moved(w, *before)
+
+
+def test_reversal_refusals(api_world):
+    w = api_world
+    transfer_id = post(w.a, body(w.a1, w.a2, amount="100.00")).json()["id"]
+    url = f"{URL}{transfer_id}/reverse/"
+    before = snapshot(w)
+    assert w.b.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="x").json()["code"] == "transfer_not_found"
+    assert w.anon.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="x").status_code == 401
+    unknown = w.a.post(f"{URL}{uuid.uuid4()}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="x")
+    assert unknown.json()["code"] == "transfer_not_found"
+    extra = w.a.post(url, {"amount": "1.00"}, format="json", HTTP_IDEMPOTENCY_KEY="x")
+    assert extra.json()["code"] == "unknown_field"
+    # the money left a2 again: a reversal needs it back
+    post(w.a, body(w.a2, w.c2, amount="1100.00"), key="drain")
+    before = snapshot(w)
+    poor = w.a.post(url, {}, format="json", HTTP_IDEMPOTENCY_KEY="y")
+    assert poor.status_code == 422
+    assert poor.json()["code"] == "insufficient_funds"
+    assert_nothing_moved(w, *before)
