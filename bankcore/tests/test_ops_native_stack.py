@@ -235,10 +235,12 @@ def test_native_stack(native, make_account, ledgers):
         health = {t["labels"]["job"]: t["health"] for t in answer["data"]["activeTargets"]}
         return health.get("banking-app") == "up" and health.get("celery-worker") == "up"
 
+    def transfers_seen_by_prometheus() -> bool:
+        query = http(f"http://127.0.0.1:{native.prometheus_port}/api/v1/query?query=bankcore_transfers_total").json()
+        return query["status"] == "success" and any(float(r["value"][1]) >= 1 for r in query["data"]["result"])
+
     native.stack.wait_for("Prometheus targets up", targets_up, timeout=60)
-    query = http(f"http://127.0.0.1:{native.prometheus_port}/api/v1/query?query=bankcore_transfers_total").json()
-    assert query["status"] == "success"
-    assert any(float(r["value"][1]) >= 1 for r in query["data"]["result"]), query
+    native.stack.wait_for("the transfer in Prometheus", transfers_seen_by_prometheus, timeout=30)
     rules = http(f"http://127.0.0.1:{native.prometheus_port}/api/v1/rules").json()
     assert len([r for g in rules["data"]["groups"] for r in g["rules"]]) >= 10
 
