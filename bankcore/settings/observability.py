@@ -63,6 +63,9 @@ LOGGING = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Port of the Celery worker's own /metrics (bankcore.celery); 0 turns it off.
 CELERY_METRICS_PORT = env_int("CELERY_METRICS_PORT", 9808, minimum=0, maximum=65535)
+# Its listen address: every interface in a container (Prometheus reaches it over the compose
+# network, which publishes nothing); 127.0.0.1 for a native run.
+CELERY_METRICS_ADDR = env_str("CELERY_METRICS_ADDR", "0.0.0.0")
 # Where /metrics reads the audit chain's last verification from: a callable returning True, False
 # or None (never verified). Provided by the audit app; while it is not, bankcore_audit_chain_ok
 # is left out (and the alert on it stays silent) but bankcore_audit_events_unsealed is exported.
