@@ -41,7 +41,7 @@ from bankcore.testing.servers import free_port
 from conftest import api_user, balances, subprocess_env
 from transfers.services import transfer_create
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]
+pytestmark = [pytest.mark.slow, pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]
 
 BIN = Path(sys.executable).parent
 
