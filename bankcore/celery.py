@@ -44,7 +44,7 @@ def _serve_worker_metrics(**_: Any) -> None:
         os.makedirs(directory, exist_ok=True)
     port = settings.CELERY_METRICS_PORT
     if port:
-        worker_metrics_server(port, addr=os.environ.get("CELERY_METRICS_ADDR", "0.0.0.0"))
+        worker_metrics_server(port, addr=settings.CELERY_METRICS_ADDR)
 
 
 @signals.worker_process_shutdown.connect

@@ -81,10 +81,13 @@ def _probe_ledger(alias: str) -> bool:
     from django.db import connections
 
     settings_dict = connections[alias].settings_dict
-    if connections[alias].vendor != "mysql":
-        with connections[alias].cursor() as cursor:
-            cursor.execute("SELECT 1")
-            return cursor.fetchone() == (1,)
+    if connections[alias].vendor != "mysql":  # the embedded SQLite ledgers (`make run`)
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+                return cursor.fetchone() == (1,)
+        finally:
+            connections[alias].close()  # this probe thread's own connection; it ends with the probe
     import MySQLdb
 
     timeout = max(1, int(LEDGER_PROBE_TIMEOUT))

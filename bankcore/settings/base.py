@@ -23,7 +23,7 @@ INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-
 SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET)
 JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", INSECURE_DEFAULT_SECRET + "-jwt")
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+ALLOWED_HOSTS: list[str] = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 BANKCORE_ENVIRONMENT = env_str("BANKCORE_ENVIRONMENT", "development")
 

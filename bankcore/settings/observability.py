@@ -12,13 +12,15 @@ Metrics: ``/metrics`` (``bankcore.metrics.metrics_view``) and django-prometheus'
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from bankcore.env import env_int, env_optional, env_str
+from bankcore.env import env_bool, env_int, env_optional, env_str
 
 # Imported at the end of base.py, which is then already initialised up to that line.
+from bankcore.settings.base import ALLOWED_HOSTS as _ALLOWED_HOSTS
 from bankcore.settings.base import VAR_DIR
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -63,7 +65,26 @@ LOGGING = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Port of the Celery worker's own /metrics (bankcore.celery); 0 turns it off.
 CELERY_METRICS_PORT = env_int("CELERY_METRICS_PORT", 9808, minimum=0, maximum=65535)
+# Its listen address: every interface in a container (Prometheus reaches it over the compose
+# network, which publishes nothing); 127.0.0.1 for a native run.
+CELERY_METRICS_ADDR = env_str("CELERY_METRICS_ADDR", "0.0.0.0")
 # Where /metrics reads the audit chain's last verification from: a callable returning True, False
 # or None (never verified). Provided by the audit app; while it is not, bankcore_audit_chain_ok
 # is left out (and the alert on it stays silent) but bankcore_audit_events_unsealed is exported.
 BANKCORE_AUDIT_CHAIN_STATUS = "audit.chain.audit_chain_status"
+
+
+def own_addresses(hostname: str | None = None) -> list[str]:
+    """The IPv4 addresses this host's name resolves to (in a container: the container's own)."""
+    try:
+        return sorted(set(socket.gethostbyname_ex(hostname or socket.gethostname())[2]))
+    except OSError:
+        return []
+
+
+# Prometheus scrapes every banking-app replica at its own address (dns_sd_configs in
+# deploy/prometheus/prometheus.yml), so the Host header of a scrape is the replica's IP, which
+# Django would refuse (400). docker-compose.yml turns this on for banking-app.
+ALLOWED_HOSTS_OWN_ADDRESSES = env_bool("ALLOWED_HOSTS_OWN_ADDRESSES", False)
+if ALLOWED_HOSTS_OWN_ADDRESSES:
+    ALLOWED_HOSTS = [*_ALLOWED_HOSTS, *(a for a in own_addresses() if a not in _ALLOWED_HOSTS)]

@@ -28,7 +28,7 @@ from transfers.models import Transfer
 from transfers.reconciliation import reconciliation_run
 from transfers.services import transfer_create
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]
 
 
 def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]

@@ -115,8 +115,8 @@ def test_every_variable_the_compose_files_read_is_documented():
 def test_observability_variables_are_documented():
     source = (ROOT / "bankcore" / "settings" / "observability.py").read_text()
     read = set(re.findall(r'env_\w+\("([A-Z][A-Z0-9_]*)"', source))
-    assert {"LOG_LEVEL", "LOG_DIR", "CELERY_METRICS_PORT"} <= read
-    assert read | {"PROMETHEUS_MULTIPROC_DIR", "CELERY_METRICS_ADDR"} <= env_example_names()
+    assert {"LOG_LEVEL", "LOG_DIR", "CELERY_METRICS_PORT", "CELERY_METRICS_ADDR", "ALLOWED_HOSTS_OWN_ADDRESSES"} <= read
+    assert read | {"PROMETHEUS_MULTIPROC_DIR"} <= env_example_names()
 
 
 def test_secrets_come_from_env_and_nothing_private_is_published():
@@ -180,7 +180,10 @@ def test_prometheus_configuration_and_rules_are_valid():
 def test_prometheus_scrapes_the_app_and_the_celery_workers():
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert jobs["banking-app"]["static_configs"][0]["targets"] == ["banking-app:8000"]
+    # Every replica, each at its own address (a service-name target would mix the replicas).
+    app = jobs["banking-app"]["dns_sd_configs"][0]
+    assert app["names"] == ["banking-app"] and app["port"] == 8000
+    assert compose()["services"]["banking-app"]["environment"]["ALLOWED_HOSTS_OWN_ADDRESSES"] == "true"
     worker = jobs["celery-worker"]["dns_sd_configs"][0]
     assert worker["names"] == ["celery-worker"] and worker["port"] == 9808
     assert compose()["services"]["celery-worker"]["environment"]["CELERY_METRICS_PORT"] == "9808"
@@ -242,3 +245,26 @@ def test_every_metric_the_alerts_and_dashboard_use_is_exported(client, monkeypat
     used = metric_names_used()
     assert "bankcore_transfers_stuck" in used and "bankcore_transfer_duration_seconds_bucket" in used
     assert used <= names, f"not exported: {used - names}"
+
+
+def test_a_replica_scraped_at_its_own_address_is_answered(tmp_path):
+    """Prometheus reaches each app replica by IP: that Host must be allowed when asked for."""
+    import os
+    import socket
+    import sys
+
+    from bankcore.settings.observability import own_addresses
+
+    assert "127.0.0.1" in own_addresses("localhost")
+    code = "import django; django.setup(); from django.conf import settings; print(settings.ALLOWED_HOSTS)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bankcore.settings.test", "ALLOWED_HOSTS": "example.org"}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    own = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "ALLOWED_HOSTS_OWN_ADDRESSES": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plain.stdout.strip() == "['example.org']", plain.stderr
+    assert own.stdout.strip() == str(["example.org", *own_addresses(socket.gethostname())]), own.stderr

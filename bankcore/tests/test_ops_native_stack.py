@@ -1,7 +1,7 @@
 """The production stack, natively: deploy/nginx/nginx.conf (TLS, self-signed certificate),
 deploy/gunicorn.conf.py with the production settings, a Celery worker and beat, and Prometheus
 with deploy/prometheus/prometheus.yml pointed at loopback, all against this test run's MariaDB
-ledger servers and Redis. A transfer goes through, /metrics shows it, Prometheus scrapes the app
+ledger servers and Redis. A transfer goes through the Partner API, /metrics shows it, Prometheus scrapes the app
 and the worker, the logs are JSON lines that share the request id, and deploy/backup.sh then
 deploy/restore.sh --force (--native) round-trip the ledgers with the reconciliation clean.
 
@@ -23,6 +23,8 @@ from django.conf import settings
 from django.db import connections
 from prometheus_client.parser import text_string_to_metric_families
 
+from audit.models import AuditEvent
+from bankcore.actors import Actor, Channel
 from bankcore.testing.native import (
     ROOT,
     Stack,
@@ -36,9 +38,10 @@ from bankcore.testing.native import (
 )
 from bankcore.testing.plugin import ledger_servers, redis_server
 from bankcore.testing.servers import free_port
-from conftest import balances, subprocess_env
+from conftest import api_user, balances, subprocess_env
+from transfers.services import transfer_create
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]
+pytestmark = [pytest.mark.slow, pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]
 
 BIN = Path(sys.executable).parent
 
@@ -145,16 +148,6 @@ class NativeStack:
     def stop(self, *names: str) -> None:
         self.stack.stop(*names)
 
-    def manage(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            env=env or self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
     def script(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", *args],
@@ -177,23 +170,18 @@ def native(tmp_path_factory):  # type: ignore[no-untyped-def]
         connections.close_all()
 
 
-def transfer_through_the_stack(native: NativeStack, source: str, destination: str, amount: str) -> str:
-    """Moves ``amount`` inside the gunicorn environment (production settings, the app's
-    multiprocess metrics directory, so /metrics counts it) and returns the transfer's id."""
-    code = (
-        "from bankcore.actors import Actor, Channel\n"
-        "from transfers.services import transfer_create\n"
-        "t = transfer_create(actor=Actor.system(Channel.COMMAND, 'native-stack'), "
-        f"source_account={source!r}, destination_account={destination!r}, amount={amount!r}, "
-        "idempotency_key='native-stack-1')\n"
-        "print('TRANSFER', t.pk, t.status)\n"
+def transfer_through_the_api(native: NativeStack, source: str, destination: str, amount: str, key: str) -> Any:
+    """The Partner API through nginx over HTTPS: a token for the partner, then the transfer."""
+    token = native.get(
+        "/api/v1/auth/token/", method="POST", body={"username": "native-partner", "password": "pw-native-partner"}
     )
-    result = native.manage("shell", "-c", code)
-    assert result.returncode == 0, result.stdout + result.stderr
-    match = re.search(r"^TRANSFER (\S+) (\S+)$", result.stdout, re.MULTILINE)
-    assert match, result.stdout
-    assert match.group(2) == "completed"
-    return match.group(1)
+    assert token.status == 200, token.body
+    return native.get(
+        "/api/v1/transfers/",
+        method="POST",
+        body={"source_account": source, "destination_account": destination, "amount": amount},
+        headers={"Authorization": f"Bearer {token.json()['access']}", "Idempotency-Key": key},
+    )
 
 
 def test_native_stack(native, make_account, ledgers):
@@ -208,9 +196,18 @@ def test_native_stack(native, make_account, ledgers):
     request_id = health.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
 
-    # --- A transfer.
-    transfer_through_the_stack(native, source.number, destination.number, "12.50")
+    # --- A transfer through the Partner API; retried with its key, it moves nothing more.
+    api_user("native-partner", links=(source.number,))
+    created = transfer_through_the_api(native, source.number, destination.number, "12.50", "native-1")
+    assert created.status == 201, created.body
+    assert created.json()["status"] == "completed"
+    transfer_request_id = created.headers["X-Request-ID"]
+    replayed = transfer_through_the_api(native, source.number, destination.number, "12.50", "native-1")
+    assert replayed.json()["id"] == created.json()["id"]
     assert balances(source, destination) == [Decimal("87.50"), Decimal("12.50")]
+    # The audit events of the request carry the request id nginx gave it.
+    events = AuditEvent.objects.filter(object_id=created.json()["id"])
+    assert events and {event.request_id for event in events} == {transfer_request_id}
 
     # --- /metrics (through nginx, from loopback) shows it, with the state gauges.
     metrics = native.get("/metrics")
@@ -235,10 +232,12 @@ def test_native_stack(native, make_account, ledgers):
         health = {t["labels"]["job"]: t["health"] for t in answer["data"]["activeTargets"]}
         return health.get("banking-app") == "up" and health.get("celery-worker") == "up"
 
+    def transfers_seen_by_prometheus() -> bool:
+        query = http(f"http://127.0.0.1:{native.prometheus_port}/api/v1/query?query=bankcore_transfers_total").json()
+        return query["status"] == "success" and any(float(r["value"][1]) >= 1 for r in query["data"]["result"])
+
     native.stack.wait_for("Prometheus targets up", targets_up, timeout=60)
-    query = http(f"http://127.0.0.1:{native.prometheus_port}/api/v1/query?query=bankcore_transfers_total").json()
-    assert query["status"] == "success"
-    assert any(float(r["value"][1]) >= 1 for r in query["data"]["result"]), query
+    native.stack.wait_for("the transfer in Prometheus", transfers_seen_by_prometheus, timeout=30)
     rules = http(f"http://127.0.0.1:{native.prometheus_port}/api/v1/rules").json()
     assert len([r for g in rules["data"]["groups"] for r in g["rules"]]) >= 10
 
@@ -246,6 +245,10 @@ def test_native_stack(native, make_account, ledgers):
     native.stop("nginx", "prometheus", "celery-beat", "celery-worker", "gunicorn")
     access = [line for line in json_lines(native.dir.joinpath("gunicorn.out").read_text()) if "status" in line]
     assert any(line["request_id"] == request_id and line["path"] == "/health" for line in access), access[-5:]
+    assert any(
+        line["request_id"] == transfer_request_id and line["path"] == "/api/v1/transfers/" and line["status"] == 201
+        for line in access
+    )
     assert all(line["logger"] == "gunicorn.access" for line in access)
     log_file = native.logs / "banking.log"
     file_lines = json_lines(log_file.read_text())
@@ -260,15 +263,12 @@ def test_native_stack(native, make_account, ledgers):
     dumps = sorted(p.name for p in (native.dir / "backup").glob("*.sql.gz"))
     assert [d.split("__")[0] for d in dumps] == sorted([*ledgers, "default"])
 
-    transfer_through_the_stack_after = native.manage(
-        "shell",
-        "-c",
-        "from bankcore.actors import Actor, Channel\n"
-        "from transfers.services import transfer_create\n"
-        f"transfer_create(actor=Actor.system(Channel.COMMAND, 'after-backup'), source_account={source.number!r}, "
-        f"destination_account={destination.number!r}, amount='30.00')\n",
+    transfer_create(
+        actor=Actor.system(Channel.COMMAND, "after-backup"),
+        source_account=source.number,
+        destination_account=destination.number,
+        amount="30.00",
     )
-    assert transfer_through_the_stack_after.returncode == 0, transfer_through_the_stack_after.stderr
     assert balances(source, destination) == [Decimal("57.50"), Decimal("42.50")]
     connections.close_all()
 
