@@ -32,9 +32,9 @@ from bankcore.api_errors import (
     problems,
 )
 from bankcore.errors import ApplicationError
-from transfers.api_selectors import transfer_get_visible, transfers_list
+from transfers.api_selectors import transfer_get_visible, transfer_wait_final, transfers_list
 from transfers.models import Transfer
-from transfers.services import REFERENCE_MAX_LENGTH, transfer_create, transfer_reverse
+from transfers.services import REFERENCE_MAX_LENGTH, transfer_create, transfer_refusal_error, transfer_reverse
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -141,7 +141,14 @@ def _idempotency_key(request: Request) -> str:
 
 
 def _transfer_response(transfer: Transfer) -> Response:
-    """201 for a finished transfer, 202 when a ledger failed mid-way and recovery will finish it."""
+    """201 for a finished transfer, 202 when a ledger failed mid-way and recovery will finish it.
+    A replay that overtook its original waits for its outcome, refusal included."""
+    if transfer.replayed and not transfer.is_final:
+        transfer = transfer_wait_final(transfer=transfer)
+        error = transfer_refusal_error(transfer)
+        if error is not None:
+            error.replayed = True
+            raise error
     status = 201 if transfer.is_final else 202
     response = Response(TransferOutput(transfer).data, status=status)
     response["Location"] = f"/api/v1/transfers/{transfer.id}/"
