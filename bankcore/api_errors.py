@@ -323,6 +323,15 @@ class StrictInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would turn a JSON number or boolean into its string."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 @extend_schema_field({"type": "string", "pattern": r"^[0-9]{1,18}(\.[0-9]{1,2})?$", "example": "125.50"})
 class AmountField(serializers.Field):  # type: ignore[type-arg]
     """An amount: a JSON string only ("125.50"), checked by ``bankcore.money.money_parse``."""

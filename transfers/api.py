@@ -28,6 +28,7 @@ from bankcore.api_errors import (
     BoundedDateTimeField,
     CurrencyField,
     IdempotencyKeyRequired,
+    StrictCharField,
     StrictInputSerializer,
     problems,
 )
@@ -67,11 +68,11 @@ class TransferCreateInput(StrictInputSerializer):
     destination_account = AccountNumberField(help_text="Any account of the bank.")
     amount = AmountField(help_text='A positive decimal string with at most two places, e.g. "125.50".')
     currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the source account's.")
-    reference = serializers.CharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
 
 
 class TransferReverseInput(StrictInputSerializer):
-    reference = serializers.CharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
 
 
 class TransferFilter(StrictInputSerializer):
