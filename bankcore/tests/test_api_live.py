@@ -132,3 +132,45 @@ def test_schemathesis_finds_no_5xx_and_only_documented_responses(api_world, live
     assert not failures, "\n\n".join(failures)
     assert 500 not in seen_statuses
     assert {200, 400} <= seen_statuses
+
+
+def test_ledger_server_killed_answers_503_then_recovers(api_world):
+    """A ledger's MariaDB server really dies (SIGKILL): reads and transfers touching it answer
+    503 problems, nothing is lost, and once it is back (and recovery has run) the books hold."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db import connections
+    from django.utils import timezone
+
+    from bankcore.testing.plugin import ledger_servers
+    from transfers.reconciliation import reconcile
+    from transfers.recovery import transfers_recover
+
+    w = api_world
+    server = ledger_servers()[1]  # db2: a ledger-only server (default lives with db1)
+    server.kill()
+    try:
+        connections["db2"].close()
+        detail = w.a.get(f"/api/v1/accounts/{w.a2.number}/")
+        assert detail.status_code == 503, detail.content
+        assert detail["Content-Type"] == "application/problem+json"
+        assert detail.json()["code"] == "ledger_unavailable"
+        assert detail["Retry-After"] == "1"
+        body = {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "5.00"}
+        transfer = w.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="down-1")
+        assert transfer.status_code == 503, transfer.content
+        assert transfer.json()["code"] == "ledger_unavailable"
+        # the other ledger still answers
+        assert w.a.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200
+    finally:
+        server.start()
+        connections.close_all()
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    for _ in range(2):
+        assert not transfers_recover(now=later, grace_seconds=0).errors
+    assert balances(w.a1, w.c2) == [Decimal("1000.00"), Decimal("0.00")]
+    assert reconcile(now=later).ok
+    replay = w.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="down-1")
+    assert replay.status_code in (503, 422), replay.content  # the recorded outcome, never a second try
+    assert replay["Idempotent-Replayed"] == "true"
