@@ -19,13 +19,13 @@ from rest_framework.views import APIView
 from accounts.api_selectors import account_entries, account_get_visible, account_scope, accounts_page
 from accounts.models import Account, Entry
 from accounts.numbers import InvalidAccountNumber, account_number_parse
-from bankcore.api_errors import BoundedDateTimeField, StrictInputSerializer, problems
+from bankcore.api_errors import BoundedDateTimeField, StrictCharField, StrictInputSerializer, problems
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 200
 
 
-class AccountNumberField(serializers.CharField):
+class AccountNumberField(StrictCharField):
     """A well-formed account number (14 digits, check digits right, a ledger of this bank)."""
 
     def __init__(self, **kwargs: Any) -> None:

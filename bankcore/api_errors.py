@@ -23,6 +23,7 @@ from django.core import exceptions as django_exceptions
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults as django_defaults
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.parsers import JSONParser
@@ -240,6 +241,7 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PATH_PREFIX)
 
 
+@csrf_exempt
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """The last route under /api/: nothing there, as a problem (and no slash-appending redirect)."""
     return problem_json_response(request, status=404, code="not_found", title="Not found", detail="No such endpoint.")
@@ -319,6 +321,15 @@ class StrictInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
                     }
                 )
         return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would turn a JSON number or boolean into its string."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
 
 
 @extend_schema_field({"type": "string", "pattern": r"^[0-9]{1,18}(\.[0-9]{1,2})?$", "example": "125.50"})

@@ -28,13 +28,14 @@ from bankcore.api_errors import (
     BoundedDateTimeField,
     CurrencyField,
     IdempotencyKeyRequired,
+    StrictCharField,
     StrictInputSerializer,
     problems,
 )
 from bankcore.errors import ApplicationError
-from transfers.api_selectors import transfer_get_visible, transfers_list
+from transfers.api_selectors import transfer_get_visible, transfer_wait_final, transfers_list
 from transfers.models import Transfer
-from transfers.services import REFERENCE_MAX_LENGTH, transfer_create, transfer_reverse
+from transfers.services import REFERENCE_MAX_LENGTH, transfer_create, transfer_refusal_error, transfer_reverse
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -67,11 +68,11 @@ class TransferCreateInput(StrictInputSerializer):
     destination_account = AccountNumberField(help_text="Any account of the bank.")
     amount = AmountField(help_text='A positive decimal string with at most two places, e.g. "125.50".')
     currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the source account's.")
-    reference = serializers.CharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
 
 
 class TransferReverseInput(StrictInputSerializer):
-    reference = serializers.CharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
 
 
 class TransferFilter(StrictInputSerializer):
@@ -141,7 +142,14 @@ def _idempotency_key(request: Request) -> str:
 
 
 def _transfer_response(transfer: Transfer) -> Response:
-    """201 for a finished transfer, 202 when a ledger failed mid-way and recovery will finish it."""
+    """201 for a finished transfer, 202 when a ledger failed mid-way and recovery will finish it.
+    A replay that overtook its original waits for its outcome, refusal included."""
+    if transfer.replayed and not transfer.is_final:
+        transfer = transfer_wait_final(transfer=transfer)
+        error = transfer_refusal_error(transfer)
+        if error is not None:
+            error.replayed = True
+            raise error
     status = 201 if transfer.is_final else 202
     response = Response(TransferOutput(transfer).data, status=status)
     response["Location"] = f"/api/v1/transfers/{transfer.id}/"

@@ -6,6 +6,7 @@ transfer answers exactly as a missing one. Staff with ``transfers.view_transfer`
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -55,3 +56,21 @@ def transfers_list(
     if created_to is not None:
         qs = qs.filter(created_at__lt=created_to)
     return qs.order_by("-created_at", "-id")
+
+
+# How long a replay waits for the first request with its key to finish, when both are in flight.
+REPLAY_WAIT_SECONDS = 5.0
+_REPLAY_POLL_SECONDS = 0.02
+
+
+def transfer_wait_final(*, transfer: Transfer, timeout: float = REPLAY_WAIT_SECONDS) -> Transfer:
+    """The transfer once it is COMPLETED or ABORTED, or as it stands after ``timeout`` seconds.
+    A replay that races its original finds the transfer still PENDING; waiting a moment lets it
+    answer with the same outcome instead of a 202 the client would have to poll."""
+    deadline = time.monotonic() + timeout
+    current = transfer
+    while not current.is_final and time.monotonic() < deadline:
+        time.sleep(_REPLAY_POLL_SECONDS)
+        current = Transfer.objects.using("default").get(pk=transfer.pk)
+    current.replayed = transfer.replayed
+    return current

@@ -93,9 +93,10 @@ def test_list_filters(api_world, actor):
         assert response.json()["code"] == code, params
 
 
-def test_list_pages_forward_and_back_across_ledgers(api_world, make_account):
+@pytest.mark.ledgers3
+def test_list_pages_forward_and_back_across_ledgers(api_world, make_account, ledgers):
     w = api_world
-    extra = [make_account(ledger, holder=f"More {ledger}") for ledger in ("db1", "db2", "db1", "db2")]
+    extra = [make_account(ledger, holder=f"More {ledger}") for ledger in ledgers * 2]
     every = sorted(a.number for a in [w.a1, w.a2, w.b1, w.c2, *extra])
     staff_all = numbers(w.s.get(URL, {"limit": 200}))
     assert [n for n in staff_all if n in every] == every

@@ -1,0 +1,176 @@
+"""The partner API through a real HTTP server (pytest-django's ``live_server``, a threaded WSGI
+server on the test's MariaDB servers): the same idempotency key raced by concurrent clients, and
+schemathesis exploring the live OpenAPI schema — no 5xx, every response as documented."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from conftest import balances
+
+pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
+
+
+def http(method: str, url: str, *, token: str, body: Any = None, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def access_token(user) -> str:  # type: ignore[no-untyped-def]
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    return str(RefreshToken.for_user(user).access_token)
+
+
+def test_same_key_raced_by_eight_clients_makes_one_transfer(api_world, live_server):
+    from transfers.models import Transfer
+
+    w = api_world
+    token = access_token(w.partner_a)
+    body = {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "100.00"}
+    barrier = threading.Barrier(8)
+    results: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+
+    def client() -> None:
+        barrier.wait()
+        results.append(
+            http(
+                "POST",
+                f"{live_server.url}/api/v1/transfers/",
+                token=token,
+                body=body,
+                headers={"Idempotency-Key": "race-1"},
+            )
+        )
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(status for status, _, _ in results) == [201] * 8, results
+    assert len({data["id"] for _, _, data in results}) == 1
+    replayed = [headers.get("Idempotent-Replayed") for _, headers, _ in results]
+    assert replayed.count("true") == 7
+    assert Transfer.objects.filter(kind="transfer").count() == 1
+    assert balances(w.a1, w.c2) == [Decimal("900.00"), Decimal("100.00")]
+
+
+# Bounded so the whole exploration stays well under a minute on a busy 2-core machine.
+SCHEMATHESIS_MAX_EXAMPLES = 25
+
+
+def _explore(operation, *, token: str, checks: tuple, seen_statuses: set[int]) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """Run one operation's generated cases against the server; raises on the first failure."""
+    import hypothesis
+
+    @hypothesis.settings(
+        max_examples=SCHEMATHESIS_MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+    )
+    @hypothesis.given(case=operation.as_strategy())
+    def explore(case) -> None:  # type: ignore[no-untyped-def]
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+        response = case.call()
+        seen_statuses.add(response.status_code)
+        case.validate_response(response, checks=checks)
+
+    explore()
+
+
+def test_schemathesis_finds_no_5xx_and_only_documented_responses(api_world, live_server):
+    import schemathesis
+    from django.conf import settings
+    from schemathesis.checks import ALL_CHECKS
+
+    token = access_token(api_world.partner_a)
+    schema = schemathesis.from_uri(f"{live_server.url}/api/schema/", base_url=live_server.url)
+    # Every response check, and that an operation needing a token refuses a request without one;
+    # not negative_data_rejection (it judges the generator's invalid input, not our answers).
+    wanted = {
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "ignored_auth",
+    }
+    selected = tuple(check for check in ALL_CHECKS if check.__name__ in wanted)
+    assert len(selected) == len(wanted)
+    failures: list[str] = []
+    seen_statuses: set[int] = set()
+    rest = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": "100000/min", "user": "100000/min"}}
+    with override_settings(REST_FRAMEWORK=rest):
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            try:
+                _explore(operation, token=token, checks=selected, seen_statuses=seen_statuses)
+            except Exception as failure:  # every operation's first failure, reported together
+                failures.append(f"{operation.verbose_name}: {failure}")
+    assert not failures, "\n\n".join(failures)
+    assert 500 not in seen_statuses
+    assert {200, 400} <= seen_statuses
+
+
+def test_ledger_server_killed_answers_503_then_recovers(api_world):
+    """A ledger's MariaDB server really dies (SIGKILL): reads and transfers touching it answer
+    503 problems, nothing is lost, and once it is back (and recovery has run) the books hold."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db import connections
+    from django.utils import timezone
+
+    from bankcore.testing.plugin import ledger_servers
+    from transfers.reconciliation import reconcile
+    from transfers.recovery import transfers_recover
+
+    w = api_world
+    server = ledger_servers()[1]  # db2: a ledger-only server (default lives with db1)
+    server.kill()
+    try:
+        connections["db2"].close()
+        detail = w.a.get(f"/api/v1/accounts/{w.a2.number}/")
+        assert detail.status_code == 503, detail.content
+        assert detail["Content-Type"] == "application/problem+json"
+        assert detail.json()["code"] == "ledger_unavailable"
+        assert detail["Retry-After"] == "1"
+        body = {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "5.00"}
+        transfer = w.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="down-1")
+        assert transfer.status_code == 503, transfer.content
+        assert transfer.json()["code"] == "ledger_unavailable"
+        # the other ledger still answers
+        assert w.a.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200
+    finally:
+        server.start()
+        connections.close_all()
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    for _ in range(2):
+        assert not transfers_recover(now=later, grace_seconds=0).errors
+    assert balances(w.a1, w.c2) == [Decimal("1000.00"), Decimal("0.00")]
+    assert reconcile(now=later).ok
+    replay = w.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="down-1")
+    assert replay.status_code in (503, 422), replay.content  # the recorded outcome, never a second try
+    assert replay["Idempotent-Replayed"] == "true"

@@ -1,0 +1,228 @@
+"""Benchmark of the partner API under gunicorn, beside the service-level and raw-SQL figures of
+the same run, on the same servers.
+
+    .venv/bin/python bench/api.py [--seconds 10] [--clients 32] [--accounts 2000]
+
+Starts two durable MariaDB servers (as bench/run.py) and a Redis (the throttle counts), seeds
+funded accounts linked to one partner, starts gunicorn with the production settings and
+deploy/gunicorn.conf.py (gthread, persistent database connections), then measures, each for
+--seconds with --clients concurrent clients (processes):
+
+  api        POST /api/v1/transfers/ across ledgers over keep-alive HTTP with a JWT and a fresh
+             Idempotency-Key per request (201 expected)
+  service    transfer_create across ledgers called directly (bench/run.py's worker)
+  raw        mysqlclient, no Django: UPDATE+INSERT on server A, then on server B (bench/run.py)
+
+Prints transfers/s, p50 and p99 and the ratios api/service and api/raw. Figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bankcore.testing.servers import MariaDBServer, RedisServer, free_port, remove_tree  # noqa: E402
+from bench.run import _configure, _create_databases, _engine_worker, _measure, _raw_worker, _seed_accounts  # noqa: E402
+
+PARTNER = "bench-partner"
+
+
+def _partner_token(accounts: dict[str, list[tuple[int, str]]]) -> str:
+    """A partner linked to every bench account, and a JWT access token for it (signed with the
+    JWT_SECRET_KEY that gunicorn gets too)."""
+    from django.contrib.auth.models import User
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from accounts.models import PartnerAccountLink
+
+    user = User.objects.create_user(username=PARTNER, password=secrets.token_urlsafe(16))
+    PartnerAccountLink.objects.bulk_create(
+        [PartnerAccountLink(user=user, account_number=number) for rows in accounts.values() for _, number in rows],
+        batch_size=2000,
+    )
+    return str(RefreshToken.for_user(user).access_token)
+
+
+def _api_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
+    port, token, accounts, seconds, seed = args
+    ledgers = sorted(accounts)
+    rng = random.Random(seed)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        a, b = rng.sample(ledgers, 2)
+        body = json.dumps(
+            {
+                "source_account": rng.choice(accounts[a])[1],
+                "destination_account": rng.choice(accounts[b])[1],
+                "amount": f"{rng.randint(1, 100)}.00",
+                "currency": "CNY",
+            }
+        )
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": uuid.uuid4().hex,
+        }
+        started = time.perf_counter()
+        try:
+            connection.request("POST", "/api/v1/transfers/", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            status = response.status
+            keep = not response.will_close
+        except (OSError, http.client.HTTPException):
+            status, keep = 0, False
+        if not keep:
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        if status == 201:
+            latencies.append(time.perf_counter() - started)
+        else:
+            errors[status] = errors.get(status, 0) + 1
+    connection.close()
+    if errors:
+        print(f"  client {seed}: non-201 answers {errors}", file=sys.stderr, flush=True)
+    return latencies
+
+
+def _gunicorn(env: dict[str, str], port: int, workers: int, threads: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "bankcore.settings.production",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_THREADS": str(threads),
+        "GUNICORN_LOG_LEVEL": "warning",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "bankcore.wsgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {log.read_text()[-2000:]}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            connection.getresponse().read()
+            return process
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("gunicorn did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--gunicorn-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--gunicorn-threads", type=int, default=8)
+    args = parser.parse_args()
+    n = args.clients
+
+    base = Path(tempfile.mkdtemp(prefix="bankcore-bench-api-"))
+    servers = [MariaDBServer(base, f"db{i}", durable=True) for i in (1, 2)]
+    redis = RedisServer(base)
+    gunicorn = None
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda s: s.start(), [*servers, redis]))
+        os.environ.update(
+            SECRET_KEY=secrets.token_urlsafe(48),
+            JWT_SECRET_KEY=secrets.token_urlsafe(48),
+            REDIS_HOST="127.0.0.1",
+            REDIS_PORT=str(redis.port),
+            CONN_MAX_AGE="300",
+            # The bench measures the engine behind the door, not the throttle: one partner sends
+            # far more than a real one would.
+            API_THROTTLE_USER_RATE="10000000/min",
+        )
+        _configure(servers)
+        _create_databases(servers)
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate_ledgers", verbosity=0)
+        accounts = _seed_accounts(args.accounts)
+        token = _partner_token(accounts)
+        from django.db import connections
+
+        connections.close_all()
+        port = free_port()
+        gunicorn = _gunicorn(
+            dict(os.environ), port, args.gunicorn_workers, args.gunicorn_threads, base / "gunicorn.log"
+        )
+        print(
+            f"servers: MariaDB x2 durable, Redis; {args.accounts} accounts; gunicorn production settings, "
+            f"{args.gunicorn_workers} workers x {args.gunicorn_threads} threads (gthread), CONN_MAX_AGE=300; "
+            f"{n} clients, {args.seconds:.0f}s per run; {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        # A short warm-up: gunicorn workers import the app and open connections on first use.
+        _measure(n, _api_worker, lambda i: (port, token, accounts, 2.0, 10_000 + i))
+
+        figures = {
+            "api": _measure(n, _api_worker, lambda i: (port, token, accounts, args.seconds, i)),
+            "service": _measure(n, _engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
+        }
+        raw_servers = [{"port": servers[0].port, "db": "bank_source"}, {"port": servers[1].port, "db": "bank_dest"}]
+        figures["raw"] = _measure(n, _raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i))
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+        gunicorn = None
+
+        from transfers.reconciliation import reconcile
+
+        report = reconcile()
+        print("\n| path (cross-ledger) | clients | transfers/s | p50 ms | p99 ms | count |")
+        print("|---|---|---|---|---|---|")
+        for name, (rate, p50, p99, count) in figures.items():
+            print(f"| {name} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {count} |")
+        api, service, raw = (figures[name][0] for name in ("api", "service", "raw"))
+        print(
+            f"\napi/service {api / service if service else float('nan'):.2f}, "
+            f"api/raw {api / raw if raw else float('nan'):.2f}, service/raw {service / raw if raw else float('nan'):.2f}"
+        )
+        print(
+            f"API p50 {figures['api'][1]:.1f} ms, p99 {figures['api'][2]:.1f} ms (target: p99 < 100 ms, api/service >= 0.6)"
+        )
+        print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
+    finally:
+        if gunicorn is not None:
+            gunicorn.terminate()
+            gunicorn.wait(timeout=30)
+        redis.stop()
+        for server in servers:
+            server.kill()
+        remove_tree(base)
+
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork", force=True)
+    main()
