@@ -12,6 +12,7 @@ class AuditConfig(AppConfig):
         from django.contrib.auth import get_user_model
 
         from accounts.models import Account
+        from audit import signals  # noqa: F401  (connects the sign-in receivers)
         from transfers.models import Approval, Transfer
 
         auditlog.register(Account)
