@@ -75,3 +75,19 @@ def test_ledgers_come_from_configuration(tmp_path):
     assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr
     result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), SQLITE_LEDGERS="3")
     assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr
+
+
+def test_every_variable_the_code_reads_is_documented_in_env_example():
+    """Each literal name passed to a strict reader appears in .env.example (set or commented)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    read = set()
+    for package in ("bankcore", "accounts", "transfers", "audit"):
+        for path in (root / package).rglob("*.py"):
+            if "tests" in path.parts or "testing" in path.parts:
+                continue
+            read |= set(re.findall(r'env_[a-z_]+\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text()))
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
+    assert read - documented == set()
