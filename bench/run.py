@@ -177,6 +177,20 @@ def _raw_worker(args: tuple[list[dict[str, object]], dict[str, list[tuple[int, s
 # The measured window: every worker waits for its start, then works for the same seconds, so
 # that forking and connecting are not counted (CLOCK_MONOTONIC is one clock for all processes).
 _START_AT = 0.0
+# Whole-machine CPU of the last measured window (clients, servers and kernel together), from
+# /proc/stat: busy fraction and CPU-milliseconds per transfer. Tells a CPU-bound run from an
+# fsync- or lock-bound one (README "Performance").
+LAST_WINDOW_CPU: dict[str, float] = {}
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs; (0, 0) where /proc/stat is missing."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
 
 
 def _window_start() -> float:
@@ -196,12 +210,21 @@ def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, in
     context = multiprocessing.get_context("fork")
     _START_AT = time.monotonic() + 1.0 + 0.05 * pool_size
     with context.Pool(pool_size) as pool:
-        results = pool.map(worker, arguments)
+        pending = pool.map_async(worker, arguments)
+        time.sleep(max(0.0, _START_AT - time.monotonic()))
+        busy_before, total_before = _cpu_times()
+        time.sleep(seconds)
+        busy_after, total_after = _cpu_times()
+        results = pending.get()
     elapsed = seconds
     latencies = sorted(x for r in results for x in r)
     if not latencies:
         return 0.0, 0.0, 0.0, 0
     count = len(latencies)
+    busy_fraction = (busy_after - busy_before) / max(total_after - total_before, 1e-9)
+    LAST_WINDOW_CPU.update(
+        busy=busy_fraction, ms_per_transfer=busy_fraction * (os.cpu_count() or 1) * seconds * 1000 / count
+    )
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(count - 1, int(count * 0.99))] * 1000
     return count / max(elapsed - 0.0, 1e-9), p50, p99, count
@@ -251,20 +274,23 @@ def main() -> None:
                     )
                 rate, p50, p99, count = figures
                 ratio = rate / raw[n] if raw.get(n) else float("nan")
-                rows.append((scenario, n, rate, p50, p99, count, ratio))
+                busy, cpu_ms = LAST_WINDOW_CPU.get("busy", 0.0), LAST_WINDOW_CPU.get("ms_per_transfer", 0.0)
+                rows.append((scenario, n, rate, p50, p99, count, ratio, busy, cpu_ms))
                 print(
                     f"{scenario:>6} {n:>3} workers: {rate:8.1f} transfers/s  p50 {p50:6.1f} ms  p99 {p99:7.1f} ms  "
-                    f"({count} transfers)  ratio to raw {ratio:.2f}",
+                    f"({count} transfers)  ratio to raw {ratio:.2f}  CPU busy {busy:.0%}, {cpu_ms:.1f} CPU-ms/transfer",
                     flush=True,
                 )
         from transfers.reconciliation import reconcile
 
         report = reconcile()
         print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
-        print("\n| scenario | workers | transfers/s | p50 ms | p99 ms | ratio to raw |")
-        print("|---|---|---|---|---|---|")
-        for scenario, n, rate, p50, p99, _, ratio in rows:
-            print(f"| {scenario} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f} |")
+        print("\n| scenario | workers | transfers/s | p50 ms | p99 ms | ratio to raw | CPU busy | CPU-ms/transfer |")
+        print("|---|---|---|---|---|---|---|---|")
+        for scenario, n, rate, p50, p99, _, ratio, busy, cpu_ms in rows:
+            print(
+                f"| {scenario} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f} | {busy:.0%} | {cpu_ms:.1f} |"
+            )
     finally:
         for server in servers:
             server.kill()
