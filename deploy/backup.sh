@@ -49,56 +49,8 @@ USAGE
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'backup.sh: error: %s\n' "$*" >&2; exit 1; }
-
-# getenv NAME [DEFAULT]: NAME_FILE (a file holding the value) wins over NAME.
-getenv() {
-    local name=$1 default=${2-} file_var="${1}_FILE"
-    if [[ -n ${!file_var-} ]]; then
-        [[ -r ${!file_var} ]] || die "$file_var=${!file_var} cannot be read"
-        tr -d '\n' <"${!file_var}"
-    elif [[ -n ${!name-} ]]; then
-        printf '%s' "${!name}"
-    else
-        printf '%s' "$default"
-    fi
-}
-
-# env_value NAME [DEFAULT]: the environment wins, then .env (parsed, never sourced), then DEFAULT.
-env_value() {
-    local name=$1 default=${2-} line value
-    if [[ -n ${!name-} ]]; then
-        printf '%s' "${!name}"
-        return
-    fi
-    if [[ -f .env ]]; then
-        line=$(grep -E "^${name}=" .env | tail -n 1 || true)
-        value=${line#*=}
-        value=${value#\"}
-        value=${value%\"}
-        if [[ -n $value ]]; then
-            printf '%s' "$value"
-            return
-        fi
-    fi
-    printf '%s' "$default"
-}
-
-find_tool() { # find_tool OVERRIDE_VAR CANDIDATE...
-    local override=$1 candidate
-    shift
-    if [[ -n ${!override-} ]]; then
-        command -v "${!override}" >/dev/null 2>&1 || die "$override=${!override} not found"
-        printf '%s' "${!override}"
-        return
-    fi
-    for candidate in "$@"; do
-        if command -v "$candidate" >/dev/null 2>&1; then
-            printf '%s' "$candidate"
-            return
-        fi
-    done
-    die "none of $* is installed (install mariadb-client or mysql-client)"
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/deploy/lib.sh"
 
 # --- Targets ------------------------------------------------------------------------------------
 # Each target is "label|database" (docker: label = compose service) or, in native mode,
@@ -130,15 +82,6 @@ native_targets() {
         n=$((n + 1))
     done
     TARGETS+=("default|$(getenv DB_DEFAULT_NAME bank_core)|$(getenv DB_DEFAULT_HOST "$(getenv DB1_HOST)")|$(getenv DB_DEFAULT_PORT "$(getenv DB1_PORT 3306)")|$(getenv DB_DEFAULT_USER "$(getenv DB1_USER bank_user)")|DB_DEFAULT")
-}
-
-# connection_args HOST PORT: a path is a Unix socket (as in Django's HOST), else TCP.
-connection_args() {
-    if [[ $1 == /* ]]; then
-        printf '%s\n' "--socket=$1"
-    else
-        printf '%s\n' "--protocol=TCP" "--host=$1" "--port=$2"
-    fi
 }
 
 dump_one() { # dump_one TARGET FILE

@@ -42,27 +42,8 @@ USAGE
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'deploy.sh: error: %s\n' "$*" >&2; exit 1; }
-
-# env_value NAME [DEFAULT]: the environment wins, then .env, then DEFAULT. .env is parsed, never
-# sourced, so nothing in it is executed.
-env_value() {
-    local name=$1 default=${2-} line value
-    if [[ -n ${!name-} ]]; then
-        printf '%s' "${!name}"
-        return
-    fi
-    if [[ -f .env ]]; then
-        line=$(grep -E "^${name}=" .env | tail -n 1 || true)
-        value=${line#*=}
-        value=${value#\"}
-        value=${value%\"}
-        if [[ -n $value ]]; then
-            printf '%s' "$value"
-            return
-        fi
-    fi
-    printf '%s' "$default"
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/deploy/lib.sh"
 
 check_prerequisites() {
     local missing=0
@@ -146,11 +127,6 @@ ensure_certificate() {
     )
     chmod 644 "$SSL_DIR/banking.crt"
     log "Replace $SSL_DIR/banking.crt and banking.key with a real certificate for production."
-}
-
-# container_state ID: health status if the container has a health check, else its state.
-container_state() {
-    docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null || echo missing
 }
 
 # wait_healthy SERVICE...: every container of every service healthy (or running when it has no

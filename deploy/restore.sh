@@ -47,44 +47,8 @@ USAGE
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'restore.sh: error: %s\n' "$*" >&2; exit 1; }
-
-# getenv NAME [DEFAULT]: NAME_FILE (a file holding the value) wins over NAME.
-getenv() {
-    local name=$1 default=${2-} file_var="${1}_FILE"
-    if [[ -n ${!file_var-} ]]; then
-        [[ -r ${!file_var} ]] || die "$file_var=${!file_var} cannot be read"
-        tr -d '\n' <"${!file_var}"
-    elif [[ -n ${!name-} ]]; then
-        printf '%s' "${!name}"
-    else
-        printf '%s' "$default"
-    fi
-}
-
-find_tool() { # find_tool OVERRIDE_VAR CANDIDATE...
-    local override=$1 candidate
-    shift
-    if [[ -n ${!override-} ]]; then
-        command -v "${!override}" >/dev/null 2>&1 || die "$override=${!override} not found"
-        printf '%s' "${!override}"
-        return
-    fi
-    for candidate in "$@"; do
-        if command -v "$candidate" >/dev/null 2>&1; then
-            printf '%s' "$candidate"
-            return
-        fi
-    done
-    die "none of $* is installed (install mariadb-client or mysql-client)"
-}
-
-connection_args() { # connection_args HOST PORT
-    if [[ $1 == /* ]]; then
-        printf '%s\n' "--socket=$1"
-    else
-        printf '%s\n' "--protocol=TCP" "--host=$1" "--port=$2"
-    fi
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/deploy/lib.sh"
 
 # native_target LABEL: "database|host|port|user|password" for db1, db2, …, default.
 native_target() {

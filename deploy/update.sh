@@ -46,29 +46,8 @@ USAGE
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'update.sh: error: %s\n' "$*" >&2; exit 1; }
-
-env_value() {
-    local name=$1 default=${2-} line value
-    if [[ -n ${!name-} ]]; then
-        printf '%s' "${!name}"
-        return
-    fi
-    if [[ -f .env ]]; then
-        line=$(grep -E "^${name}=" .env | tail -n 1 || true)
-        value=${line#*=}
-        value=${value#\"}
-        value=${value%\"}
-        if [[ -n $value ]]; then
-            printf '%s' "$value"
-            return
-        fi
-    fi
-    printf '%s' "$default"
-}
-
-container_state() {
-    docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null || echo missing
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$ROOT/deploy/lib.sh"
 
 # wait_containers_healthy ID...: bounded wait; fails if one exits or the timeout passes.
 wait_containers_healthy() {
