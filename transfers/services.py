@@ -437,15 +437,10 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
 # --- across ledgers -------------------------------------------------------------------------------
 
 
-def _leg_location(transfer: Transfer, leg: str) -> tuple[str, str, int]:
-    """(ledger alias, account number, account pk) of one leg; the number routes itself."""
-    number = transfer.source_account if leg == Leg.DEBIT else transfer.destination_account
-    parsed = account_number_parse(number)
-    return parsed.ledger, number, parsed.serial
-
-
-def _timed_out_refusal() -> TransferRefused:
-    return TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery."))
+def _leg_location(transfer: Transfer, leg: str) -> tuple[str, int]:
+    """(ledger alias, account pk) of one leg: the account number routes itself."""
+    parsed = account_number_parse(transfer.source_account if leg == Leg.DEBIT else transfer.destination_account)
+    return parsed.ledger, parsed.serial
 
 
 def leg_prepare(transfer: Transfer, leg: str) -> None:
@@ -453,7 +448,7 @@ def leg_prepare(transfer: Transfer, leg: str) -> None:
     write the leg PREPARED. Raises ``TransferRefused`` (rolled back, nothing held). A VOIDED
     tombstone left by recovery makes the insert fail on the unique key: the late prepare is
     refused."""
-    ledger, _, pk = _leg_location(transfer, leg)
+    ledger, pk = _leg_location(transfer, leg)
     side = "source" if leg == Leg.DEBIT else "destination"
 
     def prepare() -> None:
@@ -477,7 +472,7 @@ def leg_prepare(transfer: Transfer, leg: str) -> None:
     try:
         atomic_with_retry(ledger, prepare)
     except IntegrityError:
-        raise _timed_out_refusal() from None
+        raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
     except LockConflictGaveUp:
         raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
     except OperationalError as exc:
@@ -491,7 +486,7 @@ def leg_commit(transfer: Transfer, leg: str) -> bool:
     """Phase 2: PREPARED → COMMITTED, posting the amount and writing the entry. Exactly once: the
     conditional update claims the leg, so True means this call did it and False that it was
     already done (or voided, which reconciliation reports). May raise ``OperationalError``."""
-    ledger, _, pk = _leg_location(transfer, leg)
+    ledger, pk = _leg_location(transfer, leg)
 
     def commit() -> bool:
         now = timezone.now()
@@ -519,7 +514,7 @@ def leg_commit(transfer: Transfer, leg: str) -> bool:
 def leg_void(transfer: Transfer, leg: str) -> bool:
     """PREPARED → VOIDED, releasing the pending amount; or, if the leg was never prepared, a VOIDED
     tombstone so that a late prepare fails. True if this call changed anything."""
-    ledger, _, pk = _leg_location(transfer, leg)
+    ledger, pk = _leg_location(transfer, leg)
     return _leg_void_at(
         ledger=ledger,
         transfer_id=transfer.id,
