@@ -33,7 +33,7 @@ from audit.services import audit_event_record
 from bankcore.errors import ApplicationError
 from transfers.approvals import approval_approve, approval_execute, approval_reject, money_movement_submit
 from transfers.models import Approval, ReconciliationRun, Transfer
-from transfers.recovery import transfers_recover_selected
+from transfers.recovery import transfers_recover
 from transfers.services import transfer_reverse
 
 
@@ -237,7 +237,7 @@ class TransferAdmin(ReadOnlyAdmin):
                 messages.error(request, "Select the transfers to recover.")
             else:
                 actor = admin_actor(request)
-                report = transfers_recover_selected(actor=actor, transfer_ids=ids)
+                report = transfers_recover(actor=actor, transfer_ids=ids)
                 audit_event_record(
                     actor=actor,
                     action="recovery.run",

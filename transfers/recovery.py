@@ -105,13 +105,19 @@ def transfers_recover(
     now: datetime | None = None,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     batch_size: int = 500,
+    transfer_ids: list[str] | None = None,
 ) -> RecoveryReport:
     """One recovery pass over the control plane and every ledger. Never raises for one stuck
-    transfer or one ledger that is down: it records the error and carries on with the rest."""
+    transfer or one ledger that is down: it records the error and carries on with the rest.
+
+    With ``transfer_ids`` (the back office's "run recovery" on stuck transfers), only those
+    transfers, by the same rules; the ones not due (final, or within their deadline or grace) are
+    counted as ``skipped``, and the ledgers are not swept for orphan legs."""
     actor = actor or Actor.system(Channel.TASK, "recovery")
     now = now or timezone.now()
     grace = now - timedelta(seconds=grace_seconds)
     report = RecoveryReport()
+    transfers = Transfer.objects.all() if transfer_ids is None else Transfer.objects.filter(pk__in=transfer_ids)
 
     def attempt(what: str, step, *args) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -121,8 +127,10 @@ def transfers_recover(
             report.errors.append(f"{what}: {exc}")
 
     try:
-        committed = list(Transfer.objects.filter(status=Status.COMMITTED, committed_at__lt=grace)[:batch_size])
-        pending = list(Transfer.objects.filter(status=Status.PENDING, deadline__lt=now)[:batch_size])
+        committed = list(transfers.filter(status=Status.COMMITTED, committed_at__lt=grace)[:batch_size])
+        pending = list(transfers.filter(status=Status.PENDING, deadline__lt=now)[:batch_size])
+        if transfer_ids is not None:
+            report.actions["skipped"] += transfers.count() - len(committed) - len(pending)
     except DatabaseError as exc:
         report.errors.append(f"control plane: {exc}")
         return report
@@ -131,8 +139,9 @@ def transfers_recover(
     for transfer in pending:
         attempt(f"abort {transfer.id}", _recover_pending, transfer, actor, report)
 
-    for ledger in settings.LEDGERS:
-        attempt(f"orphan legs in {ledger}", _void_orphan_legs, ledger, grace, actor, report, batch_size)
+    if transfer_ids is None:
+        for ledger in settings.LEDGERS:
+            attempt(f"orphan legs in {ledger}", _void_orphan_legs, ledger, grace, actor, report, batch_size)
     record_recovery(report.actions)
     return report
 
@@ -171,28 +180,3 @@ def _orphan_void(ledger: str, transfer_id: uuid.UUID, leg: str) -> None:
         kind=row.kind,
         business_date=row.business_date,
     )
-
-
-def transfers_recover_selected(
-    *, actor: Actor, transfer_ids: list[str], now: datetime | None = None, grace_seconds: float = DEFAULT_GRACE_SECONDS
-) -> RecoveryReport:
-    """Recovery for the named transfers only (the back office's "run recovery" on stuck ones):
-    COMMITTED past the grace period → finished forward; PENDING past its deadline → aborted and
-    voided. Anything else (final, or still within its deadline) is left alone and counted as
-    ``skipped``. Same steps, same guarantees as ``transfers_recover``."""
-    now = now or timezone.now()
-    grace = now - timedelta(seconds=grace_seconds)
-    report = RecoveryReport()
-    for transfer in Transfer.objects.filter(pk__in=transfer_ids):
-        try:
-            if transfer.status == Status.COMMITTED and transfer.committed_at and transfer.committed_at < grace:
-                transfer_finish_forward(transfer, actor, report)
-            elif transfer.status == Status.PENDING and transfer.deadline < now:
-                _recover_pending(transfer, actor, report)
-            else:
-                report.actions["skipped"] += 1
-        except DatabaseError as exc:
-            logger.warning("recovery: %s failed: %s", transfer.id, exc)
-            report.errors.append(f"{transfer.id}: {exc}")
-    record_recovery(report.actions)
-    return report
