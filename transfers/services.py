@@ -570,15 +570,8 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
     except TransferRefused as refused:
         _decide_abort(transfer, actor, refused.error, legs_to_void=prepared)
         return
-    try:
-        decided = _decide_commit(transfer)
-    except OperationalError:
-        logger.warning("transfer %s: control-plane database failed at the decision", transfer.id)
-        raise LedgerUnavailable(
-            "The control-plane database did not answer; the transfer will be completed or voided by recovery.",
-            extra={"transfer_id": str(transfer.id)},
-        ) from None
-    if not decided:
+    # A control plane that fails here raises OperationalError, answered by ``_transfer_submit``.
+    if not _decide_commit(transfer):
         # Recovery aborted it (deadline passed) while we were preparing.
         _decide_abort(
             transfer,
