@@ -13,29 +13,32 @@ from audit.services import audit_event_record
 from bankcore.actors import Actor, Channel, client_ip
 
 
-def _channel(request: Any) -> str:
-    return Channel.API if request is not None and request.path.startswith("/api/") else Channel.ADMIN
+def _actor(request: Any, *, user: Any = None, username: str = "") -> Actor:
+    """Who signed in (or tried to), from where, in which request. Not ``actor_from_request``:
+    ``request.user`` is not set yet at login (the test client's login() sends a bare request)."""
+    channel = Channel.API if request.path.startswith("/api/") else Channel.ADMIN
+    request_id = getattr(request, "request_id", None)
+    if user is not None:
+        return Actor.for_user(user, channel=channel, ip=client_ip(request), request_id=request_id)
+    if request_id:
+        return Actor(channel=channel, username=username, ip=client_ip(request), request_id=request_id)
+    return Actor(channel=channel, username=username, ip=client_ip(request))
 
 
 @receiver(user_logged_in, dispatch_uid="audit_user_logged_in")
 def _logged_in(sender: Any, request: Any, user: Any, **_: Any) -> None:
-    if request is None:
-        return
-    # ``request.user`` is not set yet (the test client's login() sends a bare request, too).
-    actor = Actor.for_user(
-        user, channel=_channel(request), ip=client_ip(request), request_id=getattr(request, "request_id", None)
-    )
-    audit_event_record(actor=actor, action="user.logged_in", object_type="user", object_id=str(user.pk))
+    if request is not None:
+        audit_event_record(
+            actor=_actor(request, user=user), action="user.logged_in", object_type="user", object_id=str(user.pk)
+        )
 
 
 @receiver(user_logged_out, dispatch_uid="audit_user_logged_out")
 def _logged_out(sender: Any, request: Any, user: Any, **_: Any) -> None:
-    if request is None or user is None:
-        return
-    actor = Actor.for_user(
-        user, channel=_channel(request), ip=client_ip(request), request_id=getattr(request, "request_id", None)
-    )
-    audit_event_record(actor=actor, action="user.logged_out", object_type="user", object_id=str(user.pk))
+    if request is not None and user is not None:
+        audit_event_record(
+            actor=_actor(request, user=user), action="user.logged_out", object_type="user", object_id=str(user.pk)
+        )
 
 
 @receiver(user_login_failed, dispatch_uid="audit_user_login_failed")
@@ -43,9 +46,10 @@ def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None,
     if request is None:
         return  # authenticate() called by code, not by someone at a login form
     username = str(credentials.get("username", ""))[:150]
-    actor = Actor(channel=_channel(request), username=username, ip=client_ip(request))
-    if getattr(request, "request_id", None):
-        actor = Actor(channel=actor.channel, username=username, ip=actor.ip, request_id=request.request_id)
     audit_event_record(
-        actor=actor, action="user.login_failed", object_type="user", object_id="", changes={"username": username}
+        actor=_actor(request, username=username),
+        action="user.login_failed",
+        object_type="user",
+        object_id="",
+        changes={"username": username},
     )
