@@ -27,7 +27,8 @@ from accounts.selectors import account_get, cash_account_get, cash_account_key
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
-from bankcore.money import currency_parse
+from bankcore.money import currency_parse, money_parse
+from transfers.errors import AmountAboveMaximum
 
 HOLDER_MAX_LENGTH = 200
 
@@ -92,11 +93,19 @@ def account_open(
 ) -> Account:
     """Open a customer account in ``ledger``. With ``opening_deposit``, also books a cash deposit
     (a separate, audited money movement). Raises ``UnknownLedgerAlias``, ``InvalidHolder``,
-    ``InvalidCurrency``, and whatever the deposit refuses."""
+    ``InvalidCurrency``, ``InvalidAmount`` and ``AmountAboveMaximum`` before anything is written,
+    and whatever else the deposit refuses (frozen cash account, ledger busy…) after the account
+    exists."""
     if ledger not in settings.LEDGERS:
         raise UnknownLedgerAlias(f"There is no ledger {ledger!r}; configured: {', '.join(settings.LEDGERS)}.")
     holder = _holder_clean(holder)
     currency = currency_parse(currency or settings.DEFAULT_CURRENCY)
+    # The deposit is a transfer of its own, committed after the account; an amount it would
+    # refuse must be refused here, or the refusal would leave an opened, unfunded account.
+    if opening_deposit is not None:
+        opening_deposit = money_parse(opening_deposit)
+        if opening_deposit > settings.MAX_TRANSFER_AMOUNT:
+            raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
     cash_account_ensure(ledger=ledger, currency=currency)
     with transaction.atomic(using="default"), transaction.atomic(using=ledger):
         account = _account_insert(ledger=ledger, holder=holder, currency=currency, allow_overdraft=allow_overdraft)

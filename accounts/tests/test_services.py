@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 
 from accounts.errors import (
     AccountClosed,
@@ -25,14 +26,28 @@ from accounts.services import (
 )
 from audit.models import AuditEvent
 from bankcore.money import InvalidAmount, InvalidCurrency
-from conftest import balances
+from conftest import balances, world_snapshot
 from transfers.errors import AmountAboveMaximum, InsufficientFunds
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
+# One cent above the largest amount one movement may carry.
+ABOVE_MAXIMUM = str(settings.MAX_TRANSFER_AMOUNT + Decimal("0.01"))
+# Amounts ``money_parse`` refuses.
+BAD_AMOUNTS = ["0", "-1", "-5.00", "1.001", "NaN", "1e3", "", 1.5, True]
+
 
 def entry_count(account) -> int:
     return Entry.objects.using(account.ledger).filter(account=account).count()
+
+
+def untouched(*accounts):  # type: ignore[no-untyped-def]
+    """What a refusal must leave as it was: how many accounts each ledger holds, and the given
+    accounts' balances and status, every entry, leg, transfer and audit event (``world_snapshot``)."""
+    return {
+        "accounts_per_ledger": {ledger: Account.objects.using(ledger).count() for ledger in settings.LEDGERS},
+        **world_snapshot(*accounts),
+    }
 
 
 def test_open_account_in_every_ledger(actor, ledgers):
@@ -64,14 +79,34 @@ def test_open_with_opening_deposit_books_an_entry(actor):
         ({"currency": "cny"}, InvalidCurrency),
         ({"currency": "EURO"}, InvalidCurrency),
         ({"ledger": "db99"}, UnknownLedgerAlias),
+        *(({"opening_deposit": amount}, InvalidAmount) for amount in BAD_AMOUNTS),
+        ({"opening_deposit": ABOVE_MAXIMUM}, AmountAboveMaximum),
+        ({"opening_deposit": ABOVE_MAXIMUM, "currency": "USD"}, AmountAboveMaximum),
     ],
 )
 def test_open_refusals_create_nothing(actor, fields, error):
-    before = {ledger: Account.objects.using(ledger).count() for ledger in ("db1", "db2")}
+    # given: no cash account yet either, which a refused opening must not create
+    before = untouched()
+    # when
     with pytest.raises(error) as raised:
         account_open(actor=actor, **{"ledger": "db1", "holder": "Li Wei", **fields})
-    assert raised.value.code
-    assert {ledger: Account.objects.using(ledger).count() for ledger in ("db1", "db2")} == before
+    # then: no account (customer or cash), no entry, no transfer, no audit event
+    assert raised.value.code == error.code
+    assert untouched() == before
+
+
+def test_open_refuses_a_bad_deposit_even_where_a_cash_account_exists(actor, make_account):
+    make_account("db1", "1.00")  # the ledger's CNY cash account now exists and has moved money
+    before = untouched()
+    for amount, error in (("-1", InvalidAmount), (ABOVE_MAXIMUM, AmountAboveMaximum)):
+        with pytest.raises(error):
+            account_open(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=amount)
+    assert untouched() == before
+
+
+def test_open_with_the_largest_opening_deposit(actor):
+    account = account_open(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=settings.MAX_TRANSFER_AMOUNT)
+    assert balances(account) == [settings.MAX_TRANSFER_AMOUNT]
 
 
 def test_deposit_and_withdraw(actor, make_account):
