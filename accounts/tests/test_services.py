@@ -9,11 +9,13 @@ from accounts.errors import (
     AccountClosed,
     AccountFrozen,
     AccountNotEmpty,
+    AccountNotFound,
     InternalAccount,
     InvalidAccountState,
     InvalidHolder,
 )
 from accounts.models import Account, Entry
+from accounts.numbers import account_number_make
 from accounts.selectors import account_entries_sum, account_get, cash_account_get
 from accounts.services import (
     UnknownLedgerAlias,
@@ -28,6 +30,7 @@ from audit.models import AuditEvent
 from bankcore.money import InvalidAmount, InvalidCurrency
 from conftest import balances, world_snapshot
 from transfers.errors import AmountAboveMaximum, InsufficientFunds
+from transfers.models import Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -121,34 +124,72 @@ def test_deposit_and_withdraw(actor, make_account):
 @pytest.mark.parametrize(
     ("amount", "error"),
     [
-        ("100.01", InsufficientFunds),
-        ("0", InvalidAmount),
-        ("-5.00", InvalidAmount),
-        ("1.001", InvalidAmount),
-        ("NaN", InvalidAmount),
-        ("1e3", InvalidAmount),
-        (1.5, InvalidAmount),
-        ("50000.01", AmountAboveMaximum),
+        *((amount, InvalidAmount) for amount in BAD_AMOUNTS),
+        (ABOVE_MAXIMUM, AmountAboveMaximum),
     ],
 )
 def test_withdraw_refusals_move_nothing(actor, make_account, amount, error):
     account = make_account("db2", "100.00")
+    before = untouched(account)
     with pytest.raises(error) as raised:
         account_withdraw(actor=actor, number=account.number, amount=amount)
     assert raised.value.code == error.code
-    assert balances(account) == [Decimal("100.00")]
+    assert untouched(account) == before
     assert entry_count(account) == 1
+
+
+def test_withdraw_beyond_the_balance_moves_nothing_and_records_the_refusal(actor, make_account):
+    account = make_account("db2", "100.00")
+    before = untouched(account)
+    with pytest.raises(InsufficientFunds) as raised:
+        account_withdraw(actor=actor, number=account.number, amount="100.01")
+    assert raised.value.code == "insufficient_funds"
+    # A refusal found while preparing is recorded on an ABORTED transfer, so that a replay
+    # answers the same, with its audit event; nothing else changes.
+    after = untouched(account)
+    assert after["transfers"] == before["transfers"] + 1
+    assert after["audit_events"] == before["audit_events"] + 1
+    assert {**after, "transfers": 0, "audit_events": 0} == {**before, "transfers": 0, "audit_events": 0}
+    aborted = Transfer.objects.get(source_account=account.number)
+    assert (aborted.status, aborted.failure_code) == (Transfer.Status.ABORTED, "insufficient_funds")
+    assert AuditEvent.objects.filter(action="transfer.aborted").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "error"),
+    [
+        *((amount, InvalidAmount) for amount in BAD_AMOUNTS),
+        (ABOVE_MAXIMUM, AmountAboveMaximum),
+    ],
+)
+def test_deposit_refusals_move_nothing(actor, make_account, amount, error):
+    account = make_account("db1", "100.00")
+    before = untouched(account)
+    with pytest.raises(error) as raised:
+        account_deposit(actor=actor, number=account.number, amount=amount)
+    assert raised.value.code == error.code
+    assert untouched(account) == before
+    assert entry_count(account) == 1
+
+
+def test_deposit_of_the_largest_amount(actor, make_account):
+    account = make_account("db1", "0.00")
+    account_deposit(actor=actor, number=account.number, amount=str(settings.MAX_TRANSFER_AMOUNT))
+    assert balances(account) == [settings.MAX_TRANSFER_AMOUNT]
 
 
 def test_freeze_blocks_money_both_ways_until_unfrozen(actor, make_account):
     account = make_account("db1", "100.00")
     account_freeze(actor=actor, number=account.number, reason="court order")
+    before = untouched(account)
+    with pytest.raises(InvalidAccountState) as raised:
+        account_freeze(actor=actor, number=account.number)
+    assert raised.value.code == "invalid_account_state"
+    assert untouched(account) == before
     for move in (account_deposit, account_withdraw):
         with pytest.raises(AccountFrozen):
             move(actor=actor, number=account.number, amount="1.00")
     assert balances(account) == [Decimal("100.00")]
-    with pytest.raises(InvalidAccountState):
-        account_freeze(actor=actor, number=account.number)
     account_unfreeze(actor=actor, number=account.number)
     account_withdraw(actor=actor, number=account.number, amount="1.00")
     assert balances(account) == [Decimal("99.00")]
@@ -156,11 +197,26 @@ def test_freeze_blocks_money_both_ways_until_unfrozen(actor, make_account):
     assert "account.frozen" in actions and "account.unfrozen" in actions
 
 
+def test_unfreeze_refuses_an_active_account(actor, make_account):
+    # given
+    account = make_account("db1", "100.00")
+    before = untouched(account)
+    # when
+    with pytest.raises(InvalidAccountState) as raised:
+        account_unfreeze(actor=actor, number=account.number, reason="mistake")
+    # then
+    assert raised.value.code == "invalid_account_state"
+    assert untouched(account) == before
+    assert Account.objects.using("db1").get(pk=account.pk).status == Account.Status.ACTIVE
+
+
 def test_close_only_at_zero(actor, make_account):
     account = make_account("db2", "10.00")
-    with pytest.raises(AccountNotEmpty):
+    before = untouched(account)
+    with pytest.raises(AccountNotEmpty) as raised:
         account_close(actor=actor, number=account.number)
-    assert Account.objects.using("db2").get(pk=account.pk).status == Account.Status.ACTIVE
+    assert raised.value.code == "account_not_empty"
+    assert untouched(account) == before
     account_withdraw(actor=actor, number=account.number, amount="10.00")
     account_close(actor=actor, number=account.number, reason="customer request")
     with pytest.raises(AccountClosed):
@@ -170,12 +226,74 @@ def test_close_only_at_zero(actor, make_account):
     assert balances(account) == [Decimal("0.00")]
 
 
+@pytest.mark.parametrize(
+    ("pending", "fields"),
+    [
+        ({"pending_credits": Decimal("7.00")}, {}),
+        # A held debit with nothing posted: only an account with an overdraft may be there.
+        ({"pending_debits": Decimal("7.00")}, {"allow_overdraft": True}),
+    ],
+)
+def test_close_refuses_an_account_with_only_pending_amounts(actor, make_account, pending, fields):
+    # given: a zero posted balance with a transfer in flight, set directly (the engine holds
+    # amounts in pending between prepare and finish)
+    account = make_account("db1", "0.00", **fields)
+    Account.objects.using("db1").filter(pk=account.pk).update(**pending)
+    before = untouched(account)
+    # when
+    with pytest.raises(AccountNotEmpty) as raised:
+        account_close(actor=actor, number=account.number)
+    # then
+    assert raised.value.code == "account_not_empty"
+    assert untouched(account) == before
+    assert Account.objects.using("db1").get(pk=account.pk).status == Account.Status.ACTIVE
+    # the transfer "finishes": with nothing pending, the account can be closed
+    Account.objects.using("db1").filter(pk=account.pk).update(pending_debits=0, pending_credits=0)
+    account_close(actor=actor, number=account.number)
+
+
+def test_close_refuses_a_closed_account(actor, make_account):
+    account = make_account("db2")
+    account_close(actor=actor, number=account.number)
+    before = untouched(account)
+    for change in (account_close, account_freeze, account_unfreeze):
+        with pytest.raises(AccountClosed) as raised:
+            change(actor=actor, number=account.number)
+        assert raised.value.code == "account_closed"
+    assert untouched(account) == before
+    assert AuditEvent.objects.filter(object_id=account.number, action="account.closed").count() == 1
+
+
+@pytest.mark.parametrize(
+    "service",
+    [account_freeze, account_unfreeze, account_close, account_deposit, account_withdraw],
+    ids=lambda service: service.__name__,
+)
+def test_account_services_refuse_an_unknown_account(actor, make_account, ledgers, service):
+    # given: a well-formed number (valid check digits) in every ledger, of an account that does
+    # not exist, next to a real one
+    existing = make_account("db1", "5.00")
+    before = untouched(existing)
+    for ledger in ledgers:
+        number = account_number_make(ledger_code=settings.LEDGERS[ledger], serial=10**9 + 7)
+        kwargs = {"amount": "1.00"} if service in (account_deposit, account_withdraw) else {}
+        # when
+        with pytest.raises(AccountNotFound) as raised:
+            service(actor=actor, number=number, **kwargs)
+        # then
+        assert raised.value.code == "account_not_found"
+    assert untouched(existing) == before
+
+
 def test_internal_cash_account_cannot_be_frozen_or_closed(actor, make_account):
     make_account("db1", "1.00")
     cash = cash_account_get(ledger="db1", currency="CNY")
-    for change in (account_freeze, account_close):
-        with pytest.raises(InternalAccount):
+    before = untouched(cash)
+    for change in (account_freeze, account_unfreeze, account_close):
+        with pytest.raises(InternalAccount) as raised:
             change(actor=actor, number=cash.number)
+        assert raised.value.code == "internal_account"
+    assert untouched(cash) == before
 
 
 def test_other_currency_gets_its_own_cash_account(actor):
