@@ -1,10 +1,15 @@
+from decimal import Decimal
 from io import StringIO
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
-from accounts.models import Account, PartnerAccountLink
+from accounts.models import Account, Entry, PartnerAccountLink
+from audit.models import AuditEvent
+from transfers.models import Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -13,6 +18,19 @@ def _seed(**options):
     out = StringIO()
     call_command("seed_demo", stdout=out, **options)
     return out.getvalue()
+
+
+def _everything():
+    """Every row the command can write: accounts and entries in each ledger, transfers, audit
+    events, users and partner links."""
+    return {
+        "accounts": {ledger: Account.objects.using(ledger).count() for ledger in settings.LEDGERS},
+        "entries": {ledger: Entry.objects.using(ledger).count() for ledger in settings.LEDGERS},
+        "transfers": Transfer.objects.count(),
+        "audit_events": AuditEvent.objects.count(),
+        "users": User.objects.count(),
+        "links": PartnerAccountLink.objects.count(),
+    }
 
 
 def test_seed_demo_is_idempotent(ledgers, monkeypatch):
@@ -34,8 +52,22 @@ def test_seed_demo_is_idempotent(ledgers, monkeypatch):
     assert PartnerAccountLink.objects.filter(user__username="demo-partner").count() == 2 * len(ledgers)
 
 
-def test_seed_demo_refuses_a_bad_balance():
-    from django.core.management.base import CommandError
-
+@pytest.mark.parametrize("balance", ["1e3", "-1", "0", "abc"])
+def test_seed_demo_refuses_a_bad_balance(balance):
+    before = _everything()
     with pytest.raises(CommandError, match="opening-balance"):
-        _seed(accounts_per_ledger=1, opening_balance="1e3")
+        _seed(accounts_per_ledger=1, opening_balance=balance)
+    assert _everything() == before
+
+
+def test_seed_demo_refuses_a_balance_above_the_maximum_before_creating_anything():
+    # given
+    above = settings.MAX_TRANSFER_AMOUNT + Decimal("0.01")
+    before = _everything()
+    # when
+    with pytest.raises(CommandError, match="MAX_TRANSFER_AMOUNT") as raised:
+        _seed(accounts_per_ledger=2, opening_balance=str(above))
+    # then: no account, entry, transfer, audit event, user or link
+    assert "--opening-balance" in str(raised.value)
+    assert _everything() == before
+    assert not User.objects.filter(username="teller").exists()

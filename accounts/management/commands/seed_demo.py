@@ -39,6 +39,12 @@ class Command(BaseCommand):
             opening = money_parse(options["opening_balance"])
         except ApplicationError as exc:
             raise CommandError(f"--opening-balance: {exc.detail}") from None
+        if opening > settings.MAX_TRANSFER_AMOUNT:
+            # The deposit would be refused account after account; refuse before creating anything.
+            raise CommandError(
+                f"--opening-balance {opening} is above MAX_TRANSFER_AMOUNT ({settings.MAX_TRANSFER_AMOUNT}), "
+                "the most one deposit may carry"
+            )
         actor = Actor.system(Channel.COMMAND, "seed_demo")
         users = self._users()
         created = 0
