@@ -4,7 +4,8 @@ leaves for the audit file.
 - Keys naming a password anywhere (any case: ``password``, ``new_password1``, ``old_password``)
   are dropped: a password is never written, not even masked; so are secrets, tokens, CSRF tokens
   and authorization headers.
-- Account numbers (14 digits, also inside free text) keep their last 4 digits only.
+- Account numbers (14 digits, also inside free text, also written in groups separated by spaces or
+  dashes such as ``0100 0000 0007 42``) keep their last 4 digits only.
 - Balance fields (``posted``, ``pending_*``, ``available``, ``balance*``) are replaced by a mask.
 """
 
@@ -14,7 +15,10 @@ import re
 from typing import Any
 
 MASK = "***"
-_ACCOUNT_NUMBER = re.compile(r"(?<!\d)(\d{10})(\d{4})(?!\d)")
+# 14 digits, each pair of neighbours optionally split by one space or dash: the parser
+# (accounts.numbers) accepts numbers typed in groups, so such a number is as sensitive as a plain one.
+# Masking a 14-digit run that was not an account number costs nothing; missing one would.
+_ACCOUNT_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){13}(?!\d)")
 _DROPPED_PARTS = ("password", "passwd", "csrf", "authorization", "secret", "token")
 _BALANCE_KEYS = {"posted", "available", "pending", "pending_debits", "pending_credits"}
 _BALANCE_PREFIXES = ("balance", "pending_", "posted_", "available_")
@@ -31,8 +35,8 @@ def is_balance_key(key: str) -> bool:
 
 
 def mask_text(text: str) -> str:
-    """Every 14-digit account number in ``text`` down to its last 4 digits."""
-    return _ACCOUNT_NUMBER.sub(lambda m: "*" * 10 + m.group(2), text)
+    """Every account number in ``text`` (plain or grouped) down to its last 4 digits."""
+    return _ACCOUNT_NUMBER.sub(lambda m: "*" * 10 + re.sub(r"[ -]", "", m.group())[-4:], text)
 
 
 def mask(value: Any) -> Any:
@@ -49,6 +53,11 @@ def mask(value: Any) -> Any:
         return [mask(item) for item in value]
     if isinstance(value, str):
         return mask_text(value)
-    if isinstance(value, (bool, int, float)) or value is None:
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, (int, float)):
+        # A JSON number can carry an account number too (ledger codes 10 and up have no leading 0).
+        text = str(value)
+        masked_number = mask_text(text)
+        return value if masked_number == text else masked_number
     return mask_text(str(value))

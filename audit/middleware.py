@@ -19,26 +19,35 @@ MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 AUDITED_PREFIXES = ("/admin/", "/api/")
 
 
+def _form_fields(text: str) -> dict[str, Any]:
+    fields: dict[str, list[str]] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        fields.setdefault(key, []).append(value)
+    return {key: values if len(values) > 1 else values[0] for key, values in fields.items()}
+
+
 def _request_body(request: HttpRequest) -> Any:
+    """The body as data the masking can walk key by key: JSON, or form fields. Anything else (text,
+    XML, JSON that does not parse, a JSON body cut at ``AUDIT_LOG_MAX_BODY_BYTES``) is free text
+    that may hold a password where no key names it: only its content type and size are written."""
     content_type = request.content_type or ""
     if content_type.startswith("multipart/"):
         # Streamed uploads cannot be read twice: the form fields, never the files.
         return {key: values if len(values) > 1 else values[0] for key, values in request.POST.lists()}
-    raw = request.body[: settings.AUDIT_LOG_MAX_BODY_BYTES]
-    text = raw.decode("utf-8", errors="replace")
+    body = request.body
+    text = body[: settings.AUDIT_LOG_MAX_BODY_BYTES].decode("utf-8", errors="replace")
     if not text:
         return None
-    if content_type == "application/json" or text.lstrip().startswith(("{", "[")):
+    if content_type == "application/json" or content_type.endswith("+json") or text.lstrip().startswith(("{", "[")):
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except ValueError:
-            return text
+            data = None
+        if data is not None and not isinstance(data, str):  # a bare JSON string is free text too
+            return data
     if content_type == "application/x-www-form-urlencoded":
-        fields: dict[str, list[str]] = {}
-        for key, value in parse_qsl(text, keep_blank_values=True):
-            fields.setdefault(key, []).append(value)
-        return {key: values if len(values) > 1 else values[0] for key, values in fields.items()}
-    return text
+        return _form_fields(text)
+    return {"redacted": "not a JSON object or form data", "content_type": content_type or None, "bytes": len(body)}
 
 
 class AuditRequestMiddleware:
