@@ -1,17 +1,18 @@
-"""Create demo accounts and users. Idempotent: running it again changes nothing."""
+"""Create demo accounts and users. Idempotent: running it again changes nothing, except that it
+books the opening deposit of a demo account an interrupted run opened but did not fund."""
 
 from __future__ import annotations
 
 import secrets
-from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Exists, OuterRef
 
-from accounts.models import Account, PartnerAccountLink
-from accounts.services import account_open
+from accounts.models import Account, Entry, PartnerAccountLink
+from accounts.services import account_deposit, account_open
 from audit.roles import roles_sync
 from bankcore.actors import Actor, Channel
 from bankcore.env import env_optional
@@ -47,19 +48,22 @@ class Command(BaseCommand):
             )
         actor = Actor.system(Channel.COMMAND, "seed_demo")
         users = self._users()
-        created = 0
+        created = funded = 0
         for ledger in settings.LEDGERS:
-            existing = (
-                Account.objects.using(ledger).filter(kind=Account.Kind.CUSTOMER, holder__startswith="Demo ").count()
-            )
-            for index in range(existing, per_ledger):
+            demo = Account.objects.using(ledger).filter(kind=Account.Kind.CUSTOMER, holder__startswith="Demo ")
+            # An account is opened and funded in two commits; a run interrupted between them
+            # leaves one that never had an entry. One spent down to zero has entries: left alone.
+            for number in (
+                demo.filter(status=Account.Status.ACTIVE, posted=0, pending_debits=0, pending_credits=0)
+                .exclude(Exists(Entry.objects.using(ledger).filter(account=OuterRef("pk"))))
+                .order_by("pk")
+                .values_list("number", flat=True)
+            ):
+                account_deposit(actor=actor, number=str(number), amount=opening, reference="Opening deposit")
+                funded += 1
+            for index in range(demo.count(), per_ledger):
                 holder = f"Demo {HOLDERS[index % len(HOLDERS)]} {ledger.upper()}-{index + 1:03d}"
-                account_open(
-                    actor=actor,
-                    ledger=ledger,
-                    holder=holder,
-                    opening_deposit=opening if opening > Decimal("0") else None,
-                )
+                account_open(actor=actor, ledger=ledger, holder=holder, opening_deposit=opening)
                 created += 1
                 if created % 100 == 0:
                     self.stdout.write(f"  {created} accounts created…")
@@ -69,6 +73,8 @@ class Command(BaseCommand):
                 Account.objects.using(ledger).filter(holder__startswith="Demo ").values_list("number", flat=True)
             ):
                 PartnerAccountLink.objects.get_or_create(user=partner, account_number=number)
+        if funded:
+            self.stdout.write(f"  {funded} demo accounts left unfunded by an interrupted run funded")
         self.stdout.write(self.style.SUCCESS(f"Demo data ready: {created} new accounts ({per_ledger} per ledger)."))
 
     def _users(self):  # type: ignore[no-untyped-def]
