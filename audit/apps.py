@@ -10,6 +10,7 @@ class AuditConfig(AppConfig):
         # our own AuditEvent records every money movement and state change by name.
         from auditlog.registry import auditlog
         from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
 
         from accounts.models import Account
         from audit import signals  # noqa: F401  (connects the sign-in receivers)
@@ -18,4 +19,11 @@ class AuditConfig(AppConfig):
         auditlog.register(Account)
         auditlog.register(Transfer, exclude_fields=["request_hash"])
         auditlog.register(Approval)
-        auditlog.register(get_user_model(), exclude_fields=["password", "last_login"])
+        # Roles are groups (audit.roles): who put a user in "supervisor", or gave a group or a user
+        # a permission, is a change of who may move money, logged like any field change.
+        auditlog.register(
+            get_user_model(),
+            exclude_fields=["password", "last_login"],
+            m2m_fields={"groups", "user_permissions"},
+        )
+        auditlog.register(Group, m2m_fields={"permissions"})

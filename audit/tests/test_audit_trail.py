@@ -110,6 +110,33 @@ def test_auditlog_records_accounts_and_users(make_staff, make_account):
     assert bob.number
 
 
+def test_auditlog_records_role_and_permission_changes(make_staff):
+    from django.contrib.auth.models import Group, Permission, User
+
+    teller = make_staff("teller", "promoted")
+    supervisor = Group.objects.get(name="supervisor")
+    user_entries = LogEntry.objects.get_for_model(User).filter(object_id=teller.pk)
+    before = user_entries.count()
+
+    # when a teller is put in the supervisor group, then taken out of the teller group
+    teller.groups.add(supervisor)
+    teller.groups.remove(Group.objects.get(name="teller"))
+
+    added, removed = user_entries.order_by("id")[before:]
+    assert added.action == LogEntry.Action.UPDATE
+    assert added.changes_dict["groups"] == {"type": "m2m", "operation": "add", "objects": ["supervisor"]}
+    assert removed.changes_dict["groups"] == {"type": "m2m", "operation": "delete", "objects": ["teller"]}
+
+    # A permission given to a user directly, or to a role's group, is logged as well.
+    permission = Permission.objects.get(codename="approve_approval")
+    teller.user_permissions.add(permission)
+    assert user_entries.latest("id").changes_dict["user_permissions"]["operation"] == "add"
+    auditor = Group.objects.get(name="auditor")
+    auditor.permissions.add(permission)
+    entry = LogEntry.objects.get_for_model(Group).filter(object_id=auditor.pk).latest("id")
+    assert entry.changes_dict["permissions"] == {"type": "m2m", "operation": "add", "objects": [str(permission)]}
+
+
 def test_masking_of_the_seeds_sensitive_fields():
     record = {
         "password": "hunter2",
