@@ -56,3 +56,24 @@ def test_a_failed_api_token_request_is_audited_as_the_api_channel(make_staff):
 
     event = AuditEvent.objects.get(action="user.login_failed")
     assert (event.channel, event.actor_name) == ("api", "teller")
+
+
+def test_a_guessing_run_from_many_addresses_locks_the_username(make_staff, settings):
+    make_staff("teller")
+    make_staff("auditor")
+    # given one failed login for "teller" from each of AXES_FAILURE_LIMIT addresses
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        response = Client(REMOTE_ADDR=f"198.51.100.{n + 1}").post(
+            "/admin/login/", {"username": "teller", "password": f"guess-{n}"}
+        )
+        assert response.status_code in (200, 429)
+
+    # then the name is locked from an address never seen before, even with the right password
+    fresh = Client(REMOTE_ADDR="203.0.113.50")
+    locked = fresh.post("/admin/login/", {"username": "teller", "password": STAFF_PASSWORD, "next": "/admin/"})
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in fresh.session
+    # while another name, from the very addresses of the run, still signs in
+    other = Client(REMOTE_ADDR="198.51.100.1")
+    response = other.post("/admin/login/", {"username": "auditor", "password": STAFF_PASSWORD, "next": "/admin/"})
+    assert response.status_code == 302 and "_auth_user_id" in other.session
