@@ -9,6 +9,7 @@ it misread.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -93,6 +94,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None or value == "":
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_names_set(pattern: str) -> list[str]:
+    """The variables set to a non-empty value, as ``NAME`` or ``NAME_FILE``, whose ``NAME``
+    matches the regular expression ``pattern`` in full; sorted, as they are spelled in the
+    environment. For families of names read in a loop (``DB1_…``, ``DB2_…``): one the loop never
+    reaches is refused instead of silently ignored."""
+    regex = re.compile(pattern)
+    return sorted(
+        key
+        for key, value in os.environ.items()
+        if value and (regex.fullmatch(key) or (key.endswith("_FILE") and regex.fullmatch(key.removesuffix("_FILE"))))
+    )
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from bankcore.env import (
     env_bool,
     env_decimal,
     env_int,
     env_list,
+    env_names_set,
     env_optional,
     env_str,
     mysql_server,
@@ -156,10 +159,21 @@ else:
         DATABASES[f"{LEDGER_PREFIX}{_n}"] = _sqlite_database(VAR_DIR / f"ledger{_n}.sqlite3")
         LEDGERS[f"{LEDGER_PREFIX}{_n}"] = f"{_n:02d}"
 
+# A ledger variable past the last DBn_HOST would be ignored: DB3_HOST with DB2_HOST unset (a gap),
+# DB2_PORT without DB2_HOST, DB1_… in the embedded mode. A ledger that silently is not there, or
+# SQLite where a server was meant, is worse than not starting.
+_mysql_ledgers = len(LEDGERS) if env_optional("DB1_HOST") else 0
+for _name in env_names_set(r"DB([1-9][0-9]*)_(HOST|PORT|NAME|USER|PASSWORD)"):
+    _number = int(_name[2:].split("_", 1)[0])
+    if _number > _mysql_ledgers:
+        raise ImproperlyConfigured(
+            f"{_name} is set but DB{_mysql_ledgers + 1}_HOST is not: ledgers are DB1_…, DB2_…, … numbered "
+            "without gaps, each with its DBn_HOST"
+            + ("; leave every DBn_… unset for the embedded SQLite ledgers" if not _mysql_ledgers else "")
+        )
+
 _names = [(db["HOST"] if "HOST" in db else "", db.get("PORT", ""), db["NAME"]) for db in DATABASES.values()]
 if len(set(_names)) != len(_names):
-    from django.core.exceptions import ImproperlyConfigured
-
     raise ImproperlyConfigured("two database aliases point at the same database; give each its own NAME")
 
 DATABASE_ROUTERS = ["bankcore.router.LedgerRouter"]

@@ -77,6 +77,42 @@ def test_ledgers_come_from_configuration(tmp_path):
     assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr
 
 
+def _refused(result: subprocess.CompletedProcess[str], *names: str) -> bool:
+    last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    return (
+        result.returncode != 0
+        and last.startswith("django.core.exceptions.ImproperlyConfigured")
+        and all(name in last for name in names)
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"DB1_HOST": "h1", "DB3_HOST": "h3"}, ("DB3_HOST", "DB2_HOST")),
+        ({"DB1_HOST": "h1", "DB2_HOST": "h2", "DB4_NAME": "x"}, ("DB4_NAME", "DB3_HOST")),
+        ({"DB1_HOST": "h1", "DB2_PORT": "3307"}, ("DB2_PORT", "DB2_HOST")),
+        ({"DB1_HOST": "h1", "DB2_USER": "u", "DB2_PASSWORD": "p"}, ("DB2_PASSWORD", "DB2_HOST")),
+        ({"DB1_HOST": "h1", "DB2_PASSWORD_FILE": "/run/secrets/db2"}, ("DB2_PASSWORD_FILE", "DB2_HOST")),
+        # Without DB1_HOST the ledgers are SQLite files: a server's settings would be ignored.
+        ({"DB2_HOST": "h2"}, ("DB2_HOST", "DB1_HOST")),
+        ({"DB1_PORT": "3306"}, ("DB1_PORT", "DB1_HOST", "SQLite")),
+    ],
+)
+def test_ledger_variables_past_the_last_configured_ledger_stop_startup(tmp_path, env, names):
+    result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), **env)
+    assert _refused(result, *names), result.stderr
+
+
+def test_empty_ledger_variables_count_as_unset(tmp_path):
+    result = _settings_import(
+        "bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DB1_HOST="h1", DB2_HOST="", DB2_PORT=""
+    )
+    assert result.stdout.strip() == "['db1']", result.stderr
+    result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DB1_HOST="", DB2_NAME="")
+    assert result.stdout.strip() == "['db1', 'db2']", result.stderr
+
+
 def test_every_variable_the_code_reads_is_documented_in_env_example():
     """Each literal name passed to a strict reader appears in .env.example (set or commented)."""
     import re
