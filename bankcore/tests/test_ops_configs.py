@@ -119,6 +119,27 @@ def test_observability_variables_are_documented():
     assert read | {"PROMETHEUS_MULTIPROC_DIR"} <= env_example_names()
 
 
+def test_every_database_server_has_its_own_server_id():
+    # given the MySQL services, which share deploy/mysql/my.cnf
+    services = {
+        name: spec for name, spec in compose()["services"].items() if str(spec.get("image", "")).startswith("mysql:")
+    }
+    assert set(services) == {"bank-db1", "bank-db2"}
+    cnf = "./deploy/mysql/my.cnf:/etc/mysql/conf.d/bankcore.cnf:ro"
+    assert all(cnf in spec["volumes"] for spec in services.values())
+    # then the shared file sets no id, and each server's command gives a different one
+    settings_lines = [
+        line for line in (DEPLOY / "mysql" / "my.cnf").read_text().splitlines() if not line.startswith("#")
+    ]
+    assert not [line for line in settings_lines if re.match(r"\s*server[-_]id\b", line)]
+    ids = {}
+    for name, spec in services.items():
+        [option] = [part for part in spec["command"] if part.startswith("--server-id=")]
+        ids[name] = int(option.split("=", 1)[1])
+    assert all(ids.values()), "server id 0 refuses replication"
+    assert ids["bank-db1"] != ids["bank-db2"]
+
+
 def test_secrets_come_from_env_and_nothing_private_is_published():
     base = compose()
     for service, spec in base["services"].items():
