@@ -1,6 +1,6 @@
 """The deployment files, checked without a Docker engine: the compose files parse and everything
-they name exists and is documented; nginx, Prometheus and the shell scripts pass their own tools'
-checks; every metric the alerts and the dashboard use is exported by the app."""
+they name exists and is documented; nginx, Prometheus and the shell scripts (deploy/*.sh, .ci/run)
+pass their own tools' checks; every metric the alerts and the dashboard use is exported by the app."""
 
 from __future__ import annotations
 
@@ -213,11 +213,16 @@ def test_prometheus_scrapes_the_app_and_the_celery_workers():
     assert ":3306" not in targets and "redis:6379" not in targets
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in DEPLOY.glob("*.sh")))
+# The deploy scripts and the CI entry point (a script without the .sh suffix).
+SHELL_SCRIPTS = sorted([*(str(p.relative_to(ROOT)) for p in DEPLOY.glob("*.sh")), ".ci/run"])
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS)
 def test_shell_script_passes_shellcheck(script):
+    path = ROOT / script
     result = subprocess.run(
-        [require("shellcheck"), "--severity=style", "--external-sources", script],
-        cwd=DEPLOY,
+        [require("shellcheck"), "--severity=style", "--external-sources", path.name],
+        cwd=path.parent,
         capture_output=True,
         text=True,
         timeout=120,
