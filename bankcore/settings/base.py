@@ -17,6 +17,7 @@ from bankcore.env import (
     env_str,
     mysql_server,
 )
+from bankcore.money import InvalidCurrency, currency_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR: Path = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
@@ -231,6 +232,13 @@ DAILY_TRANSFER_LIMIT = env_decimal("DAILY_TRANSFER_LIMIT", "100000.00")
 TRANSACTION_TIMEOUT = env_int("TRANSACTION_TIMEOUT", 30, minimum=1)
 APPROVAL_THRESHOLD = env_decimal("APPROVAL_THRESHOLD", "10000.00")
 DEFAULT_CURRENCY = env_str("DEFAULT_CURRENCY", "CNY")
+try:
+    # The rule every account's currency is held to; a migration writes the cash account in this one.
+    currency_parse(DEFAULT_CURRENCY)
+except InvalidCurrency:
+    raise ImproperlyConfigured(
+        f"DEFAULT_CURRENCY={DEFAULT_CURRENCY!r} is not a three-letter ISO 4217 code in capitals, e.g. CNY"
+    ) from None
 BUSINESS_TIME_ZONE = "Asia/Shanghai"
 # Fault points kill a transfer between two protocol steps; only tests switch them on.
 BANKCORE_FAULT_POINTS_ENABLED = env_bool("BANKCORE_FAULT_POINTS_ENABLED", False)

@@ -113,6 +113,19 @@ def test_empty_ledger_variables_count_as_unset(tmp_path):
     assert result.stdout.strip() == "['db1', 'db2']", result.stderr
 
 
+@pytest.mark.parametrize("currency", ["cny", "EURO", "US", "C1Y", "ÄBC", " CNY"])
+def test_a_malformed_default_currency_stops_startup(tmp_path, currency):
+    result = _settings_import(
+        "bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DEFAULT_CURRENCY=currency
+    )
+    assert _refused(result, "DEFAULT_CURRENCY"), result.stderr
+
+
+def test_another_default_currency_is_accepted(tmp_path):
+    result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DEFAULT_CURRENCY="USD")
+    assert result.returncode == 0, result.stderr
+
+
 def test_every_variable_the_code_reads_is_documented_in_env_example():
     """Each literal name passed to a strict reader appears in .env.example (set or commented)."""
     import re
