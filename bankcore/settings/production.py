@@ -1,4 +1,4 @@
-"""Production: refuses to start with a default or empty secret."""
+"""Production: refuses to start with a default, empty, short or shared secret."""
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -8,6 +8,9 @@ from bankcore.settings.base import INSECURE_DEFAULT_SECRET, JWT_SECRET_KEY, SECR
 for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SECRET_KEY", JWT_SECRET_KEY)):
     if not _value or _value.startswith(INSECURE_DEFAULT_SECRET) or len(_value) < 32:
         raise ImproperlyConfigured(f"{_name} must be set to a random value of at least 32 characters")
+# One key for both would let whoever learns it sign API tokens and sessions alike.
+if JWT_SECRET_KEY == SECRET_KEY:
+    raise ImproperlyConfigured("JWT_SECRET_KEY must differ from SECRET_KEY: give each its own random value")
 
 DEBUG = False
 BANKCORE_ENVIRONMENT = "production"

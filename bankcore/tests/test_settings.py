@@ -49,13 +49,17 @@ def _settings_import(settings_module: str, **env: str) -> subprocess.CompletedPr
     )
 
 
-def test_production_refuses_default_or_short_secret(tmp_path):
+def test_production_refuses_default_short_or_shared_secrets(tmp_path):
     result = _settings_import("bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path))
     assert result.returncode != 0 and "SECRET_KEY" in result.stderr
     result = _settings_import(
         "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="short"
     )
     assert result.returncode != 0 and "JWT_SECRET_KEY" in result.stderr
+    result = _settings_import(
+        "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="x" * 40
+    )
+    assert _refused(result, "JWT_SECRET_KEY", "SECRET_KEY", "differ"), result.stderr
     result = _settings_import(
         "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40
     )
