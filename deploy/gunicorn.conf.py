@@ -1,8 +1,9 @@
 """Gunicorn settings for bankcore (seed §11.2, corrected).
 
 Used by the Docker image (`gunicorn -c deploy/gunicorn.conf.py bankcore.wsgi:application`) and by
-native runs. Environment overrides: GUNICORN_BIND, GUNICORN_WORKERS, GUNICORN_THREADS,
-GUNICORN_LOG_LEVEL (else LOG_LEVEL), PROMETHEUS_MULTIPROC_DIR.
+native runs. Environment overrides, read through the project's strict readers: GUNICORN_BIND,
+GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_LOG_LEVEL (else LOG_LEVEL); and
+PROMETHEUS_MULTIPROC_DIR (read by prometheus_client itself, so read here the same way).
 
 Seed corrections: the seed used `worker_class = "gevent"` with 1000 connections per worker.
 mysqlclient is a C driver that blocks the whole process (gevent cannot patch it), so one slow
@@ -18,9 +19,28 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from gunicorn import glogging
+
+
+def _project_module(relative_path: str, name: str):  # type: ignore[no-untyped-def]
+    """A module of the project loaded from its file: importing the ``bankcore`` package would
+    load the Celery app into the master and set a default DJANGO_SETTINGS_MODULE before wsgi.py
+    sets the production one."""
+    path = Path(__file__).resolve().parent.parent / relative_path
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# The project's strict readers (bankcore/env.py): a malformed value stops gunicorn with
+# ImproperlyConfigured naming the variable, and every variable may be given as NAME_FILE.
+_env = _project_module("bankcore/env.py", "_bankcore_env")
 
 
 def _cpus() -> int:
@@ -30,12 +50,12 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-bind = os.environ.get("GUNICORN_BIND") or "0.0.0.0:8000"
+bind = _env.env_str("GUNICORN_BIND", "0.0.0.0:8000")
 # Containers see the host's CPU count; set GUNICORN_WORKERS when a CPU limit applies
 # (docker-compose.scale.yml does). Each thread holds one connection per database alias.
-workers = int(os.environ.get("GUNICORN_WORKERS") or 2 * _cpus() + 1)
+workers = _env.env_int("GUNICORN_WORKERS", 2 * _cpus() + 1, minimum=1)
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+threads = _env.env_int("GUNICORN_THREADS", 4, minimum=1)
 keepalive = 5
 timeout = 30
 # On SIGTERM (rolling update, `docker compose stop`) workers stop accepting and get this long to
@@ -51,7 +71,14 @@ preload_app = False
 # --- Logging: JSON lines on stdout (access) and stderr (errors) --------------------------------
 accesslog = "-"
 errorlog = "-"
-loglevel = (os.environ.get("GUNICORN_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "info").lower()
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_log_level_variable = "GUNICORN_LOG_LEVEL" if _env.env_optional("GUNICORN_LOG_LEVEL") else "LOG_LEVEL"
+_log_level = _env.env_str(_log_level_variable, "info")
+loglevel = _log_level.strip().lower()
+if loglevel not in _LOG_LEVELS:  # gunicorn itself would log at INFO without a word
+    raise _env.ImproperlyConfigured(
+        f"{_log_level_variable}={_log_level!r} is not one of {', '.join(level.upper() for level in _LOG_LEVELS)}"
+    )
 # One JSON object per request, with the app's log-line fields first (time, level, logger,
 # message, request_id). The request id is the X-Request-ID header nginx sets, so these lines join
 # the app's log lines and audit events. remote_addr is the client as nginx saw it; peer is the
@@ -78,15 +105,8 @@ class JsonSafeAtoms(glogging.SafeAtoms):
 
 
 def _json_formatter() -> logging.Formatter:
-    """The app's JSON formatter (bankcore/logging.py), loaded from its file: importing the
-    ``bankcore`` package would load the Celery app into the master and set a default
-    DJANGO_SETTINGS_MODULE before wsgi.py sets the production one."""
-    path = Path(__file__).resolve().parent.parent / "bankcore" / "logging.py"
-    spec = importlib.util.spec_from_file_location("_bankcore_json_logging", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.JsonFormatter()
+    """The app's JSON formatter (bankcore/logging.py)."""
+    return _project_module("bankcore/logging.py", "_bankcore_json_logging").JsonFormatter()
 
 
 class JsonAccessLogger(glogging.Logger):

@@ -130,6 +130,48 @@ def test_another_default_currency_is_accepted(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def _gunicorn_config() -> dict:  # type: ignore[type-arg]
+    import runpy
+    from pathlib import Path
+
+    return runpy.run_path(str(Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"))
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"GUNICORN_WORKERS": "four"}, "GUNICORN_WORKERS"),
+        ({"GUNICORN_WORKERS": "0"}, "GUNICORN_WORKERS"),
+        ({"GUNICORN_THREADS": "2.5"}, "GUNICORN_THREADS"),
+        ({"GUNICORN_THREADS": "-1"}, "GUNICORN_THREADS"),
+        ({"GUNICORN_LOG_LEVEL": "loud"}, "GUNICORN_LOG_LEVEL"),
+        ({"GUNICORN_LOG_LEVEL": "", "LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+    ],
+)
+def test_gunicorn_config_refuses_a_malformed_value_naming_it(monkeypatch, env, name):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ImproperlyConfigured, match=f"^{name}="):
+        _gunicorn_config()
+
+
+def test_gunicorn_config_reads_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("GUNICORN_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("GUNICORN_BIND", "127.0.0.1:9000")
+    workers = tmp_path / "workers"
+    workers.write_text("3\n")
+    monkeypatch.setenv("GUNICORN_WORKERS_FILE", str(workers))
+    monkeypatch.setenv("GUNICORN_THREADS", "8")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    config = _gunicorn_config()
+    assert (config["bind"], config["workers"], config["threads"], config["loglevel"]) == (
+        "127.0.0.1:9000",
+        3,
+        8,
+        "warning",
+    )
+
+
 def test_every_variable_the_code_reads_is_documented_in_env_example():
     """Each literal name passed to a strict reader appears in .env.example (set or commented)."""
     import re
