@@ -44,6 +44,9 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "auditlog",
     "axes",
+    # Its documented set-up: the middleware below and the app (its AppConfig starts the exports
+    # that settings ask for; it has no models or migrations).
+    "django_prometheus",
     "accounts",
     "transfers",
     "audit",

@@ -172,6 +172,16 @@ def test_gunicorn_config_reads_the_environment(monkeypatch, tmp_path):
     )
 
 
+def test_django_prometheus_is_installed_as_its_documentation_says():
+    """Its middleware alone is not its set-up: the app's ``ready()`` starts the exports that
+    settings ask for (``PROMETHEUS_METRICS_EXPORT_PORT``, ``PROMETHEUS_EXPORT_MIGRATIONS``)."""
+    from django.apps import apps
+    from django.conf import settings
+
+    assert apps.is_installed("django_prometheus")
+    assert settings.MIDDLEWARE[0] == "django_prometheus.middleware.PrometheusBeforeMiddleware"
+
+
 def test_every_variable_the_code_reads_is_documented_in_env_example():
     """Each literal name passed to a strict reader appears in .env.example (set or commented)."""
     import re
