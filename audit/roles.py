@@ -51,6 +51,17 @@ AUDITOR: list[Perm] = [
 ]
 ROLES: dict[str, list[Perm]] = {"teller": TELLER, "supervisor": SUPERVISOR, "auditor": AUDITOR}
 
+# What lets a user move money out of any account: a role's. A partner holds neither; it debits only
+# the accounts linked to it.
+STAFF_MOVEMENT_PERMISSIONS = ("transfers.add_transfer", "accounts.handle_cash")
+
+
+def acts_for_bank(user: Any) -> bool:
+    """Staff: flagged ``is_staff`` or holding a permission to move money out of any account. They
+    act on the bank's authority, which is what four eyes control; a partner (neither) acts on its
+    customers' authority, on the accounts linked to it."""
+    return bool(user.is_staff or any(user.has_perm(perm) for perm in STAFF_MOVEMENT_PERMISSIONS))
+
 
 def roles_sync(*, apps: Any = django_apps, using: str = "default") -> None:
     """Create the role groups (and any permission not created yet: Django creates them only after

@@ -1,5 +1,6 @@
-"""Partner API: transfers. Thin views over ``transfer_create`` / ``transfer_reverse`` and the
-selectors; every refusal is an ``ApplicationError`` rendered by ``bankcore.api_errors``.
+"""Partner API: transfers. Thin views over ``transfers.approvals.money_movement_execute`` (the
+four-eyes rule, then ``transfer_create``), ``transfer_reverse`` and the selectors; every refusal
+is an ``ApplicationError`` rendered by ``bankcore.api_errors``.
 
 Idempotency: ``POST`` needs an ``Idempotency-Key`` header. The engine stores it with the client's
 identity (``Actor.client_id``, the partner's user) and a hash of the request, so a retry answers
@@ -34,8 +35,9 @@ from bankcore.api_errors import (
 )
 from bankcore.errors import ApplicationError
 from transfers.api_selectors import transfer_get_visible, transfer_wait_final, transfers_list
-from transfers.models import Transfer
-from transfers.services import REFERENCE_MAX_LENGTH, transfer_create, transfer_refusal_error, transfer_reverse
+from transfers.approvals import money_movement_execute
+from transfers.models import Approval, Transfer
+from transfers.services import REFERENCE_MAX_LENGTH, transfer_refusal_error, transfer_reverse
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -110,6 +112,7 @@ CREATE_PROBLEMS = problems(
             "invalid_reference",
             "same_account",
         ],
+        403: ["approval_required"],
         404: ["account_not_found"],
         409: ["idempotency_key_reused"],
         422: [
@@ -195,7 +198,9 @@ class TransferListCreateApi(APIView):
         extensions=CREATE_PROBLEMS,
         description=(
             "Move money out of an account linked to you into any account. A refusal (funds, limit, "
-            "account state) is recorded: retrying with the same key answers the same problem."
+            "account state) is recorded: retrying with the same key answers the same problem. Bank "
+            "staff above `APPROVAL_THRESHOLD` who may not approve (tellers) are refused with 403 "
+            "`approval_required`, nothing moved or stored: four eyes are given in the back office."
         ),
     )
     def post(self, request: Request) -> Response:
@@ -205,8 +210,10 @@ class TransferListCreateApi(APIView):
         params = data.validated_data
         if not account_may_debit(user=request.user, number=params["source_account"]):
             raise AccountNotFound(f"No account {params['source_account']}.")
-        transfer = transfer_create(
+        transfer = money_movement_execute(
             actor=actor_from_request(request, channel=Channel.API),
+            user=request.user,
+            kind=Approval.Kind.TRANSFER,
             source_account=params["source_account"],
             destination_account=params["destination_account"],
             amount=params["amount"],

@@ -7,9 +7,13 @@ services, with the *maker* as the transfer's creator and the checker named in th
 ``approval_reject`` closes it with a reason. Execution uses the idempotency key ``approval:<id>``
 in the maker's namespace, so running it twice (a retry after a ledger outage) moves money once.
 
-Who waits: only users who may not approve themselves. A supervisor's own movement above the
-threshold executes at once — the role is the second pair of eyes; making supervisors wait for one
-another would leave a one-supervisor branch unable to work.
+Who waits: staff (``audit.roles.acts_for_bank``) who may not approve. A supervisor's own movement
+above the threshold executes at once — the role is the second pair of eyes; making supervisors wait
+for one another would leave a one-supervisor branch unable to work. A partner of the API is not
+staff: it debits only the accounts linked to it, on its customers' authority, within the engine's
+limits. The rule is ``approval_required``, whatever the door: the back office queues what needs
+approval (``money_movement_submit``); the partner API has no queue and refuses it
+(``money_movement_execute``: ``ApprovalRequired``).
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from django.utils import timezone
 
 from accounts.selectors import account_get
 from accounts.services import account_deposit, account_withdraw
+from audit.roles import acts_for_bank
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.money import money_parse
-from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, SameAccount
+from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, SameAccount
 from transfers.models import Approval, Transfer
 from transfers.services import _idempotency_key_clean, _reference_clean, transfer_create
 
@@ -75,8 +80,9 @@ class ApprovalMakerRequired(ValidationFailed):
 
 
 def approval_required(*, user: Any, amount: Decimal) -> bool:
-    """Whether ``user``'s movement of ``amount`` must wait for a second pair of eyes."""
-    return amount > settings.APPROVAL_THRESHOLD and not is_checker(user)
+    """Whether ``user``'s movement of ``amount`` must wait for a second pair of eyes: above the
+    threshold, made by staff who may not approve."""
+    return amount > settings.APPROVAL_THRESHOLD and acts_for_bank(user) and not is_checker(user)
 
 
 def is_checker(user: Any) -> bool:
@@ -346,6 +352,12 @@ def _movement_execute(
     )
 
 
+def _movement_gate(*, user: Any, amount: Decimal | str) -> tuple[Decimal, bool]:
+    """The amount, and whether the movement waits for approval; what every door's entry asks first."""
+    value = money_parse(amount)
+    return value, approval_required(user=user, amount=value)
+
+
 def money_movement_submit(
     *,
     actor: Actor,
@@ -361,8 +373,8 @@ def money_movement_submit(
     the ``Transfer``) or, above the threshold for a user who may not approve, stores it PENDING
     (returning the ``Approval``). ``idempotency_key`` makes either safe to submit twice. Raises what
     the chosen service raises."""
-    value = money_parse(amount)
-    if approval_required(user=user, amount=value):
+    value, waits = _movement_gate(user=user, amount=amount)
+    if waits:
         return approval_request(
             actor=actor,
             kind=kind,
@@ -380,4 +392,39 @@ def money_movement_submit(
         destination_account=destination_account,
         reference=reference,
         idempotency_key=idempotency_key,
+    )
+
+
+def money_movement_execute(
+    *,
+    actor: Actor,
+    user: Any,
+    kind: str,
+    amount: Decimal | str,
+    source_account: str = "",
+    destination_account: str = "",
+    currency: str | None = None,
+    reference: str = "",
+    idempotency_key: str | None = None,
+) -> Transfer:
+    """The entry of a door without an approval queue (the partner API): executes the movement at
+    once, or refuses what would need four eyes with ``ApprovalRequired`` — nothing moved, nothing
+    stored; the maker submits it in the back office, where it waits for a supervisor. Raises what
+    the engine raises."""
+    value, waits = _movement_gate(user=user, amount=amount)
+    if waits:
+        raise ApprovalRequired(
+            f"Above {settings.APPROVAL_THRESHOLD} a movement by bank staff needs a supervisor's approval, "
+            "and this door executes at once: submit it in the back office, where it waits for one. "
+            "Nothing was moved."
+        )
+    return _movement_execute(
+        actor=actor,
+        kind=kind,
+        amount=value,
+        source_account=source_account,
+        destination_account=destination_account,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        currency=currency,
     )

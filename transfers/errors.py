@@ -83,6 +83,14 @@ class InvalidReference(ValidationFailed):
     title = "Invalid reference"
 
 
+class ApprovalRequired(ApplicationError):
+    """Four eyes, at a door without an approval queue (the partner API): nothing is moved or stored."""
+
+    code = "approval_required"
+    title = "A supervisor's approval is required"
+    http_status = 403
+
+
 # Every code that can be recorded on an ABORTED transfer, and the error that renders it.
 RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
     cls.code: cls

@@ -193,6 +193,7 @@ def test_schema_documents_every_operation_and_its_problems(api_world):
     assert {"201", "400", "401", "404", "409", "413", "415", "422", "429", "503"} <= set(create["responses"])
     assert "insufficient_funds" in create["responses"]["422"]["description"]
     assert "idempotency_key_reused" in create["responses"]["409"]["description"]
+    assert "approval_required" in create["responses"]["403"]["description"]
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in create["parameters"])
     for operations in paths.values():
         for operation in operations.values():

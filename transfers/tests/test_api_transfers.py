@@ -1,5 +1,5 @@
-"""Partner API: transfers — create, replay, conflict, refusals (nothing moved), personas,
-reversal, list filters and pagination."""
+"""Partner API: transfers — create, replay, conflict, refusals (nothing moved), personas, four eyes
+and roles at this door, reversal, list filters and pagination."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Entry
-from conftest import balances
-from transfers.models import Transfer
+from conftest import api_client_for, balances, world_snapshot
+from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -78,6 +78,39 @@ def test_staff_with_permission_debits_any_account(api_world):
     response = post(w.s, body(w.b1, w.a2, amount="10.00"))
     assert response.status_code == 201
     assert balances(w.b1, w.a2) == [Decimal("490.00"), Decimal("1010.00")]
+
+
+# --- four eyes and roles: the back office's rules hold at this door too ------------------------------
+
+
+def test_staff_above_the_threshold_is_refused_and_nothing_is_moved_or_stored(api_world, make_staff, settings):
+    settings.APPROVAL_THRESHOLD = Decimal("100.00")
+    w = api_world
+    teller = api_client_for(make_staff("teller"))
+    for client in (teller, w.s):  # w.s: not flagged is_staff, but debits any account by permission
+        before = world_snapshot(w.a1, w.a2, w.b1, w.c2)
+        for _attempt in range(2):  # a retry with the same key answers the same
+            response = post(client, body(w.b1, w.c2, amount="100.01"), key="large")
+            assert response.status_code == 403, response.content
+            assert response["Content-Type"] == PROBLEM
+            problem = response.json()
+            assert problem["code"] == "approval_required" and problem["type"].endswith("approval_required")
+            assert "back office" in problem["detail"]
+            assert "Idempotent-Replayed" not in response
+        assert world_snapshot(w.a1, w.a2, w.b1, w.c2) == before  # no transfer, approval or audit event
+        assert post(client, body(w.b1, w.c2, amount="100.00"), key="at").status_code == 201
+    assert not Approval.objects.exists()
+
+
+def test_a_supervisor_and_a_partner_move_money_above_the_threshold_at_once(api_world, make_staff, settings):
+    settings.APPROVAL_THRESHOLD = Decimal("100.00")
+    w = api_world
+    supervisor = api_client_for(make_staff("supervisor"))
+    assert post(supervisor, body(w.b1, w.c2, amount="400.00")).status_code == 201
+    # A partner is not bank staff: it debits its own accounts on its customers' authority.
+    assert post(w.a, body(w.a1, w.c2, amount="900.00")).status_code == 201
+    assert balances(w.a1, w.b1, w.c2) == [Decimal("100.00"), Decimal("100.00"), Decimal("1300.00")]
+    assert not Approval.objects.exists()
 
 
 # --- idempotency -----------------------------------------------------------------------------------

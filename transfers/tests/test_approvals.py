@@ -20,9 +20,11 @@ from transfers.approvals import (
     approval_execute,
     approval_reject,
     approval_request,
+    approval_required,
+    money_movement_execute,
     money_movement_submit,
 )
-from transfers.errors import IdempotencyKeyReused, InsufficientFunds
+from transfers.errors import ApprovalRequired, IdempotencyKeyReused, InsufficientFunds
 from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -279,6 +281,48 @@ def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
     with pytest.raises(ApprovalNotAllowed):
         approval_approve(actor=as_actor(root), approval_id=other.pk)
     assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+
+
+def test_who_needs_four_eyes(people, make_staff, settings):
+    from conftest import api_user
+
+    settings.APPROVAL_THRESHOLD = Decimal("100.00")
+    partner = api_user("partner")
+    staff_by_permission = api_user("staff", permissions=("transfers.add_transfer",))  # not flagged is_staff
+    above, at = Decimal("100.01"), Decimal("100.00")
+    assert approval_required(user=people["teller"], amount=above)
+    assert approval_required(user=staff_by_permission, amount=above)
+    assert not approval_required(user=people["teller"], amount=at)
+    assert not approval_required(user=people["supervisor"], amount=above)
+    assert not approval_required(user=partner, amount=above)  # acts on its customers' authority
+
+
+def test_a_door_without_a_queue_refuses_what_needs_four_eyes_and_stores_nothing(people, make_account):
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    teller = people["teller"]
+    before = world_snapshot(alice, bob)
+
+    def execute(user, amount):
+        return money_movement_execute(
+            actor=as_actor(user, Channel.API),
+            user=user,
+            kind=Approval.Kind.TRANSFER,
+            amount=amount,
+            source_account=alice.number,
+            destination_account=bob.number,
+            idempotency_key=f"k-{user.pk}-{amount}",
+        )
+
+    with pytest.raises(ApprovalRequired) as refused:
+        execute(teller, "10000.01")
+    assert refused.value.http_status == 403 and "back office" in refused.value.detail
+    assert world_snapshot(alice, bob) == before  # no approval, no transfer, no audit event
+
+    at_threshold = execute(teller, "10000.00")
+    by_supervisor = execute(people["supervisor"], "15000.00")
+    assert at_threshold.status == by_supervisor.status == Transfer.Status.COMPLETED
+    assert balances(alice, bob) == [Decimal("5000.00"), Decimal("25000.00")]
+    assert not Approval.objects.exists()
 
 
 def test_an_approved_request_is_executed_only_by_a_supervisor_other_than_its_maker(people, make_account):
