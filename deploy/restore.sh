@@ -10,9 +10,14 @@
 #    (native mode: stopping the app is the caller's job);
 # 4. restores every dump into its database (tables in the dump are dropped and recreated);
 # 5. starts the stopped services again;
-# 6. runs `python manage.py reconcile` and exits with its status (0 = books balance).
-# Recovery (Celery beat, or `manage.py recover_transfers`) then finishes or voids any transfer
-# that was between two phases when the backup was taken.
+# 6. runs `python manage.py recover_transfers --grace 0`: the dumps are snapshots taken
+#    milliseconds apart, so a transfer caught between them can be decided in one ledger's dump and
+#    unknown or pending in another's; recovery finishes it forward or voids it, as it would after a
+#    crash. The coordinators that ran those transfers died with the old world, so there is no
+#    grace period to wait for (a transfer still within its deadline, TRANSACTION_TIMEOUT, is left
+#    to beat's recovery);
+# 7. runs `python manage.py reconcile` and exits with its status (0 = books balance), or 1 if
+#    recovery itself failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,15 +33,17 @@ usage() {
 Usage: deploy/restore.sh BACKUP_DIR --force [--native] [--help]
 
 Restores the dumps of BACKUP_DIR (written by deploy/backup.sh) after verifying SHA256SUMS, then
-runs `manage.py reconcile` and exits with its status. Without --force it only verifies and
+runs `manage.py recover_transfers --grace 0` (settles transfers caught between the dumps) and
+`manage.py reconcile`, and exits with reconcile's status. Without --force it only verifies and
 lists what it would restore.
 
 Docker mode (default): restores into the compose database containers (service from the dump's
 file name) as root, stopping banking-app, celery-worker and celery-beat meanwhile.
 Native mode (--native): restores with mariadb or mysql (MYSQL_CLIENT overrides) into the
 databases named by DB1_*, DB2_*, … and DB_DEFAULT_* (defaults: DB1's server, bank_core), matched
-by the dump's file name (db1__…, default__…); then runs ${PYTHON:-python} manage.py reconcile in
-the repository root. Every variable may be given as NAME_FILE instead.
+by the dump's file name (db1__…, default__…); then runs ${PYTHON:-python} manage.py
+recover_transfers and reconcile in the repository root. Every variable may be given as NAME_FILE
+instead.
 
 Options:
   --force      really restore (destroys the current content of the restored tables)
@@ -189,20 +196,31 @@ main() {
     done
     log "All ${#DUMPS[@]} dump(s) restored"
 
-    local status=0
+    local -a manage
     if [[ $MODE == docker ]]; then
         log "Starting ${APP_SERVICES[*]}"
         docker compose start "${APP_SERVICES[@]}"
-        log "Reconciling the ledgers"
-        docker compose exec -T banking-app python manage.py reconcile --no-progress || status=$?
+        manage=(docker compose exec -T banking-app python manage.py)
     else
-        log "Reconciling the ledgers: ${PYTHON:-python} manage.py reconcile"
-        "${PYTHON:-python}" manage.py reconcile --no-progress || status=$?
+        manage=("${PYTHON:-python}" manage.py)
+    fi
+    # Recovery before reconciliation: until it ran, a transfer caught between two dumps shows as
+    # money held or moved in one ledger only, which reconcile would report as a discrepancy.
+    local recovered=0 status=0
+    log "Settling transfers caught between the dumps: manage.py recover_transfers --grace 0"
+    "${manage[@]}" recover_transfers --grace 0 || recovered=$?
+    if ((recovered != 0)); then
+        log "recover_transfers failed (exit status $recovered); reconciling anyway to show the state"
+    fi
+    log "Reconciling the ledgers: manage.py reconcile"
+    "${manage[@]}" reconcile --no-progress || status=$?
+    if ((status == 0 && recovered != 0)); then
+        status=1
     fi
     if ((status == 0)); then
         log "Restore complete: reconciliation is clean"
     else
-        log "Restore complete, but reconciliation reported problems (exit status $status): investigate before accepting transfers"
+        log "Restore complete, but recovery or reconciliation reported problems (exit status $status): investigate before accepting transfers"
     fi
     exit "$status"
 }
