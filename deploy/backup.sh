@@ -9,6 +9,13 @@
 # transfer caught between them is resolved on restore by recovery (prepared legs are finished or
 # voided according to the decision) and checked by `manage.py reconcile`, which restore.sh runs.
 #
+# Where the server keeps a binary log (the production my.cnf does), each dump also records the
+# binlog coordinates of its snapshot, as a comment near its top (`-- CHANGE REPLICATION SOURCE TO
+# …` from MySQL's mysqldump --source-data=2, `-- CHANGE MASTER TO …` from MariaDB's
+# --master-data=2), and backup.info repeats them: replaying the binlog from there onto a restored
+# dump brings that server forward to a later point in time. A server without a binary log is
+# dumped without them (the option would fail there).
+#
 # Output: BACKUP_ROOT/<UTC timestamp>/<target>__<database>.sql.gz, backup.info and SHA256SUMS
 # (verify with `cd DIR && sha256sum -c SHA256SUMS`). Passwords travel only in MYSQL_PWD, never
 # on a command line. The seed's version dumped as root with the password on the command line,
@@ -38,7 +45,10 @@ Docker mode (default): runs mysqldump inside each database container of the comp
 Native mode (--native): connects directly with mysqldump or mariadb-dump (MYSQLDUMP overrides)
   to DB1_HOST/DB1_PORT/DB1_USER/DB1_PASSWORD/DB1_NAME, DB2_…, DB3_… (while DBn_HOST is set) and
   to the control plane DB_DEFAULT_* (defaults: DB1's server, database bank_core).
-  Every variable may be given as NAME_FILE instead.
+  Every variable may be given as NAME_FILE instead. Whether a server keeps a binary log is asked
+  with mariadb or mysql (MYSQL_CLIENT overrides); if it does, the dump records its coordinates,
+  for which MySQL's mysqldump needs the RELOAD and REPLICATION CLIENT privileges (MariaDB's
+  needs neither together with --single-transaction).
 
 Options:
   --native       native mode (see above)
@@ -84,23 +94,58 @@ native_targets() {
     TARGETS+=("default|$(getenv DB_DEFAULT_NAME bank_core)|$(getenv DB_DEFAULT_HOST "$(getenv DB1_HOST)")|$(getenv DB_DEFAULT_PORT "$(getenv DB1_PORT 3306)")|$(getenv DB_DEFAULT_USER "$(getenv DB1_USER bank_user)")|DB_DEFAULT")
 }
 
+# binlog_option DUMP_HELP: the option that writes the snapshot's binlog coordinates as a comment,
+# named as the dump tool names it (MySQL 8.0.26 renamed --master-data to --source-data).
+binlog_option() {
+    if [[ $1 == *--source-data* ]]; then
+        printf '%s' --source-data=2
+    else
+        printf '%s' --master-data=2
+    fi
+}
+
 dump_one() { # dump_one TARGET FILE
-    local target=$1 file=$2 label database host port user prefix password
+    local target=$1 file=$2 label database host port user prefix password log_bin
     IFS='|' read -r label database host port user prefix <<<"$target"
     if [[ $MODE == docker ]]; then
-        docker compose exec -T "$label" sh -c \
-            'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysqldump -uroot "$@"' sh \
+        # The container's own client and dump tool decide (inside it) whether, and how, to ask for
+        # the coordinates.
+        # shellcheck disable=SC2016  # expanded by the container's shell, not this one
+        docker compose exec -T "$label" sh -c '
+            export MYSQL_PWD="$MYSQL_ROOT_PASSWORD"
+            log_bin=$(mysql -uroot --batch --skip-column-names -e "SELECT @@GLOBAL.log_bin") || exit
+            if [ "$log_bin" = 1 ]; then
+                case $(mysqldump --help) in
+                    *--source-data*) set -- --source-data=2 "$@" ;;
+                    *) set -- --master-data=2 "$@" ;;
+                esac
+            fi
+            exec mysqldump -uroot "$@"' sh \
             "${DUMP_OPTIONS[@]}" "$database" | gzip -c >"$file"
     else
         password=$(getenv "${prefix}_PASSWORD")
         if [[ $prefix == DB_DEFAULT && -z $password ]]; then
             password=$(getenv DB1_PASSWORD)
         fi
-        local -a conn
+        local -a conn options=("${DUMP_OPTIONS[@]}")
         mapfile -t conn < <(connection_args "$host" "$port")
-        MYSQL_PWD="$password" "$DUMP" "${conn[@]}" --user="$user" "${DUMP_OPTIONS[@]}" \
+        log_bin=$(MYSQL_PWD="$password" "$CLIENT" "${conn[@]}" --user="$user" --batch \
+            --skip-column-names -e 'SELECT @@GLOBAL.log_bin')
+        if [[ $log_bin == 1 ]]; then
+            options+=("$BINLOG_OPTION")
+        fi
+        MYSQL_PWD="$password" "$DUMP" "${conn[@]}" --user="$user" "${options[@]}" \
             "$database" | gzip -c >"$file"
     fi
+}
+
+# binlog_coordinates FILE: "<binlog file> <position>" from the dump's comment, or nothing.
+binlog_coordinates() {
+    # sed stops at the comment (or at the first table), near the top: gzip's broken pipe is
+    # expected then.
+    gzip -dc -- "$1" 2>/dev/null | sed -n -E \
+        -e "/^-- CHANGE (MASTER|REPLICATION SOURCE) TO /{s/.*_LOG_FILE='([^']+)', *[A-Z_]*_LOG_POS=([0-9]+).*/\\1 \\2/p;q;}" \
+        -e '/^-- Table structure/q' || true
 }
 
 main() {
@@ -129,6 +174,8 @@ main() {
         docker_targets
     else
         DUMP=$(find_tool MYSQLDUMP mariadb-dump mysqldump)
+        CLIENT=$(find_tool MYSQL_CLIENT mariadb mysql)
+        BINLOG_OPTION=$(binlog_option "$("$DUMP" --help)")
         native_targets
     fi
 
@@ -167,9 +214,14 @@ main() {
         printf 'created_at=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         printf 'mode=%s\n' "$MODE"
         printf 'git_commit=%s\n' "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+        local coordinates
         for target in "${TARGETS[@]}"; do
             IFS='|' read -r label database _ <<<"$target"
             printf 'target=%s %s\n' "$label" "$database"
+            coordinates=$(binlog_coordinates "$dir/${label}__${database}.sql.gz")
+            if [[ -n $coordinates ]]; then
+                printf 'binlog=%s %s %s\n' "$label" "$database" "$coordinates"
+            fi
         done
     } >"$dir/backup.info"
 

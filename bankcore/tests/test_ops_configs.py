@@ -230,6 +230,51 @@ def test_shell_script_passes_shellcheck(script):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_backup_records_the_binlog_coordinates_of_a_server_that_keeps_a_binlog(tmp_path):
+    """The native stack test backs up servers without a binary log (the dump is taken without
+    coordinates there); this one has a binary log, as production's my.cnf gives every server."""
+    import os
+
+    import MySQLdb
+
+    from bankcore.testing.servers import MariaDBServer
+
+    server = MariaDBServer(tmp_path, "binlog", durable=True)
+    server.start()
+    try:
+        connection = MySQLdb.connect(host="127.0.0.1", port=server.port, user="root", passwd="")
+        with connection.cursor() as cursor:
+            for database in ("bank_source", "bank_core"):
+                cursor.execute(f"CREATE DATABASE {database}")
+            cursor.execute("CREATE TABLE bank_source.t (id INT PRIMARY KEY) ENGINE=InnoDB")
+            cursor.execute("INSERT INTO bank_source.t VALUES (1)")
+            connection.commit()
+            cursor.execute("SHOW MASTER STATUS")
+            binlog_file, position = cursor.fetchone()[:2]
+        connection.close()
+
+        result = subprocess.run(
+            ["bash", "deploy/backup.sh", "--native", "--output", str(tmp_path / "backup")],
+            env={"PATH": os.environ["PATH"], **server.env("DB1", "bank_source")},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.stop()
+
+    assert result.returncode == 0, result.stderr
+    dump = subprocess.run(
+        ["gzip", "-dc", str(tmp_path / "backup" / "db1__bank_source.sql.gz")], capture_output=True, text=True
+    ).stdout
+    comment = f"-- CHANGE MASTER TO MASTER_LOG_FILE='{binlog_file}', MASTER_LOG_POS={position};"
+    assert comment in dump.splitlines()  # a comment: restoring the dump does not touch replication
+    info = (tmp_path / "backup" / "backup.info").read_text().splitlines()
+    assert f"binlog=db1 bank_source {binlog_file} {position}" in info
+    assert f"binlog=default bank_core {binlog_file} {position}" in info
+
+
 # --- The metric contract ----------------------------------------------------------------------------
 
 
