@@ -33,20 +33,13 @@ from bankcore.api_errors import (
     StrictInputSerializer,
     problems,
 )
-from bankcore.errors import ApplicationError
-from transfers.api_selectors import transfer_get_visible, transfer_wait_final, transfers_list
+from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute
 from transfers.models import Approval, Transfer
 from transfers.services import REFERENCE_MAX_LENGTH, transfer_refusal_error, transfer_reverse
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-
-
-class ReversalForbidden(ApplicationError):
-    code = "reversal_not_allowed"
-    title = "Not allowed to reverse this transfer"
-    http_status = 403
 
 
 class TransferOutput(serializers.Serializer):  # type: ignore[type-arg]
@@ -250,8 +243,9 @@ class TransferReverseApi(APIView):
         responses=_CREATED_RESPONSES,
         extensions=REVERSE_PROBLEMS,
         description=(
-            "Move a completed transfer's amount back, as a new transfer. Only who may debit the "
-            "original destination may reverse; at most one reversal per transfer."
+            "Move a completed transfer's amount back, as a new transfer. A partner may reverse when "
+            "it may debit the original destination; bank staff need `transfers.reverse_transfer` "
+            "(a supervisor). At most one reversal per transfer."
         ),
     )
     def post(self, request: Request, transfer_id: uuid.UUID) -> Response:
@@ -259,8 +253,7 @@ class TransferReverseApi(APIView):
         data = TransferReverseInput(data=request.data if request.data else {})
         data.is_valid(raise_exception=True)
         original = transfer_get_visible(user=request.user, transfer_id=transfer_id)
-        if not account_may_debit(user=request.user, number=original.destination_account):
-            raise ReversalForbidden("Only who may debit the destination account may reverse a transfer.")
+        transfer_reversal_check(user=request.user, transfer=original)
         transfer = transfer_reverse(
             actor=actor_from_request(request, channel=Channel.API),
             transfer_id=original.pk,

@@ -1,4 +1,4 @@
-"""Reads for the partner API: which transfers a client may see.
+"""Reads for the partner API: which transfers a client may see, and may reverse.
 
 A partner sees the transfers it created and those touching an account linked to it; any other
 transfer answers exactly as a missing one. Staff with ``transfers.view_transfer`` see every one.
@@ -13,11 +13,13 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from accounts.api_selectors import account_numbers_linked
-from transfers.errors import TransferNotFound
+from accounts.api_selectors import account_may_debit, account_numbers_linked
+from audit.roles import acts_for_bank
+from transfers.errors import ReversalForbidden, TransferNotFound
 from transfers.models import Transfer
 
 VIEW_ALL_TRANSFERS_PERMISSION = "transfers.view_transfer"
+REVERSE_PERMISSION = "transfers.reverse_transfer"
 
 
 def transfers_visible(*, user: Any) -> QuerySet[Transfer]:
@@ -56,6 +58,19 @@ def transfers_list(
     if created_to is not None:
         qs = qs.filter(created_at__lt=created_to)
     return qs.order_by("-created_at", "-id")
+
+
+def transfer_reversal_check(*, user: Any, transfer: Transfer) -> None:
+    """Refuse unless ``user`` may reverse ``transfer``: with ``transfers.reverse_transfer`` (a
+    supervisor, as in the back office), any transfer; other staff (``audit.roles.acts_for_bank``)
+    none, a teller included; a partner, one whose destination it may debit. Raises
+    ``ReversalForbidden``."""
+    if user.has_perm(REVERSE_PERMISSION):
+        return
+    if acts_for_bank(user):
+        raise ReversalForbidden("Reversing a transfer takes a supervisor; ask one to reverse it in the back office.")
+    if not account_may_debit(user=user, number=transfer.destination_account):
+        raise ReversalForbidden("Only who may debit the destination account may reverse a transfer.")
 
 
 # How long a replay waits for the first request with its key to finish, when both are in flight.

@@ -83,6 +83,12 @@ class InvalidReference(ValidationFailed):
     title = "Invalid reference"
 
 
+class ReversalForbidden(ApplicationError):
+    code = "reversal_not_allowed"
+    title = "Not allowed to reverse this transfer"
+    http_status = 403
+
+
 class ApprovalRequired(ApplicationError):
     """Four eyes, at a door without an approval queue (the partner API): nothing is moved or stored."""
 

@@ -194,6 +194,8 @@ def test_schema_documents_every_operation_and_its_problems(api_world):
     assert "insufficient_funds" in create["responses"]["422"]["description"]
     assert "idempotency_key_reused" in create["responses"]["409"]["description"]
     assert "approval_required" in create["responses"]["403"]["description"]
+    reverse = paths["/api/v1/transfers/{transfer_id}/reverse/"]["post"]
+    assert "reversal_not_allowed" in reverse["responses"]["403"]["description"]
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in create["parameters"])
     for operations in paths.values():
         for operation in operations.values():

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Entry
-from conftest import api_client_for, balances, world_snapshot
+from conftest import api_client_for, api_user, balances, world_snapshot
 from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -405,6 +405,26 @@ def test_reversal_by_the_destination_partner(api_world):
     assert conflict.status_code == 409
     assert conflict.json()["code"] == "idempotency_key_reused"
     assert_nothing_moved(w, *before)
+
+
+def test_staff_reverse_only_as_supervisors(api_world, make_staff):
+    w = api_world
+    first, second = (post(w.a, body(w.a1, w.b1, amount="100.00"), key=k).json()["id"] for k in ("t-1", "t-2"))
+    # w.s debits any account (transfers.add_transfer) but may not reverse: a teller's permissions
+    before = world_snapshot(w.a1, w.a2, w.b1, w.c2)
+    for client in (w.s, api_client_for(make_staff("teller"))):
+        refused = client.post(f"{URL}{first}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+        assert refused.status_code == 403, refused.content
+        assert refused.json()["code"] == "reversal_not_allowed"
+        assert "supervisor" in refused.json()["detail"]
+    assert world_snapshot(w.a1, w.a2, w.b1, w.c2) == before
+    # The supervisor role, or the permission granted directly: either reverses any transfer.
+    reverser = api_user("reverser", permissions=("transfers.view_transfer", "transfers.reverse_transfer"))
+    for client, transfer_id in ((api_client_for(make_staff("supervisor")), first), (api_client_for(reverser), second)):
+        done = client.post(f"{URL}{transfer_id}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="r-1")
+        assert done.status_code == 201, done.content
+        assert done.json()["reversal_of"] == transfer_id
+    assert balances(w.a1, w.b1) == [Decimal("1000.00"), Decimal("500.00")]
 
 
 def test_reversal_refusals(api_world):
