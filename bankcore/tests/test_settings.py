@@ -1,8 +1,12 @@
 """Strict settings: a malformed value stops start-up naming the variable."""
 
+import ast
 import os
+import re
+import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -131,9 +135,6 @@ def test_another_default_currency_is_accepted(tmp_path):
 
 
 def _gunicorn_config() -> dict:  # type: ignore[type-arg]
-    import runpy
-    from pathlib import Path
-
     return runpy.run_path(str(Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"))
 
 
@@ -182,17 +183,103 @@ def test_django_prometheus_is_installed_as_its_documentation_says():
     assert settings.MIDDLEWARE[0] == "django_prometheus.middleware.PrometheusBeforeMiddleware"
 
 
-def test_every_variable_the_code_reads_is_documented_in_env_example():
-    """Each literal name passed to a strict reader appears in .env.example (set or commented)."""
-    import re
-    from pathlib import Path
+# Calls that read one environment variable named by their first argument: the strict readers
+# (bankcore.env's env_*, settings' own _env_* helpers, _raw) and os.environ's own readers.
+_READER = re.compile(r"_?env_[a-z_]+|_raw")
+_OS_READERS = {"os.environ.get", "os.getenv", "os.environ.setdefault"}
+# Readers of a family of variables: the first argument is a prefix, the names are its suffixes.
+_PREFIX_READERS = {"mysql_server"}
+_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+# Set by the system, not by whoever deploys bankcore.
+_SYSTEM_VARIABLES = {"PATH"}
+_SKIPPED_DIRECTORIES = {".venv", ".git", "node_modules", "var", "__pycache__", ".mypy_cache", ".pytest_cache"}
 
+
+def _python_files(root: Path) -> list[Path]:
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if d not in _SKIPPED_DIRECTORIES and not d.startswith(".")]
+        found += [Path(directory) / name for name in files if name.endswith(".py")]
+    return found
+
+
+def _variables_read(root: Path) -> tuple[set[str], set[str]]:
+    """Every environment variable a Python file of the project reads, as literal names and as
+    regular expressions for the names built by f-strings (``f"DB{n}_HOST"``)."""
+    suffixes = re.findall(r'f"\{prefix\}_([A-Z][A-Z0-9_]*)"', (root / "bankcore" / "env.py").read_text())
+    names: set[str] = set()
+    patterns: set[str] = set()
+
+    def add(node: ast.expr | None, suffix: str = "") -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _NAME.fullmatch(node.value):
+            names.add(node.value + suffix)
+        elif isinstance(node, ast.JoinedStr):
+            pattern = "".join(
+                re.escape(str(part.value)) if isinstance(part, ast.Constant) else "[A-Z0-9_]+" for part in node.values
+            )
+            patterns.add(pattern + re.escape(suffix))
+
+    for path in _python_files(root):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and node.args:
+                function = ast.unparse(node.func)
+                short = function.rsplit(".", 1)[-1]
+                if function in _OS_READERS or _READER.fullmatch(short):
+                    # The readers' own f"{name}_FILE": the names come from their callers, checked here.
+                    if not (path.name == "env.py" and isinstance(node.args[0], ast.JoinedStr)):
+                        add(node.args[0])
+                elif short in _PREFIX_READERS:
+                    for suffix in suffixes:
+                        add(node.args[0], f"_{suffix}")
+            elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+                if isinstance(node.ctx, ast.Load):
+                    add(node.slice)
+            elif isinstance(node, ast.Compare) and any(isinstance(op, ast.In) for op in node.ops):
+                if any(ast.unparse(c) == "os.environ" for c in node.comparators):
+                    add(node.left)
+    return names - _SYSTEM_VARIABLES, patterns
+
+
+def test_every_variable_the_code_reads_is_documented_in_env_example():
+    """Each variable any Python file of the project reads (strict readers, os.environ, helper
+    readers, names built by f-strings; test-only ones too) appears in .env.example, set or
+    commented out."""
     root = Path(__file__).resolve().parents[2]
-    read = set()
-    for package in ("bankcore", "accounts", "transfers", "audit"):
-        for path in (root / package).rglob("*.py"):
-            if "tests" in path.parts or "testing" in path.parts:
-                continue
-            read |= set(re.findall(r'env_[a-z_]+\(\s*"([A-Z][A-Z0-9_]+)"', path.read_text()))
+    names, patterns = _variables_read(root)
+    # The scanner sees every kind of read: env_* readers, a settings helper (_env_rate),
+    # os.environ.get and os.environ[...], a prefix reader (mysql_server), f-strings.
+    assert {
+        "MAX_TRANSFER_AMOUNT",
+        "API_THROTTLE_ANON_RATE",
+        "BANKCORE_TEST_LEDGERS",
+        "BANKCORE_FAULT_AT",
+        "GUNICORN_WORKERS",
+        "DB_DEFAULT_HOST",
+        "DB1_PASSWORD",
+    } <= names
+    assert "DB[A-Z0-9_]+_HOST" in patterns
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M))
-    assert read - documented == set()
+    assert names - documented == set()
+    assert {pattern for pattern in patterns if not any(re.fullmatch(pattern, name) for name in documented)} == set()
+
+
+def test_the_variable_scanner_catches_each_way_of_reading(tmp_path):
+    (tmp_path / "bankcore").mkdir()
+    (tmp_path / "bankcore" / "env.py").write_text('def mysql_server(prefix):\n    return f"{prefix}_HOST"\n')
+    (tmp_path / "module.py").write_text(
+        "import os\n"
+        'a = os.environ.get("A_GET")\n'
+        'b = os.environ["B_ITEM"]\n'
+        'c = os.getenv("C_GETENV")\n'
+        'd = "D_IN" in os.environ\n'
+        'e = env_int("E_READER", 1)\n'
+        'f = _env_rate("F_HELPER", "1/s")\n'
+        'g = mysql_server("G_PREFIX")\n'
+        'h = env_optional(f"H{n}_HOST")\n'
+        'os.environ["NOT_READ"] = "set, not read"\n'
+        "i = os.environ.get(name)\n"
+    )
+    names, patterns = _variables_read(tmp_path)
+    assert names == {"A_GET", "B_ITEM", "C_GETENV", "D_IN", "E_READER", "F_HELPER", "G_PREFIX_HOST"}
+    assert patterns == {"H[A-Z0-9_]+_HOST"}
