@@ -30,6 +30,7 @@ from django.utils.html import format_html
 from accounts.models import Account, Entry
 from accounts.selectors import accounts_search
 from accounts.services import account_close, account_freeze, account_open, account_unfreeze
+from audit.roles import SUPERUSER_WITHOUT_ROLE, role_permits
 from bankcore.actors import Actor, Channel, actor_from_request
 from bankcore.errors import ApplicationError
 
@@ -48,9 +49,21 @@ def admin_actor(request: HttpRequest) -> Actor:
     return actor_from_request(request, channel=Channel.ADMIN)
 
 
+def may(request: HttpRequest, perm: str) -> bool:
+    """Whether the user holds ``perm`` to act in the back office. Reading (``view_…``) follows
+    Django's permissions, as the admin's own lists do; acting needs a role: a superuser's blanket
+    permissions move no money and change no account (``audit.roles.role_permits``)."""
+    if perm.split(".", 1)[-1].startswith("view_"):
+        return bool(request.user.has_perm(perm))
+    return role_permits(request.user, perm)
+
+
 def require_perm(request: HttpRequest, *perms: str) -> None:
-    """Refuse (403, nothing done) unless the user holds every permission named."""
-    if not request.user.has_perms(perms):
+    """Refuse (403, nothing done) unless the user may do all that is named (see ``may``); a
+    superuser outside the roles is told why."""
+    if not all(may(request, perm) for perm in perms):
+        if request.user.is_superuser:
+            raise PermissionDenied(SUPERUSER_WITHOUT_ROLE)
         raise PermissionDenied
 
 
@@ -197,6 +210,9 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         except ApplicationError:
             return None
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return may(request, "accounts.add_account")
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # money and state change only through the service forms
 
@@ -234,16 +250,16 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             waiting = Approval.objects.filter(
                 Q(source_account=number) | Q(destination_account=number), status=Approval.Status.PENDING
             ).order_by("-created_at")
-            user = request.user
+            customer = account.kind == Account.Kind.CUSTOMER
             context.update(
                 account=account,
                 statement=page,
                 transfers=transfers,
                 waiting_approvals=waiting,
-                can_cash=account.kind == Account.Kind.CUSTOMER and user.has_perm("accounts.handle_cash"),
-                can_transfer=account.kind == Account.Kind.CUSTOMER and user.has_perm("transfers.add_transfer"),
-                can_freeze=account.kind == Account.Kind.CUSTOMER and user.has_perm("accounts.freeze_account"),
-                can_close=account.kind == Account.Kind.CUSTOMER and user.has_perm("accounts.close_account"),
+                can_cash=customer and may(request, "accounts.handle_cash"),
+                can_transfer=customer and may(request, "transfers.add_transfer"),
+                can_freeze=customer and may(request, "accounts.freeze_account"),
+                can_close=customer and may(request, "accounts.close_account"),
             )
         return super().change_view(request, object_id, form_url, context)
 

@@ -7,7 +7,8 @@
 Permissions are listed one by one (never "all of app X"), so a new model or permission never widens
 a role by itself. ``roles_sync`` makes the groups say exactly this; the migration
 ``audit.0003_roles`` runs it on install and ``manage.py sync_roles`` after a change here.
-Superusers are for administration only: they are in no role.
+Superusers are for administration only: they are in no role, and ``role_permits`` — what every
+door asks before money moves or an account changes — ignores their blanket permissions.
 """
 
 from __future__ import annotations
@@ -54,6 +55,31 @@ ROLES: dict[str, list[Perm]] = {"teller": TELLER, "supervisor": SUPERVISOR, "aud
 # What lets a user move money out of any account: a role's. A partner holds neither; it debits only
 # the accounts linked to it.
 STAFF_MOVEMENT_PERMISSIONS = ("transfers.add_transfer", "accounts.handle_cash")
+
+SUPERUSER_WITHOUT_ROLE = (
+    "Superusers are for administration (users, groups) only: moving money and changing accounts "
+    "need a teller's or supervisor's login."
+)
+
+
+def role_permits(user: Any, *perms: str) -> bool:
+    """Whether ``user`` (active) holds every permission named through its groups or its own grants.
+    A superuser's blanket permissions do not count: superusers administer, they move no money and
+    change no account, unless a role says so."""
+    if not user.is_active:
+        return False
+    if not user.is_superuser:
+        return bool(user.has_perms(perms))
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    granted = {
+        f"{app_label}.{codename}"
+        for app_label, codename in Permission.objects.filter(Q(user=user) | Q(group__user=user)).values_list(
+            "content_type__app_label", "codename"
+        )
+    }
+    return all(perm in granted for perm in perms)
 
 
 def acts_for_bank(user: Any) -> bool:

@@ -21,7 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.core import exceptions as django_exceptions
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.utils.html import escape
 from django.views import defaults as django_defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema_field
@@ -261,6 +262,13 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if not _is_api(request):
+        if exception is not None and exception.args:
+            # A refusal that says why (the back office's, e.g. a superuser outside the roles). Django
+            # hands it to a 403.html template as ``exception``; without one it would be dropped.
+            details = escape(str(exception))
+            return HttpResponseForbidden(
+                django_defaults.ERROR_PAGE_TEMPLATE % {"title": "403 Forbidden", "details": details}
+            )
         return django_defaults.permission_denied(request, exception)  # type: ignore[arg-type]
     return problem_json_response(
         request, status=403, code="permission_denied", title="Permission denied", detail="Permission denied."

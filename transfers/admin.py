@@ -26,6 +26,7 @@ from accounts.admin import (
     account_link,
     admin_actor,
     backoffice_render,
+    may,
     require_perm,
     service_error,
 )
@@ -129,7 +130,7 @@ class TransferAdmin(ReadOnlyAdmin):
             return super().get_search_results(request, queryset, search_term.replace(" ", ""))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("transfers.add_transfer")
+        return may(request, "transfers.add_transfer")
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         wrap = self.admin_site.admin_view
@@ -146,7 +147,7 @@ class TransferAdmin(ReadOnlyAdmin):
         context = dict(extra_context or {})
         if transfer is not None:
             context.update(
-                can_reverse=request.user.has_perm("transfers.reverse_transfer")
+                can_reverse=may(request, "transfers.reverse_transfer")
                 and transfer.status == Transfer.Status.COMPLETED
                 and transfer.kind != Transfer.Kind.REVERSAL,
                 reversals=Transfer.objects.filter(reversal_of=transfer).order_by("created_at"),
@@ -259,7 +260,7 @@ class TransferAdmin(ReadOnlyAdmin):
             template="admin/transfers/transfer/stuck.html",
             title="Stuck transfers",
             stuck=list(stuck_transfers()[:200]),
-            can_recover=request.user.has_perm("transfers.run_recovery"),
+            can_recover=may(request, "transfers.run_recovery"),
             last_run=last_run,
             opts=self.model._meta,
         )
@@ -335,7 +336,7 @@ class ApprovalAdmin(ReadOnlyAdmin):
         approval = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if approval is not None:
-            may_decide = request.user.has_perm("transfers.approve_approval")
+            may_decide = may(request, "transfers.approve_approval")
             context.update(
                 own_request=approval.maker_id == request.user.pk,
                 can_decide=may_decide and approval.status == Approval.Status.PENDING,

@@ -105,7 +105,7 @@ CREATE_PROBLEMS = problems(
             "invalid_reference",
             "same_account",
         ],
-        403: ["approval_required"],
+        403: ["approval_required", "role_required"],
         404: ["account_not_found"],
         409: ["idempotency_key_reused"],
         422: [
@@ -122,7 +122,7 @@ CREATE_PROBLEMS = problems(
 REVERSE_PROBLEMS = problems(
     {
         400: ["idempotency_key_required", "invalid_idempotency_key", "invalid_reference"],
-        403: ["reversal_not_allowed"],
+        403: ["reversal_not_allowed", "role_required"],
         404: ["transfer_not_found", "not_found"],
         409: ["idempotency_key_reused", "transfer_already_reversed"],
         422: ["transfer_not_reversible", "insufficient_funds", "account_frozen", "account_closed"],

@@ -14,7 +14,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from accounts.api_selectors import account_may_debit, account_numbers_linked
-from audit.roles import acts_for_bank
+from audit.roles import acts_for_bank, role_permits
+from transfers.approvals import role_check
 from transfers.errors import ReversalForbidden, TransferNotFound
 from transfers.models import Transfer
 
@@ -61,13 +62,14 @@ def transfers_list(
 
 
 def transfer_reversal_check(*, user: Any, transfer: Transfer) -> None:
-    """Refuse unless ``user`` may reverse ``transfer``: with ``transfers.reverse_transfer`` (a
-    supervisor, as in the back office), any transfer; other staff (``audit.roles.acts_for_bank``)
-    none, a teller included; a partner, one whose destination it may debit. Raises
-    ``ReversalForbidden``."""
-    if user.has_perm(REVERSE_PERMISSION):
+    """Refuse unless ``user`` may reverse ``transfer``: with ``transfers.reverse_transfer`` held
+    through a role (a supervisor, as in the back office), any transfer; other staff
+    (``audit.roles.acts_for_bank``) none — a teller gets ``ReversalForbidden``, a superuser outside
+    the roles ``RoleRequired``; a partner, one whose destination it may debit (``ReversalForbidden``)."""
+    if role_permits(user, REVERSE_PERMISSION):
         return
     if acts_for_bank(user):
+        role_check(user=user, permission=REVERSE_PERMISSION)
         raise ReversalForbidden("Reversing a transfer takes a supervisor; ask one to reverse it in the back office.")
     if not account_may_debit(user=user, number=transfer.destination_account):
         raise ReversalForbidden("Only who may debit the destination account may reverse a transfer.")

@@ -13,7 +13,8 @@ for one another would leave a one-supervisor branch unable to work. A partner of
 staff: it debits only the accounts linked to it, on its customers' authority, within the engine's
 limits. The rule is ``approval_required``, whatever the door: the back office queues what needs
 approval (``money_movement_submit``); the partner API has no queue and refuses it
-(``money_movement_execute``: ``ApprovalRequired``).
+(``money_movement_execute``: ``ApprovalRequired``). A superuser outside the roles is refused at
+both (``RoleRequired``).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from django.utils import timezone
 
 from accounts.selectors import account_get
 from accounts.services import account_deposit, account_withdraw
-from audit.roles import acts_for_bank
+from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.money import money_parse
-from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, SameAccount
+from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
 from transfers.models import Approval, Transfer
 from transfers.services import _idempotency_key_clean, _reference_clean, transfer_create
 
@@ -79,6 +80,14 @@ class ApprovalMakerRequired(ValidationFailed):
     title = "Only a signed-in user can ask for approval"
 
 
+# The permission each kind of movement needs, for staff.
+MOVEMENT_PERMISSIONS: dict[str, str] = {
+    Kind.TRANSFER: "transfers.add_transfer",
+    Kind.DEPOSIT: "accounts.handle_cash",
+    Kind.WITHDRAWAL: "accounts.handle_cash",
+}
+
+
 def approval_required(*, user: Any, amount: Decimal) -> bool:
     """Whether ``user``'s movement of ``amount`` must wait for a second pair of eyes: above the
     threshold, made by staff who may not approve."""
@@ -88,7 +97,14 @@ def approval_required(*, user: Any, amount: Decimal) -> bool:
 def is_checker(user: Any) -> bool:
     """A supervisor: holds the approve permission through a role. A superuser's blanket
     permissions do not count — superusers administer, they are nobody's second pair of eyes."""
-    return bool(user.is_active and not user.is_superuser and user.has_perm(APPROVE_PERMISSION))
+    return role_permits(user, APPROVE_PERMISSION)
+
+
+def role_check(*, user: Any, permission: str) -> None:
+    """Refuse a superuser who does not hold ``permission`` through a role (``RoleRequired``):
+    whatever Django's ``has_perm`` says, superusers move no money and change no account."""
+    if user.is_superuser and not role_permits(user, permission):
+        raise RoleRequired(SUPERUSER_WITHOUT_ROLE)
 
 
 def _event(approval: Approval, actor: Actor, action: str, **extra: object) -> None:
@@ -352,8 +368,11 @@ def _movement_execute(
     )
 
 
-def _movement_gate(*, user: Any, amount: Decimal | str) -> tuple[Decimal, bool]:
+def _movement_gate(*, user: Any, kind: str, amount: Decimal | str) -> tuple[Decimal, bool]:
     """The amount, and whether the movement waits for approval; what every door's entry asks first."""
+    if kind not in MOVEMENT_PERMISSIONS:
+        raise ValidationFailed(f"Unknown kind {kind!r}.")
+    role_check(user=user, permission=MOVEMENT_PERMISSIONS[kind])
     value = money_parse(amount)
     return value, approval_required(user=user, amount=value)
 
@@ -372,8 +391,8 @@ def money_movement_submit(
     """The doors' entry for a movement that may need four eyes: executes it at once (returning
     the ``Transfer``) or, above the threshold for a user who may not approve, stores it PENDING
     (returning the ``Approval``). ``idempotency_key`` makes either safe to submit twice. Raises what
-    the chosen service raises."""
-    value, waits = _movement_gate(user=user, amount=amount)
+    the chosen service raises, and ``RoleRequired`` (see ``role_check``)."""
+    value, waits = _movement_gate(user=user, kind=kind, amount=amount)
     if waits:
         return approval_request(
             actor=actor,
@@ -409,9 +428,9 @@ def money_movement_execute(
 ) -> Transfer:
     """The entry of a door without an approval queue (the partner API): executes the movement at
     once, or refuses what would need four eyes with ``ApprovalRequired`` — nothing moved, nothing
-    stored; the maker submits it in the back office, where it waits for a supervisor. Raises what
-    the engine raises."""
-    value, waits = _movement_gate(user=user, amount=amount)
+    stored; the maker submits it in the back office, where it waits for a supervisor. Raises
+    ``RoleRequired`` (see ``role_check``) and what the engine raises."""
+    value, waits = _movement_gate(user=user, kind=kind, amount=amount)
     if waits:
         raise ApprovalRequired(
             f"Above {settings.APPROVAL_THRESHOLD} a movement by bank staff needs a supervisor's approval, "

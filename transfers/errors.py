@@ -97,6 +97,14 @@ class ApprovalRequired(ApplicationError):
     http_status = 403
 
 
+class RoleRequired(ApplicationError):
+    """A superuser outside the teller and supervisor roles: superusers administer, they move no money."""
+
+    code = "role_required"
+    title = "A teller or supervisor role is required"
+    http_status = 403
+
+
 # Every code that can be recorded on an ABORTED transfer, and the error that renders it.
 RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
     cls.code: cls

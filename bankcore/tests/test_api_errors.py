@@ -193,9 +193,11 @@ def test_schema_documents_every_operation_and_its_problems(api_world):
     assert {"201", "400", "401", "404", "409", "413", "415", "422", "429", "503"} <= set(create["responses"])
     assert "insufficient_funds" in create["responses"]["422"]["description"]
     assert "idempotency_key_reused" in create["responses"]["409"]["description"]
-    assert "approval_required" in create["responses"]["403"]["description"]
+    for code in ("approval_required", "role_required"):
+        assert code in create["responses"]["403"]["description"]
     reverse = paths["/api/v1/transfers/{transfer_id}/reverse/"]["post"]
-    assert "reversal_not_allowed" in reverse["responses"]["403"]["description"]
+    for code in ("reversal_not_allowed", "role_required"):
+        assert code in reverse["responses"]["403"]["description"]
     assert any(p["name"] == "Idempotency-Key" and p["required"] for p in create["parameters"])
     for operations in paths.values():
         for operation in operations.values():

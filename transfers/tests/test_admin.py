@@ -216,3 +216,34 @@ def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):
     assert any(level == "success" for level, _ in messages_of(done))
     assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
     assert Transfer.objects.get(reversal_of=transfer).status == Transfer.Status.COMPLETED
+
+
+def test_a_superuser_outside_the_roles_reads_but_moves_no_money_and_changes_no_account(make_staff, make_account, actor):
+    from django.contrib.auth.models import User
+
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    transfer = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="40.00")
+    client = logged_in(User.objects.create_superuser("root", password="root-password-123"))
+    page = client.get(reverse("admin:accounts_account_change", args=(alice.number,)))
+    assert page.status_code == 200  # reading is administration too
+    assert not any(page.context[flag] for flag in ("can_cash", "can_transfer", "can_freeze", "can_close"))
+    transfer_page = client.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,)))
+    assert b'id="reverse-transfer"' not in transfer_page.content
+    before = world_snapshot(alice, bob)
+    for url, data in (
+        (
+            reverse("admin:transfers_transfer_add"),
+            {"source_account": alice.number, "destination_account": bob.number, "amount": "10.00"},
+        ),
+        (reverse("admin:accounts_account_deposit", args=(bob.number,)), {"amount": "10.00"}),
+        (reverse("admin:accounts_account_withdraw", args=(alice.number,)), {"amount": "10.00"}),
+        (reverse("admin:accounts_account_state", args=(bob.number, "freeze")), {"reason": "x"}),
+        (reverse("admin:accounts_account_state", args=(bob.number, "close")), {"reason": "x"}),
+        (reverse("admin:transfers_transfer_reverse", args=(transfer.pk,)), {"reference": "x"}),
+        (reverse("admin:accounts_account_add"), {"ledger": "db1", "holder": "Root's friend", "currency": "CNY"}),
+        (reverse("admin:transfers_transfer_stuck"), {"transfer": [str(transfer.pk)]}),
+    ):
+        response = client.post(url, data)
+        assert response.status_code == 403, url
+        assert b"administration (users, groups) only" in response.content, url
+    assert world_snapshot(alice, bob) == before

@@ -113,6 +113,24 @@ def test_a_supervisor_and_a_partner_move_money_above_the_threshold_at_once(api_w
     assert not Approval.objects.exists()
 
 
+def test_a_superuser_moves_no_money_through_the_api(api_world):
+    from django.contrib.auth.models import User
+
+    w = api_world
+    root = api_client_for(User.objects.create_superuser("root", password="root-password-123"))
+    transfer_id = post(w.a, body(w.a1, w.b1, amount="10.00")).json()["id"]
+    before = world_snapshot(w.a1, w.a2, w.b1, w.c2)
+    for response in (
+        post(root, body(w.b1, w.c2, amount="1.00")),
+        root.post(f"{URL}{transfer_id}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="r"),
+    ):
+        assert response.status_code == 403, response.content
+        assert response.json()["code"] == "role_required"
+        assert "administration" in response.json()["detail"]
+    assert world_snapshot(w.a1, w.a2, w.b1, w.c2) == before
+    assert root.get(f"{URL}{transfer_id}/").status_code == 200  # reading stays
+
+
 # --- idempotency -----------------------------------------------------------------------------------
 
 

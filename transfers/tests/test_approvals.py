@@ -24,7 +24,7 @@ from transfers.approvals import (
     money_movement_execute,
     money_movement_submit,
 )
-from transfers.errors import ApprovalRequired, IdempotencyKeyReused, InsufficientFunds
+from transfers.errors import ApprovalRequired, IdempotencyKeyReused, InsufficientFunds, RoleRequired
 from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -263,12 +263,39 @@ def test_a_request_submitted_twice_waits_once(people, make_account):
     assert Approval.objects.count() == 1
 
 
-def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
+@pytest.mark.parametrize("kind", ["transfer", "deposit", "withdrawal"])
+def test_a_superuser_outside_the_roles_moves_no_money(people, make_account, kind):
     from django.contrib.auth.models import User
 
     root = User.objects.create_superuser("root", password="root-password-123")
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
-    approval = money_movement_submit(
+    other = ask(people["teller"], alice, bob)
+    before = world_snapshot(alice, bob)
+    for entry in (money_movement_submit, money_movement_execute):
+        for amount in ("10.00", "20000.00"):  # below the threshold too: it is not about four eyes
+            with pytest.raises(RoleRequired) as refused:
+                entry(
+                    actor=as_actor(root),
+                    user=root,
+                    kind=kind,
+                    amount=amount,
+                    source_account=alice.number if kind != "deposit" else "",
+                    destination_account=bob.number if kind != "withdrawal" else "",
+                )
+            assert "administration" in refused.value.detail and refused.value.http_status == 403
+    with pytest.raises(ApprovalNotAllowed):  # nobody's second pair of eyes either
+        approval_approve(actor=as_actor(root), approval_id=other.pk)
+    assert world_snapshot(alice, bob) == before
+
+
+def test_a_superuser_in_a_role_acts_as_the_role(people, make_account):
+    from django.contrib.auth.models import Group, User
+
+    root = User.objects.create_superuser("root", password="root-password-123")
+    root.groups.add(Group.objects.get(name="supervisor"))
+    root = User.objects.get(pk=root.pk)  # no cached permissions
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    done = money_movement_submit(
         actor=as_actor(root),
         user=root,
         kind=Approval.Kind.TRANSFER,
@@ -276,11 +303,8 @@ def test_a_superuser_is_nobodys_second_pair_of_eyes(people, make_account):
         source_account=alice.number,
         destination_account=bob.number,
     )
-    assert isinstance(approval, Approval)  # a superuser's large transfer waits too
-    other = ask(people["teller"], alice, bob)
-    with pytest.raises(ApprovalNotAllowed):
-        approval_approve(actor=as_actor(root), approval_id=other.pk)
-    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+    assert isinstance(done, Transfer) and done.status == Transfer.Status.COMPLETED
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
 
 
 def test_who_needs_four_eyes(people, make_staff, settings):
