@@ -37,7 +37,8 @@ AXES_VERBOSE = False
 
 # --- Audit trail -------------------------------------------------------------------------------
 # The JSON-lines audit file (seed §12.1): every audit event and the body of every mutating admin or
-# API request, with passwords dropped and account numbers and balances masked.
+# API request, with passwords dropped and account numbers and balances masked. It rotates like
+# banking.log, at LOG_FILE_MAX_BYTES x LOG_FILE_BACKUP_COUNT (observability.py; audit.logfile).
 _log_dir = env_optional("LOG_DIR")
 AUDIT_LOG_FILE = Path(
     env_str("AUDIT_LOG_FILE", str(Path(_log_dir) / "audit.log" if _log_dir else _VAR_DIR / "audit.log"))

@@ -1,0 +1,66 @@
+"""The audit file rotates like banking.log, and lets logrotate move it away when told to."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audit.logfile import audit_log_write
+
+
+@pytest.fixture
+def audit_file(settings, tmp_path):
+    settings.AUDIT_LOG_FILE = tmp_path / "logs" / "audit.log"
+    settings.AUDIT_LOG_ENABLED = True
+    return settings.AUDIT_LOG_FILE
+
+
+def write(n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        audit_log_write({"type": "event", "action": "test.rotated", "i": i, "padding": "x" * 100})
+
+
+def lines_in(*paths) -> list[dict]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+
+
+def test_the_audit_file_rotates_at_the_log_file_limits_without_losing_a_line(audit_file, settings):
+    settings.LOG_FILE_MAX_BYTES = 2_000
+    settings.LOG_FILE_BACKUP_COUNT = 100
+
+    write(60)
+
+    rotated = sorted(audit_file.parent.glob("audit.log.*[0-9]"), key=lambda p: -int(p.suffix[1:]))
+    assert len(rotated) >= 3  # 60 lines of ~200 bytes into files of 2000
+    for path in [*rotated, audit_file]:
+        assert 0 < path.stat().st_size <= 2_000
+    # oldest file first: every line once, whole and in order
+    assert [line["i"] for line in lines_in(*rotated, audit_file)] == list(range(60))
+
+
+def test_only_log_file_backup_count_old_files_are_kept(audit_file, settings):
+    settings.LOG_FILE_MAX_BYTES = 2_000
+    settings.LOG_FILE_BACKUP_COUNT = 2
+
+    write(60)
+
+    names = sorted(p.name for p in audit_file.parent.iterdir() if not p.name.endswith(".lock"))
+    assert names == ["audit.log", "audit.log.1", "audit.log.2"]
+    assert lines_in(audit_file)[-1]["i"] == 59
+
+
+def test_with_rotation_off_logrotate_may_move_the_file_away(audit_file, settings):
+    # given rotation left to logrotate (LOG_FILE_MAX_BYTES=0)
+    settings.LOG_FILE_MAX_BYTES = 0
+    write(30)
+    assert len(lines_in(audit_file)) == 30 and audit_file.stat().st_size > 2_000
+
+    # when logrotate moves the file away (its default "create" mode) and the process writes on
+    moved = audit_file.with_name("audit.log-20260101")
+    audit_file.rename(moved)
+    write(1, start=30)
+
+    # then the line goes to a new file at the configured path, not after the moved one's end
+    assert [line["i"] for line in lines_in(audit_file)] == [30]
+    assert [line["i"] for line in lines_in(moved)] == list(range(30))
