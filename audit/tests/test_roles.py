@@ -1,20 +1,27 @@
-"""The permission matrix of the back office, role by role, through the admin's own URLs. Every
-refusal is a 403 that leaves everything as it was: balances, entries, transfers, approvals, audit."""
+"""The permission matrix, role by role, through the admin's own URLs and through the partner API.
+Every refusal leaves everything as it was: balances, entries, transfers, approvals, audit."""
+
+from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
 from audit.roles import ROLES
 from bankcore.actors import Actor, Channel
-from conftest import world_snapshot
+from conftest import api_client_for, api_user, world_snapshot
 from transfers.approvals import approval_request
 from transfers.models import Approval
+from transfers.services import transfer_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 ROLE_NAMES = ["teller", "supervisor", "auditor", "outsider"]
+# A superuser in no role (as README says they are): it reads what Django lets it, and acts on nothing.
+PERSONAS = [*ROLE_NAMES, "superuser"]
+READERS = [*ROLE_NAMES[:3], "superuser"]
 
 
 def test_roles_are_groups_with_exactly_their_permissions(make_staff):
@@ -33,10 +40,14 @@ def test_roles_are_groups_with_exactly_their_permissions(make_staff):
 
 
 @pytest.fixture
-def world(make_staff, make_account):
+def world(make_staff, make_account, actor, api_throttle_reset):
     users = {role: make_staff(role) for role in ROLE_NAMES}
+    users["superuser"] = User.objects.create_superuser("root", password="root-password-123")
     alice = make_account("db1", "50000.00", holder="Alice Matrix")
     bob, carol = make_account("db2", "100.00"), make_account("db2", "0.00")
+    # A partner of the API with alice's and bob's accounts; a completed payment alice → bob.
+    users["partner"] = api_user("partner", links=(alice.number, bob.number))
+    paid = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="10.00")
     approvals = [
         approval_request(
             actor=Actor.for_user(users["teller"], channel=Channel.ADMIN),
@@ -47,7 +58,7 @@ def world(make_staff, make_account):
         )
         for _ in range(2)
     ]
-    return users, {"alice": alice, "bob": bob, "carol": carol, "ap1": approvals[0], "ap2": approvals[1]}
+    return users, {"alice": alice, "bob": bob, "carol": carol, "ap1": approvals[0], "ap2": approvals[1], "paid": paid}
 
 
 def _client(user: User) -> Client:
@@ -58,24 +69,30 @@ def _client(user: User) -> Client:
 
 # (what, method, url, POST data, roles allowed) — in an order where each allowed action succeeds.
 ACTIONS = [
-    ("find", "get", lambda w: reverse("admin:accounts_account_find") + "?q=Matrix", None, ROLE_NAMES[:3]),
+    ("find", "get", lambda w: reverse("admin:accounts_account_find") + "?q=Matrix", None, READERS),
     (
         "account",
         "get",
         lambda w: reverse("admin:accounts_account_change", args=(w["alice"].number,)),
         None,
-        ROLE_NAMES[:3],
+        READERS,
     ),
-    ("accounts", "get", lambda w: reverse("admin:accounts_account_changelist") + "?ledger=db2", None, ROLE_NAMES[:3]),
+    ("accounts", "get", lambda w: reverse("admin:accounts_account_changelist") + "?ledger=db2", None, READERS),
     (
         "approvals",
         "get",
         lambda w: reverse("admin:transfers_approval_changelist") + "?status__exact=pending",
         None,
-        ROLE_NAMES[:3],
+        READERS,
     ),
-    ("stuck", "get", lambda w: reverse("admin:transfers_transfer_stuck"), None, ROLE_NAMES[:3]),
-    ("audit trail", "get", lambda w: reverse("admin:audit_auditevent_changelist"), None, ["auditor"]),
+    ("stuck", "get", lambda w: reverse("admin:transfers_transfer_stuck"), None, READERS),
+    (
+        "audit trail",
+        "get",
+        lambda w: reverse("admin:audit_auditevent_changelist"),
+        None,
+        ["auditor", "superuser"],
+    ),
     (
         "open account",
         "post",
@@ -119,10 +136,24 @@ ACTIONS = [
         ["supervisor"],
     ),
     (
+        "reverse",
+        "post",
+        lambda w: reverse("admin:transfers_transfer_reverse", args=(w["paid"].pk,)),
+        lambda w: {"reference": "paid twice"},
+        ["supervisor"],
+    ),
+    (
         "freeze",
         "post",
         lambda w: reverse("admin:accounts_account_state", args=(w["bob"].number, "freeze")),
         lambda w: {"reason": "fraud check"},
+        ["supervisor"],
+    ),
+    (
+        "unfreeze",
+        "post",
+        lambda w: reverse("admin:accounts_account_state", args=(w["bob"].number, "unfreeze")),
+        lambda w: {"reason": "cleared"},
         ["supervisor"],
     ),
     (
@@ -142,7 +173,7 @@ ACTIONS = [
 ]
 
 
-@pytest.mark.parametrize("role", ROLE_NAMES)
+@pytest.mark.parametrize("role", PERSONAS)
 def test_permission_matrix(world, role):
     users, w = world
     client = _client(users[role])
@@ -165,6 +196,73 @@ def test_permission_matrix(world, role):
         if method == "post":
             assert world_snapshot(*accounts) != before, f"{name} by {role} changed nothing"
             assert not [m for m in client.get("/admin/").context["messages"] if m.level_tag == "error"], name
+
+
+TRANSFERS_URL = "/api/v1/transfers/"
+
+
+def _payment(amount):  # type: ignore[no-untyped-def]
+    return lambda w: {"source_account": w["alice"].number, "destination_account": w["bob"].number, "amount": amount}
+
+
+# The same rules at the partner API's door: (what, URL, body, {persona: (status, code) refused}); a
+# persona not named may do it (201). The partner is linked to alice's and bob's accounts.
+API_ACTIONS = [
+    (
+        "api transfer",
+        lambda w: TRANSFERS_URL,
+        _payment("10.00"),
+        {
+            "auditor": (404, "account_not_found"),
+            "outsider": (404, "account_not_found"),
+            "superuser": (403, "role_required"),
+        },
+    ),
+    (
+        "api transfer above the threshold",
+        lambda w: TRANSFERS_URL,
+        _payment(str(settings.APPROVAL_THRESHOLD + Decimal("0.01"))),
+        {
+            "teller": (403, "approval_required"),
+            "auditor": (404, "account_not_found"),
+            "outsider": (404, "account_not_found"),
+            "superuser": (403, "role_required"),
+        },
+    ),
+    (
+        "api reverse",
+        lambda w: f"{TRANSFERS_URL}{w['paid'].pk}/reverse/",
+        lambda w: {"reference": "paid twice"},
+        {
+            "teller": (403, "reversal_not_allowed"),
+            "auditor": (403, "reversal_not_allowed"),
+            "outsider": (404, "transfer_not_found"),
+            "superuser": (403, "role_required"),
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("persona", [*PERSONAS, "partner"])
+def test_permission_matrix_through_the_api(world, persona):
+    users, w = world
+    client = api_client_for(users[persona])
+    accounts = (w["alice"], w["bob"], w["carol"])
+    for name, url, data, refused in API_ACTIONS:
+        if persona not in refused:
+            continue
+        before = world_snapshot(*accounts)
+        response = client.post(url(w), data(w), format="json", HTTP_IDEMPOTENCY_KEY=name.replace(" ", "-"))
+        assert (response.status_code, response.json()["code"]) == refused[persona], (name, persona)
+        assert world_snapshot(*accounts) == before, f"{name}, refused to {persona}, changed something"
+    for name, url, data, refused in API_ACTIONS:
+        if persona in refused:
+            continue
+        before = world_snapshot(*accounts)
+        response = client.post(url(w), data(w), format="json", HTTP_IDEMPOTENCY_KEY=name.replace(" ", "-"))
+        assert response.status_code == 201, (name, persona, response.content)
+        after = world_snapshot(*accounts)
+        assert after["accounts"] != before["accounts"] and after["approvals"] == before["approvals"], name
 
 
 def test_nobody_edits_money_or_approvals_by_hand(world):
