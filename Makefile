@@ -10,7 +10,30 @@ export DJANGO_SETTINGS_MODULE ?= bankcore.settings.development
 
 .PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench clean
 
+# Debian and Ubuntu ship Python without ensurepip (it comes with python3.X-venv), and then
+# `python3 -m venv` fails half-way. Install that package with apt as root or with passwordless
+# sudo, as deploy/install-system-deps.sh does; otherwise stop and say what to install.
 $(VENV)/.base: requirements/base.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	    echo "$(PYTHON) not found: bankcore needs Python 3.11+ (choose one with make PYTHON=...)." >&2; exit 1; }
+	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	    pkg=$$($(PYTHON) -c 'import sys; print("python%d.%d-venv" % sys.version_info[:2])'); \
+	    if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	    else sudo="-"; fi; \
+	    if [ "$$sudo" = "-" ] || ! command -v apt-get >/dev/null 2>&1; then \
+	        echo "$(PYTHON) cannot create a virtual environment: its ensurepip module is missing." >&2; \
+	        echo "On Debian/Ubuntu install it with: sudo apt-get install -y $$pkg (python3-venv for the default python3)," >&2; \
+	        echo "elsewhere install a Python 3.11+ that includes ensurepip; then run make again." >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "Installing $$pkg (ensurepip, which python -m venv needs) …"; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$pkg" >/dev/null \
+	        || { echo "apt-get could not install $$pkg; install it and run make again." >&2; exit 1; }; \
+	    $(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	        echo "$$pkg is installed but $(PYTHON) still has no ensurepip: is it the system's Python?" >&2; exit 1; }; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements/base.txt
