@@ -218,7 +218,7 @@ def make_stuck_transfer():  # type: ignore[no-untyped-def]
 
     from django.utils import timezone
 
-    from transfers.models import Transfer, TransferLeg
+    from transfers.models import Transfer
     from transfers.services import leg_prepare
 
     def make(source, destination, amount: str = "30.00"):  # type: ignore[no-untyped-def]
@@ -235,7 +235,7 @@ def make_stuck_transfer():  # type: ignore[no-untyped-def]
             deadline=timezone.now() - timedelta(seconds=1),
             channel="system",
         )
-        leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+        leg_prepare(transfer)
         return transfer
 
     return make

@@ -12,15 +12,15 @@ import os
 from django.conf import settings
 
 FAULT_POINTS = (
+    # the coordinator (transfers.services)
     "after_accept",
     "after_local_commit",
     "after_prepare_debit",
-    "after_prepare_credit",
-    "after_decide_commit",
+    "after_decide_credit",
     "after_finish_debit",
-    "after_finish_credit",
     "after_decide_abort",
-    "after_void_debit",
+    # recovery (transfers.recovery): its own decision to abort, before the control plane knows
+    "after_tombstone_credit",
 )
 FAULT_EXIT_CODE = 86
 

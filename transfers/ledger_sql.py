@@ -24,6 +24,7 @@ from typing import Any
 from django.db import connections
 
 from accounts.models import Account, Entry
+from bankcore.db import execute
 from transfers.models import Transfer, TransferLeg
 
 CENT = Decimal("0.01")
@@ -62,9 +63,7 @@ def _money(value: object) -> Decimal:
 
 
 def _execute(alias: str, sql: str, params: list[Any]) -> int:
-    with connections[alias].cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return execute(alias, sql, params).rowcount
 
 
 def _now(alias: str, now: datetime) -> Any:
@@ -90,13 +89,12 @@ def accounts_lock(ledger: str, pks: list[int]) -> dict[int, LockedAccount]:
     ordered = sorted(set(pks))
     placeholders = ", ".join(["%s"] * len(ordered))
     for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, number, status, currency, kind, allow_overdraft, posted, pending_debits FROM {ACCOUNT} "
-            f"WHERE id IN ({placeholders}) ORDER BY id{for_update}",
-            ordered,
-        )
-        rows = cursor.fetchall()
+    rows = execute(
+        ledger,
+        f"SELECT id, number, status, currency, kind, allow_overdraft, posted, pending_debits FROM {ACCOUNT} "
+        f"WHERE id IN ({placeholders}) ORDER BY id{for_update}",
+        ordered,
+    ).rows
     return {
         row[0]: LockedAccount(
             pk=row[0],
@@ -114,20 +112,20 @@ def accounts_lock(ledger: str, pks: list[int]) -> dict[int, LockedAccount]:
 
 def daily_debits(ledger: str, *, account_pk: int, business_date: date) -> Decimal:
     """The account's transfer debits of the business day that are prepared or committed."""
-    with connections[ledger].cursor() as cursor:
-        cursor.execute(
-            f"SELECT COALESCE(SUM(amount), 0) FROM {LEG} WHERE account_id = %s AND business_date = %s "
-            "AND leg = %s AND kind = %s AND state IN (%s, %s)",
-            [
-                account_pk,
-                _date(ledger, business_date),
-                TransferLeg.Leg.DEBIT,
-                Transfer.Kind.TRANSFER,
-                TransferLeg.State.PREPARED,
-                TransferLeg.State.COMMITTED,
-            ],
-        )
-        return _money(cursor.fetchone()[0])
+    rows = execute(
+        ledger,
+        f"SELECT COALESCE(SUM(amount), 0) FROM {LEG} WHERE account_id = %s AND business_date = %s "
+        "AND leg = %s AND kind = %s AND state IN (%s, %s)",
+        [
+            account_pk,
+            _date(ledger, business_date),
+            TransferLeg.Leg.DEBIT,
+            Transfer.Kind.TRANSFER,
+            TransferLeg.State.PREPARED,
+            TransferLeg.State.COMMITTED,
+        ],
+    ).rows
+    return _money(rows[0][0])
 
 
 def pending_add(ledger: str, *, account_pk: int, field: str, amount: Decimal, now: datetime) -> None:
@@ -211,14 +209,51 @@ def post(
 
 # --- control-plane statements ---------------------------------------------------------------------
 
+_TRANSFER_COLUMNS = [f for f in Transfer._meta.concrete_fields]
+_TRANSFER_INSERT = (
+    f"INSERT INTO {TRANSFER} ({', '.join(f.column for f in _TRANSFER_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_TRANSFER_COLUMNS))})"
+)
+
+
+def transfer_insert(transfer: Transfer) -> None:
+    """Store a new transfer (every column, as the model's fields prepare them). Raises
+    IntegrityError when its (client, idempotency key) is taken."""
+    connection = connections["default"]
+    _execute(
+        "default",
+        _TRANSFER_INSERT,
+        [f.get_db_prep_save(getattr(transfer, f.attname), connection) for f in _TRANSFER_COLUMNS],
+    )
+    transfer._state.adding, transfer._state.db = False, "default"
+
+
+def transfer_lock_for_reversal(transfer_id: uuid.UUID) -> tuple[str, str, bool] | None:
+    """Lock a transfer's row (``FOR UPDATE``) and tell its kind, its status and whether a reversal
+    of it is live (not aborted); None if there is no such transfer."""
+    connection = connections["default"]
+    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    rows = execute(
+        "default", f"SELECT kind, status FROM {TRANSFER} WHERE id = %s{for_update}", [_uuid("default", transfer_id)]
+    ).rows
+    if not rows:
+        return None
+    live = execute(
+        "default",
+        f"SELECT 1 FROM {TRANSFER} WHERE reversal_of_id = %s AND status <> %s LIMIT 1",
+        [_uuid("default", transfer_id), Transfer.Status.ABORTED],
+    ).rows
+    return rows[0][0], rows[0][1], bool(live)
+
 
 def transfer_mark_committed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
-    """The decision: PENDING → COMMITTED, only before the deadline. True for exactly one caller."""
+    """PENDING → COMMITTED: the control plane's note that the decision (the committed credit leg)
+    was taken and finishing is left to recovery. True for exactly one caller."""
     stamp = _now("default", now)
     changed = _execute(
         "default",
-        f"UPDATE {TRANSFER} SET status = %s, committed_at = %s WHERE id = %s AND status = %s AND deadline > %s",
-        [Transfer.Status.COMMITTED, stamp, _uuid("default", transfer_id), Transfer.Status.PENDING, stamp],
+        f"UPDATE {TRANSFER} SET status = %s, committed_at = %s WHERE id = %s AND status = %s",
+        [Transfer.Status.COMMITTED, stamp, _uuid("default", transfer_id), Transfer.Status.PENDING],
     )
     return changed == 1
 

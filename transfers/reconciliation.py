@@ -141,19 +141,30 @@ def _reconcile_ledger(ledger: str, report: ReconciliationReport, progress: Progr
 
 
 def _in_flight() -> Decimal:
-    """Money decided but not yet posted: PREPARED legs of COMMITTED transfers (credit +, debit −)."""
-    legs: list[tuple[str, uuid.UUID, str, Decimal]] = []
+    """Money posted on one side of a transfer and not yet on the other: a PREPARED leg whose other
+    leg is COMMITTED will be posted (recovery finishes it), so it counts — a debit −, a credit +.
+    Read from the ledgers' recovery tables alone: in the engine's protocol a decided transfer has
+    its credit committed and its debit prepared; a transfer of the earlier protocol could have
+    it the other way round."""
+    prepared: list[tuple[uuid.UUID, str, Decimal]] = []
     for ledger in settings.LEDGERS:
-        legs.extend(
-            (ledger, transfer_id, leg, amount)
-            for transfer_id, leg, amount in TransferLeg.objects.using(ledger)
+        prepared.extend(
+            TransferLeg.objects.using(ledger)
             .filter(state=TransferLeg.State.PREPARED)
             .values_list("transfer_id", "leg", "amount")
         )
-    statuses = dict(Transfer.objects.filter(pk__in={t for _, t, _, _ in legs}).values_list("pk", "status"))
+    ids = sorted({transfer_id for transfer_id, _, _ in prepared})
+    decided: set[uuid.UUID] = set()
+    for ledger in settings.LEDGERS:
+        for start in range(0, len(ids), 1000):
+            decided.update(
+                TransferLeg.objects.using(ledger)
+                .filter(transfer_id__in=ids[start : start + 1000], state=TransferLeg.State.COMMITTED)
+                .values_list("transfer_id", flat=True)
+            )
     total = ZERO
-    for _, transfer_id, leg, amount in legs:
-        if statuses.get(transfer_id) == Transfer.Status.COMMITTED:
+    for transfer_id, leg, amount in prepared:
+        if transfer_id in decided:
             total += amount if leg == TransferLeg.Leg.CREDIT else -amount
     return total
 

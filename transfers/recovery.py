@@ -1,13 +1,21 @@
 """Recovery: finish forward what was decided, void what was not, exactly once.
 
-Run by Celery beat every few seconds and by ``manage.py recover_transfers``. Every step is a
-conditional update or guarded by a unique key, so it is safe to run twice, or from two workers at
-once, or beside live coordinators:
+Run by Celery beat every few seconds and by ``manage.py recover_transfers``. The rule it applies
+is the engine's (``transfers.services``): a transfer is decided when its credit leg is COMMITTED
+in the destination ledger, and aborted once a VOIDED credit leg (a void, or a tombstone left
+before the coordinator got there) holds that key instead. Every step is a conditional update or
+guarded by the legs' unique key, so it is safe to run twice, or from two workers at once, or
+beside live coordinators:
 
-- COMMITTED transfers → commit their legs, then COMPLETED;
-- PENDING transfers past their deadline → ABORTED (cross-ledger: by the control-plane decision;
-  one ledger: by a tombstone in the ledger, which is where that decision lives) and their legs voided;
+- COMMITTED transfers (the control plane's hint) → commit their prepared legs, then COMPLETED;
+- PENDING transfers past the grace period → if the credit leg is COMMITTED, finish them forward;
+  once past their deadline, tombstone the credit leg (the abort decision), record ABORTED and
+  void the debit leg;
 - PREPARED legs whose transfer is unknown or ABORTED → voided.
+
+Transfers left by the earlier seven-step protocol (decision in the control plane, both legs
+prepared) settle by the same rules: a COMMITTED transfer commits both prepared legs, and a
+PENDING one past its deadline has its prepared credit leg voided instead of tombstoned.
 """
 
 from __future__ import annotations
@@ -19,14 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError
+from django.db.models import Q
 from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
 from bankcore.metrics import record_recovery
 from transfers.errors import TransferTimedOut
+from transfers.faults import fault_point
 from transfers.models import Transfer, TransferLeg
-from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_void
+from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +44,8 @@ Leg = TransferLeg.Leg
 LegState = TransferLeg.State
 Status = Transfer.Status
 
-# A live coordinator finishes a committed transfer within milliseconds; recovery waits this long
-# before stepping in, so that the two rarely contend (they would still be correct if they did).
+# A live coordinator finishes a transfer within milliseconds; recovery waits this long before
+# stepping in, so that the two rarely contend (they would still be correct if they did).
 DEFAULT_GRACE_SECONDS = 2.0
 
 
@@ -53,6 +63,16 @@ def _timed_out() -> TransferTimedOut:
     return TransferTimedOut("The transfer did not finish within its deadline and was voided.")
 
 
+def _credit_state(transfer: Transfer) -> str | None:
+    """The state of the transfer's credit leg in the destination ledger: where its decision lives."""
+    return (
+        TransferLeg.objects.using(transfer.destination_ledger)
+        .filter(transfer_id=transfer.id, leg=Leg.CREDIT)
+        .values_list("state", flat=True)
+        .first()
+    )
+
+
 def transfer_finish_forward(transfer: Transfer, actor: Actor, report: RecoveryReport) -> None:
     for leg in (Leg.DEBIT, Leg.CREDIT):
         if leg_commit(transfer, leg):
@@ -62,41 +82,31 @@ def transfer_finish_forward(transfer: Transfer, actor: Actor, report: RecoveryRe
         report.actions["transfer_completed"] += 1
 
 
-def _recover_pending(transfer: Transfer, actor: Actor, report: RecoveryReport) -> None:
-    if transfer.is_cross_ledger:
-        _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT])
-        if transfer.status == Status.ABORTED:
-            report.actions["transfer_aborted"] += 1
-        elif transfer.status == Status.COMMITTED:  # the coordinator decided first
-            transfer_finish_forward(transfer, actor, report)
+def _recover_pending(
+    transfer: Transfer, actor: Actor, report: RecoveryReport, now: datetime, count_skipped: bool
+) -> None:
+    state = _credit_state(transfer)
+    if state == LegState.COMMITTED:
+        transfer_finish_forward(transfer, actor, report)
         return
-    # One ledger: the local atomic block is the decision. Either its legs are there (it committed)
-    # or our tombstones get there first and it never will.
-    ledger = transfer.source_ledger
-    try:
-        with transaction.atomic(using=ledger):
-            TransferLeg.objects.using(ledger).bulk_create(
-                [
-                    TransferLeg(
-                        transfer_id=transfer.id,
-                        leg=leg,
-                        account=None,
-                        amount=0,
-                        state=LegState.VOIDED,
-                        kind=transfer.kind,
-                        business_date=transfer.business_date,
-                    )
-                    for leg in (Leg.DEBIT, Leg.CREDIT)
-                ]
-            )
-    except IntegrityError:
-        states = set(TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id).values_list("state", flat=True))
-        if states == {LegState.COMMITTED}:
-            _complete(transfer, actor)
-            report.actions["transfer_completed"] += 1
+    if transfer.deadline >= now:
+        # Undecided, and its coordinator still has time.
+        if count_skipped:
+            report.actions["skipped"] += 1
+        return
+    if state != LegState.VOIDED:
+        # The abort decision: a tombstone under the credit leg's key (or, for a transfer of the
+        # earlier protocol, the void of its prepared credit leg). It never undoes a commit; if the
+        # coordinator's decision got there first, the re-read below sees it.
+        leg_void(transfer, Leg.CREDIT)
+        state = _credit_state(transfer)
+        if state == LegState.COMMITTED:
+            transfer_finish_forward(transfer, actor, report)
             return
-    _decide_abort(transfer, actor, _timed_out())
-    report.actions["transfer_aborted"] += 1
+    fault_point("after_tombstone_credit")
+    _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT] if transfer.is_cross_ledger else [])
+    if transfer.status == Status.ABORTED:
+        report.actions["transfer_aborted"] += 1
 
 
 def transfers_recover(
@@ -128,7 +138,13 @@ def transfers_recover(
 
     try:
         committed = list(transfers.filter(status=Status.COMMITTED, committed_at__lt=grace)[:batch_size])
-        pending = list(transfers.filter(status=Status.PENDING, deadline__lt=now)[:batch_size])
+        # Past the grace period a decided transfer can be finished; past its deadline an
+        # undecided one is voided.
+        pending = list(
+            transfers.filter(Q(created_at__lt=grace) | Q(deadline__lt=now), status=Status.PENDING).order_by(
+                "created_at"
+            )[:batch_size]
+        )
         if transfer_ids is not None:
             report.actions["skipped"] += transfers.count() - len(committed) - len(pending)
     except DatabaseError as exc:
@@ -137,7 +153,7 @@ def transfers_recover(
     for transfer in committed:
         attempt(f"finish {transfer.id}", transfer_finish_forward, transfer, actor, report)
     for transfer in pending:
-        attempt(f"abort {transfer.id}", _recover_pending, transfer, actor, report)
+        attempt(f"settle {transfer.id}", _recover_pending, transfer, actor, report, now, transfer_ids is not None)
 
     if transfer_ids is None:
         for ledger in settings.LEDGERS:
@@ -158,9 +174,10 @@ def _void_orphan_legs(ledger: str, grace: datetime, actor: Actor, report: Recove
     for transfer_id, leg in legs:
         transfer = transfers.get(transfer_id)
         if transfer is None:
-            logger.error("recovery: leg %s/%s in %s has no transfer; voiding it", transfer_id, leg, ledger)
-            _orphan_void(ledger, transfer_id, leg)
-            report.actions["orphan_leg_voided"] += 1
+            if _orphan_settle(ledger, transfer_id, leg):
+                report.actions["orphan_leg_committed"] += 1
+            else:
+                report.actions["orphan_leg_voided"] += 1
         elif transfer.status == Status.ABORTED:
             if leg_void(transfer, leg):
                 report.actions["leg_voided"] += 1
@@ -168,9 +185,32 @@ def _void_orphan_legs(ledger: str, grace: datetime, actor: Actor, report: Recove
             transfer_finish_forward(transfer, actor, report)
 
 
-def _orphan_void(ledger: str, transfer_id: uuid.UUID, leg: str) -> None:
-    """A leg whose transfer the control plane does not know (lost with a restored backup)."""
+def _orphan_settle(ledger: str, transfer_id: uuid.UUID, leg: str) -> bool:
+    """A prepared leg whose transfer the control plane does not know (it was lost with a restored
+    backup: the ledgers' snapshots and the control plane's are not one cut). The ledgers still
+    hold the decision: if the other leg is COMMITTED somewhere, the transfer was decided and this
+    leg is committed too (True); otherwise it is voided."""
     row = TransferLeg.objects.using(ledger).get(transfer_id=transfer_id, leg=leg)
+    other = Leg.CREDIT if leg == Leg.DEBIT else Leg.DEBIT
+    decided = any(
+        TransferLeg.objects.using(alias).filter(transfer_id=transfer_id, leg=other, state=LegState.COMMITTED).exists()
+        for alias in settings.LEDGERS
+    )
+    if decided and row.account_id is not None:  # a tombstone has no account and nothing to commit
+        logger.error(
+            "recovery: leg %s/%s in %s has no transfer but was decided; committing it", transfer_id, leg, ledger
+        )
+        leg_commit_at(
+            ledger=ledger,
+            transfer_id=transfer_id,
+            leg=leg,
+            account_pk=row.account_id,
+            amount=row.amount,
+            kind=row.kind,
+            description="",
+        )
+        return True
+    logger.error("recovery: leg %s/%s in %s has no transfer and no decision; voiding it", transfer_id, leg, ledger)
     _leg_void_at(
         ledger=ledger,
         transfer_id=transfer_id,
@@ -180,3 +220,4 @@ def _orphan_void(ledger: str, transfer_id: uuid.UUID, leg: str) -> None:
         kind=row.kind,
         business_date=row.business_date,
     )
+    return False

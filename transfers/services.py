@@ -1,19 +1,30 @@
 """The transfer engine: the one way money moves (API, admin, commands and tasks all call here).
 
 Inside one ledger a transfer is one local atomic block. Across ledgers it follows the two-phase
-protocol of DESIGN.md with each ledger's recovery table (``TransferLeg``):
+protocol of DESIGN.md with each ledger's recovery table (``TransferLeg``), with the decision merged
+into the credit leg's commit (DESIGN.md allows merging steps):
 
 1. accept     — validate, claim the idempotency key, store the transfer PENDING (``default``)
-2. prepare    — per leg, one atomic block in its ledger: lock the account, check it, move the
-                amount into pending, write the leg PREPARED
-3. decide     — PENDING → COMMITTED (point of no return) by a conditional update, only before the
-                deadline; or → ABORTED
-4. finish     — per leg: PREPARED → COMMITTED posts the amount and writes the entry; → VOIDED
-                releases it. A conditional update that must change one row: exactly once.
-5. complete   — COMMITTED → COMPLETED
+2. prepare    — the debit leg, one atomic block in the source ledger: lock the account, check it,
+                its funds and daily limit, hold the amount in pending debits, write the leg PREPARED
+3. decide     — the credit leg, one atomic block in the destination ledger: lock the account,
+                check it, post the credit and write the leg COMMITTED. That commit is the point of
+                no return. Recovery decides the other way by a VOIDED tombstone under the same
+                unique key, so exactly one of the two can ever exist.
+4. finish     — the debit leg PREPARED → COMMITTED: posts the held amount, writes the entry; a
+                conditional update that must change one row: exactly once.
+5. complete   — PENDING → COMPLETED (``default``)
+
+So: a transfer is decided if and only if its credit leg is COMMITTED in the destination ledger
+(for a local transfer, too: both legs commit in one block). The control plane's COMMITTED status is
+only a hint, written when finishing had to be left to recovery.
+
+Five durable commits instead of seven (accept, prepare, decide, finish, complete), and the
+refusals found in the source ledger (funds, limit, frozen source) never touch the destination.
 
 A named fault point (``transfers.faults``) sits between every two steps. Whatever a crash leaves
-behind, ``transfers.recovery`` finishes forward (COMMITTED) or voids (PENDING past its deadline).
+behind, ``transfers.recovery`` finishes forward (credit leg committed) or voids (undecided past its
+deadline).
 """
 
 from __future__ import annotations
@@ -36,9 +47,9 @@ from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
 from accounts.models import Account, Entry
 from accounts.numbers import account_number_parse
 from accounts.selectors import account_get
-from audit.services import audit_event_record
+from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
-from bankcore.db import LockConflictGaveUp, atomic_with_retry
+from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry
 from bankcore.errors import ApplicationError
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
@@ -288,12 +299,17 @@ def _transfer_submit(
         deadline=now + timedelta(seconds=settings.TRANSACTION_TIMEOUT),
         channel=actor.channel,
         created_by_id=actor.user_id,
+        created_at=now,
     )
+
+    def accept() -> None:
+        if reversal_of is not None:
+            _reversal_claim(reversal_of)
+        ledger_sql.transfer_insert(transfer)
+        auditlog_entry_created(transfer, actor=actor)
+
     try:
-        with transaction.atomic(using="default"):
-            if reversal_of is not None:
-                _reversal_claim(reversal_of)
-            transfer.save(using="default", force_insert=True)
+        atomic_with_retry("default", accept)
     except OperationalError:
         logger.warning("transfer: control-plane database failed at accept")
         raise LedgerUnavailable("The control-plane database did not answer; nothing was moved.") from None
@@ -334,12 +350,15 @@ def _transfer_submit(
 
 def _reversal_claim(original: Transfer) -> None:
     """Inside the accept transaction: lock the original, refuse a second live reversal."""
-    locked = Transfer.objects.select_for_update().get(pk=original.pk)
-    if locked.kind == Transfer.Kind.REVERSAL:
+    locked = ledger_sql.transfer_lock_for_reversal(original.pk)
+    if locked is None:
+        raise TransferNotFound(f"No transfer {original.pk}.")
+    kind, status, reversed_already = locked
+    if kind == Transfer.Kind.REVERSAL:
         raise TransferNotReversible("A reversal cannot itself be reversed.")
-    if locked.status != Status.COMPLETED:
-        raise TransferNotReversible(f"Only completed transfers can be reversed; this one is {locked.status}.")
-    if Transfer.objects.filter(reversal_of=locked).exclude(status=Status.ABORTED).exists():
+    if status != Status.COMPLETED:
+        raise TransferNotReversible(f"Only completed transfers can be reversed; this one is {status}.")
+    if reversed_already:
         raise TransferAlreadyReversed("This transfer has already been reversed.")
 
 
@@ -443,25 +462,22 @@ def _leg_location(transfer: Transfer, leg: str) -> tuple[str, int]:
     return parsed.ledger, parsed.serial
 
 
-def leg_prepare(transfer: Transfer, leg: str) -> None:
-    """Phase 1 for one leg, in its ledger: lock the account, check it, hold the amount as pending,
-    write the leg PREPARED. Raises ``TransferRefused`` (rolled back, nothing held). A VOIDED
-    tombstone left by recovery makes the insert fail on the unique key: the late prepare is
-    refused."""
-    ledger, pk = _leg_location(transfer, leg)
-    side = "source" if leg == Leg.DEBIT else "destination"
+def leg_prepare(transfer: Transfer) -> None:
+    """Phase 1, the debit leg in the source ledger: lock the account, check it, its funds and its
+    daily limit, hold the amount in pending debits, write the leg PREPARED. Raises
+    ``TransferRefused`` (rolled back, nothing held). A VOIDED tombstone left by recovery makes the
+    insert fail on the unique key: the late prepare is refused."""
+    ledger, pk = _leg_location(transfer, Leg.DEBIT)
 
     def prepare() -> None:
-        account = _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side=side)
-        if leg == Leg.DEBIT:
-            _check_funds_and_limit(ledger, account, transfer)
+        account = _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side="source")
+        _check_funds_and_limit(ledger, account, transfer)
         now = timezone.now()
-        field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
-        ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=transfer.amount, now=now)
+        ledger_sql.pending_add(ledger, account_pk=pk, field="pending_debits", amount=transfer.amount, now=now)
         ledger_sql.legs_insert(
             ledger,
             transfer_id=transfer.id,
-            legs=[(leg, pk)],
+            legs=[(Leg.DEBIT, pk)],
             amount=transfer.amount,
             state=LegState.PREPARED,
             kind=transfer.kind,
@@ -475,34 +491,103 @@ def leg_prepare(transfer: Transfer, leg: str) -> None:
         raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
     except LockConflictGaveUp:
         raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
+    except CommitOutcomeUnknown:
+        raise  # prepared or not: an abort voids the leg either way, so the caller may abort
     except OperationalError as exc:
-        logger.warning("transfer %s: ledger %s failed while preparing the %s leg: %s", transfer.id, ledger, leg, exc)
+        logger.warning("transfer %s: ledger %s failed while preparing the debit leg: %s", transfer.id, ledger, exc)
+        raise TransferRefused(
+            LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
+        ) from None
+
+
+def leg_decide(transfer: Transfer) -> None:
+    """Phase 2, the decision, in the destination ledger: lock the account, check it, post the
+    credit with its entry and write the credit leg COMMITTED, in one commit. Once it returns, the
+    transfer will complete. Raises ``TransferRefused`` when it certainly did not commit (account
+    refused, recovery's tombstone already there, deadline passed, ledger down before the commit),
+    and ``CommitOutcomeUnknown`` when the connection failed during the commit itself: then only
+    recovery can tell, from the ledger, which way it went."""
+    ledger, pk = _leg_location(transfer, Leg.CREDIT)
+
+    def decide() -> None:
+        account = _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side="destination")
+        now = timezone.now()
+        # The leg first: if recovery's tombstone holds the key, fail before touching the balance.
+        ledger_sql.legs_insert(
+            ledger,
+            transfer_id=transfer.id,
+            legs=[(Leg.CREDIT, account.pk)],
+            amount=transfer.amount,
+            state=LegState.COMMITTED,
+            kind=transfer.kind,
+            business_date=transfer.business_date,
+            now=now,
+        )
+        ledger_sql.post(
+            ledger,
+            account_pk=account.pk,
+            delta=transfer.amount,
+            transfer_id=transfer.id,
+            entry_kind=ENTRY_KIND[transfer.kind],
+            description=transfer.reference,
+            now=now,
+        )
+
+    if timezone.now() >= transfer.deadline:
+        # Recovery may be voiding it right now; deciding late would finish it past its deadline.
+        raise TransferRefused(TransferTimedOut("The transfer did not reach its decision within its deadline."))
+    try:
+        atomic_with_retry(ledger, decide)
+    except IntegrityError:
+        raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
+    except LockConflictGaveUp:
+        raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
+    except CommitOutcomeUnknown:
+        raise
+    except OperationalError as exc:
+        logger.warning("transfer %s: ledger %s failed while deciding: %s", transfer.id, ledger, exc)
         raise TransferRefused(
             LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
         ) from None
 
 
 def leg_commit(transfer: Transfer, leg: str) -> bool:
-    """Phase 2: PREPARED → COMMITTED, posting the amount and writing the entry. Exactly once: the
-    conditional update claims the leg, so True means this call did it and False that it was
+    """Finish: PREPARED → COMMITTED, posting the held amount and writing the entry. Exactly once:
+    the conditional update claims the leg, so True means this call did it and False that it was
     already done (or voided, which reconciliation reports). May raise ``OperationalError``."""
     ledger, pk = _leg_location(transfer, leg)
+    return leg_commit_at(
+        ledger=ledger,
+        transfer_id=transfer.id,
+        leg=leg,
+        account_pk=pk,
+        amount=transfer.amount,
+        kind=transfer.kind,
+        description=transfer.reference,
+    )
+
+
+def leg_commit_at(
+    *, ledger: str, transfer_id: uuid.UUID, leg: str, account_pk: int, amount: Decimal, kind: str, description: str
+) -> bool:
+    """``leg_commit`` from what the ledger itself knows of the leg (recovery of a leg whose
+    transfer the control plane lost)."""
 
     def commit() -> bool:
         now = timezone.now()
         if not ledger_sql.leg_transition(
-            ledger, transfer_id=transfer.id, leg=leg, to_state=LegState.COMMITTED, now=now
+            ledger, transfer_id=transfer_id, leg=leg, to_state=LegState.COMMITTED, now=now
         ):
             return False
         # ``post`` locks the account's row by its update and reads the balance after it; the leg's
         # pending amount is held there, so releasing it cannot break a constraint.
         ledger_sql.post(
             ledger,
-            account_pk=pk,
-            delta=-transfer.amount if leg == Leg.DEBIT else transfer.amount,
-            transfer_id=transfer.id,
-            entry_kind=ENTRY_KIND[transfer.kind],
-            description=transfer.reference,
+            account_pk=account_pk,
+            delta=-amount if leg == Leg.DEBIT else amount,
+            transfer_id=transfer_id,
+            entry_kind=ENTRY_KIND[kind],
+            description=description,
             now=now,
             release_pending="pending_debits" if leg == Leg.DEBIT else "pending_credits",
         )
@@ -559,49 +644,51 @@ def _leg_void_at(
 
 
 def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
-    prepared: list[str] = []
     try:
-        leg_prepare(transfer, Leg.DEBIT)
-        prepared.append(Leg.DEBIT)
-        fault_point("after_prepare_debit")
-        leg_prepare(transfer, Leg.CREDIT)
-        prepared.append(Leg.CREDIT)
-        fault_point("after_prepare_credit")
+        leg_prepare(transfer)
     except TransferRefused as refused:
-        _decide_abort(transfer, actor, refused.error, legs_to_void=prepared)
+        _decide_abort(transfer, actor, refused.error)
         return
-    # A control plane that fails here raises OperationalError, answered by ``_transfer_submit``.
-    if not _decide_commit(transfer):
-        # Recovery aborted it (deadline passed) while we were preparing.
+    except CommitOutcomeUnknown:
         _decide_abort(
             transfer,
             actor,
-            TransferTimedOut("The transfer timed out and was voided."),
-            legs_to_void=[Leg.DEBIT, Leg.CREDIT],
+            LedgerUnavailable(f"Ledger {transfer.source_ledger} did not answer; the transfer was not made."),
+            legs_to_void=[Leg.DEBIT],
         )
         return
-    fault_point("after_decide_commit")
+    fault_point("after_prepare_debit")
+    try:
+        leg_decide(transfer)
+    except TransferRefused as refused:
+        _decide_abort(transfer, actor, refused.error, legs_to_void=[Leg.DEBIT])
+        return
+    # CommitOutcomeUnknown from the decision propagates: ``_transfer_submit`` answers "ledger
+    # unavailable" and recovery reads the credit leg to settle it.
+    fault_point("after_decide_credit")
     try:
         leg_commit(transfer, Leg.DEBIT)
-        fault_point("after_finish_debit")
-        leg_commit(transfer, Leg.CREDIT)
-        fault_point("after_finish_credit")
     except (OperationalError, LockConflictGaveUp):
-        logger.warning("transfer %s: committed, finishing deferred to recovery", transfer.id)
+        logger.warning("transfer %s: decided, finishing the debit leg deferred to recovery", transfer.id)
+        _mark_committed(transfer)
         return
+    fault_point("after_finish_debit")
     _complete(transfer, actor)
 
 
 # --- decisions (control plane) --------------------------------------------------------------------
 
 
-def _decide_commit(transfer: Transfer) -> bool:
+def _mark_committed(transfer: Transfer) -> None:
+    """Say in the control plane that a transfer is decided but not finished (the API answers 202
+    "committed"; recovery finishes it after its grace period). Only a hint: the decision itself is
+    the committed credit leg, which recovery reads when this could not be written."""
     now = timezone.now()
-    if ledger_sql.transfer_mark_committed(transfer.id, now=now):
-        transfer.status, transfer.committed_at = Status.COMMITTED, now
-        return True
-    transfer.refresh_from_db()
-    return False
+    try:
+        if ledger_sql.transfer_mark_committed(transfer.id, now=now):
+            transfer.status, transfer.committed_at = Status.COMMITTED, now
+    except OperationalError:
+        logger.warning("transfer %s: the control plane did not take the committed hint", transfer.id)
 
 
 def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, legs_to_void: list[str] = ()) -> None:  # type: ignore[assignment]
@@ -622,21 +709,23 @@ def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, 
     fault_point("after_decide_abort")
     if transfer.status != Status.ABORTED:
         return
-    for index, leg in enumerate(legs_to_void):
+    for leg in legs_to_void:
         try:
             leg_void(transfer, leg)
         except (OperationalError, LockConflictGaveUp):
             logger.warning("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
-        if index == 0:
-            fault_point("after_void_debit")
 
 
 def _complete(transfer: Transfer, actor: Actor) -> None:
     now = timezone.now()
-    with transaction.atomic(using="default"):
-        done = ledger_sql.transfer_mark_completed(transfer.id, now=now)
-        if done:
-            _transfer_event(transfer, actor, "transfer.completed")
+
+    def complete() -> bool:
+        if not ledger_sql.transfer_mark_completed(transfer.id, now=now):
+            return False
+        _transfer_event(transfer, actor, "transfer.completed")
+        return True
+
+    done = atomic_with_retry("default", complete)
     if done:
         transfer.status, transfer.finished_at = Status.COMPLETED, now
         transfer.committed_at = transfer.committed_at or now
@@ -658,6 +747,7 @@ def _transfer_event(transfer: Transfer, actor: Actor, action: str, **extra: obje
             "currency": transfer.currency,
             "reference": transfer.reference,
             "created_by": transfer.created_by_id,
+            **({"reversal_of": str(transfer.reversal_of_id)} if transfer.reversal_of_id else {}),
             **extra,
         },
     )

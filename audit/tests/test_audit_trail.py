@@ -5,6 +5,7 @@ the same stream (and the request bodies) with the sensitive fields masked."""
 import json
 
 import pytest
+from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.test import Client
 from django.urls import reverse
@@ -108,6 +109,24 @@ def test_auditlog_records_accounts_and_users(make_staff, make_account):
     user_entry = LogEntry.objects.filter(object_repr="new-teller").first()
     assert user_entry is not None and "password" not in json.dumps(user_entry.changes)
     assert bob.number
+
+
+def test_auditlog_records_each_transfer_as_auditlog_itself_would(make_staff, make_account):
+    """The engine inserts transfers with its own SQL, so it writes their auditlog "created" entry
+    itself: the same changes auditlog's own diff gives, the actor and address of the request."""
+    teller = make_staff("teller")
+    alice, bob = make_account("db1", "50.00"), make_account("db2")
+    actor = Actor.for_user(teller, channel=Channel.ADMIN, ip="198.51.100.4")
+    made = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="5.00")
+
+    entry = LogEntry.objects.get_for_object(made).get()
+    assert entry.action == LogEntry.Action.CREATE and entry.actor_id == teller.pk
+    assert entry.remote_addr == "198.51.100.4" and entry.object_repr.startswith("transfer ")
+    # As accepted: the diff of a transfer as it was at accept (PENDING, no finish time).
+    accepted = Transfer.objects.get(pk=made.pk)
+    accepted.status, accepted.committed_at, accepted.finished_at = Transfer.Status.PENDING, None, None
+    assert entry.changes == json.loads(json.dumps(model_instance_diff(None, accepted)))
+    assert "request_hash" not in entry.changes  # excluded by the registration
 
 
 def test_auditlog_records_role_and_permission_changes(make_staff):

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connections
+from django.db import connections
 from django.test import override_settings
 
 from conftest import api_client_for, balances
@@ -138,14 +138,16 @@ def test_admin_still_answers_html(api_world, client):
 
 @pytest.fixture
 def ledger_db2_down(monkeypatch):  # type: ignore[no-untyped-def]
-    """Every new query on db2 fails as if its server were gone (MySQL 2003)."""
+    """db2 refuses every connection as if its server were gone (MySQL 2003); the open one is closed,
+    as the server's going would have broken it."""
+    import MySQLdb
 
     def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise OperationalError(2003, "Can't connect to MySQL server (test)")
+        raise MySQLdb.OperationalError(2003, "Can't connect to MySQL server (test)")
 
     connection = connections["db2"]
-    monkeypatch.setattr(connection, "cursor", refuse)
-    monkeypatch.setattr(connection, "_cursor", refuse)
+    connection.close()
+    monkeypatch.setattr(connection, "get_new_connection", refuse)
     yield
 
 

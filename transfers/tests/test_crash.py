@@ -46,10 +46,8 @@ def recover_after_deadline() -> None:
 CROSS = [
     ("after_accept", Transfer.Status.ABORTED),
     ("after_prepare_debit", Transfer.Status.ABORTED),
-    ("after_prepare_credit", Transfer.Status.ABORTED),
-    ("after_decide_commit", Transfer.Status.COMPLETED),
+    ("after_decide_credit", Transfer.Status.COMPLETED),
     ("after_finish_debit", Transfer.Status.COMPLETED),
-    ("after_finish_credit", Transfer.Status.COMPLETED),
 ]
 LOCAL = [
     ("after_accept", Transfer.Status.ABORTED),
@@ -58,7 +56,7 @@ LOCAL = [
 
 
 def test_every_fault_point_is_exercised():
-    exercised = {f for f, _ in CROSS + LOCAL} | {"after_decide_abort", "after_void_debit"}
+    exercised = {f for f, _ in CROSS + LOCAL} | {"after_decide_abort", "after_tombstone_credit"}
     assert exercised == set(FAULT_POINTS)
 
 
@@ -109,10 +107,11 @@ def test_crash_while_aborting_a_refused_transfer(actor, make_account):
     assert (fresh.posted, fresh.pending_debits) == (Decimal("100.00"), Decimal("0.00"))
 
 
-def test_crash_in_recovery_between_two_voids(make_account):
-    """Recovery itself killed after voiding the first leg: the next pass voids the second."""
+def test_crash_in_recovery_between_its_tombstone_and_the_abort(make_account):
+    """Recovery itself killed after its tombstone decided the abort in the destination ledger,
+    before the control plane knew: the next pass records ABORTED and voids the debit leg."""
     alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
-    result = run_until_fault("after_prepare_credit", alice.number, bob.number, "30.00")
+    result = run_until_fault("after_prepare_debit", alice.number, bob.number, "30.00")
     assert result.returncode == FAULT_EXIT_CODE
     later = (timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)).isoformat()
     code = (
@@ -123,14 +122,18 @@ def test_crash_in_recovery_between_two_voids(make_account):
     )
     child = subprocess.run(
         [sys.executable, "-c", code],
-        env=subprocess_env(BANKCORE_FAULT_AT="after_void_debit"),
+        env=subprocess_env(BANKCORE_FAULT_AT="after_tombstone_credit"),
         capture_output=True,
         text=True,
         timeout=120,
         cwd=settings.BASE_DIR,
     )
     assert child.returncode == FAULT_EXIT_CODE, child.stderr
-    assert Account.objects.using("db2").get(pk=bob.pk).pending_credits == Decimal("30.00")
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    assert transfer.status == Transfer.Status.PENDING
+    tombstone = TransferLeg.objects.using("db2").get(transfer_id=transfer.id, leg="credit")
+    assert (tombstone.state, tombstone.account_id, tombstone.amount) == ("voided", None, Decimal("0.00"))
+    assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("30.00")
     recover_after_deadline()
     assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
     assert Transfer.objects.get(kind=Transfer.Kind.TRANSFER).status == Transfer.Status.ABORTED
@@ -146,7 +149,7 @@ def test_void_before_prepare_leaves_a_tombstone(make_account):
     from transfers.errors import TransferRefused
 
     with pytest.raises(TransferRefused) as refused:
-        leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+        leg_prepare(transfer)
     assert refused.value.error.code == "transfer_timed_out"
     fresh = Account.objects.using("db1").get(pk=alice.pk)
     assert (fresh.posted, fresh.pending_debits) == (Decimal("100.00"), Decimal("0.00"))
@@ -154,7 +157,7 @@ def test_void_before_prepare_leaves_a_tombstone(make_account):
 
 def test_concurrent_recovery_workers_finish_each_leg_exactly_once(make_account):
     pairs = [(make_account("db1", "100.00"), make_account("db2", "0.00")) for _ in range(4)]
-    faults = ["after_decide_commit", "after_finish_debit", "after_prepare_credit", "after_prepare_debit"]
+    faults = ["after_decide_credit", "after_finish_debit", "after_accept", "after_prepare_debit"]
     for (alice, bob), fault in zip(pairs, faults, strict=True):
         assert run_until_fault(fault, alice.number, bob.number, "10.00").returncode == FAULT_EXIT_CODE
     later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
@@ -179,4 +182,24 @@ def test_concurrent_recovery_workers_finish_each_leg_exactly_once(make_account):
     assert not errors
     statuses = [t.status for t in Transfer.objects.filter(kind=Transfer.Kind.TRANSFER).order_by("created_at")]
     assert statuses == ["completed", "completed", "aborted", "aborted"]
+    assert reconcile().ok
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [("after_decide_credit", "committed"), ("after_prepare_debit", "voided")]
+)
+def test_a_leg_whose_transfer_the_control_plane_lost_follows_the_ledgers_decision(make_account, fault, expected):
+    """A control plane restored from a backup taken before the transfer was accepted no longer
+    knows it; the ledgers still hold the decision (the credit leg), and recovery follows it."""
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    assert run_until_fault(fault, alice.number, bob.number, "30.00").returncode == FAULT_EXIT_CODE
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    Transfer.objects.filter(pk=transfer.pk).delete()  # what the restore lost
+
+    recover_after_deadline()
+    debit = TransferLeg.objects.using("db1").get(transfer_id=transfer.id, leg="debit")
+    assert debit.state == expected
+    assert balances(alice, bob) == (
+        [Decimal("70.00"), Decimal("30.00")] if expected == "committed" else [Decimal("100.00"), Decimal("0.00")]
+    )
     assert reconcile().ok

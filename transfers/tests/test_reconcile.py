@@ -9,9 +9,10 @@ from django.utils import timezone
 
 from accounts.models import Account
 from conftest import run_manage
+from transfers import ledger_sql
 from transfers.models import ReconciliationRun, Transfer, TransferLeg
 from transfers.reconciliation import reconcile
-from transfers.services import leg_prepare, transfer_create
+from transfers.services import leg_commit, leg_decide, leg_prepare, transfer_create
 from transfers.tasks import reconcile_ledgers, recover_transfers
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.books_may_not_balance]
@@ -55,13 +56,12 @@ def test_pending_counters_must_match_prepared_legs(make_account):
     Account.objects.using("db2").filter(pk=alice.pk).update(pending_debits=Decimal("0.00"))
 
 
-def test_money_in_flight_is_counted_and_a_stuck_transfer_is_reported(actor, make_account):
-    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
-    transfer = Transfer.objects.create(
+def _cross_transfer(alice, bob, **fields) -> Transfer:  # type: ignore[no-untyped-def]
+    return Transfer.objects.create(
         source_account=alice.number,
-        source_ledger="db1",
+        source_ledger=alice.ledger,
         destination_account=bob.number,
-        destination_ledger="db2",
+        destination_ledger=bob.ledger,
         amount=Decimal("30.00"),
         currency="CNY",
         client_id="t",
@@ -69,23 +69,57 @@ def test_money_in_flight_is_counted_and_a_stuck_transfer_is_reported(actor, make
         business_date=timezone.localdate(),
         deadline=timezone.now() + timedelta(seconds=30),
         channel="system",
+        **fields,
     )
-    leg_prepare(transfer, TransferLeg.Leg.DEBIT)
-    leg_prepare(transfer, TransferLeg.Leg.CREDIT)
-    Transfer.objects.filter(pk=transfer.pk).update(status=Transfer.Status.COMMITTED, committed_at=timezone.now())
-    from transfers.services import leg_commit
 
-    leg_commit(transfer, TransferLeg.Leg.DEBIT)  # debit posted, credit still prepared: 30.00 in flight
+
+def test_money_in_flight_is_counted_and_a_stuck_transfer_is_reported(make_account):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = _cross_transfer(alice, bob)
+    leg_prepare(transfer)
+    leg_decide(transfer)  # decided: credit posted, debit still prepared — 30.00 posted on one side only
     report = reconcile()
-    assert report.in_flight == Decimal("30.00") and report.grand_total == 0
+    assert report.in_flight == Decimal("-30.00") and report.grand_total == 0
     assert report.ok, report.discrepancies
     later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT * 3)
     assert any("past its deadline" in line for line in reconcile(now=later).discrepancies)
-    # The beat task finishes it (grace passed) and the books are clean at rest.
-    Transfer.objects.filter(pk=transfer.pk).update(committed_at=timezone.now() - timedelta(seconds=60))
+    # The beat task finishes it once the grace period has passed, and the books are clean at rest.
+    Transfer.objects.filter(pk=transfer.pk).update(created_at=timezone.now() - timedelta(seconds=60))
     assert recover_transfers() == {"leg_committed": 1, "transfer_completed": 1}
     assert reconcile_ledgers() is True
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.COMPLETED
+
+
+def test_a_transfer_left_by_the_earlier_protocol_is_counted_and_finished(make_account):
+    """Before the decision moved into the credit leg, a COMMITTED transfer could have its debit
+    posted and its credit still prepared (a rolling update meets such rows): +30.00 in flight,
+    and recovery commits the credit."""
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = _cross_transfer(alice, bob, status=Transfer.Status.COMMITTED, committed_at=timezone.now())
+    leg_prepare(transfer)
+    now = timezone.now()
+    ledger_sql.pending_add("db2", account_pk=bob.pk, field="pending_credits", amount=transfer.amount, now=now)
+    ledger_sql.legs_insert(
+        "db2",
+        transfer_id=transfer.id,
+        legs=[(TransferLeg.Leg.CREDIT, bob.pk)],
+        amount=transfer.amount,
+        state=TransferLeg.State.PREPARED,
+        kind=transfer.kind,
+        business_date=transfer.business_date,
+        now=now,
+    )
+    leg_commit(transfer, TransferLeg.Leg.DEBIT)
+    report = reconcile()
+    assert report.in_flight == Decimal("30.00") and report.grand_total == 0
+    assert report.ok, report.discrepancies
+    Transfer.objects.filter(pk=transfer.pk).update(committed_at=timezone.now() - timedelta(seconds=60))
+    assert recover_transfers() == {"leg_committed": 1, "transfer_completed": 1}
+    assert reconcile_ledgers() is True
+    assert [Account.objects.using(a.ledger).get(pk=a.pk).posted for a in (alice, bob)] == [
+        Decimal("70.00"),
+        Decimal("30.00"),
+    ]
 
 
 def test_recover_transfers_command_reports_what_it_did(make_account):
@@ -105,7 +139,7 @@ def test_recover_transfers_command_reports_what_it_did(make_account):
         deadline=timezone.now() - timedelta(seconds=1),
         channel="system",
     )
-    leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+    leg_prepare(transfer)
     result = run_manage("recover_transfers", "--grace", "0")
     assert result.returncode == 0, result.stderr
     assert "transfer_aborted=1" in result.stdout

@@ -235,7 +235,7 @@ def test_daily_limit_counts_pending_and_completed_debits_of_the_business_day(act
     )
     from transfers.services import leg_prepare
 
-    leg_prepare(transfer, TransferLeg.Leg.DEBIT)
+    leg_prepare(transfer)
     with pytest.raises(DailyLimitExceeded):
         transfer_create(actor=actor, source_account=carol.number, destination_account=bob.number, amount="10.01")
     # Withdrawals at the counter are not transfers: the daily transfer limit does not apply.
