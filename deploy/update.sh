@@ -7,17 +7,19 @@
 #   2. builds the new image;
 #   3. runs the migrate service while the old version still serves: migrations must therefore be
 #      backward compatible with the running code (add first, remove in a later release);
-#   4. starts as many new banking-app containers as are running, waits until they are healthy,
+#   4. replaces celery-worker (SIGTERM = warm shutdown: the current task finishes within
+#      stop_grace_period 60s; acks_late re-queues what was not finished) and celery-beat first:
+#      the new recovery settles transfers of the old and the new engine alike, while an old
+#      recovery must never meet a transfer of a newer engine;
+#   5. starts as many new banking-app containers as are running, waits until they are healthy,
 #      reloads nginx so it sends traffic to them too;
-#   5. stops each old container with SIGTERM: gunicorn stops accepting, and graceful_timeout (30s,
+#   6. stops each old container with SIGTERM: gunicorn stops accepting, and graceful_timeout (30s,
 #      deploy/gunicorn.conf.py) lets in-flight requests finish within compose's stop_grace_period;
-#      nginx only retries a request on another replica when it was never sent (connect error);
-#   6. reloads nginx again and replaces celery-worker (SIGTERM = warm shutdown: the current task
-#      finishes within stop_grace_period 60s; acks_late re-queues what was not finished) and
-#      celery-beat.
+#      nginx only retries a request on another replica when it was never sent (connect error),
+#      and reloads nginx again.
 # A transfer interrupted anyway (a killed worker, a timeout) is never lost: its state is in the
 # ledgers' recovery table, and the recovery task (every RECOVERY_INTERVAL_SECONDS) finishes it
-# forward after a COMMITTED decision or voids its holds after the deadline.
+# forward once it was decided (its credit leg committed) or voids its hold after the deadline.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,8 +33,8 @@ usage() {
 Usage: deploy/update.sh [--no-pull] [--no-build] [--help]
 
 Rolling update of the running compose deployment: git pull --ff-only, build, migrate, replace
-banking-app containers one generation at a time behind nginx, then replace the Celery worker
-and beat.
+the Celery worker and beat (recovery first), then the banking-app containers one generation at a
+time behind nginx.
 
 Environment (or .env): APP_REPLICAS (banking-app containers to keep; default: as many as run
 now, at least 1), DEPLOY_TIMEOUT (seconds to wait for health, default 300), COMPOSE_FILE.
@@ -108,6 +110,12 @@ main() {
     log "Migrating (the old version keeps serving meanwhile)"
     docker compose run --rm migrate
 
+    # Recovery first: a new recovery worker settles transfers left by either version of the
+    # engine, whereas an old one must not meet a new engine's transfers (it would not know where
+    # their decision lives). The old app replicas keep serving meanwhile.
+    log "Replacing celery-worker (warm shutdown) and celery-beat"
+    docker compose up -d --no-deps celery-worker celery-beat
+
     local -a old_ids new_ids all_ids
     mapfile -t old_ids < <(docker compose ps -q banking-app)
     local replicas
@@ -146,9 +154,6 @@ main() {
         done
         reload_nginx
     fi
-
-    log "Replacing celery-worker (warm shutdown) and celery-beat"
-    docker compose up -d --no-deps celery-worker celery-beat
 
     log "Update complete"
     docker compose ps

@@ -14,8 +14,10 @@ beside live coordinators:
 - PREPARED legs whose transfer is unknown or ABORTED → voided.
 
 Transfers left by the earlier seven-step protocol (decision in the control plane, both legs
-prepared) settle by the same rules: a COMMITTED transfer commits both prepared legs, and a
-PENDING one past its deadline has its prepared credit leg voided instead of tombstoned.
+prepared) settle by that protocol's rules: a COMMITTED transfer commits both prepared legs; a
+PENDING one past its deadline is decided ABORTED in the control plane first, then both legs are
+voided. (A recovery worker of that protocol must not meet this engine's transfers, so
+``deploy/update.sh`` replaces the workers before the app.)
 """
 
 from __future__ import annotations
@@ -94,13 +96,21 @@ def _recover_pending(
         if count_skipped:
             report.actions["skipped"] += 1
         return
-    if state != LegState.VOIDED:
-        # The abort decision: a tombstone under the credit leg's key (or, for a transfer of the
-        # earlier protocol, the void of its prepared credit leg). It never undoes a commit; if the
-        # coordinator's decision got there first, the re-read below sees it.
+    if state == LegState.PREPARED:
+        # A transfer of the earlier protocol, whose decision lived in the control plane: decide
+        # there first (a conditional update that an old coordinator's COMMITTED would have beaten),
+        # then void both legs.
+        _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT])
+        if transfer.status == Status.ABORTED:
+            report.actions["transfer_aborted"] += 1
+        elif transfer.status == Status.COMMITTED:
+            transfer_finish_forward(transfer, actor, report)
+        return
+    if state is None:
+        # The abort decision: a tombstone under the credit leg's key. It never undoes a commit: if
+        # the coordinator's decision got there first, the re-read below sees it.
         leg_void(transfer, Leg.CREDIT)
-        state = _credit_state(transfer)
-        if state == LegState.COMMITTED:
+        if _credit_state(transfer) == LegState.COMMITTED:
             transfer_finish_forward(transfer, actor, report)
             return
     fault_point("after_tombstone_credit")

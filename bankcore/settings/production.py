@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ImproperlyConfigured
 
+from bankcore.env import env_str
 from bankcore.settings.base import *  # noqa: F403
 from bankcore.settings.base import INSECURE_DEFAULT_SECRET, JWT_SECRET_KEY, SECRET_KEY
 
@@ -13,7 +14,8 @@ if JWT_SECRET_KEY == SECRET_KEY:
     raise ImproperlyConfigured("JWT_SECRET_KEY must differ from SECRET_KEY: give each its own random value")
 
 DEBUG = False
-BANKCORE_ENVIRONMENT = "production"
+# A staging deployment runs these settings too: it names itself, and its banner shows.
+BANKCORE_ENVIRONMENT = env_str("BANKCORE_ENVIRONMENT", "production")
 BANKCORE_FAULT_POINTS_ENABLED = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
