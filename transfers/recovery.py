@@ -34,7 +34,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
-from bankcore.metrics import record_recovery
+from bankcore.metrics import record_recovery, record_transfer
 from transfers.errors import TransferTimedOut
 from transfers.faults import fault_point
 from transfers.models import Transfer, TransferLeg
@@ -75,13 +75,24 @@ def _credit_state(transfer: Transfer) -> str | None:
     )
 
 
+def _finished_by_recovery(transfer: Transfer, report: RecoveryReport, action: str) -> None:
+    """Count a transfer recovery brought to its end, as the engine counts those it ends itself
+    (the coordinator that left it unfinished counted nothing)."""
+    report.actions[action] += 1
+    record_transfer(
+        kind=transfer.kind,
+        outcome=transfer.failure_code or transfer.status,
+        cross_ledger=transfer.is_cross_ledger,
+        seconds=max(0.0, ((transfer.finished_at or timezone.now()) - transfer.created_at).total_seconds()),
+    )
+
+
 def transfer_finish_forward(transfer: Transfer, actor: Actor, report: RecoveryReport) -> None:
     for leg in (Leg.DEBIT, Leg.CREDIT):
         if leg_commit(transfer, leg):
             report.actions["leg_committed"] += 1
-    _complete(transfer, actor)
-    if transfer.status == Status.COMPLETED:
-        report.actions["transfer_completed"] += 1
+    if _complete(transfer, actor):
+        _finished_by_recovery(transfer, report, "transfer_completed")
 
 
 def _recover_pending(
@@ -100,9 +111,8 @@ def _recover_pending(
         # A transfer of the earlier protocol, whose decision lived in the control plane: decide
         # there first (a conditional update that an old coordinator's COMMITTED would have beaten),
         # then void both legs.
-        _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT])
-        if transfer.status == Status.ABORTED:
-            report.actions["transfer_aborted"] += 1
+        if _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT]):
+            _finished_by_recovery(transfer, report, "transfer_aborted")
         elif transfer.status == Status.COMMITTED:
             transfer_finish_forward(transfer, actor, report)
         return
@@ -114,9 +124,8 @@ def _recover_pending(
             transfer_finish_forward(transfer, actor, report)
             return
     fault_point("after_tombstone_credit")
-    _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT] if transfer.is_cross_ledger else [])
-    if transfer.status == Status.ABORTED:
-        report.actions["transfer_aborted"] += 1
+    if _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT] if transfer.is_cross_ledger else []):
+        _finished_by_recovery(transfer, report, "transfer_aborted")
 
 
 def transfers_recover(

@@ -144,6 +144,10 @@ def transfer_cash_movement(
     the account's own ledger. Same refusals as ``transfer_create``."""
     from accounts.services import cash_account_ensure
 
+    # Refuse a malformed or too large amount before the cash account of a new currency is made:
+    # a refused call changes nothing.
+    if money_parse(amount) > settings.MAX_TRANSFER_AMOUNT:
+        raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
     account = account_get(number=number)
     cash = cash_account_ensure(ledger=account.ledger, currency=account.currency)
     source, destination = (cash, account) if kind == Transfer.Kind.DEPOSIT else (account, cash)
@@ -335,12 +339,13 @@ def _transfer_submit(
             extra={"transfer_id": str(transfer.id)},
         ) from None
     transfer.replayed = False
-    record_transfer(
-        kind=transfer.kind,
-        outcome=transfer.failure_code or transfer.status,
-        cross_ledger=transfer.is_cross_ledger,
-        seconds=time.monotonic() - started,
-    )
+    if transfer.is_final:  # one left to recovery is counted when recovery ends it
+        record_transfer(
+            kind=transfer.kind,
+            outcome=transfer.failure_code or transfer.status,
+            cross_ledger=transfer.is_cross_ledger,
+            seconds=time.monotonic() - started,
+        )
     error = transfer_refusal_error(transfer)
     if error is not None:
         error.replayed = False
@@ -691,9 +696,9 @@ def _mark_committed(transfer: Transfer) -> None:
         logger.warning("transfer %s: the control plane did not take the committed hint", transfer.id)
 
 
-def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, legs_to_void: list[str] = ()) -> None:  # type: ignore[assignment]
+def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, legs_to_void: list[str] = ()) -> bool:  # type: ignore[assignment]
     """PENDING → ABORTED with the reason, then void what was prepared (recovery voids anything a
-    failure here leaves behind)."""
+    failure here leaves behind). True if this call aborted it."""
     now = timezone.now()
     with transaction.atomic(using="default"):
         aborted = Transfer.objects.filter(pk=transfer.pk, status=Status.PENDING).update(
@@ -708,15 +713,17 @@ def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, 
         transfer.refresh_from_db()
     fault_point("after_decide_abort")
     if transfer.status != Status.ABORTED:
-        return
+        return False
     for leg in legs_to_void:
         try:
             leg_void(transfer, leg)
         except (OperationalError, LockConflictGaveUp):
             logger.warning("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
+    return bool(aborted)
 
 
-def _complete(transfer: Transfer, actor: Actor) -> None:
+def _complete(transfer: Transfer, actor: Actor) -> bool:
+    """PENDING/COMMITTED → COMPLETED with its audit event; True if this call did it."""
     now = timezone.now()
 
     def complete() -> bool:
@@ -731,6 +738,7 @@ def _complete(transfer: Transfer, actor: Actor) -> None:
         transfer.committed_at = transfer.committed_at or now
     else:
         transfer.refresh_from_db()
+    return done
 
 
 def _transfer_event(transfer: Transfer, actor: Actor, action: str, **extra: object) -> None:

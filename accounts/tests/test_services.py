@@ -107,6 +107,15 @@ def test_open_refuses_a_bad_deposit_even_where_a_cash_account_exists(actor, make
     assert untouched() == before
 
 
+def test_a_refused_deposit_in_another_currency_changes_nothing(actor):
+    account = account_open(actor=actor, ledger="db1", holder="Usd Holder", currency="USD")
+    before = untouched(account)
+    for amount, error in (("-1", InvalidAmount), (ABOVE_MAXIMUM, AmountAboveMaximum)):
+        with pytest.raises(error):
+            account_deposit(actor=actor, number=account.number, amount=amount)
+    assert untouched(account) == before
+
+
 def test_open_with_the_largest_opening_deposit(actor):
     account = account_open(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=settings.MAX_TRANSFER_AMOUNT)
     assert balances(account) == [settings.MAX_TRANSFER_AMOUNT]

@@ -26,6 +26,7 @@ from bankcore.metrics import ledgers_up, worker_metrics_server
 from bankcore.testing.servers import free_port
 from transfers.models import Transfer
 from transfers.reconciliation import reconciliation_run
+from transfers.recovery import transfers_recover
 from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -85,6 +86,19 @@ def test_a_transfer_is_counted_and_timed(client, make_account, ledgers):
     ) + 1
     # django-prometheus counts the responses by status (the 5xx alert's input).
     assert (value(after, "django_http_responses_total_by_status_total", status="200") or 0) >= 1
+
+
+def test_a_transfer_ended_by_recovery_is_counted_once_by_its_outcome(client, make_account, make_stuck_transfer):
+    # given a cross-ledger transfer its coordinator left PENDING past its deadline, debit held
+    source, destination = make_account("db1", "100.00"), make_account("db2")
+    make_stuck_transfer(source, destination)
+    labels = {"kind": "transfer", "outcome": "transfer_timed_out"}
+    before = value(scrape(client), "bankcore_transfers_total", **labels) or 0
+
+    transfers_recover(grace_seconds=0)
+    transfers_recover(grace_seconds=0)  # a second pass finds nothing to end, and counts nothing
+
+    assert value(scrape(client), "bankcore_transfers_total", **labels) == before + 1
 
 
 def test_in_flight_and_stuck_transfers(client, make_account, ledgers):
