@@ -1,7 +1,8 @@
 """Partner API settings (DRF, JWT, OpenAPI, throttling).
 
 Imported at the end of ``base``: values come from the environment through ``bankcore.env``
-directly, never from ``base`` (which is still being executed when this module runs).
+directly. ``base`` is still being executed when this module runs; the one value taken from it,
+``JWT_SECRET_KEY``, is defined before it imports this module.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_int, env_str
+from bankcore.settings.base import JWT_SECRET_KEY
 
 _RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
 
@@ -52,8 +54,8 @@ REST_FRAMEWORK = {
 }
 
 SIMPLE_JWT = {
-    # Same variable and default as base.JWT_SECRET_KEY (production refuses the default).
-    "SIGNING_KEY": env_str("JWT_SECRET_KEY", "insecure-development-secret-do-not-use-in-production-0123456789-jwt"),
+    # base's value, which production settings check (no default, not SECRET_KEY).
+    "SIGNING_KEY": JWT_SECRET_KEY,
     "ALGORITHM": "HS256",
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_TOKEN_MINUTES", 5, minimum=1, maximum=60)),
     "REFRESH_TOKEN_LIFETIME": timedelta(hours=env_int("JWT_REFRESH_TOKEN_HOURS", 24, minimum=1, maximum=24 * 30)),
