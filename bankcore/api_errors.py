@@ -432,6 +432,23 @@ BODY_PROBLEMS: dict[int, list[str]] = {
 }
 _RETRY_AFTER_HEADER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
+# The answer to a retry with an idempotency key already seen: the first request's outcome, replayed.
+REPLAYED_HEADER = "Idempotent-Replayed"
+_REPLAYED_HEADER = {
+    REPLAYED_HEADER: {
+        "schema": {"type": "string", "enum": ["true"]},
+        "description": "`true` when this is the stored answer to an earlier request with the same key.",
+    }
+}
+# A method a path does not list: DRF answers it for every view, with ``Allow`` naming those it does.
+# OpenAPI has no place for the responses of operations that do not exist, so it is one shared
+# response component, named in the API's description.
+METHOD_NOT_ALLOWED_RESPONSE: dict[str, Any] = {
+    "description": "Problem; `code` is `method_not_allowed`: the path does not take this method.",
+    "headers": {"Allow": {"schema": {"type": "string"}, "required": True, "description": "The methods it takes."}},
+    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
 
 def problems(responses: dict[int, list[str]]) -> dict[str, Any]:
     """``extend_schema(extensions=problems({404: ["account_not_found"]}))``: the problem responses
@@ -439,11 +456,20 @@ def problems(responses: dict[int, list[str]]) -> dict[str, Any]:
     return {"x-problems": {str(status): codes for status, codes in responses.items()}}
 
 
+def replayable(*statuses: int) -> dict[str, Any]:
+    """``extend_schema(extensions=problems(...) | replayable(201, 422))``: the statuses a
+    retry with the same idempotency key may answer with the first request's stored outcome, which
+    then carries ``Idempotent-Replayed: true``."""
+    return {"x-replayed": [str(status) for status in statuses]}
+
+
 def problem_schema_postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """drf-spectacular hook: add the Problem schema and every problem response to every operation."""
+    """drf-spectacular hook: add the Problem schema and every problem response to every operation,
+    ``Idempotent-Replayed`` to the responses a replay may give, and the shared 405 response."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["FieldError"] = FIELD_ERROR_SCHEMA
+    result["components"].setdefault("responses", {})["MethodNotAllowed"] = METHOD_NOT_ALLOWED_RESPONSE
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -463,4 +489,7 @@ def problem_schema_postprocess(result: dict[str, Any], generator: Any, request: 
                 if status in (429, 503):
                     response["headers"] = _RETRY_AFTER_HEADER
                 operation["responses"][str(status)] = response
+            for status in operation.pop("x-replayed", []):
+                response = operation["responses"][status]
+                response["headers"] = {**response.get("headers", {}), **_REPLAYED_HEADER}
     return result

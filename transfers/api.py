@@ -25,6 +25,7 @@ from accounts.api_selectors import account_may_debit
 from accounts.errors import AccountNotFound
 from bankcore.actors import Channel, actor_from_request
 from bankcore.api_errors import (
+    REPLAYED_HEADER,
     AmountField,
     BoundedDateTimeField,
     CurrencyField,
@@ -32,6 +33,7 @@ from bankcore.api_errors import (
     StrictCharField,
     StrictInputSerializer,
     problems,
+    replayable,
 )
 from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute
@@ -39,7 +41,6 @@ from transfers.models import Approval, Transfer
 from transfers.services import REFERENCE_MAX_LENGTH, transfer_refusal_error, transfer_reverse
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class TransferOutput(serializers.Serializer):  # type: ignore[type-arg]
@@ -86,14 +87,8 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
     required=True,
     description="1 to 255 printable ASCII characters, unique per request you mean to make once.",
 )
-REPLAYED_RESPONSE_HEADER = OpenApiParameter(
-    REPLAYED_HEADER,
-    OpenApiTypes.STR,
-    location=OpenApiParameter.HEADER,
-    description="`true` when this is the stored answer to an earlier request with the same key.",
-    response=True,
-)
-# Codes a transfer can be refused with; recorded on the aborted transfer, so replays answer the same.
+# Codes a transfer can be refused with. The 404, 422 and 503 ones found once the transfer was accepted
+# are recorded on the aborted transfer, so a replay answers the same, marked Idempotent-Replayed.
 CREATE_PROBLEMS = problems(
     {
         400: [
@@ -118,16 +113,22 @@ CREATE_PROBLEMS = problems(
             "transfer_timed_out",
         ],
     }
-)
+) | replayable(201, 202, 404, 422, 503)
 REVERSE_PROBLEMS = problems(
     {
         400: ["idempotency_key_required", "invalid_idempotency_key", "invalid_reference"],
         403: ["reversal_not_allowed", "role_required"],
         404: ["transfer_not_found", "not_found"],
         409: ["idempotency_key_reused", "transfer_already_reversed"],
-        422: ["transfer_not_reversible", "insufficient_funds", "account_frozen", "account_closed"],
+        422: [
+            "transfer_not_reversible",
+            "insufficient_funds",
+            "account_frozen",
+            "account_closed",
+            "transfer_timed_out",
+        ],
     }
-)
+) | replayable(201, 202, 422, 503)
 
 
 def _idempotency_key(request: Request) -> str:
@@ -185,7 +186,7 @@ class TransferListCreateApi(APIView):
 
     @extend_schema(
         operation_id="transfers_create",
-        parameters=[IDEMPOTENCY_PARAMETER, REPLAYED_RESPONSE_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         request=TransferCreateInput,
         responses=_CREATED_RESPONSES,
         extensions=CREATE_PROBLEMS,
@@ -238,7 +239,7 @@ class TransferDetailApi(APIView):
 class TransferReverseApi(APIView):
     @extend_schema(
         operation_id="transfers_reverse",
-        parameters=[IDEMPOTENCY_PARAMETER, REPLAYED_RESPONSE_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         request=TransferReverseInput,
         responses=_CREATED_RESPONSES,
         extensions=REVERSE_PROBLEMS,

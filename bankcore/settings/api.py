@@ -71,7 +71,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Accounts, statements and transfers for partner systems. Authenticate with a JWT from "
         "`POST /api/v1/auth/token/`. Amounts are decimal strings. Every error is "
-        "`application/problem+json` (RFC 9457) with a stable machine `code`."
+        "`application/problem+json` (RFC 9457) with a stable machine `code`. A method that a path "
+        "does not list is answered 405 `method_not_allowed` (`#/components/responses/MethodNotAllowed`), "
+        "with `Allow` naming the methods it takes."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

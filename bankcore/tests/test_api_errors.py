@@ -125,7 +125,9 @@ def test_unknown_paths_and_methods_are_problems(api_world):
         assert response.json()["code"] == "not_found"
     response = w.a.delete(f"/api/v1/accounts/{w.a1.number}/")
     assert response.status_code == 405
+    assert response["Content-Type"] == PROBLEM
     assert response.json()["code"] == "method_not_allowed"
+    assert "GET" in response["Allow"] and "DELETE" not in response["Allow"]  # as the schema documents
     response = w.a.get("/api/v1/accounts/", HTTP_ACCEPT="text/html")
     assert response.status_code == 406
     assert response["Content-Type"] == PROBLEM
@@ -205,6 +207,25 @@ def test_schema_documents_every_operation_and_its_problems(api_world):
         for operation in operations.values():
             problem = operation["responses"]["401"]["content"]
             assert problem == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+    # A replay answers what was recorded: a success, or a refusal found once the transfer was
+    # accepted (404 for a missing destination, 422, 503); never what is computed again (400, 403, 409).
+    def replayed_statuses(operation):  # type: ignore[no-untyped-def]
+        return {status for status, r in operation["responses"].items() if "Idempotent-Replayed" in r.get("headers", {})}
+
+    assert replayed_statuses(create) == {"201", "202", "404", "422", "503"}
+    assert replayed_statuses(reverse) == {"201", "202", "422", "503"}
+    assert set(create["responses"]["503"]["headers"]) == {"Retry-After", "Idempotent-Replayed"}
+    others = [op for ops in paths.values() for op in ops.values() if op is not create and op is not reverse]
+    assert not any(replayed_statuses(operation) for operation in others)
+
+    # 405: no operation to hang it on (it answers the methods a path does not list), so one shared
+    # response that the description names.
+    not_allowed = schema["components"]["responses"]["MethodNotAllowed"]
+    assert "method_not_allowed" in not_allowed["description"]
+    assert not_allowed["headers"]["Allow"]["required"] is True
+    assert not_allowed["content"] == {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    assert "#/components/responses/MethodNotAllowed" in schema["info"]["description"]
 
 
 def test_swagger_ui(api_world):
