@@ -1,24 +1,38 @@
-"""The audit hash chain: each sealed row carries SHA-256(canonical JSON of its content + the
-previous row's hash), so a row changed, removed or slipped in directly in the database breaks
-the chain at that row.
+"""The audit hash chain: each sealed row carries HMAC-SHA256, under ``AUDIT_CHAIN_KEY``, of the
+canonical JSON of its content, its place in the chain and the previous row's hash. A row changed,
+removed or slipped in directly in the database breaks the chain at that row, also for someone who
+recomputes the chain afterwards, unless they hold the key, which comes from the environment and
+is never stored in the database. The head row's own MAC (``head_mac``) covers where the chain ends
+and where keyed sealing began, so cutting off the newest rows and moving the head back needs the key
+too.
 
 Writers insert rows unsealed and never touch the chain's tail, so they never wait on each other
 (the engine writes hundreds of events a second). The sealer — Celery beat every few seconds,
 ``manage.py seal_audit_chain``, and ``verify_audit_chain`` before it checks — takes the one
-``AuditChainHead`` row ``FOR UPDATE`` and gives the unsealed rows, in id order, the next sequence
-numbers and their hashes. A row whose transaction commits late (a smaller id than rows already
-sealed) simply gets a later sequence number: the chain's order is ``seq``, never a gap.
+``AuditChainHead`` row ``FOR UPDATE``, checks its MAC, and gives the unsealed rows, in id order, the
+next sequence numbers and their MACs. A row whose transaction commits late (a smaller id than rows
+already sealed) simply gets a later sequence number: the chain's order is ``seq``, never a gap.
+
+Chains sealed by earlier versions (plain SHA-256, no key) are not rewritten: sealed rows are
+append-only, in the database too. ``manage.py key_audit_chain`` verifies such a chain once with
+plain SHA-256 and, only if it holds, records under the head's MAC that keyed sealing begins at the
+next row (``keyed_from``). The first keyed row's MAC covers its link to the last unkeyed row's
+hash, so a rewritten unkeyed row (its SHA-256 chain recomputed) is found at the first keyed row, or
+by the head while there is none yet. Until then the sealer refuses to extend an unkeyed chain, and
+verification says so. A new chain is keyed from its first row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -42,16 +56,60 @@ CONTENT_FIELDS = (
 Progress = Callable[[int, int], None]
 
 
-def audit_event_hash(event: AuditEvent, *, seq: int, prev_hash: str) -> str:
-    """SHA-256 over the canonical JSON (sorted keys, no spaces, ASCII) of the row's content fields,
-    its place in the chain and the previous hash."""
+class AuditChainError(RuntimeError):
+    """The sealer refuses to extend a chain it cannot vouch for (verification says why)."""
+
+
+def _chain_key() -> bytes:
+    return settings.AUDIT_CHAIN_KEY.encode("utf-8")
+
+
+def _digest(message: bytes, key: bytes | None) -> str:
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def audit_event_hash(event: AuditEvent, *, seq: int, prev_hash: str, key: bytes | None) -> str:
+    """HMAC-SHA256 under ``key`` over the canonical JSON (sorted keys, no spaces, ASCII) of the
+    row's content fields, its place in the chain and the previous hash. ``key=None``: plain
+    SHA-256 of the same bytes, the rule of rows sealed before the chain was keyed."""
     content: dict[str, Any] = {name: getattr(event, name) for name in CONTENT_FIELDS}
     created = content["created_at"]
     content["created_at"] = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if created else None
     content["seq"] = seq
     content["prev_hash"] = prev_hash
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return _digest(canonical.encode("ascii"), key)
+
+
+def _head_mac(*, keyed_from: int, last_seq: int, last_hash: str, key: bytes) -> str:
+    # Its one top-level key "head" keeps this message apart from every row's (which name their fields).
+    message = {"head": {"keyed_from": keyed_from, "last_seq": last_seq, "last_hash": last_hash}}
+    return _digest(json.dumps(message, sort_keys=True, separators=(",", ":")).encode("ascii"), key)
+
+
+def _head_mac_ok(head: AuditChainHead, key: bytes) -> bool:
+    assert head.keyed_from is not None
+    expected = _head_mac(keyed_from=head.keyed_from, last_seq=head.last_seq, last_hash=head.last_hash, key=key)
+    return hmac.compare_digest(head.head_mac, expected)
+
+
+def _head_vouched(head: AuditChainHead, key: bytes) -> int:
+    """Where keyed sealing began, once the head is known to be the one the sealer left: a new chain
+    is keyed from its first row; an unkeyed or altered one is refused."""
+    if head.keyed_from is None:
+        if head.last_seq == 0 and not head.last_hash:
+            return 1
+        raise AuditChainError(
+            "the audit chain was sealed without a key (an earlier version): run `manage.py key_audit_chain` once"
+        )
+    if not _head_mac_ok(head, key):
+        raise AuditChainError(
+            "the audit chain head does not match its MAC (changed outside the sealer, or AUDIT_CHAIN_KEY is not "
+            "the key the chain was sealed with): run `manage.py verify_audit_chain`"
+        )
+    return head.keyed_from
 
 
 def _head_lock() -> AuditChainHead:
@@ -79,12 +137,16 @@ def _links_write(links: list[tuple[int, int, str, str]]) -> None:
 
 def audit_chain_seal(*, batch_size: int = 1000, max_batches: int | None = None) -> int:
     """Seal every unsealed audit row, in id order, ``batch_size`` per transaction. Returns how many
-    rows it sealed. Safe to run from several processes at once (they queue on the head row)."""
+    rows it sealed. Safe to run from several processes at once (they queue on the head row).
+    Raises ``AuditChainError``, sealing nothing, when the head does not match its MAC or the chain
+    is not keyed yet."""
+    key = _chain_key()
     sealed = 0
     batches = 0
     while max_batches is None or batches < max_batches:
         with transaction.atomic(using="default"):
             head = _head_lock()
+            keyed_from = _head_vouched(head, key)
             rows = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id")[:batch_size])
             if not rows:
                 return sealed
@@ -92,11 +154,17 @@ def audit_chain_seal(*, batch_size: int = 1000, max_batches: int | None = None) 
             links: list[tuple[int, int, str, str]] = []  # (id, seq, prev_hash, hash)
             for row in rows:
                 seq += 1
-                digest = audit_event_hash(row, seq=seq, prev_hash=prev)
+                digest = audit_event_hash(row, seq=seq, prev_hash=prev, key=key)
                 links.append((row.pk, seq, prev, digest))
                 prev = digest
             _links_write(links)
-            AuditChainHead.objects.filter(pk=1).update(last_seq=seq, last_hash=prev, sealed_at=timezone.now())
+            AuditChainHead.objects.filter(pk=1).update(
+                last_seq=seq,
+                last_hash=prev,
+                keyed_from=keyed_from,
+                head_mac=_head_mac(keyed_from=keyed_from, last_seq=seq, last_hash=prev, key=key),
+                sealed_at=timezone.now(),
+            )
         sealed += len(rows)
         batches += 1
     return sealed
@@ -115,11 +183,12 @@ class ChainReport:
         return not self.problem
 
 
-def audit_chain_verify(*, chunk_size: int = 2000, progress: Progress | None = None) -> ChainReport:
-    """Recompute every sealed row's hash in chain order and report the first broken link: a row
-    whose content no longer matches its hash (changed in the database), a row whose ``prev_hash``
-    is not its predecessor's hash, a gap in the sequence (a row removed), or a chain that ends
-    before the head says it does (the newest rows removed). Read-only; seal first to cover new rows."""
+def _rows_verify(
+    *, keyed_from: int | None, key: bytes, chunk_size: int, progress: Progress | None
+) -> tuple[ChainReport, str]:
+    """Recompute every sealed row's hash in chain order, rows from ``keyed_from`` on with the key
+    (none: every row as unkeyed); stop at the first broken link. Returns the report and the hash
+    the chain ends with."""
     total = AuditEvent.objects.filter(seq__isnull=False).count()
     report = ChainReport(unsealed=AuditEvent.objects.filter(seq__isnull=True).count())
     expected_seq, prev = 1, GENESIS
@@ -133,17 +202,22 @@ def audit_chain_verify(*, chunk_size: int = 2000, progress: Progress | None = No
                     f"audit event #{expected_seq} in the chain is missing (next found is #{row.seq}, id {row.pk}): "
                     "a sealed row was removed"
                 )
-                return report
+                return report, prev
+            keyed = keyed_from is not None and expected_seq >= keyed_from
             if row.prev_hash != prev:
                 report.broken_seq, report.broken_at = row.seq, row.pk
                 report.problem = f"audit event id {row.pk} (#{row.seq}) does not link to its predecessor's hash"
-                return report
-            if audit_event_hash(row, seq=row.seq, prev_hash=row.prev_hash) != row.hash:
+                if keyed and row.seq == keyed_from and row.seq > 1:
+                    report.problem += f": the rows sealed without the key before it (#1-#{row.seq - 1}) were rewritten"
+                return report, prev
+            if audit_event_hash(row, seq=row.seq, prev_hash=row.prev_hash, key=key if keyed else None) != row.hash:
                 report.broken_seq, report.broken_at = row.seq, row.pk
                 report.problem = (
                     f"audit event id {row.pk} (#{row.seq}) does not match its hash: it was changed after it was sealed"
                 )
-                return report
+                if keyed:
+                    report.problem += " (or AUDIT_CHAIN_KEY is not the key it was sealed with)"
+                return report, prev
             prev = row.hash
             expected_seq += 1
             report.checked += 1
@@ -151,21 +225,88 @@ def audit_chain_verify(*, chunk_size: int = 2000, progress: Progress | None = No
             progress(report.checked, total)
         if len(rows) < chunk_size:
             break
-    head = AuditChainHead.objects.filter(pk=1).first()
-    if head is not None and (head.last_seq != report.checked or (head.last_seq and head.last_hash != prev)):
-        report.broken_seq = report.checked + 1
-        report.problem = (
-            f"the chain ends at #{report.checked} but the head says #{head.last_seq}: "
+    return report, prev
+
+
+def _head_problem(head: AuditChainHead | None, *, checked: int, last_hash: str) -> str:
+    """What is wrong with the head of a chain whose rows verified, up to ``checked`` rows ending
+    in ``last_hash`` ("" when nothing is)."""
+    if head is None:
+        return f"{checked} sealed rows but no chain head: the head row was removed" if checked else ""
+    if head.last_seq != checked or (head.last_seq and head.last_hash != last_hash):
+        return (
+            f"the chain ends at #{checked} but the head says #{head.last_seq}: "
             "the newest sealed rows were removed or replaced"
         )
+    return ""
+
+
+def audit_chain_verify(*, chunk_size: int = 2000, progress: Progress | None = None) -> ChainReport:
+    """Recompute every sealed row's hash in chain order and report the first broken link: a row
+    whose content no longer matches its hash (changed in the database, also when its hash was
+    recomputed without the key), a row whose ``prev_hash`` is not its predecessor's hash, a gap in
+    the sequence (a row removed), a chain that ends before the head says it does (the newest rows
+    removed), or a head that does not match its MAC. A chain not keyed yet is reported too.
+    Read-only; seal first to cover new rows."""
+    key = _chain_key()
+    head = AuditChainHead.objects.filter(pk=1).first()
+    keyed_from = head.keyed_from if head is not None else None
+    report, last_hash = _rows_verify(keyed_from=keyed_from, key=key, chunk_size=chunk_size, progress=progress)
+    if not report.ok:
+        return report
+    problem = _head_problem(head, checked=report.checked, last_hash=last_hash)
+    if problem:
+        report.problem, report.broken_seq = problem, report.checked + 1
+    elif head is not None and keyed_from is None and head.last_seq:
+        report.problem = (
+            f"the chain's {head.last_seq} rows were sealed without a key (an earlier version) and it is not "
+            "keyed yet: run `manage.py key_audit_chain` once"
+        )
+    elif head is not None and keyed_from is not None and not _head_mac_ok(head, key):
+        report.problem = (
+            "the chain head does not match its MAC: its end or the point where keyed sealing began "
+            f"(#{keyed_from}) was changed outside the sealer (or AUDIT_CHAIN_KEY is not the key the chain was sealed with)"
+        )
     return report
+
+
+def audit_chain_key(*, chunk_size: int = 2000, progress: Progress | None = None) -> tuple[ChainReport, bool]:
+    """Vouch with the key for a chain an earlier version sealed without one, once: verify it with
+    plain SHA-256 and, only if it holds, record under the head's MAC that keyed sealing begins at
+    the next row. No row is rewritten. Returns the unkeyed chain's report and whether it keyed the
+    chain now: a broken report means nothing was written; a chain keyed already (or new: it is
+    keyed from its first row when first sealed) is left as it is."""
+    key = _chain_key()
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None or head.keyed_from is not None or head.last_seq == 0:
+        return ChainReport(), False
+    # Verified outside the head's lock (a long read must not hold up the verify task's sealer); the
+    # head is then checked not to have moved, which the sealer never does to an unkeyed chain.
+    report, last_hash = _rows_verify(keyed_from=None, key=key, chunk_size=chunk_size, progress=progress)
+    if report.ok:
+        report.problem = _head_problem(head, checked=report.checked, last_hash=last_hash)
+    if not report.ok:
+        return report, False
+    with transaction.atomic(using="default"):
+        locked = _head_lock()
+        if (locked.keyed_from, locked.last_seq, locked.last_hash) != (None, head.last_seq, head.last_hash):
+            raise AuditChainError("the audit chain head changed while it was being verified: run the command again")
+        keyed_from = locked.last_seq + 1
+        AuditChainHead.objects.filter(pk=1).update(
+            keyed_from=keyed_from,
+            head_mac=_head_mac(keyed_from=keyed_from, last_seq=locked.last_seq, last_hash=locked.last_hash, key=key),
+        )
+    return report, True
 
 
 def audit_chain_check(*, chunk_size: int = 2000, progress: Progress | None = None) -> ChainReport:
     """Seal what is new, verify the whole chain, and record the outcome on the head row (what
     ``audit_chain_status`` and /metrics report). Returns the report; raises nothing for a broken
     chain — the caller decides how loudly to say so."""
-    audit_chain_seal()
+    try:
+        audit_chain_seal()
+    except AuditChainError:
+        pass  # the verification below finds and records why the sealer refused
     report = audit_chain_verify(chunk_size=chunk_size, progress=progress)
     with transaction.atomic(using="default"):
         _head_lock()

@@ -60,11 +60,19 @@ class AuditEvent(models.Model):
 
 class AuditChainHead(models.Model):
     """The one row that says where the sealed chain ends. The sealer locks it ``FOR UPDATE``, so
-    two sealers never extend the chain at once; writers of audit events never touch it."""
+    two sealers never extend the chain at once; writers of audit events never touch it.
+
+    ``head_mac`` is the chain key's HMAC of (``keyed_from``, ``last_seq``, ``last_hash``): without
+    the key nobody can move the end of the chain back (the newest rows removed) or move the point
+    where keyed sealing began (``audit.chain``)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, blank=True, default="")
+    # The seq of the first row sealed with the key (HMAC-SHA256); rows before it were sealed with
+    # plain SHA-256 by an earlier version. NULL: not keyed yet (see ``key_audit_chain``).
+    keyed_from = models.BigIntegerField(null=True, blank=True)
+    head_mac = models.CharField(max_length=64, blank=True, default="")
     sealed_at = models.DateTimeField(null=True, blank=True)
     # The outcome of the last full verification (None: never verified), for /metrics and the admin.
     verified_at = models.DateTimeField(null=True, blank=True)

@@ -1,5 +1,6 @@
 """The audit trail is append-only and tamper-evident: the app refuses to rewrite it, and a row
-changed directly in the database breaks the hash chain at that row."""
+changed directly in the database breaks the hash chain at that row, also when whoever changed it
+recomputed the chain, unless they hold the chain key (AUDIT_CHAIN_KEY, never in the database)."""
 
 from typing import Any
 
@@ -8,7 +9,16 @@ from django.db import connections
 from django.test import Client
 from django.urls import reverse
 
-from audit.chain import audit_chain_check, audit_chain_seal, audit_chain_status, audit_chain_verify
+from audit.chain import (
+    GENESIS,
+    AuditChainError,
+    audit_chain_check,
+    audit_chain_key,
+    audit_chain_seal,
+    audit_chain_status,
+    audit_chain_verify,
+    audit_event_hash,
+)
 from audit.models import AuditChainHead, AuditEvent
 from conftest import run_manage
 from transfers.services import transfer_create
@@ -17,8 +27,40 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def _table_update(sql: str, params: list[Any]) -> None:
+    """A statement on the audit table behind the app's back, as someone with database access."""
     with connections["default"].cursor() as cursor:
         cursor.execute(sql.format(table=AuditEvent._meta.db_table), params)
+
+
+def _rechain(from_seq: int, *, key: bytes | None, through: int | None = None) -> None:
+    """What someone with write access but without the chain key does after changing a row: recompute
+    every hash from ``from_seq`` on (plain SHA-256, ``key=None``, or a key of their own) and point
+    the head at the new end, so that every link and the head agree again. ``through``: stop after
+    that row (and leave the head alone)."""
+    prev = AuditEvent.objects.get(seq=from_seq - 1).hash if from_seq > 1 else GENESIS
+    rows = AuditEvent.objects.filter(seq__gte=from_seq, seq__lte=through or 2**62).order_by("seq")
+    for row in rows:
+        assert row.seq is not None
+        digest = audit_event_hash(row, seq=row.seq, prev_hash=prev, key=key)
+        _table_update("UPDATE {table} SET prev_hash = %s, hash = %s WHERE id = %s", [prev, digest, row.pk])
+        prev = digest
+    if through is None:
+        AuditChainHead.objects.filter(pk=1).update(last_hash=prev)
+
+
+def _seal_without_key() -> int:
+    """What the sealer of earlier versions did: plain SHA-256 links, a head without a MAC."""
+    head, _ = AuditChainHead.objects.get_or_create(pk=1)
+    seq, prev = head.last_seq, head.last_hash or GENESIS
+    for row in AuditEvent.objects.filter(seq__isnull=True).order_by("id"):
+        seq += 1
+        digest = audit_event_hash(row, seq=seq, prev_hash=prev, key=None)
+        _table_update(
+            "UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s", [seq, prev, digest, row.pk]
+        )
+        prev = digest
+    AuditChainHead.objects.filter(pk=1).update(last_seq=seq, last_hash=prev)
+    return seq
 
 
 def test_the_app_never_updates_or_deletes_audit_rows(actor, make_account):
@@ -103,3 +145,121 @@ def test_the_newest_rows_removed_are_found_by_the_head(actor, make_account):
     _table_update("DELETE FROM {table} WHERE id = %s", [last.pk])
     report = audit_chain_verify()
     assert not report.ok and "head says" in report.problem
+
+
+def test_a_row_rewritten_and_rehashed_without_the_key_is_found(actor, make_account):
+    for n in range(3):
+        make_account("db1", f"{n + 1}00.00")
+    audit_chain_seal()
+    victim = AuditEvent.objects.order_by("seq")[2]
+    assert audit_chain_verify().ok
+
+    # given someone who changes a row and recomputes the chain from it with plain SHA-256
+    _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
+    _rechain(victim.seq, key=None)
+
+    # then the row is the first broken link, though every link and the head agree
+    report = audit_chain_verify()
+    assert not report.ok and report.broken_at == victim.pk and report.checked == victim.seq - 1
+    assert "changed after it was sealed" in report.problem and "AUDIT_CHAIN_KEY" in report.problem
+
+    # and so it is with a key of their own (HMAC-SHA256 as the sealer does, but not our key)
+    _rechain(victim.seq, key=b"a-guess-at-the-chain-key-0123456789abcdef")
+    report = audit_chain_verify()
+    assert not report.ok and report.broken_at == victim.pk
+
+
+def test_the_newest_rows_cut_off_and_the_head_moved_back_are_found(actor, make_account):
+    make_account("db1", "10.00")
+    make_account("db2", "20.00")
+    audit_chain_seal()
+    rows = list(AuditEvent.objects.order_by("seq"))
+    # given the newest two rows removed and the head pointed at the row before them: every link
+    # that is left holds, and without the key nothing else can tell
+    _table_update("DELETE FROM {table} WHERE seq > %s", [rows[-3].seq])
+    AuditChainHead.objects.filter(pk=1).update(last_seq=rows[-3].seq, last_hash=rows[-3].hash)
+
+    report = audit_chain_verify()
+    assert not report.ok and report.checked == rows[-3].seq
+    assert "head does not match its MAC" in report.problem
+    # and the sealer refuses to extend it
+    with pytest.raises(AuditChainError, match="MAC"):
+        audit_chain_seal()
+
+
+def test_a_chain_checked_with_another_key_is_reported_not_extended(actor, make_account):
+    make_account("db1", "10.00")
+    assert run_manage("verify_audit_chain").returncode == 0
+
+    result = run_manage("verify_audit_chain", AUDIT_CHAIN_KEY="another-key-than-the-one-that-sealed-it-0123")
+
+    assert result.returncode == 1 and "AUDIT_CHAIN_KEY is not the key" in result.stderr
+    assert audit_chain_status() is False
+    assert run_manage("verify_audit_chain").returncode == 0  # with the right key it holds
+
+
+def test_an_unkeyed_chain_of_an_earlier_version_is_verified_then_keyed_without_rewriting(actor, make_account):
+    # given a chain an earlier version sealed with plain SHA-256
+    make_account("db1", "10.00")
+    make_account("db2", "20.00")
+    unkeyed = _seal_without_key()
+    hashes = dict(AuditEvent.objects.values_list("id", "hash"))
+
+    # then it is reported and not extended until it is keyed
+    report = audit_chain_verify()
+    assert not report.ok and report.checked == unkeyed and "key_audit_chain" in report.problem
+    make_account("db1", "30.00")
+    with pytest.raises(AuditChainError, match="key_audit_chain"):
+        audit_chain_seal()
+    result = run_manage("seal_audit_chain")
+    assert result.returncode == 1 and "key_audit_chain" in result.stderr
+    assert AuditEvent.objects.filter(seq__isnull=True).exists()
+
+    # when the operator keys it: verified, no row rewritten, sealing with the key from the next row
+    result = run_manage("key_audit_chain")
+    assert result.returncode == 0, result.stderr
+    assert f"{unkeyed} unkeyed events verified" in result.stdout
+    assert AuditChainHead.objects.get().keyed_from == unkeyed + 1
+    assert dict(AuditEvent.objects.filter(seq__lte=unkeyed).values_list("id", "hash")) == hashes
+    assert audit_chain_verify().ok  # the head vouches for the unkeyed rows before any keyed one
+    assert audit_chain_seal() > 0
+    assert audit_chain_verify().ok
+    assert "nothing to do" in run_manage("key_audit_chain").stdout
+
+    # and an unkeyed row rewritten with the SHA-256 chain recomputed up to the keyed rows is found
+    # where they begin; recomputed through the keyed rows too, at the first of them
+    victim = AuditEvent.objects.get(seq=1)
+    _table_update("UPDATE {table} SET action = %s WHERE id = %s", ["nothing.happened", victim.pk])
+    _rechain(1, key=None, through=unkeyed)
+    report = audit_chain_verify()
+    assert not report.ok and report.broken_seq == unkeyed + 1
+    assert f"sealed without the key before it (#1-#{unkeyed})" in report.problem
+    _rechain(1, key=None)
+    report = audit_chain_verify()
+    assert not report.ok and report.broken_seq == unkeyed + 1 and "does not match its hash" in report.problem
+
+
+def test_an_unkeyed_chain_rewritten_before_any_keyed_row_is_found_by_the_head(actor, make_account):
+    make_account("db1", "10.00")
+    unkeyed = _seal_without_key()
+    audit_chain_key()
+    _table_update("UPDATE {table} SET actor_name = %s WHERE seq = %s", ["somebody-else", unkeyed])
+    _rechain(unkeyed, key=None)
+
+    report = audit_chain_verify()
+    assert not report.ok and "head does not match its MAC" in report.problem
+
+
+def test_keying_refuses_a_broken_unkeyed_chain(actor, make_account):
+    make_account("db1", "10.00")
+    make_account("db2", "20.00")
+    _seal_without_key()
+    victim = AuditEvent.objects.get(seq=2)
+    _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
+
+    result = run_manage("key_audit_chain")
+
+    assert result.returncode == 1
+    assert f"audit event id {victim.pk} (#2) does not match its hash" in result.stderr
+    assert "Nothing was keyed" in result.stderr
+    assert AuditChainHead.objects.get().keyed_from is None

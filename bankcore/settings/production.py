@@ -4,14 +4,23 @@ from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_str
 from bankcore.settings.base import *  # noqa: F403
-from bankcore.settings.base import INSECURE_DEFAULT_SECRET, JWT_SECRET_KEY, SECRET_KEY
+from bankcore.settings.base import AUDIT_CHAIN_KEY, INSECURE_DEFAULT_SECRET, JWT_SECRET_KEY, SECRET_KEY
 
-for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SECRET_KEY", JWT_SECRET_KEY)):
+for _name, _value in (
+    ("SECRET_KEY", SECRET_KEY),
+    ("JWT_SECRET_KEY", JWT_SECRET_KEY),
+    ("AUDIT_CHAIN_KEY", AUDIT_CHAIN_KEY),
+):
     if not _value or _value.startswith(INSECURE_DEFAULT_SECRET) or len(_value) < 32:
         raise ImproperlyConfigured(f"{_name} must be set to a random value of at least 32 characters")
 # One key for both would let whoever learns it sign API tokens and sessions alike.
 if JWT_SECRET_KEY == SECRET_KEY:
     raise ImproperlyConfigured("JWT_SECRET_KEY must differ from SECRET_KEY: give each its own random value")
+# The chain key must not be one the web processes already hand to signing code (sessions, tokens).
+if AUDIT_CHAIN_KEY in (SECRET_KEY, JWT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "AUDIT_CHAIN_KEY must differ from SECRET_KEY and JWT_SECRET_KEY: give each its own random value"
+    )
 
 DEBUG = False
 # A staging deployment runs these settings too: it names itself, and its banner shows.

@@ -1,8 +1,8 @@
 """Hash every new audit event into the chain (Celery beat does this every few seconds)."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from audit.chain import audit_chain_seal
+from audit.chain import AuditChainError, audit_chain_seal
 
 
 class Command(BaseCommand):
@@ -12,5 +12,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=1000)
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
-        sealed = audit_chain_seal(batch_size=max(1, options["batch_size"]))
+        try:
+            sealed = audit_chain_seal(batch_size=max(1, options["batch_size"]))
+        except AuditChainError as exc:
+            raise CommandError(f"Refused to seal: {exc}") from exc
         self.stdout.write(self.style.SUCCESS(f"Sealed {sealed} audit events."))
