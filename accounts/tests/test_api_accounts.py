@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import api_client_for, api_user
+from conftest import api_client_for, api_user, world_snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -54,6 +54,20 @@ def test_partner_sees_only_its_accounts(api_world):
     anonymous = w.anon.get(f"{URL}{w.a1.number}/")
     assert anonymous.status_code == 401
     assert anonymous.json()["code"] == "not_authenticated"
+
+
+def test_staff_without_a_role_or_permission_sees_no_account(api_world, make_staff):
+    w = api_world
+    nobody = api_client_for(make_staff("outsider"))  # is_staff, in no role, no permission
+    before = world_snapshot(w.a1, w.a2, w.b1, w.c2)
+    assert numbers(nobody.get(URL)) == []
+    for account in (w.a1, w.a2, w.b1, w.c2):
+        for path in (f"{URL}{account.number}/", f"{URL}{account.number}/entries/"):
+            response = nobody.get(path)
+            assert response.status_code == 404, path
+            assert response["Content-Type"] == PROBLEM
+            assert response.json()["code"] == "account_not_found", path
+    assert world_snapshot(w.a1, w.a2, w.b1, w.c2) == before
 
 
 def test_list_by_persona(api_world):
@@ -146,3 +160,26 @@ def test_entries_newest_first_with_pages_and_dates(api_world, actor):
         assert response["Content-Type"] == PROBLEM
     assert w.a.get(url, {"cursor": "bad"}).json()["code"] == "not_found"
     assert w.b.get(url).status_code == 404
+
+
+def test_entries_by_persona(api_world, make_staff):
+    w = api_world
+    url = f"{URL}{w.b1.number}/entries/"  # partner B's account
+    before = world_snapshot(w.a1, w.a2, w.b1, w.c2)
+    # Staff with accounts.view_account read any account's statement (a teller's role has it).
+    for client in (w.s, api_client_for(make_staff("teller"))):
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        assert [(e["amount"], e["kind"]) for e in response.json()["results"]] == [("500.00", "deposit")]
+    # Staff without it, even one who may debit any account, see it exactly like a missing account.
+    clerk = api_user("clerk", permissions=("transfers.view_transfer", "transfers.add_transfer"))
+    for client in (api_client_for(clerk), w.a):
+        response = client.get(url)
+        assert response.status_code == 404
+        assert response["Content-Type"] == PROBLEM
+        assert response.json()["code"] == "account_not_found"
+    anonymous = w.anon.get(url)
+    assert anonymous.status_code == 401
+    assert anonymous["Content-Type"] == PROBLEM
+    assert anonymous.json()["code"] == "not_authenticated"
+    assert world_snapshot(w.a1, w.a2, w.b1, w.c2) == before

@@ -42,6 +42,28 @@ def snapshot(w):  # type: ignore[no-untyped-def]
     return balances(w.a1, w.a2, w.b1, w.c2), entry_count()
 
 
+def everything(w, *more):  # type: ignore[no-untyped-def]
+    """world_snapshot of the world's accounts (and ``more``): balances, pending and status, entries,
+    live legs, transfers, approvals and audit events."""
+    return world_snapshot(w.a1, w.a2, w.b1, w.c2, *more)
+
+
+def assert_refused_and_recorded(response, before, after, *, status, code):  # type: ignore[no-untyped-def]
+    """A refusal found once the transfer was accepted: the problem names the transfer it was
+    recorded on, now ABORTED with that code; no balance, pending amount, entry or live leg changed,
+    and that transfer (with its audit events) is the only thing added."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    problem = response.json()
+    assert problem["code"] == code and problem["type"].endswith(code), problem
+    transfer = Transfer.objects.get(pk=problem["transfer_id"])
+    assert (transfer.status, transfer.failure_code) == ("aborted", code)
+    assert {k: v for k, v in after.items() if k not in ("transfers", "audit_events")} == {
+        k: v for k, v in before.items() if k not in ("transfers", "audit_events")
+    }
+    assert after["transfers"] == before["transfers"] + 1
+
+
 # --- success ---------------------------------------------------------------------------------------
 
 
@@ -284,6 +306,82 @@ def test_frozen_source_is_refused(api_world, actor):
     assert_nothing_moved(w, *before)
 
 
+def test_daily_limit_is_per_source_account_and_counts_what_it_moved_today(api_world, settings):
+    settings.DAILY_TRANSFER_LIMIT = Decimal("100.00")
+    w = api_world
+    assert post(w.a, body(w.a1, w.c2, amount="60.00"), key="d-1").status_code == 201
+    for key, destination in (("d-2", w.b1), ("d-3", w.c2)):  # inside one ledger, then across two
+        before = everything(w)
+        response = post(w.a, body(w.a1, destination, amount="40.01"), key=key)
+        assert_refused_and_recorded(response, before, everything(w), status=422, code="daily_limit_exceeded")
+        assert "60.00" in response.json()["detail"]
+    before = everything(w)
+    replay = post(w.a, body(w.a1, w.c2, amount="40.01"), key="d-3")
+    assert replay.status_code == 422 and replay["Idempotent-Replayed"] == "true"
+    assert everything(w) == before
+    # Up to the limit is fine, and another account of the same partner has its own.
+    assert post(w.a, body(w.a1, w.c2, amount="40.00"), key="d-4").status_code == 201
+    assert post(w.a, body(w.a2, w.c2, amount="100.00"), key="d-5").status_code == 201
+    assert balances(w.a1, w.a2, w.c2) == [Decimal("900.00"), Decimal("900.00"), Decimal("200.00")]
+
+
+def test_closed_accounts_are_refused(api_world, actor, make_account):
+    from accounts.models import PartnerAccountLink
+    from accounts.services import account_close
+
+    w = api_world
+    emptied = make_account("db2", "0.00", holder="Partner A, closed")
+    PartnerAccountLink.objects.create(user=w.partner_a, account_number=emptied.number)
+    for number in (w.c2.number, emptied.number):
+        account_close(actor=actor, number=number, reason="test")
+    cases = [
+        (body(w.a1, w.c2), "destination, across ledgers (found after the debit was prepared)"),
+        (body(w.a2, w.c2), "destination, in one ledger"),
+        (body(emptied, w.a1), "source, across ledgers"),
+        (body(emptied, w.a2), "source, in one ledger"),
+    ]
+    for index, (request_body, case) in enumerate(cases):
+        before = everything(w, emptied)
+        response = post(w.a, request_body, key=f"closed-{index}")
+        assert_refused_and_recorded(response, before, everything(w, emptied), status=422, code="account_closed")
+        assert "closed" in response.json()["detail"], case
+
+
+def test_only_a_completed_transfer_that_is_not_a_reversal_can_be_reversed(api_world):
+    w = api_world
+    refused = post(w.a, body(w.a1, w.a2, amount="5000.00"), key="too-much").json()
+    assert refused["code"] == "insufficient_funds"
+    paid = post(w.a, body(w.a1, w.b1, amount="100.00"), key="paid").json()["id"]
+    reversal = w.b.post(f"{URL}{paid}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="r-1").json()["id"]
+    before = everything(w)
+    # A may debit a2 (the aborted transfer's destination) and a1 (the reversal's): only the rule refuses.
+    for transfer_id in (refused["transfer_id"], reversal):
+        for _attempt in range(2):  # refused before a transfer is accepted: answered again, not replayed
+            response = w.a.post(f"{URL}{transfer_id}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="r-x")
+            assert response.status_code == 422, response.content
+            assert response["Content-Type"] == PROBLEM
+            assert response.json()["code"] == "transfer_not_reversible"
+            assert "Idempotent-Replayed" not in response and "transfer_id" not in response.json()
+    assert everything(w) == before
+    assert balances(w.a1, w.b1) == [Decimal("1000.00"), Decimal("500.00")]
+
+
+def test_a_transfer_past_its_deadline_before_its_decision_times_out(api_world, settings):
+    # TRANSACTION_TIMEOUT 0: the deadline has passed by the time the debit leg is prepared, so the
+    # decision refuses (transfers.services.leg_decide) and the prepared debit is voided, as recovery
+    # would void a transfer that never reached its decision in time.
+    settings.TRANSACTION_TIMEOUT = 0
+    w = api_world
+    before = everything(w)
+    response = post(w.a, body(w.a1, w.c2), key="late")
+    assert_refused_and_recorded(response, before, everything(w), status=422, code="transfer_timed_out")
+    before = everything(w)
+    replay = post(w.a, body(w.a1, w.c2), key="late")
+    assert replay.status_code == 422 and replay["Idempotent-Replayed"] == "true"
+    assert replay.json()["transfer_id"] == response.json()["transfer_id"]
+    assert everything(w) == before
+
+
 BAD_BODIES = [
     (b'{"amount": ', "application/json", 400, "malformed_json"),
     (b"\xff\xfe", "application/json", 400, "malformed_json"),
@@ -347,6 +445,21 @@ def test_detail_visible_to_its_partners_and_staff_only(api_world):
     assert missing.status_code == 404
     assert missing.json()["code"] == "transfer_not_found"
     assert w.a.get(f"{URL}not-a-uuid/").json()["code"] == "not_found"
+
+
+def test_staff_without_a_role_or_permission_sees_and_moves_nothing(api_world, make_staff):
+    w = api_world
+    paid = post(w.a, body(w.a1, w.b1, amount="10.00"), key="paid").json()["id"]
+    nobody = api_client_for(make_staff("outsider"))  # is_staff, in no role, no permission
+    before = everything(w)
+    assert nobody.get(URL).json()["results"] == []
+    assert nobody.get(f"{URL}{paid}/").json()["code"] == "transfer_not_found"
+    for index, source in enumerate((w.a1, w.b1, w.c2)):
+        refused = post(nobody, body(source, w.a2, amount="1.00"), key=f"nobody-{index}")
+        assert (refused.status_code, refused.json()["code"]) == (404, "account_not_found"), refused.content
+    refused = nobody.post(f"{URL}{paid}/reverse/", {}, format="json", HTTP_IDEMPOTENCY_KEY="nobody-r")
+    assert (refused.status_code, refused.json()["code"]) == (404, "transfer_not_found")
+    assert everything(w) == before
 
 
 def test_list_filters_and_pages(api_world):
