@@ -5,7 +5,10 @@ is an ``ApplicationError`` rendered by ``bankcore.api_errors``.
 Idempotency: ``POST`` needs an ``Idempotency-Key`` header. The engine stores it with the client's
 identity (``Actor.client_id``, the partner's user) and a hash of the request, so a retry answers
 with the first outcome (marked ``Idempotent-Replayed: true``) and a reuse with another body is 409
-``idempotency_key_reused``.
+``idempotency_key_reused``. Only what the engine recorded is replayed: a refusal found before the
+transfer is accepted (invalid input, ``same_account``, ``amount_above_maximum``, an account the
+client may not debit, ``approval_required``) depends only on the request, the client's links and
+the configuration, and is answered again, the same while those stay the same.
 """
 
 from __future__ import annotations
@@ -191,8 +194,12 @@ class TransferListCreateApi(APIView):
         responses=_CREATED_RESPONSES,
         extensions=CREATE_PROBLEMS,
         description=(
-            "Move money out of an account linked to you into any account. A refusal (funds, limit, "
-            "account state) is recorded: retrying with the same key answers the same problem. Bank "
+            "Move money out of an account linked to you into any account. A refusal found once the "
+            "transfer is accepted (funds, limit, account state, timeout, a ledger down) is recorded: "
+            "retrying with the same key replays the same problem, marked `Idempotent-Replayed`. A "
+            "refusal of the request itself (invalid input, `same_account`, `amount_above_maximum`, "
+            "an account you may not debit, `approval_required`) is not stored: a retry is checked "
+            "again and answers the same while your links and the configuration stay the same. Bank "
             "staff above `APPROVAL_THRESHOLD` who may not approve (tellers) are refused with 403 "
             "`approval_required`, nothing moved or stored: four eyes are given in the back office."
         ),

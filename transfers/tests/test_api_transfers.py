@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Entry
+from accounts.numbers import account_number_make
 from conftest import api_client_for, api_user, balances, world_snapshot
 from transfers.models import Approval, Transfer
 
@@ -62,6 +63,11 @@ def assert_refused_and_recorded(response, before, after, *, status, code):  # ty
         k: v for k, v in before.items() if k not in ("transfers", "audit_events")
     }
     assert after["transfers"] == before["transfers"] + 1
+
+
+def missing_account_number(account) -> str:  # type: ignore[no-untyped-def]
+    """A well-formed number of ``account``'s ledger that no account has."""
+    return account_number_make(ledger_code=account.number[:2], serial=10**10 - 1)
 
 
 # --- success ---------------------------------------------------------------------------------------
@@ -201,6 +207,59 @@ def test_refusal_is_replayed_not_retried(api_world):
     assert second.json()["code"] == "insufficient_funds"
     assert second.json()["transfer_id"] == first.json()["transfer_id"]
     assert_nothing_moved(w, *before)
+
+
+def test_a_refusal_found_after_accepting_is_replayed_with_its_status(api_world):
+    # A destination that does not exist is found in its ledger, after the debit was prepared: the
+    # 404 is recorded on the aborted transfer and replayed like any recorded refusal.
+    w = api_world
+    nowhere = {**body(w.a1, w.c2), "destination_account": missing_account_number(w.c2)}
+    before = everything(w)
+    first = post(w.a, nowhere, key="nowhere")
+    assert_refused_and_recorded(first, before, everything(w), status=404, code="account_not_found")
+    assert "Idempotent-Replayed" not in first
+    before = everything(w)
+    again = post(w.a, nowhere, key="nowhere")
+    assert again.status_code == 404
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["transfer_id"] == first.json()["transfer_id"]
+    assert everything(w) == before
+
+
+def test_refusals_found_before_accepting_are_answered_again_not_replayed(api_world, settings):
+    # Nothing is stored for these: the answer depends only on the request, the client's links and
+    # the configuration, so a retry with the same key is checked again and answers the same.
+    settings.MAX_TRANSFER_AMOUNT = Decimal("900.00")
+    w = api_world
+    cases = [
+        (body(w.a1, w.a1), "same_account"),
+        (body(w.a1, w.c2, amount="1.001"), "invalid_amount"),
+        (body(w.a1, w.c2, amount="900.01"), "amount_above_maximum"),
+        (body(w.b1, w.c2), "account_not_found"),  # B's account: A may not debit it
+    ]
+    before = everything(w)
+    for index, (request_body, code) in enumerate(cases):
+        answers = [post(w.a, request_body, key=f"early-{index}") for _attempt in range(2)]
+        for response in answers:
+            assert response.json()["code"] == code, (code, response.content)
+            assert "Idempotent-Replayed" not in response, code
+            assert "transfer_id" not in response.json(), code
+        first, second = ({k: v for k, v in response.json().items() if k != "request_id"} for response in answers)
+        assert first == second and answers[0].status_code == answers[1].status_code, code
+        assert everything(w) == before, code  # nothing moved, no transfer, no audit event
+
+
+def test_a_retried_same_account_request_answers_the_same_400_and_moves_nothing(api_world):
+    w = api_world
+    before = everything(w)
+    for _attempt in range(2):
+        response = post(w.a, body(w.a1, w.a1), key="same-1")
+        assert response.status_code == 400
+        assert response.json()["code"] == "same_account"
+        assert "Idempotent-Replayed" not in response
+    assert everything(w) == before
+    # The key was not spent: once the request is right, it makes the transfer.
+    assert post(w.a, body(w.a1, w.a2), key="same-1").status_code == 201
 
 
 def test_missing_idempotency_key_is_refused(api_world):
