@@ -19,7 +19,7 @@ from django.utils.encoding import smart_str
 from audit.logfile import audit_log_write
 from audit.models import AuditEvent
 from bankcore.actors import Actor
-from bankcore.db import execute, on_commit
+from bankcore.db import Result, defer, on_commit
 
 _EVENT_TABLE = AuditEvent._meta.db_table
 _LOG_ENTRY_TABLE = LogEntry._meta.db_table
@@ -57,7 +57,13 @@ def audit_event_record(
         ip=actor.ip,
         request_id=actor.request_id,
     )
-    event.pk = execute(
+
+    def set_pk(result: Result) -> None:
+        event.pk = result.lastrowid
+
+    # Deferred: inside the engine's server_transaction it rides on the COMMIT's round trip; the
+    # audit file line, written after the commit, finds the id set by then.
+    defer(
         "default",
         f"INSERT INTO {_EVENT_TABLE} (created_at, actor_id, actor_name, channel, action, object_type, "
         "object_id, ledger, changes, ip, request_id, prev_hash, hash) "
@@ -75,7 +81,8 @@ def audit_event_record(
             event.ip,
             event.request_id,
         ],
-    ).lastrowid
+        on_result=set_pk,
+    )
     event._state.adding, event._state.db = False, "default"
     on_commit("default", lambda: audit_log_write(_file_record(event)))
     return event
@@ -104,7 +111,7 @@ def auditlog_entry_created(instance: models.Model, *, actor: Actor) -> None:
     (its ``model_instance_diff``), written as one INSERT in the transaction open on ``default``,
     with the actor and address of the ``Actor`` instead of auditlog's middleware context."""
     pk = instance.pk
-    execute(
+    defer(
         "default",
         f"INSERT INTO {_LOG_ENTRY_TABLE} (content_type_id, object_pk, object_id, object_repr, serialized_data, "
         "action, changes_text, changes, actor_id, cid, remote_addr, remote_port, timestamp, additional_data, "

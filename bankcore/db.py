@@ -67,11 +67,24 @@ def atomic_with_retry(using: str, work: Callable[[], T], *, attempts: int = MAX_
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True, slots=True)
+class Result:
+    rowcount: int
+    lastrowid: int | None
+    rows: list[tuple[Any, ...]]
+
+
+Statement = tuple[str, Sequence[Any]]
+
+
 @dataclass(slots=True)
 class _OpenTransaction:
     """A ``server_transaction`` in progress on one alias (per thread, as Django's connections)."""
 
-    cursor: Any  # Django's MySQL CursorWrapper (error translation) over one raw MySQLdb cursor
+    connection: Any  # Django's DatabaseWrapper
+    raw: Any  # one raw MySQLdb cursor for the whole transaction
+    begun: bool = False  # START TRANSACTION has been sent
+    deferred: list[tuple[str, Sequence[Any], Callable[[Result], None] | None]] = field(default_factory=list)
     hooks: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -84,55 +97,147 @@ def _open() -> dict[str, _OpenTransaction]:
     return _local.by_alias  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    rowcount: int
-    lastrowid: int | None
-    rows: list[tuple[Any, ...]]
+def _is_client_error(exc: BaseException) -> bool:
+    """The connection itself failed (MySQL client errors CR_*, 2000–2999: the server went away,
+    the connection was lost): what the server did with the last round trip is unknown. Errors the
+    server reports about a statement have other codes, and leave the transaction open."""
+    code = exc.args[0] if exc.args else None
+    return not isinstance(code, int) or 2000 <= code < 3000
+
+
+def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, commit: bool = False) -> list[Result]:
+    """One round trip: START TRANSACTION the first time, then the deferred statements, then
+    ``statements`` (whose results are returned), then COMMIT if asked, as one multi-statement
+    query. The server runs them in order and stops at the first that fails, whose error is raised
+    here: nothing after it ran, so a COMMIT in the batch did not happen — unless the connection
+    itself failed, which makes a batch with COMMIT ``CommitOutcomeUnknown``."""
+    parts: list[str] = []
+    args: list[Any] = []
+    callbacks: list[Callable[[Result], None] | None] = []
+    if not state.begun:
+        parts.append("START TRANSACTION")
+        callbacks.append(None)
+    for sql, params, callback in state.deferred:
+        parts.append(sql)
+        args.extend(params)
+        callbacks.append(callback)
+    state.deferred = []
+    first_returned = len(parts)
+    for sql, params in statements:
+        parts.append(sql)
+        args.extend(params)
+        callbacks.append(None)
+    if commit:
+        parts.append("COMMIT")
+        callbacks.append(None)
+    if not parts:
+        return []
+    state.begun = True
+    # Imported here: the embedded default (SQLite) runs without the MySQL driver installed.
+    import MySQLdb
+    from django.db.backends.mysql.base import CursorWrapper as MySQLCursorWrapper
+
+    connection, raw = state.connection, state.raw
+    results: list[Result] = []
+    try:
+        with connection.wrap_database_errors:
+            try:
+                raw.execute("; ".join(parts), args or None)
+                while True:
+                    results.append(Result(raw.rowcount, raw.lastrowid, list(raw.fetchall()) if raw.description else []))
+                    if not raw.nextset():
+                        break
+            except MySQLdb.OperationalError as exc:
+                # As Django's MySQL cursor does: constraint failures the driver files elsewhere.
+                if exc.args and exc.args[0] in MySQLCursorWrapper.codes_for_integrityerror:
+                    raise MySQLdb.IntegrityError(*exc.args) from exc
+                raise
+    except DatabaseError as exc:
+        if _is_client_error(exc):
+            _close_quietly(connection)
+            if commit:
+                raise CommitOutcomeUnknown(*exc.args) from exc
+        raise
+    for callback, result in zip(callbacks, results, strict=True):
+        if callback is not None:
+            callback(result)
+    return results[first_returned : first_returned + len(statements)]
+
+
+def _close_quietly(connection: Any) -> None:
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
+
+
+def execute_all(using: str, statements: Sequence[Statement]) -> list[Result]:
+    """Run statements of the engine's hot path (``transfers.ledger_sql``, the audit inserts) on
+    ``using`` in order, ``%s`` placeholders, and return their results. Inside
+    ``server_transaction`` they go in one round trip, with whatever was deferred before them, on
+    the transaction's raw MySQLdb cursor (Django's error translation kept, its cursor layers
+    skipped: those cost ~50 µs of CPU per statement here, more than the statement's own client
+    work). Elsewhere (SQLite, a Django ``atomic`` block, autocommit) one Django cursor runs them."""
+    state = _open().get(using)
+    if state is not None:
+        return _send(state, statements)
+    results = []
+    with connections[using].cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            results.append(
+                Result(cursor.rowcount, cursor.lastrowid, list(cursor.fetchall()) if cursor.description else [])
+            )
+    return results
 
 
 def execute(using: str, sql: str, params: Sequence[Any]) -> Result:
-    """Run one statement of the engine's hot path (``transfers.ledger_sql``, the audit inserts) on
-    ``using``; ``%s`` placeholders. Inside ``server_transaction`` it goes straight to the
-    transaction's raw MySQLdb cursor, with Django's error translation (IntegrityError,
-    OperationalError) but without Django's cursor layers: those cost ~50 µs of CPU per statement
-    here, more than the statement's own client work (``bench/run.py``). Elsewhere (SQLite, a
-    Django ``atomic`` block, autocommit) it is an ordinary Django cursor."""
-    open_transaction = _open().get(using)
-    connection = connections[using]
-    if open_transaction is not None:
-        cursor = open_transaction.cursor
-        with connection.wrap_database_errors:
-            cursor.execute(sql, params)
-            rows = list(cursor.fetchall()) if cursor.description else []
-        return Result(cursor.rowcount, cursor.lastrowid, rows)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = list(cursor.fetchall()) if cursor.description else []
-        return Result(cursor.rowcount, cursor.lastrowid, rows)
+    """``execute_all`` of one statement."""
+    return execute_all(using, [(sql, params)])[0]
+
+
+def defer(using: str, sql: str, params: Sequence[Any], on_result: Callable[[Result], None] | None = None) -> None:
+    """A write whose result the caller does not need before the commit: inside
+    ``server_transaction`` it waits and goes with the next round trip (the next ``execute``, or the
+    COMMIT itself), so a step of several writes costs one round trip. Its error, if any, is raised
+    there, inside the transaction, which then rolls back as if it had been raised here.
+    ``on_result`` gets its result when it ran (an inserted row's id). Elsewhere it runs at once."""
+    state = _open().get(using)
+    if state is not None:
+        state.deferred.append((sql, params, on_result))
+        return
+    result = execute(using, sql, params)
+    if on_result is not None:
+        on_result(result)
 
 
 def on_commit(using: str, callback: Callable[[], None]) -> None:
     """Run ``callback`` once the current transaction on ``using`` commits: a ``server_transaction``
     (which Django does not see), else Django's own ``transaction.on_commit`` (an atomic block, or
     at once in autocommit mode). Dropped if the transaction rolls back."""
-    open_transaction = _open().get(using)
-    if open_transaction is not None:
-        open_transaction.hooks.append(callback)
+    state = _open().get(using)
+    if state is not None:
+        state.hooks.append(callback)
     else:
         transaction.on_commit(callback, using=using)
 
 
 @contextmanager
 def server_transaction(using: str) -> Iterator[None]:
-    """``START TRANSACTION`` … ``COMMIT`` sent as such. Django's ``atomic()`` wraps every
-    transaction in ``SET autocommit=0`` / ``SET autocommit=1``: two more round trips for each of
-    the engine's ledger steps of 4–6 statements, a quarter of the statements the servers run for a
-    cross-ledger transfer (``bench/run.py``). Django keeps believing the connection is in
-    autocommit mode, so the work inside must not open atomic blocks on ``using`` (their commit
-    would commit this transaction early), and must register after-commit work with this module's
-    ``on_commit``, not Django's (which would run it at once); statements sent through ``execute``
-    and plain ORM reads are fine. A connection that fails mid-way is closed, so that the next use
+    """One transaction sent as ``START TRANSACTION`` … ``COMMIT``, in as few round trips as the
+    work allows: statements go through ``execute_all``/``execute``/``defer``, START rides on the
+    first round trip, deferred writes and the COMMIT on the last. A cross-ledger transfer is five
+    transactions and nine round trips this way; through Django's ``atomic()`` and cursors it was
+    about 37 (``SET autocommit`` pairs, one round trip per statement), and on this class of
+    machine every round trip costs both processes a context switch and tens of µs of CPU
+    (``bench/run.py``). Needs the connection's CLIENT.MULTI_STATEMENTS flag
+    (``bankcore.mysql_backend``).
+
+    Django keeps believing the connection is in autocommit mode, so the work inside must not open
+    atomic blocks on ``using`` (their commit would commit this transaction early) and must register
+    after-commit work with this module's ``on_commit``, not Django's (which would run it at once).
+    An ORM query inside is fine: it first sends what is pending, so it runs inside the transaction
+    and after the writes before it. A connection that fails is closed, so that the next use
     reconnects instead of finding a dead socket."""
     connection = connections[using]
     if using in _open():
@@ -141,33 +246,33 @@ def server_transaction(using: str) -> Iterator[None]:
         connection.ensure_connection()
         with connection.wrap_database_errors:
             raw = connection.connection.cursor()
-            raw.execute("START TRANSACTION")
     except OperationalError:
-        connection.close()
+        _close_quietly(connection)
         raise
-    from django.db.backends.mysql.base import CursorWrapper
+    state = _open()[using] = _OpenTransaction(connection=connection, raw=raw)
 
-    state = _open()[using] = _OpenTransaction(cursor=CursorWrapper(raw))
+    def send_pending_first(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        _send(state)
+        return execute(sql, params, many, context)
+
     try:
-        try:
-            yield
-        except BaseException:
+        with connection.execute_wrapper(send_pending_first):
             try:
-                with connection.wrap_database_errors:
-                    raw.execute("ROLLBACK")
-            except DatabaseError:
-                connection.close()
-            raise
-        try:
-            with connection.wrap_database_errors:
-                connection.connection.commit()
-        except DatabaseError as exc:
-            # Committed or not, only the server knows; the caller treats it as "ledger unavailable"
-            # and recovery settles the transfer from what the ledger holds.
-            connection.close()
-            raise CommitOutcomeUnknown(*exc.args) from exc
+                yield
+                _send(state, commit=True)
+            except BaseException as exc:
+                if state.begun and connection.connection is not None and not isinstance(exc, CommitOutcomeUnknown):
+                    try:
+                        with connection.wrap_database_errors:
+                            raw.execute("ROLLBACK")
+                    except DatabaseError:
+                        _close_quietly(connection)
+                raise
     finally:
         del _open()[using]
-        raw.close()
+        try:
+            raw.close()
+        except Exception:  # the driver's own error, on a dead connection: nothing left to close
+            pass
     for callback in state.hooks:
         callback()

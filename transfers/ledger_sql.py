@@ -4,8 +4,11 @@ Why not the ORM here: Django compiles every queryset anew, 0.3–0.5 ms of CPU p
 class of machine, and a cross-ledger transfer makes about 25 statements. Compiling cost more than
 the databases' own work and held the engine to ~5 % of the raw-SQL baseline (``bench/run.py``).
 These statements never change shape, so they are plain SQL on the ORM's own tables, run on
-Django's connections: same transactions (``atomic_with_retry``), same error translation
-(IntegrityError, OperationalError), same retry on 1213/1205.
+Django's connections through ``bankcore.db``: same transactions (``atomic_with_retry``), same error
+translation (IntegrityError, OperationalError), same retry on 1213/1205. A write whose result
+nothing needs before the commit is ``defer``-red: it travels with the next round trip, so each step
+of the protocol is at most two round trips (what the step must read, then its writes and COMMIT),
+and its error is raised there, inside the same transaction.
 
 Portable between MariaDB/MySQL and SQLite (the embedded default): parameters go through the
 backend's ``adapt_*`` operations, ``FOR UPDATE`` only where the backend has it, and decimals read
@@ -24,7 +27,7 @@ from typing import Any
 from django.db import connections
 
 from accounts.models import Account, Entry
-from bankcore.db import execute
+from bankcore.db import Statement, defer, execute, execute_all
 from transfers.models import Transfer, TransferLeg
 
 CENT = Decimal("0.01")
@@ -82,19 +85,19 @@ def _uuid(alias: str, value: uuid.UUID) -> Any:
 # --- ledger statements ----------------------------------------------------------------------------
 
 
-def accounts_lock(ledger: str, pks: list[int]) -> dict[int, LockedAccount]:
-    """Lock accounts ``FOR UPDATE`` in primary-key order (the canonical order; see
-    ``accounts.lock_objects``). Missing ones are absent from the result."""
+def _lock_statement(ledger: str, pks: list[int]) -> Statement:
     connection = connections[ledger]
     ordered = sorted(set(pks))
     placeholders = ", ".join(["%s"] * len(ordered))
     for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    rows = execute(
-        ledger,
+    return (
         f"SELECT id, number, status, currency, kind, allow_overdraft, posted, pending_debits FROM {ACCOUNT} "
         f"WHERE id IN ({placeholders}) ORDER BY id{for_update}",
         ordered,
-    ).rows
+    )
+
+
+def _locked(rows: list[tuple[Any, ...]]) -> dict[int, LockedAccount]:
     return {
         row[0]: LockedAccount(
             pk=row[0],
@@ -110,28 +113,44 @@ def accounts_lock(ledger: str, pks: list[int]) -> dict[int, LockedAccount]:
     }
 
 
-def daily_debits(ledger: str, *, account_pk: int, business_date: date) -> Decimal:
-    """The account's transfer debits of the business day that are prepared or committed."""
-    rows = execute(
+def accounts_lock(ledger: str, pks: list[int]) -> dict[int, LockedAccount]:
+    """Lock accounts ``FOR UPDATE`` in primary-key order (the canonical order; see
+    ``accounts.lock_objects``). Missing ones are absent from the result."""
+    return _locked(execute(ledger, *_lock_statement(ledger, pks)).rows)
+
+
+def accounts_lock_and_daily_debits(
+    ledger: str, pks: list[int], *, account_pk: int, business_date: date
+) -> tuple[dict[int, LockedAccount], Decimal]:
+    """``accounts_lock``, then the transfer debits of ``account_pk`` on ``business_date`` that are
+    prepared or committed, in one round trip. The sum is a statement of its own after the locking
+    one: under READ COMMITTED it reads a snapshot taken once the lock is held, so it sees every
+    debit leg of the account (each written under that lock) committed before."""
+    locked, spent = execute_all(
         ledger,
-        f"SELECT COALESCE(SUM(amount), 0) FROM {LEG} WHERE account_id = %s AND business_date = %s "
-        "AND leg = %s AND kind = %s AND state IN (%s, %s)",
         [
-            account_pk,
-            _date(ledger, business_date),
-            TransferLeg.Leg.DEBIT,
-            Transfer.Kind.TRANSFER,
-            TransferLeg.State.PREPARED,
-            TransferLeg.State.COMMITTED,
+            _lock_statement(ledger, pks),
+            (
+                f"SELECT COALESCE(SUM(amount), 0) FROM {LEG} WHERE account_id = %s AND business_date = %s "
+                "AND leg = %s AND kind = %s AND state IN (%s, %s)",
+                [
+                    account_pk,
+                    _date(ledger, business_date),
+                    TransferLeg.Leg.DEBIT,
+                    Transfer.Kind.TRANSFER,
+                    TransferLeg.State.PREPARED,
+                    TransferLeg.State.COMMITTED,
+                ],
+            ),
         ],
-    ).rows
-    return _money(rows[0][0])
+    )
+    return _locked(locked.rows), _money(spent.rows[0][0])
 
 
 def pending_add(ledger: str, *, account_pk: int, field: str, amount: Decimal, now: datetime) -> None:
     """Hold ``amount`` (positive) or release it (negative) in a pending counter."""
     assert field in PENDING_FIELDS
-    _execute(
+    defer(
         ledger,
         f"UPDATE {ACCOUNT} SET {field} = {field} + %s, updated_at = %s WHERE id = %s",
         [amount, _now(ledger, now), account_pk],
@@ -156,7 +175,7 @@ def legs_insert(
     for leg, account_pk in legs:
         values += [_uuid(ledger, transfer_id), leg, account_pk, amount, state, kind, day, stamp, stamp]
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(legs))
-    _execute(
+    defer(
         ledger,
         f"INSERT INTO {LEG} (transfer_id, leg, account_id, amount, state, kind, business_date, created_at, "
         f"updated_at) VALUES {rows}",
@@ -194,12 +213,12 @@ def post(
         assert release_pending in PENDING_FIELDS
         release = f", {release_pending} = {release_pending} - %s"
         params.append(abs(delta))
-    _execute(
+    defer(
         ledger,
         f"UPDATE {ACCOUNT} SET posted = posted + %s{release}, updated_at = %s WHERE id = %s",
         [*params, stamp, account_pk],
     )
-    _execute(
+    defer(
         ledger,
         f"INSERT INTO {ENTRY} (account_id, amount, balance_after, kind, transfer_id, description, created_at) "
         f"SELECT id, %s, posted, %s, %s, %s, %s FROM {ACCOUNT} WHERE id = %s",
@@ -217,10 +236,11 @@ _TRANSFER_INSERT = (
 
 
 def transfer_insert(transfer: Transfer) -> None:
-    """Store a new transfer (every column, as the model's fields prepare them). Raises
-    IntegrityError when its (client, idempotency key) is taken."""
+    """Store a new transfer (every column, as the model's fields prepare them). Deferred: when its
+    (client, idempotency key) is taken, the IntegrityError comes with the transaction's next round
+    trip, at the latest its COMMIT."""
     connection = connections["default"]
-    _execute(
+    defer(
         "default",
         _TRANSFER_INSERT,
         [f.get_db_prep_save(getattr(transfer, f.attname), connection) for f in _TRANSFER_COLUMNS],

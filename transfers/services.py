@@ -385,17 +385,29 @@ def _check_account(account: LockedAccount | None, transfer: Transfer, *, side: s
     return account
 
 
-def _check_funds_and_limit(ledger: str, account: LockedAccount, transfer: Transfer) -> None:
+def _lock_for_debit(ledger: str, pks: list[int], transfer: Transfer) -> tuple[dict[int, LockedAccount], Decimal]:
+    """Lock the accounts; for a transfer, also read what the source moved today (its daily limit),
+    in the same round trip."""
+    if transfer.kind != Transfer.Kind.TRANSFER:
+        return ledger_sql.accounts_lock(ledger, pks), Decimal("0.00")
+    return ledger_sql.accounts_lock_and_daily_debits(
+        ledger,
+        pks,
+        account_pk=account_number_parse(transfer.source_account).serial,
+        business_date=transfer.business_date,
+    )
+
+
+def _check_funds_and_limit(account: LockedAccount, transfer: Transfer, *, spent_today: Decimal) -> None:
     if not account.allow_overdraft and account.available < transfer.amount:
         raise TransferRefused(InsufficientFunds(f"Account {account.number} has {account.available} available."))
     if transfer.kind != Transfer.Kind.TRANSFER or account.kind != Account.Kind.CUSTOMER:
         return
     # Read under the account's row lock: every debit leg of this account is written under it too.
-    spent = ledger_sql.daily_debits(ledger, account_pk=account.pk, business_date=transfer.business_date)
-    if spent + transfer.amount > settings.DAILY_TRANSFER_LIMIT:
+    if spent_today + transfer.amount > settings.DAILY_TRANSFER_LIMIT:
         raise TransferRefused(
             DailyLimitExceeded(
-                f"Account {account.number} has moved {spent} today; the daily limit is {settings.DAILY_TRANSFER_LIMIT}."
+                f"Account {account.number} has moved {spent_today} today; the daily limit is {settings.DAILY_TRANSFER_LIMIT}."
             )
         )
 
@@ -409,10 +421,10 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
     def apply() -> None:
         src = account_number_parse(transfer.source_account)
         dst = account_number_parse(transfer.destination_account)
-        locked = ledger_sql.accounts_lock(ledger, [src.serial, dst.serial])
+        locked, spent_today = _lock_for_debit(ledger, [src.serial, dst.serial], transfer)
         source = _check_account(locked.get(src.serial), transfer, side="source")
         destination = _check_account(locked.get(dst.serial), transfer, side="destination")
-        _check_funds_and_limit(ledger, source, transfer)
+        _check_funds_and_limit(source, transfer, spent_today=spent_today)
         now = timezone.now()
         ledger_sql.legs_insert(
             ledger,
@@ -475,8 +487,9 @@ def leg_prepare(transfer: Transfer) -> None:
     ledger, pk = _leg_location(transfer, Leg.DEBIT)
 
     def prepare() -> None:
-        account = _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side="source")
-        _check_funds_and_limit(ledger, account, transfer)
+        locked, spent_today = _lock_for_debit(ledger, [pk], transfer)
+        account = _check_account(locked.get(pk), transfer, side="source")
+        _check_funds_and_limit(account, transfer, spent_today=spent_today)
         now = timezone.now()
         ledger_sql.pending_add(ledger, account_pk=pk, field="pending_debits", amount=transfer.amount, now=now)
         ledger_sql.legs_insert(
