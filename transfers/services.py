@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import time
+import unicodedata
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -207,8 +208,10 @@ def _reference_clean(reference: object) -> str:
         raise InvalidReference("The reference must be text.")
     if len(reference) > REFERENCE_MAX_LENGTH:
         raise InvalidReference(f"The reference has at most {REFERENCE_MAX_LENGTH} characters.")
-    if not reference.isprintable():
-        raise InvalidReference("The reference contains control characters.")
+    # Printable, or a space of any width (a Chinese input method types U+3000): nothing invisible
+    # that would change how a statement line reads (bidi overrides, zero-width characters, controls).
+    if not all(ch.isprintable() or unicodedata.category(ch) == "Zs" for ch in reference):
+        raise InvalidReference("The reference contains invisible or control characters.")
     return reference
 
 

@@ -248,11 +248,6 @@ def test_swagger_ui_loads_nothing_from_another_host(api_world):
     assert all(url.startswith("/") and not url.startswith("//") for url in urls), urls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drf_spectacular_sidecar is not yet in INSTALLED_APPS (bankcore/settings/base.py): "
-    "its files are neither found nor collected; remove this mark once it is",
-)
 def test_swagger_ui_assets_are_our_static_files(api_world):
     from django.conf import settings
     from django.contrib.staticfiles import finders

@@ -507,14 +507,17 @@ def test_odd_input_in_an_otherwise_valid_body_is_a_problem_and_moves_nothing(api
 
 # The reference is the partner's text, shown on both statements. The API adds no rule of its own and
 # normalises nothing: the engine's one rule (transfers.services._reference_clean, str.isprintable)
-# decides, as in the back office. Printable text is kept exactly as sent, however unusual; what is
-# invisible or changes how the text around it reads is refused, so a statement line shows what it says.
+# decides, as in the back office. Printable text and spaces of any width are kept exactly as sent,
+# however unusual; what is invisible or changes how the text around it reads is refused, so a
+# statement line shows what it says.
 PRINTABLE_REFERENCES = [
     "发票 2026-11 第42号",
     "ＡＢＣ１２３",  # full-width forms: kept, not folded to "ABC123"
     "Zoe\u0301 cafe\u0301",  # combining accents: kept, not composed
     "Payment \U0001f600",
     "\u0420\u0430yment",  # Cyrillic letters that look Latin: printable, kept
+    "工资\u3000十一月",  # IDEOGRAPHIC SPACE, as a Chinese input method types it: a space, kept
+    "no\u00a0break",  # NO-BREAK SPACE: a space too
     "x" * 140,
 ]
 INVISIBLE_REFERENCES = [
@@ -524,8 +527,6 @@ INVISIBLE_REFERENCES = [
     "a\u200bb",  # ZERO WIDTH SPACE
     "\ufeffBOM",
     "soft\u00adhyphen",
-    "no\u00a0break",  # NO-BREAK SPACE: only the plain space separates words
-    "全角\u3000空格",  # IDEOGRAPHIC SPACE: likewise
     "line\u2028break",
     "tab\there",
     "private \ue000 use",
