@@ -76,7 +76,8 @@ class Account(models.Model):
 
 class Entry(models.Model):
     """One immutable line per balance change. An account's posted balance always equals the sum of
-    its entries; a transfer touches an account at most once (unique constraint)."""
+    its entries; a transfer touches an account at most once (unique constraint). Immutable in the
+    database too: triggers in every ledger refuse any UPDATE or DELETE (migration 0004)."""
 
     class Kind(models.TextChoices):
         DEPOSIT = "deposit", "Cash deposit"

@@ -1,4 +1,5 @@
-"""The audit trail. Rows are append-only: the app never updates or deletes them."""
+"""The audit trail. Rows are append-only: the app never updates or deletes them, and the database's
+triggers refuse it too (migration 0005), but for the sealer's one filling-in of the chain fields."""
 
 from __future__ import annotations
 

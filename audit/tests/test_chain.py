@@ -2,6 +2,8 @@
 changed directly in the database breaks the hash chain at that row, also when whoever changed it
 recomputed the chain, unless they hold the chain key (AUDIT_CHAIN_KEY, never in the database)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,10 +28,41 @@ from transfers.services import transfer_create
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-def _table_update(sql: str, params: list[Any]) -> None:
-    """A statement on the audit table behind the app's back, as someone with database access."""
+def _sql(sql: str, params: list[Any]) -> None:
     with connections["default"].cursor() as cursor:
         cursor.execute(sql.format(table=AuditEvent._meta.db_table), params)
+
+
+@contextmanager
+def _triggers_lifted() -> Iterator[None]:
+    """The audit table without its append-only triggers for the block: what someone who may drop
+    and create triggers can do (or who restores a doctored dump). Then only the chain finds it."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = %s",
+            [AuditEvent._meta.db_table],
+        )
+        names = [name for (name,) in cursor.fetchall()]
+        assert names, "the audit table has no triggers to lift"
+        definitions = []
+        for name in names:
+            cursor.execute(f"SHOW CREATE TRIGGER {name}")
+            definitions.append(cursor.fetchone()[2])
+            cursor.execute(f"DROP TRIGGER {name}")
+    try:
+        yield
+    finally:
+        with connections["default"].cursor() as cursor:
+            for definition in definitions:
+                cursor.execute(definition)
+
+
+def _table_update(sql: str, params: list[Any]) -> None:
+    """A statement on the audit table behind the app's back, as someone with database access and
+    the privilege to lift its triggers."""
+    with _triggers_lifted():
+        _sql(sql, params)
 
 
 def _rechain(from_seq: int, *, key: bytes | None, through: int | None = None) -> None:
@@ -39,25 +72,25 @@ def _rechain(from_seq: int, *, key: bytes | None, through: int | None = None) ->
     that row (and leave the head alone)."""
     prev = AuditEvent.objects.get(seq=from_seq - 1).hash if from_seq > 1 else GENESIS
     rows = AuditEvent.objects.filter(seq__gte=from_seq, seq__lte=through or 2**62).order_by("seq")
-    for row in rows:
-        assert row.seq is not None
-        digest = audit_event_hash(row, seq=row.seq, prev_hash=prev, key=key)
-        _table_update("UPDATE {table} SET prev_hash = %s, hash = %s WHERE id = %s", [prev, digest, row.pk])
-        prev = digest
+    with _triggers_lifted():
+        for row in rows:
+            assert row.seq is not None
+            digest = audit_event_hash(row, seq=row.seq, prev_hash=prev, key=key)
+            _sql("UPDATE {table} SET prev_hash = %s, hash = %s WHERE id = %s", [prev, digest, row.pk])
+            prev = digest
     if through is None:
         AuditChainHead.objects.filter(pk=1).update(last_hash=prev)
 
 
 def _seal_without_key() -> int:
-    """What the sealer of earlier versions did: plain SHA-256 links, a head without a MAC."""
+    """What the sealer of earlier versions did: plain SHA-256 links, a head without a MAC (a write
+    the append-only trigger lets through: it fills in unsealed rows)."""
     head, _ = AuditChainHead.objects.get_or_create(pk=1)
     seq, prev = head.last_seq, head.last_hash or GENESIS
     for row in AuditEvent.objects.filter(seq__isnull=True).order_by("id"):
         seq += 1
         digest = audit_event_hash(row, seq=seq, prev_hash=prev, key=None)
-        _table_update(
-            "UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s", [seq, prev, digest, row.pk]
-        )
+        _sql("UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s", [seq, prev, digest, row.pk])
         prev = digest
     AuditChainHead.objects.filter(pk=1).update(last_seq=seq, last_hash=prev)
     return seq
