@@ -1,6 +1,6 @@
 """The request half of the audit file: one line per mutating request to the admin or the API, with
-the request body (masked; passwords dropped) and the response status, never the response body.
-The events the request caused carry the same request id."""
+the query and the request body (masked; passwords dropped) and the response status, never the
+response body. The events the request caused carry the same request id."""
 
 from __future__ import annotations
 
@@ -50,6 +50,16 @@ def _request_body(request: HttpRequest) -> Any:
     return {"redacted": "not a JSON object or form data", "content_type": content_type or None, "bytes": len(body)}
 
 
+def _query_fields(request: HttpRequest) -> dict[str, Any] | None:
+    """The query string as fields, like a form body, so that the line's masking (``audit_log_write``)
+    applies the same key rules to it: a key naming a password, secret or token dropped, balances and
+    account numbers masked. A part without "=" is a bare value, free text that may be a token where
+    no key names it: left out, as a free-text body is."""
+    text = request.META.get("QUERY_STRING", "")
+    fields = _form_fields("&".join(part for part in text.split("&") if "=" in part))
+    return fields or None
+
+
 class AuditRequestMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -69,7 +79,7 @@ class AuditRequestMiddleware:
                 "request_id": getattr(request, "request_id", ""),
                 "method": request.method,
                 "path": request.path,
-                "query": request.META.get("QUERY_STRING", ""),
+                "query": _query_fields(request),
                 "user": user.get_username() if user is not None and user.is_authenticated else None,
                 "ip": client_ip(request),
                 "status": response.status_code,

@@ -130,3 +130,30 @@ def test_a_grouped_number_in_a_request_body_is_masked(audit_file):
 
     assert request_line(audit_file)["body"] == {"source_account": "**********0742", "memo": "to **********1130"}
     assert "0007 42" not in audit_file.read_text()
+
+
+def test_the_query_string_is_masked_by_the_same_key_rules_as_bodies(audit_file):
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.c2lnbmF0dXJl"
+    query = (
+        f"username=teller&password={PASSWORD}&pass%77ord={PASSWORD}&access_token={token}&refresh={token}"
+        f"&api_secret={PASSWORD}&to=0100+0000+0007+42&from={NUMBER}&balance=125.00&page=2&{token}"
+    )
+
+    post(f"/api/v1/auth/token/?{query}", b"", "application/json")
+
+    line = request_line(audit_file)
+    assert line["path"] == "/api/v1/auth/token/"
+    assert line["query"] == {
+        "username": "teller",
+        "to": "**********0742",
+        "from": "**********0742",
+        "balance": "***",
+        "page": "2",
+    }
+    text = audit_file.read_text()
+    assert PASSWORD[:7] not in text and token[:12] not in text and "0007" not in text
+
+
+def test_a_request_without_a_query_has_none(audit_file):
+    post("/api/v1/transfers/", b"{}", "application/json")
+    assert request_line(audit_file)["query"] is None
