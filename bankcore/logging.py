@@ -100,7 +100,11 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
     processes rename the file under each other and lines land in a rotated file or are lost.
 
     Every write holds an exclusive ``flock`` on ``<file>.lock``; under it the handler reopens the
-    file if another process rotated it, and decides to rotate on the file's real size."""
+    file if another process rotated it, and decides to rotate on the file's real size.
+
+    With ``backupCount=0`` (no old copy kept) a rollover empties the file in place. The stdlib's
+    handler then reopens the full file and keeps appending, so the file grows without bound and is
+    "rolled over" (closed and reopened) before every line."""
 
     def __init__(self, filename: str | os.PathLike[str], maxBytes: int = 0, backupCount: int = 0) -> None:
         Path(filename).parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +140,17 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
         except FileNotFoundError:
             return False
         return size > 0 and size + len(self.format(record).encode("utf-8")) + 1 > self.maxBytes
+
+    def doRollover(self) -> None:
+        if self.backupCount > 0:
+            super().doRollover()
+            return
+        if self.stream:
+            self.stream.close()
+            self.stream = None  # type: ignore[assignment]
+        # Truncated, not replaced: every process appends (O_APPEND), so each one's next line lands at
+        # the new end without reopening.
+        os.truncate(self.baseFilename, 0)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

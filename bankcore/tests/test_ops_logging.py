@@ -18,7 +18,13 @@ from django.test import RequestFactory
 
 from audit.services import audit_event_record
 from bankcore.actors import Actor, Channel
-from bankcore.logging import JsonFormatter, RequestIdFilter, current_request_id, request_id_bound
+from bankcore.logging import (
+    JsonFormatter,
+    ProcessSafeRotatingFileHandler,
+    RequestIdFilter,
+    current_request_id,
+    request_id_bound,
+)
 from bankcore.middleware import RequestIdMiddleware
 
 
@@ -128,6 +134,44 @@ def test_the_rotating_file_is_shared_by_processes_without_losing_a_line(tmp_path
     assert sorted((line["writer"], line["i"]) for line in seen) == sorted(
         (str(n), i) for n in range(4) for i in range(400)
     )
+
+
+def test_with_no_backups_a_full_file_starts_again_empty_and_stays_within_its_limit(tmp_path, monkeypatch):
+    # given two processes' handlers on one file that keeps no old copies (LOG_FILE_BACKUP_COUNT=0)
+    log = tmp_path / "banking.log"
+    opened: list[str] = []
+    original_open = ProcessSafeRotatingFileHandler._open
+
+    def counting_open(self):  # type: ignore[no-untyped-def]
+        opened.append(self.baseFilename)
+        return original_open(self)
+
+    monkeypatch.setattr(ProcessSafeRotatingFileHandler, "_open", counting_open)
+    loggers = []
+    for n in range(2):
+        handler = ProcessSafeRotatingFileHandler(log, maxBytes=2_000, backupCount=0)
+        handler.setFormatter(JsonFormatter())
+        logger = logging.getLogger(f"bankcore.test.nobackup{n}")
+        logger.propagate = False
+        logger.addHandler(handler)
+        loggers.append((logger, handler))
+
+    # when they write far more than the limit
+    sizes = []
+    for i in range(200):
+        loggers[i % 2][0].warning("line", extra={"i": i, "padding": "x" * 40})
+        sizes.append(log.stat().st_size)
+    for logger, handler in loggers:
+        logger.removeHandler(handler)
+        handler.close()
+
+    # then there is one file, never past the limit, holding whole lines up to the newest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["banking.log", "banking.log.lock"]
+    assert max(sizes) <= 2_000 and min(sizes[100:]) < 500  # it was emptied, again and again
+    kept = [json.loads(line)["i"] for line in log.read_text().splitlines()]
+    assert kept == list(range(kept[0], 200))
+    # and a file is opened once per rollover, not for every line
+    assert len(opened) < 40
 
 
 def test_settings_send_every_logger_to_stdout_and_the_file_as_json():
