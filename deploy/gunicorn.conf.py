@@ -80,12 +80,14 @@ if loglevel not in _LOG_LEVELS:  # gunicorn itself would log at INFO without a w
         f"{_log_level_variable}={_log_level!r} is not one of {', '.join(level.upper() for level in _LOG_LEVELS)}"
     )
 # One JSON object per request, with the app's log-line fields first (time, level, logger,
-# message, request_id). The request id is the X-Request-ID header nginx sets, so these lines join
-# the app's log lines and audit events. remote_addr is the client as nginx saw it; peer is the
-# direct TCP peer (nginx). Values are JSON-escaped by JsonSafeAtoms below.
+# message, request_id). The request id is the one the app answered with in X-Request-ID (nginx's,
+# or one it made up for a request that came without, such as a health check or a Prometheus scrape
+# straight to gunicorn), so these lines join the app's log lines and audit events. remote_addr is
+# the client as nginx saw it; peer is the direct TCP peer (nginx). Values are JSON-escaped by
+# JsonSafeAtoms below.
 access_log_format = (
     '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "message": "%(m)s %(U)s %(s)s", '
-    '"request_id": "%({x-request-id}i)s", "method": "%(m)s", '
+    '"request_id": "%({x-request-id}o)s", "method": "%(m)s", '
     '"path": "%(U)s", "query": "%(q)s", "status": %(s)s, "duration": %(L)s, '
     '"bytes": "%(b)s", "remote_addr": "%({x-real-ip}i)s", "peer": "%(h)s", '
     '"user_agent": "%(a)s"}'
@@ -102,6 +104,10 @@ class JsonSafeAtoms(glogging.SafeAtoms):
             self[key] = json.dumps(value)[1:-1] if isinstance(value, str) else value
         now = datetime.datetime.now(datetime.UTC)
         self["t"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # A response gunicorn made itself (the app never saw the request) carries no id: the one
+        # nginx sent, if any, still ties the line to nginx's.
+        if "{x-request-id}o" not in self and "{x-request-id}i" in self:
+            self["{x-request-id}o"] = self["{x-request-id}i"]
 
 
 def _json_formatter() -> logging.Formatter:

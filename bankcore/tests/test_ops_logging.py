@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -181,3 +182,40 @@ def test_settings_send_every_logger_to_stdout_and_the_file_as_json():
         assert handler["formatter"] == "json" and handler["filters"] == ["request_id"]
     assert settings.LOGGING["handlers"]["file"]["maxBytes"] == 10 * 1024 * 1024
     assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER is False
+
+
+def _gunicorn_access_line(*, request_headers: list[tuple[str, str]], response_headers: list[tuple[str, str]]) -> dict:  # type: ignore[type-arg]
+    """The access line deploy/gunicorn.conf.py's format gives for one request."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn import glogging
+    from gunicorn.config import Config
+
+    config = runpy.run_path(str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"))
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/metrics",
+        "PATH_INFO": "/metrics",
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "10.0.0.9",
+    }
+    response = SimpleNamespace(status="200 OK", headers=response_headers, sent=120)
+    request = SimpleNamespace(headers=[(name.upper(), value) for name, value in request_headers])
+    atoms = glogging.Logger(Config()).atoms(response, request, environ, timedelta(milliseconds=4))
+    return json.loads(config["access_log_format"] % config["JsonSafeAtoms"](atoms))
+
+
+def test_gunicorn_access_lines_carry_the_request_id_the_app_answered_with():
+    # A Prometheus scrape or health check straight to gunicorn: no id came in, the app made one up.
+    line = _gunicorn_access_line(request_headers=[], response_headers=[("X-Request-ID", "a1" * 16)])
+    assert line["request_id"] == "a1" * 16 and line["path"] == "/metrics" and line["status"] == 200
+    # Through nginx: the app answers with nginx's id.
+    line = _gunicorn_access_line(
+        request_headers=[("X-Request-ID", "b2" * 16)], response_headers=[("X-Request-ID", "b2" * 16)]
+    )
+    assert line["request_id"] == "b2" * 16
+    # A response gunicorn made itself (the app never saw the request): nginx's id still.
+    line = _gunicorn_access_line(request_headers=[("X-Request-ID", "c3" * 16)], response_headers=[])
+    assert line["request_id"] == "c3" * 16
