@@ -55,6 +55,7 @@ COPY . .
 # the running containers get their secrets from .env.
 RUN SECRET_KEY=build-only-collectstatic-secret-not-used-at-runtime-0000 \
     JWT_SECRET_KEY=build-only-collectstatic-jwt-secret-not-used-at-runtime-0000 \
+    AUDIT_CHAIN_KEY=build-only-collectstatic-audit-chain-key-not-used-at-runtime-0000 \
     python manage.py collectstatic --noinput \
     && mkdir -p /app/logs /app/var \
     && rm -f /app/var/*.sqlite3 \

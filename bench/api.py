@@ -154,6 +154,7 @@ def main() -> None:
         os.environ.update(
             SECRET_KEY=secrets.token_urlsafe(48),
             JWT_SECRET_KEY=secrets.token_urlsafe(48),
+            AUDIT_CHAIN_KEY=secrets.token_urlsafe(48),
             REDIS_HOST="127.0.0.1",
             REDIS_PORT=str(redis.port),
             CONN_MAX_AGE="300",

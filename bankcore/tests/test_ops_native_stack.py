@@ -71,6 +71,7 @@ class NativeStack:
             DJANGO_SETTINGS_MODULE="bankcore.settings.production",
             SECRET_KEY=secrets.token_hex(32),
             JWT_SECRET_KEY=secrets.token_hex(32),
+            AUDIT_CHAIN_KEY=secrets.token_hex(32),
             ALLOWED_HOSTS="localhost,127.0.0.1",
             CSRF_TRUSTED_ORIGINS=f"https://localhost:{self.https_port}",
             LOG_DIR=str(self.logs),

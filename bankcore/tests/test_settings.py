@@ -38,7 +38,7 @@ def test_secret_from_file(monkeypatch, tmp_path):
 
 
 def _settings_import(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB", "REDIS", "SECRET", "JWT"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB", "REDIS", "SECRET", "JWT", "AUDIT_CHAIN"))}
     clean.update(env, DJANGO_SETTINGS_MODULE=settings_module)
     return subprocess.run(
         [
@@ -54,19 +54,18 @@ def _settings_import(settings_module: str, **env: str) -> subprocess.CompletedPr
 
 
 def test_production_refuses_default_short_or_shared_secrets(tmp_path):
-    result = _settings_import("bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path))
+    good = {"SECRET_KEY": "x" * 40, "JWT_SECRET_KEY": "y" * 40, "AUDIT_CHAIN_KEY": "z" * 40}
+
+    def start(**secrets: str) -> subprocess.CompletedProcess[str]:
+        return _settings_import("bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), **secrets)
+
+    result = start()
     assert result.returncode != 0 and "SECRET_KEY" in result.stderr
-    result = _settings_import(
-        "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="short"
-    )
-    assert result.returncode != 0 and "JWT_SECRET_KEY" in result.stderr
-    result = _settings_import(
-        "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="x" * 40
-    )
-    assert _refused(result, "JWT_SECRET_KEY", "SECRET_KEY", "differ"), result.stderr
-    result = _settings_import(
-        "bankcore.settings.production", BANKCORE_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 40, JWT_SECRET_KEY="y" * 40
-    )
+    assert _refused(start(**{**good, "JWT_SECRET_KEY": "short"}), "JWT_SECRET_KEY")
+    assert _refused(start(**{**good, "JWT_SECRET_KEY": "x" * 40}), "JWT_SECRET_KEY", "SECRET_KEY", "differ")
+    for bad in ("", "short", "x" * 40, "y" * 40):
+        assert _refused(start(**{**good, "AUDIT_CHAIN_KEY": bad}), "AUDIT_CHAIN_KEY"), bad
+    result = start(**good)
     assert result.returncode == 0, result.stderr
 
 
