@@ -7,6 +7,7 @@ ledgers; ``BANKCORE_TEST_EXTERNAL=1`` uses the servers the environment already n
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     if os.environ.get("BANKCORE_TEST_EXTERNAL") == "1" or "--help" in args or "--version" in args:
         return
     count = int(os.environ.get("BANKCORE_TEST_LEDGERS", "2"))
+    reap_abandoned_servers()
     base = Path(tempfile.mkdtemp(prefix="bankcore-test-"))
+    (base / OWNER_FILE).write_text(str(os.getpid()))
     servers = [MariaDBServer(base, f"db{n}") for n in range(1, count + 1)]
     redis = RedisServer(base)
     with ThreadPoolExecutor(max_workers=count + 1) as pool:
@@ -54,3 +57,42 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     base = STARTED.get("base")
     if base and not os.environ.get("BANKCORE_TEST_KEEP"):
         remove_tree(base)  # type: ignore[arg-type]
+    elif base:
+        (base / OWNER_FILE).unlink(missing_ok=True)  # kept on purpose: not for the reaper
+
+
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_abandoned_servers() -> None:
+    """Kill the servers of earlier test runs that died without cleaning up (a run killed by a
+    timeout, CI cancelled) and remove their directories: otherwise each such run leaves MariaDB and
+    Redis servers running on the machine for good. A run's directory names its pytest process
+    (``owner.pid``); it is abandoned when that process is gone."""
+    for base in Path(tempfile.gettempdir()).glob("bankcore-test-*"):
+        try:
+            owner = int((base / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        marker = str(base)
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                # mariadbd names its data directory on its command line; redis-server rewrites its
+                # command line but works in its --dir.
+                if marker.encode() in (proc / "cmdline").read_bytes() or os.readlink(proc / "cwd").startswith(marker):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+        remove_tree(base)
