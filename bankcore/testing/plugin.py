@@ -55,9 +55,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if redis:
         redis.stop()
     base = STARTED.get("base")
-    if base and not os.environ.get("BANKCORE_TEST_KEEP"):
-        remove_tree(base)  # type: ignore[arg-type]
-    elif base:
+    if isinstance(base, Path) and not os.environ.get("BANKCORE_TEST_KEEP"):
+        remove_tree(base)
+    elif isinstance(base, Path):
         (base / OWNER_FILE).unlink(missing_ok=True)  # kept on purpose: not for the reaper
 
 
