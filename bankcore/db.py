@@ -98,11 +98,14 @@ def _open() -> dict[str, _OpenTransaction]:
 
 
 def _is_client_error(exc: BaseException) -> bool:
-    """The connection itself failed (MySQL client errors CR_*, 2000–2999: the server went away,
-    the connection was lost): what the server did with the last round trip is unknown. Errors the
-    server reports about a statement have other codes, and leave the transaction open."""
+    """Not an error the server reported about a statement (MySQL/MariaDB server errors are
+    1000–1999 and 3000–4999; the client library's are 2000–2999, MariaDB Connector/C's also
+    5000–5999): the connection itself failed, and what the server did with the last round trip is
+    unknown. Anything unclassified counts as such, the cautious side. A server error leaves the
+    transaction open (or, for a deadlock, rolled back), nothing after the failed statement run."""
     code = exc.args[0] if exc.args else None
-    return not isinstance(code, int) or 2000 <= code < 3000
+    is_server_error = isinstance(code, int) and (1000 <= code < 2000 or 3000 <= code < 5000)
+    return not is_server_error
 
 
 def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, commit: bool = False) -> list[Result]:

@@ -1,0 +1,104 @@
+"""``bankcore.db.server_transaction``: statements batched into few round trips keep the semantics of
+one transaction — all or nothing, errors raised inside it, a commit of unknown outcome told apart.
+On a real MariaDB ledger, with a scratch table of its own."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, OperationalError, connections
+
+from bankcore.db import CommitOutcomeUnknown, defer, execute, on_commit, server_transaction
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+LEDGER = "db1"
+
+
+@pytest.fixture
+def scratch():  # type: ignore[no-untyped-def]
+    with connections[LEDGER].cursor() as cursor:
+        cursor.execute("CREATE TABLE db_test_scratch (id INT PRIMARY KEY, note VARCHAR(20) NOT NULL)")
+    yield
+    with connections[LEDGER].cursor() as cursor:
+        cursor.execute("DROP TABLE db_test_scratch")
+
+
+def rows() -> list[tuple[int, str]]:
+    with connections[LEDGER].cursor() as cursor:
+        cursor.execute("SELECT id, note FROM db_test_scratch ORDER BY id")
+        return list(cursor.fetchall())
+
+
+def test_deferred_writes_go_with_the_commit_and_callbacks_see_their_results(scratch):
+    seen: list[int] = []
+    committed: list[str] = []
+    with server_transaction(LEDGER):
+        defer(
+            LEDGER,
+            "INSERT INTO db_test_scratch VALUES (%s, %s)",
+            [1, "one"],
+            on_result=lambda r: seen.append(r.rowcount),
+        )
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [2, "50% off"])  # a % in a value is data
+        on_commit(LEDGER, lambda: committed.append("after"))
+        assert seen == [] and committed == []  # nothing sent yet
+    assert seen == [1] and committed == ["after"]
+    assert rows() == [(1, "one"), (2, "50% off")]
+
+
+def test_an_execute_sends_what_was_deferred_first_and_reads_it(scratch):
+    with server_transaction(LEDGER):
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "one"])
+        assert execute(LEDGER, "SELECT COUNT(*) FROM db_test_scratch", []).rows == [(1,)]
+        # An ORM (Django cursor) query inside also runs after what is pending, in the transaction.
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [2, "two"])
+        with connections[LEDGER].cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM db_test_scratch")
+            assert cursor.fetchone() == (2,)
+    assert len(rows()) == 2
+
+
+def test_a_deferred_write_that_fails_at_the_commit_rolls_everything_back(scratch):
+    committed: list[str] = []
+    with pytest.raises(IntegrityError), server_transaction(LEDGER):
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "one"])
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "duplicate"])
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [3, "never runs"])
+        on_commit(LEDGER, lambda: committed.append("after"))
+    assert rows() == [] and committed == []
+    # The connection is usable afterwards: the failed transaction was rolled back, not left open.
+    with server_transaction(LEDGER):
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "again"])
+    assert rows() == [(1, "again")]
+
+
+def test_an_exception_in_the_work_sends_nothing_deferred(scratch):
+    with pytest.raises(RuntimeError), server_transaction(LEDGER):
+        execute(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "sent"])
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [2, "pending"])
+        raise RuntimeError("refused")
+    assert rows() == []
+
+
+def test_a_connection_lost_with_the_commit_is_an_unknown_outcome(scratch, monkeypatch):
+    """The server went away while the batch with COMMIT was on its way: committed or not, only the
+    server knows, and the caller must not take it for a refusal."""
+    import MySQLdb
+
+    with pytest.raises(CommitOutcomeUnknown) as raised, server_transaction(LEDGER):
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "maybe"])
+        raw_cursor = connections[LEDGER].connection.cursor().__class__
+
+        def lost(self, query, args=None):  # type: ignore[no-untyped-def]
+            raise MySQLdb.OperationalError(2013, "Lost connection to server during query (test)")
+
+        monkeypatch.setattr(raw_cursor, "execute", lost)
+    monkeypatch.undo()
+    assert isinstance(raised.value, OperationalError)
+    assert connections[LEDGER].connection is None  # closed: the next use reconnects
+    assert rows() == []  # here it had not reached the server
+
+
+def test_server_transactions_do_not_nest():
+    with server_transaction(LEDGER), pytest.raises(RuntimeError), server_transaction(LEDGER):
+        pass
