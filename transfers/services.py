@@ -35,6 +35,7 @@ import logging
 import time
 import unicodedata
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -388,16 +389,15 @@ def _check_account(account: LockedAccount | None, transfer: Transfer, *, side: s
     return account
 
 
-def _lock_for_debit(ledger: str, pks: list[int], transfer: Transfer) -> tuple[dict[int, LockedAccount], Decimal]:
+def _lock_for_debit(
+    ledger: str, pks: list[int], transfer: Transfer, *, source_pk: int
+) -> tuple[dict[int, LockedAccount], Decimal]:
     """Lock the accounts; for a transfer, also read what the source moved today (its daily limit),
     in the same round trip."""
     if transfer.kind != Transfer.Kind.TRANSFER:
         return ledger_sql.accounts_lock(ledger, pks), Decimal("0.00")
     return ledger_sql.accounts_lock_and_daily_debits(
-        ledger,
-        pks,
-        account_pk=account_number_parse(transfer.source_account).serial,
-        business_date=transfer.business_date,
+        ledger, pks, account_pk=source_pk, business_date=transfer.business_date
     )
 
 
@@ -424,7 +424,7 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
     def apply() -> None:
         src = account_number_parse(transfer.source_account)
         dst = account_number_parse(transfer.destination_account)
-        locked, spent_today = _lock_for_debit(ledger, [src.serial, dst.serial], transfer)
+        locked, spent_today = _lock_for_debit(ledger, [src.serial, dst.serial], transfer, source_pk=src.serial)
         source = _check_account(locked.get(src.serial), transfer, side="source")
         destination = _check_account(locked.get(dst.serial), transfer, side="destination")
         _check_funds_and_limit(source, transfer, spent_today=spent_today)
@@ -490,7 +490,7 @@ def leg_prepare(transfer: Transfer) -> None:
     ledger, pk = _leg_location(transfer, Leg.DEBIT)
 
     def prepare() -> None:
-        locked, spent_today = _lock_for_debit(ledger, [pk], transfer)
+        locked, spent_today = _lock_for_debit(ledger, [pk], transfer, source_pk=pk)
         account = _check_account(locked.get(pk), transfer, side="source")
         _check_funds_and_limit(account, transfer, spent_today=spent_today)
         now = timezone.now()
@@ -506,19 +506,7 @@ def leg_prepare(transfer: Transfer) -> None:
             now=now,
         )
 
-    try:
-        atomic_with_retry(ledger, prepare)
-    except IntegrityError:
-        raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
-    except LockConflictGaveUp:
-        raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
-    except CommitOutcomeUnknown:
-        raise  # prepared or not: an abort voids the leg either way, so the caller may abort
-    except OperationalError as exc:
-        logger.warning("transfer %s: ledger %s failed while preparing the debit leg: %s", transfer.id, ledger, exc)
-        raise TransferRefused(
-            LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
-        ) from None
+    _leg_step(ledger, prepare, transfer, doing="preparing the debit leg")
 
 
 def leg_decide(transfer: Transfer) -> None:
@@ -557,8 +545,16 @@ def leg_decide(transfer: Transfer) -> None:
     if timezone.now() >= transfer.deadline:
         # Recovery may be voiding it right now; deciding late would finish it past its deadline.
         raise TransferRefused(TransferTimedOut("The transfer did not reach its decision within its deadline."))
+    _leg_step(ledger, decide, transfer, doing="deciding")
+
+
+def _leg_step(ledger: str, step: Callable[[], None], transfer: Transfer, *, doing: str) -> None:
+    """Run a leg's step (prepare or decide) in its ledger's transaction. What certainly left
+    nothing behind becomes the refusal to record (``TransferRefused``): recovery's tombstone on the
+    leg's key, a lock it gave up on, a ledger that failed before the commit. A commit of unknown
+    outcome (``CommitOutcomeUnknown``) propagates: what it means depends on the step."""
     try:
-        atomic_with_retry(ledger, decide)
+        atomic_with_retry(ledger, step)
     except IntegrityError:
         raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
     except LockConflictGaveUp:
@@ -566,7 +562,7 @@ def leg_decide(transfer: Transfer) -> None:
     except CommitOutcomeUnknown:
         raise
     except OperationalError as exc:
-        logger.warning("transfer %s: ledger %s failed while deciding: %s", transfer.id, ledger, exc)
+        logger.warning("transfer %s: ledger %s failed while %s: %s", transfer.id, ledger, doing, exc)
         raise TransferRefused(
             LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
         ) from None
@@ -671,6 +667,7 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
         _decide_abort(transfer, actor, refused.error)
         return
     except CommitOutcomeUnknown:
+        # Prepared or not, nothing is decided: aborting voids the leg (or tombstones it) either way.
         _decide_abort(
             transfer,
             actor,
