@@ -130,6 +130,7 @@ def test_deposit_and_withdraw(actor, make_account):
     assert account_entries_sum(account=account) == Decimal("50.05")
 
 
+@pytest.mark.parametrize(("service", "ledger"), [(account_withdraw, "db2"), (account_deposit, "db1")])
 @pytest.mark.parametrize(
     ("amount", "error"),
     [
@@ -137,11 +138,11 @@ def test_deposit_and_withdraw(actor, make_account):
         (ABOVE_MAXIMUM, AmountAboveMaximum),
     ],
 )
-def test_withdraw_refusals_move_nothing(actor, make_account, amount, error):
-    account = make_account("db2", "100.00")
+def test_cash_movement_refusals_move_nothing(actor, make_account, service, ledger, amount, error):
+    account = make_account(ledger, "100.00")
     before = untouched(account)
     with pytest.raises(error) as raised:
-        account_withdraw(actor=actor, number=account.number, amount=amount)
+        service(actor=actor, number=account.number, amount=amount)
     assert raised.value.code == error.code
     assert untouched(account) == before
     assert entry_count(account) == 1
@@ -162,23 +163,6 @@ def test_withdraw_beyond_the_balance_moves_nothing_and_records_the_refusal(actor
     aborted = Transfer.objects.get(source_account=account.number)
     assert (aborted.status, aborted.failure_code) == (Transfer.Status.ABORTED, "insufficient_funds")
     assert AuditEvent.objects.filter(action="transfer.aborted").count() == 1
-
-
-@pytest.mark.parametrize(
-    ("amount", "error"),
-    [
-        *((amount, InvalidAmount) for amount in BAD_AMOUNTS),
-        (ABOVE_MAXIMUM, AmountAboveMaximum),
-    ],
-)
-def test_deposit_refusals_move_nothing(actor, make_account, amount, error):
-    account = make_account("db1", "100.00")
-    before = untouched(account)
-    with pytest.raises(error) as raised:
-        account_deposit(actor=actor, number=account.number, amount=amount)
-    assert raised.value.code == error.code
-    assert untouched(account) == before
-    assert entry_count(account) == 1
 
 
 def test_deposit_of_the_largest_amount(actor, make_account):
