@@ -107,9 +107,10 @@ def _file_record(event: AuditEvent) -> dict[str, Any]:
 
 def auditlog_entry_created(instance: models.Model, *, actor: Actor) -> None:
     """django-auditlog's "created" entry for a row the caller inserted with its own SQL (no
-    ``post_save``, so auditlog's receiver never sees it): the changes auditlog itself computes
-    (its ``model_instance_diff``), written as one INSERT in the transaction open on ``default``,
-    with the actor and address of the ``Actor`` instead of auditlog's middleware context."""
+    ``post_save``, so auditlog's receiver never sees it): the changes auditlog's own
+    ``model_instance_diff`` would give (``_created_changes``), written as one INSERT in the
+    transaction open on ``default``, with the actor and address of the ``Actor`` instead of
+    auditlog's middleware context."""
     pk = instance.pk
     defer(
         "default",

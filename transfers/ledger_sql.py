@@ -250,20 +250,25 @@ def transfer_insert(transfer: Transfer) -> None:
 
 def transfer_lock_for_reversal(transfer_id: uuid.UUID) -> tuple[str, str, bool] | None:
     """Lock a transfer's row (``FOR UPDATE``) and tell its kind, its status and whether a reversal
-    of it is live (not aborted); None if there is no such transfer."""
+    of it is live (not aborted); None if there is no such transfer. One round trip: the second
+    read is a statement of its own after the locking one, so it sees what the lock's last holder
+    committed (as ``accounts_lock_and_daily_debits``)."""
     connection = connections["default"]
     for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    rows = execute(
-        "default", f"SELECT kind, status FROM {TRANSFER} WHERE id = %s{for_update}", [_uuid("default", transfer_id)]
-    ).rows
-    if not rows:
-        return None
-    live = execute(
+    key = _uuid("default", transfer_id)
+    locked, live = execute_all(
         "default",
-        f"SELECT 1 FROM {TRANSFER} WHERE reversal_of_id = %s AND status <> %s LIMIT 1",
-        [_uuid("default", transfer_id), Transfer.Status.ABORTED],
-    ).rows
-    return rows[0][0], rows[0][1], bool(live)
+        [
+            (f"SELECT kind, status FROM {TRANSFER} WHERE id = %s{for_update}", [key]),
+            (
+                f"SELECT 1 FROM {TRANSFER} WHERE reversal_of_id = %s AND status <> %s LIMIT 1",
+                [key, Transfer.Status.ABORTED],
+            ),
+        ],
+    )
+    if not locked.rows:
+        return None
+    return locked.rows[0][0], locked.rows[0][1], bool(live.rows)
 
 
 def transfer_mark_committed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
