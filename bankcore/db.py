@@ -8,6 +8,7 @@ re-colliding in lock step.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -45,17 +46,28 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(code, str) and "database is locked" in code
 
 
-def atomic_with_retry(using: str, work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:
+def atomic_with_retry(
+    using: str, work: Callable[[], T], *, join: Sequence[str] = (), attempts: int = MAX_ATTEMPTS
+) -> T:
     """Run ``work`` in one transaction on ``using``, retrying the whole block on a deadlock or lock
     wait timeout. Must be the outermost transaction for ``using``; ``work`` must not open atomic
-    blocks of its own on ``using`` (on MySQL it runs in ``server_transaction``)."""
+    blocks of its own on ``using`` (on MySQL it runs in ``server_transaction``). ``join``: aliases
+    on the same server (``same_server``) whose statements go into this transaction too."""
     connection = connections[using]
-    if connection.in_atomic_block:
-        raise RuntimeError(f"atomic_with_retry({using!r}) must not run inside an atomic block on the same database")
-    begin = server_transaction if connection.vendor == "mysql" else transaction.atomic
+    for alias in (using, *join):
+        if connections[alias].in_atomic_block:
+            raise RuntimeError(f"atomic_with_retry({alias!r}) must not run inside an atomic block on the same database")
+    if join and connection.vendor != "mysql":
+        raise RuntimeError("only a MySQL/MariaDB transaction can join other aliases")
+
+    def begin() -> contextlib.AbstractContextManager[None]:
+        if connection.vendor == "mysql":
+            return server_transaction(using, join=join)
+        return transaction.atomic(using=using)
+
     for attempt in range(attempts):
         try:
-            with begin(using=using):
+            with begin():
                 return work()
         except OperationalError as exc:
             # A commit that may have happened is never run again.
@@ -83,6 +95,7 @@ class _OpenTransaction:
 
     connection: Any  # Django's DatabaseWrapper
     raw: Any  # one raw MySQLdb cursor for the whole transaction
+    owner: str  # the alias whose connection runs it; joined aliases map to the same object
     begun: bool = False  # START TRANSACTION has been sent
     deferred: list[tuple[str, Sequence[Any], Callable[[Result], None] | None]] = field(default_factory=list)
     hooks: list[Callable[[], None]] = field(default_factory=list)
@@ -174,6 +187,26 @@ def _close_quietly(connection: Any) -> None:
         pass
 
 
+def same_server(alias: str, other: str) -> bool:
+    """True when two aliases are databases of one MySQL/MariaDB server reached as one user: then
+    one transaction can write both (``server_transaction(join=…)``), atomically, with one commit.
+    The designed topology puts the control plane (``default``) on the first ledger's server."""
+    a, b = connections[alias], connections[other]
+    if a.vendor != "mysql" or b.vendor != "mysql" or alias == other:
+        return False
+    keys = ("HOST", "PORT", "USER")
+    return all(str(a.settings_dict.get(k) or "") == str(b.settings_dict.get(k) or "") for k in keys)
+
+
+def table(using: str, name: str) -> str:
+    """The name to write a table of ``using`` by in a statement: as is, or qualified with its
+    database when ``using`` is joined into a transaction another alias runs."""
+    state = _open().get(using)
+    if state is None or state.owner == using:
+        return name
+    return f"`{connections[using].settings_dict['NAME']}`.`{name}`"
+
+
 def execute_all(using: str, statements: Sequence[Statement]) -> list[Result]:
     """Run statements of the engine's hot path (``transfers.ledger_sql``, the audit inserts) on
     ``using`` in order, ``%s`` placeholders, and return their results. Inside
@@ -226,7 +259,7 @@ def on_commit(using: str, callback: Callable[[], None]) -> None:
 
 
 @contextmanager
-def server_transaction(using: str) -> Iterator[None]:
+def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None]:
     """One transaction sent as ``START TRANSACTION`` … ``COMMIT``, in as few round trips as the
     work allows: statements go through ``execute_all``/``execute``/``defer``, START rides on the
     first round trip, deferred writes and the COMMIT on the last. A cross-ledger transfer is five
@@ -241,25 +274,47 @@ def server_transaction(using: str) -> Iterator[None]:
     after-commit work with this module's ``on_commit``, not Django's (which would run it at once).
     An ORM query inside is fine: it first sends what is pending, so it runs inside the transaction
     and after the writes before it. A connection that fails is closed, so that the next use
-    reconnects instead of finding a dead socket."""
+    reconnects instead of finding a dead socket.
+
+    ``join``: other aliases on the same server (``same_server``) whose statements run in this
+    transaction, on this connection, their tables qualified with their database (``table``): one
+    InnoDB transaction, one commit, for writes to several databases. The ORM must not query a
+    joined alias inside (its own connection is outside the transaction): it raises
+    ``RuntimeError``."""
     connection = connections[using]
-    if using in _open():
-        raise RuntimeError(f"server_transaction({using!r}) does not nest")
+    for alias in (using, *join):
+        if alias in _open():
+            raise RuntimeError(f"server_transaction({alias!r}) does not nest")
+        if alias != using and not same_server(using, alias):
+            raise RuntimeError(f"{alias!r} is not on {using!r}'s server: it cannot join its transaction")
     try:
         connection.ensure_connection()
         with connection.wrap_database_errors:
             raw = connection.connection.cursor()
+        for alias in join:
+            # What the joined alias's own connection knows of its server (version, hence native
+            # UUIDs) is read once per process by a query of its own, which the guard below would
+            # refuse inside the transaction: read it first.
+            connections[alias].mysql_server_data  # noqa: B018
     except OperationalError:
         _close_quietly(connection)
         raise
-    state = _open()[using] = _OpenTransaction(connection=connection, raw=raw)
+    state = _OpenTransaction(connection=connection, raw=raw, owner=using)
+    for alias in (using, *join):
+        _open()[alias] = state
 
     def send_pending_first(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         _send(state)
         return execute(sql, params, many, context)
 
+    def refuse_outside(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        raise RuntimeError(f"a query on a joined alias would run outside {using!r}'s transaction: {sql[:80]}")
+
     try:
-        with connection.execute_wrapper(send_pending_first):
+        with contextlib.ExitStack() as wrappers:
+            wrappers.enter_context(connection.execute_wrapper(send_pending_first))
+            for alias in join:
+                wrappers.enter_context(connections[alias].execute_wrapper(refuse_outside))
             try:
                 yield
                 _send(state, commit=True)
@@ -272,7 +327,8 @@ def server_transaction(using: str) -> Iterator[None]:
                         _close_quietly(connection)
                 raise
     finally:
-        del _open()[using]
+        for alias in (using, *join):
+            del _open()[alias]
         try:
             raw.close()
         except Exception:  # the driver's own error, on a dead connection: nothing left to close

@@ -19,8 +19,12 @@ FAULT_POINTS = (
     "after_decide_credit",
     "after_finish_debit",
     "after_decide_abort",
+    # the coordinator with the control plane's server (three commits): accept and the home leg
+    # prepared; the other leg decided (the credit, above, or the debit)
+    "after_accept_prepare",
+    "after_decide_debit",
     # recovery (transfers.recovery): its own decision to abort, before the control plane knows
-    "after_tombstone_credit",
+    "after_tombstone",
 )
 FAULT_EXIT_CODE = 86
 

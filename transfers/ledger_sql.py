@@ -19,6 +19,7 @@ own converter does).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -27,7 +28,7 @@ from typing import Any
 from django.db import connections
 
 from accounts.models import Account, Entry
-from bankcore.db import Statement, defer, execute, execute_all
+from bankcore.db import Statement, defer, execute, execute_all, table
 from transfers.models import Transfer, TransferLeg
 
 CENT = Decimal("0.01")
@@ -65,7 +66,7 @@ def _money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(CENT)
 
 
-def _execute(alias: str, sql: str, params: list[Any]) -> int:
+def _execute(alias: str, sql: str, params: Sequence[Any]) -> int:
     return execute(alias, sql, params).rowcount
 
 
@@ -91,7 +92,7 @@ def _lock_statement(ledger: str, pks: list[int]) -> Statement:
     placeholders = ", ".join(["%s"] * len(ordered))
     for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
     return (
-        f"SELECT id, number, status, currency, kind, allow_overdraft, posted, pending_debits FROM {ACCOUNT} "
+        f"SELECT id, number, status, currency, kind, allow_overdraft, posted, pending_debits FROM {table(ledger, ACCOUNT)} "
         f"WHERE id IN ({placeholders}) ORDER BY id{for_update}",
         ordered,
     )
@@ -131,7 +132,7 @@ def accounts_lock_and_daily_debits(
         [
             _lock_statement(ledger, pks),
             (
-                f"SELECT COALESCE(SUM(amount), 0) FROM {LEG} WHERE account_id = %s AND business_date = %s "
+                f"SELECT COALESCE(SUM(amount), 0) FROM {table(ledger, LEG)} WHERE account_id = %s AND business_date = %s "
                 "AND leg = %s AND kind = %s AND state IN (%s, %s)",
                 [
                     account_pk,
@@ -152,7 +153,7 @@ def pending_add(ledger: str, *, account_pk: int, field: str, amount: Decimal, no
     assert field in PENDING_FIELDS
     defer(
         ledger,
-        f"UPDATE {ACCOUNT} SET {field} = {field} + %s, updated_at = %s WHERE id = %s",
+        f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s WHERE id = %s",
         [amount, _now(ledger, now), account_pk],
     )
 
@@ -177,20 +178,48 @@ def legs_insert(
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(legs))
     defer(
         ledger,
-        f"INSERT INTO {LEG} (transfer_id, leg, account_id, amount, state, kind, business_date, created_at, "
+        f"INSERT INTO {table(ledger, LEG)} (transfer_id, leg, account_id, amount, state, kind, business_date, created_at, "
         f"updated_at) VALUES {rows}",
         values,
     )
 
 
-def leg_transition(ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, now: datetime) -> bool:
-    """PREPARED → ``to_state`` by a conditional update: True for exactly one caller."""
-    changed = _execute(
-        ledger,
-        f"UPDATE {LEG} SET state = %s, updated_at = %s WHERE transfer_id = %s AND leg = %s AND state = %s",
+def _leg_transition_statement(
+    ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, now: datetime
+) -> Statement:
+    return (
+        f"UPDATE {table(ledger, LEG)} SET state = %s, updated_at = %s WHERE transfer_id = %s AND leg = %s AND state = %s",
         [to_state, _now(ledger, now), _uuid(ledger, transfer_id), leg, TransferLeg.State.PREPARED],
     )
-    return changed == 1
+
+
+def leg_transition(ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, now: datetime) -> bool:
+    """PREPARED → ``to_state`` by a conditional update: True for exactly one caller."""
+    statement = _leg_transition_statement(ledger, transfer_id=transfer_id, leg=leg, to_state=to_state, now=now)
+    return _execute(ledger, *statement) == 1
+
+
+def leg_exists(ledger: str, *, transfer_id: uuid.UUID, leg: str) -> bool:
+    """Whether the ledger holds the leg in any state (a tombstone included)."""
+    sql = f"SELECT 1 FROM {table(ledger, LEG)} WHERE transfer_id = %s AND leg = %s"
+    return bool(execute(ledger, sql, [_uuid(ledger, transfer_id), leg]).rows)
+
+
+def leg_transition_and_transfer_lock(
+    ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, now: datetime
+) -> tuple[bool, str | None]:
+    """``leg_transition``, then lock the transfer's row in the control plane (``FOR UPDATE``) and
+    read its status (None if unknown), in one round trip: for a transaction of the control plane
+    that the leg's ledger joined (``bankcore.db.server_transaction``). Under the lock the status
+    cannot change before the commit, so what the caller writes next is exactly right."""
+    changed, status = execute_all(
+        "default",
+        [
+            _leg_transition_statement(ledger, transfer_id=transfer_id, leg=leg, to_state=to_state, now=now),
+            (f"SELECT status FROM {TRANSFER} WHERE id = %s FOR UPDATE", [_uuid("default", transfer_id)]),
+        ],
+    )
+    return changed.rowcount == 1, status.rows[0][0] if status.rows else None
 
 
 def post(
@@ -215,13 +244,13 @@ def post(
         params.append(abs(delta))
     defer(
         ledger,
-        f"UPDATE {ACCOUNT} SET posted = posted + %s{release}, updated_at = %s WHERE id = %s",
+        f"UPDATE {table(ledger, ACCOUNT)} SET posted = posted + %s{release}, updated_at = %s WHERE id = %s",
         [*params, stamp, account_pk],
     )
     defer(
         ledger,
-        f"INSERT INTO {ENTRY} (account_id, amount, balance_after, kind, transfer_id, description, created_at) "
-        f"SELECT id, %s, posted, %s, %s, %s, %s FROM {ACCOUNT} WHERE id = %s",
+        f"INSERT INTO {table(ledger, ENTRY)} (account_id, amount, balance_after, kind, transfer_id, description, "
+        f"created_at) SELECT id, %s, posted, %s, %s, %s, %s FROM {table(ledger, ACCOUNT)} WHERE id = %s",
         [delta, entry_kind, _uuid(ledger, transfer_id), description[:140], stamp, account_pk],
     )
 
@@ -300,3 +329,26 @@ def transfer_mark_completed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
         ],
     )
     return changed == 1
+
+
+def transfer_set_final(
+    transfer_id: uuid.UUID, *, status: str, now: datetime, failure_code: str = "", failure_detail: str = ""
+) -> None:
+    """COMPLETED or ABORTED, for a transfer whose row this transaction holds the lock of (its
+    status read under it: ``leg_transition_and_transfer_lock``). Deferred, so it rides on the
+    COMMIT's round trip."""
+    stamp = _now("default", now)
+    committed = "COALESCE(committed_at, %s)" if status == Transfer.Status.COMPLETED else "committed_at"
+    defer(
+        "default",
+        f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, committed_at = {committed}, failure_code = %s, "
+        "failure_detail = %s WHERE id = %s",
+        [
+            status,
+            stamp,
+            *([stamp] if status == Transfer.Status.COMPLETED else []),
+            failure_code,
+            failure_detail,
+            _uuid("default", transfer_id),
+        ],
+    )

@@ -143,9 +143,9 @@ def _reconcile_ledger(ledger: str, report: ReconciliationReport, progress: Progr
 def _in_flight() -> Decimal:
     """Money posted on one side of a transfer and not yet on the other: a PREPARED leg whose other
     leg is COMMITTED will be posted (recovery finishes it), so it counts — a debit −, a credit +.
-    Read from the ledgers' recovery tables alone: in the engine's protocol a decided transfer has
-    its credit committed and its debit prepared; a transfer of the earlier protocol could have
-    it the other way round."""
+    Read from the ledgers' recovery tables alone: a decided transfer has its decision leg committed
+    and the other prepared — the credit committed and the debit held, or, when the credit leg was
+    prepared at the control plane's server, the debit committed and the credit held."""
     prepared: list[tuple[uuid.UUID, str, Decimal]] = []
     for ledger in settings.LEDGERS:
         prepared.extend(

@@ -1,16 +1,17 @@
 """Recovery: finish forward what was decided, void what was not, exactly once.
 
 Run by Celery beat every few seconds and by ``manage.py recover_transfers``. The rule it applies
-is the engine's (``transfers.services``): a transfer is decided when its credit leg is COMMITTED
-in the destination ledger, and aborted once a VOIDED credit leg (a void, or a tombstone left
-before the coordinator got there) holds that key instead. Every step is a conditional update or
+is the engine's (``transfers.services``): a transfer is decided when one of its legs is COMMITTED
+(the credit leg; or the debit leg, when the credit leg was prepared in the control plane's own
+transaction), and aborted once a VOIDED tombstone holds the key of the leg that was never
+prepared (the decision's) instead. Every step is a conditional update or
 guarded by the legs' unique key, so it is safe to run twice, or from two workers at once, or
 beside live coordinators:
 
 - COMMITTED transfers (the control plane's hint) → commit their prepared legs, then COMPLETED;
-- PENDING transfers past the grace period → if the credit leg is COMMITTED, finish them forward;
-  once past their deadline, tombstone the credit leg (the abort decision), record ABORTED and
-  void the debit leg;
+- PENDING transfers past the grace period → if a leg is COMMITTED, finish them forward; once past
+  their deadline, tombstone each leg not written yet (the abort decision), record ABORTED and
+  void the prepared leg;
 - PREPARED legs whose transfer is unknown or ABORTED → voided.
 
 Transfers left by the earlier seven-step protocol (decision in the control plane, both legs
@@ -65,14 +66,18 @@ def _timed_out() -> TransferTimedOut:
     return TransferTimedOut("The transfer did not finish within its deadline and was voided.")
 
 
-def _credit_state(transfer: Transfer) -> str | None:
-    """The state of the transfer's credit leg in the destination ledger: where its decision lives."""
-    return (
-        TransferLeg.objects.using(transfer.destination_ledger)
-        .filter(transfer_id=transfer.id, leg=Leg.CREDIT)
-        .values_list("state", flat=True)
-        .first()
-    )
+def _leg_states(transfer: Transfer) -> dict[str, str | None]:
+    """The state of each of the transfer's legs in its ledger (None: not there): where its decision
+    lives. A local transfer's legs are both in one ledger and commit together."""
+    states: dict[str, str | None] = {}
+    for leg, ledger in ((Leg.DEBIT, transfer.source_ledger), (Leg.CREDIT, transfer.destination_ledger)):
+        states[leg] = (
+            TransferLeg.objects.using(ledger)
+            .filter(transfer_id=transfer.id, leg=leg)
+            .values_list("state", flat=True)
+            .first()
+        )
+    return states
 
 
 def _finished_by_recovery(transfer: Transfer, report: RecoveryReport, action: str) -> None:
@@ -98,8 +103,8 @@ def transfer_finish_forward(transfer: Transfer, actor: Actor, report: RecoveryRe
 def _recover_pending(
     transfer: Transfer, actor: Actor, report: RecoveryReport, now: datetime, count_skipped: bool
 ) -> None:
-    state = _credit_state(transfer)
-    if state == LegState.COMMITTED:
+    states = _leg_states(transfer)
+    if LegState.COMMITTED in states.values():
         transfer_finish_forward(transfer, actor, report)
         return
     if transfer.deadline >= now:
@@ -107,7 +112,7 @@ def _recover_pending(
         if count_skipped:
             report.actions["skipped"] += 1
         return
-    if state == LegState.PREPARED:
+    if transfer.is_cross_ledger and set(states.values()) == {LegState.PREPARED}:
         # A transfer of the earlier protocol, whose decision lived in the control plane: decide
         # there first (a conditional update that an old coordinator's COMMITTED would have beaten),
         # then void both legs.
@@ -116,15 +121,21 @@ def _recover_pending(
         elif transfer.status == Status.COMMITTED:
             transfer_finish_forward(transfer, actor, report)
         return
-    if state is None:
-        # The abort decision: a tombstone under the credit leg's key. It never undoes a commit: if
-        # the coordinator's decision got there first, the re-read below sees it.
-        leg_void(transfer, Leg.CREDIT)
-        if _credit_state(transfer) == LegState.COMMITTED:
+    # The abort decision: a tombstone under the key of each leg not written yet — the decision's
+    # (the credit leg, or the debit leg of a transfer prepared at the control plane's server), and
+    # one never prepared. It never undoes a commit: if the coordinator's decision got there
+    # first, the re-read below sees it.
+    missing = [leg for leg in (Leg.CREDIT, Leg.DEBIT) if states[leg] is None]
+    if missing:
+        for leg in missing if transfer.is_cross_ledger else [Leg.CREDIT]:
+            leg_void(transfer, leg)
+        if LegState.COMMITTED in _leg_states(transfer).values():
             transfer_finish_forward(transfer, actor, report)
             return
-    fault_point("after_tombstone_credit")
-    if _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT] if transfer.is_cross_ledger else []):
+    fault_point("after_tombstone")
+    if _decide_abort(
+        transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT] if transfer.is_cross_ledger else []
+    ):
         _finished_by_recovery(transfer, report, "transfer_aborted")
 
 

@@ -22,6 +22,13 @@ only a hint, written when finishing had to be left to recovery.
 Five durable commits instead of seven (accept, prepare, decide, finish, complete), and the
 refusals found in the source ledger (funds, limit, frozen source) never touch the destination.
 
+When one of the two ledgers is a database on the control plane's own server (the designed
+topology: DB1 holds ``bank_core`` too), the steps on that server share transactions and a
+cross-ledger transfer takes three commits (see "with the control plane's server" below): accept
+with that *home* leg prepared; the other leg decided, COMMITTED in one commit (the credit, or the
+debit when the credit is the home leg); the home leg finished with the transfer COMPLETED. The
+rule stays: decided once a leg is COMMITTED; recovery's tombstone goes on the leg never prepared.
+
 A named fault point (``transfers.faults``) sits between every two steps. Whatever a crash leaves
 behind, ``transfers.recovery`` finishes forward (credit leg committed) or voids (undecided past its
 deadline).
@@ -36,7 +43,7 @@ import time
 import unicodedata
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -51,7 +58,7 @@ from accounts.numbers import account_number_parse
 from accounts.selectors import account_get
 from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
-from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry
+from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, same_server
 from bankcore.errors import ApplicationError
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
@@ -316,8 +323,19 @@ def _transfer_submit(
         ledger_sql.transfer_insert(transfer)
         auditlog_entry_created(transfer, actor=actor)
 
+    home = _home_leg(transfer)
+    started = time.monotonic()
     try:
-        atomic_with_retry("default", accept)
+        if home is None:
+            atomic_with_retry("default", accept)
+        else:
+            _accept_at_home(transfer, actor, accept, home)
+    except CommitOutcomeUnknown:
+        logger.warning("transfer %s: the control plane's server failed while committing the accept", transfer.id)
+        raise LedgerUnavailable(
+            "A database did not answer; if the transfer was recorded, recovery voids it.",
+            extra={"transfer_id": str(transfer.id)},
+        ) from None
     except OperationalError:
         logger.warning("transfer: control-plane database failed at accept")
         raise LedgerUnavailable("The control-plane database did not answer; nothing was moved.") from None
@@ -326,14 +344,19 @@ def _transfer_submit(
             raise
         # Lost a race on the same key: the winner's transfer is the answer.
         return _replay(Transfer.objects.get(client_id=client_id, idempotency_key=key), request_hash)
-    fault_point("after_accept")
 
-    started = time.monotonic()
     try:
-        if transfer.is_cross_ledger:
-            _execute_cross_ledger(transfer, actor)
+        if transfer.is_final:
+            pass  # refused at home, or a local transfer done in the accept's own commit
+        elif home is not None:
+            fault_point("after_accept_prepare")
+            _execute_from_home(transfer, actor, home)
         else:
-            _execute_local(transfer, actor)
+            fault_point("after_accept")
+            if transfer.is_cross_ledger:
+                _execute_cross_ledger(transfer, actor)
+            else:
+                _execute_local(transfer, actor)
     except OperationalError:
         # The control plane went away mid-transfer; recovery settles it once it is back, and a
         # replay with the same idempotency key then answers with the outcome.
@@ -418,40 +441,45 @@ def _check_funds_and_limit(account: LockedAccount, transfer: Transfer, *, spent_
 # --- one ledger -----------------------------------------------------------------------------------
 
 
+def _local_statements(transfer: Transfer) -> None:
+    """A transfer inside one ledger, inside that ledger's transaction: lock both accounts in
+    canonical order, check them, the funds and the daily limit, write both legs COMMITTED and post
+    both amounts."""
+    ledger = transfer.source_ledger
+    src = account_number_parse(transfer.source_account)
+    dst = account_number_parse(transfer.destination_account)
+    locked, spent_today = _lock_for_debit(ledger, [src.serial, dst.serial], transfer, source_pk=src.serial)
+    source = _check_account(locked.get(src.serial), transfer, side="source")
+    destination = _check_account(locked.get(dst.serial), transfer, side="destination")
+    _check_funds_and_limit(source, transfer, spent_today=spent_today)
+    now = timezone.now()
+    ledger_sql.legs_insert(
+        ledger,
+        transfer_id=transfer.id,
+        legs=[(Leg.DEBIT, source.pk), (Leg.CREDIT, destination.pk)],
+        amount=transfer.amount,
+        state=LegState.COMMITTED,
+        kind=transfer.kind,
+        business_date=transfer.business_date,
+        now=now,
+    )
+    for account, delta in ((source, -transfer.amount), (destination, transfer.amount)):
+        ledger_sql.post(
+            ledger,
+            account_pk=account.pk,
+            delta=delta,
+            transfer_id=transfer.id,
+            entry_kind=ENTRY_KIND[transfer.kind],
+            description=transfer.reference,
+            now=now,
+        )
+
+
 def _execute_local(transfer: Transfer, actor: Actor) -> None:
     ledger = transfer.source_ledger
 
-    def apply() -> None:
-        src = account_number_parse(transfer.source_account)
-        dst = account_number_parse(transfer.destination_account)
-        locked, spent_today = _lock_for_debit(ledger, [src.serial, dst.serial], transfer, source_pk=src.serial)
-        source = _check_account(locked.get(src.serial), transfer, side="source")
-        destination = _check_account(locked.get(dst.serial), transfer, side="destination")
-        _check_funds_and_limit(source, transfer, spent_today=spent_today)
-        now = timezone.now()
-        ledger_sql.legs_insert(
-            ledger,
-            transfer_id=transfer.id,
-            legs=[(Leg.DEBIT, source.pk), (Leg.CREDIT, destination.pk)],
-            amount=transfer.amount,
-            state=LegState.COMMITTED,
-            kind=transfer.kind,
-            business_date=transfer.business_date,
-            now=now,
-        )
-        for account, delta in ((source, -transfer.amount), (destination, transfer.amount)):
-            ledger_sql.post(
-                ledger,
-                account_pk=account.pk,
-                delta=delta,
-                transfer_id=transfer.id,
-                entry_kind=ENTRY_KIND[transfer.kind],
-                description=transfer.reference,
-                now=now,
-            )
-
     try:
-        atomic_with_retry(ledger, apply)
+        atomic_with_retry(ledger, lambda: _local_statements(transfer))
     except TransferRefused as refused:
         _decide_abort(transfer, actor, refused.error)
         return
@@ -482,62 +510,105 @@ def _leg_location(transfer: Transfer, leg: str) -> tuple[str, int]:
     return parsed.ledger, parsed.serial
 
 
+def _lock_and_check(transfer: Transfer, leg: str) -> LockedAccount:
+    """Inside the leg's ledger transaction: lock the leg's account and check it; for the debit,
+    also its funds and daily limit (read in the same round trip as the lock)."""
+    ledger, pk = _leg_location(transfer, leg)
+    if leg == Leg.CREDIT:
+        return _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side="destination")
+    locked, spent_today = _lock_for_debit(ledger, [pk], transfer, source_pk=pk)
+    account = _check_account(locked.get(pk), transfer, side="source")
+    _check_funds_and_limit(account, transfer, spent_today=spent_today)
+    return account
+
+
+def _prepare_statements(transfer: Transfer, leg: str) -> None:
+    """Lock and check the leg's account, hold the amount in its pending counter, write the leg
+    PREPARED. A VOIDED tombstone left by recovery makes the insert fail on the unique key."""
+    ledger, pk = _leg_location(transfer, leg)
+    _lock_and_check(transfer, leg)
+    now = timezone.now()
+    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+    ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=transfer.amount, now=now)
+    ledger_sql.legs_insert(
+        ledger,
+        transfer_id=transfer.id,
+        legs=[(leg, pk)],
+        amount=transfer.amount,
+        state=LegState.PREPARED,
+        kind=transfer.kind,
+        business_date=transfer.business_date,
+        now=now,
+    )
+
+
+def _post_leg(
+    ledger: str,
+    *,
+    leg: str,
+    account_pk: int,
+    amount: Decimal,
+    transfer_id: uuid.UUID,
+    kind: str,
+    description: str,
+    now,
+    release_pending: bool = False,
+) -> None:  # type: ignore[no-untyped-def]
+    """Post a leg's amount on its locked account (and release what its prepare held)."""
+    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+    ledger_sql.post(
+        ledger,
+        account_pk=account_pk,
+        delta=-amount if leg == Leg.DEBIT else amount,
+        transfer_id=transfer_id,
+        entry_kind=ENTRY_KIND[kind],
+        description=description,
+        now=now,
+        release_pending=field if release_pending else None,
+    )
+
+
 def leg_prepare(transfer: Transfer) -> None:
     """Phase 1, the debit leg in the source ledger: lock the account, check it, its funds and its
     daily limit, hold the amount in pending debits, write the leg PREPARED. Raises
     ``TransferRefused`` (rolled back, nothing held). A VOIDED tombstone left by recovery makes the
     insert fail on the unique key: the late prepare is refused."""
-    ledger, pk = _leg_location(transfer, Leg.DEBIT)
-
-    def prepare() -> None:
-        locked, spent_today = _lock_for_debit(ledger, [pk], transfer, source_pk=pk)
-        account = _check_account(locked.get(pk), transfer, side="source")
-        _check_funds_and_limit(account, transfer, spent_today=spent_today)
-        now = timezone.now()
-        ledger_sql.pending_add(ledger, account_pk=pk, field="pending_debits", amount=transfer.amount, now=now)
-        ledger_sql.legs_insert(
-            ledger,
-            transfer_id=transfer.id,
-            legs=[(Leg.DEBIT, pk)],
-            amount=transfer.amount,
-            state=LegState.PREPARED,
-            kind=transfer.kind,
-            business_date=transfer.business_date,
-            now=now,
-        )
-
-    _leg_step(ledger, prepare, transfer, doing="preparing the debit leg")
+    ledger, _ = _leg_location(transfer, Leg.DEBIT)
+    _leg_step(ledger, lambda: _prepare_statements(transfer, Leg.DEBIT), transfer, doing="preparing the debit leg")
 
 
-def leg_decide(transfer: Transfer) -> None:
-    """Phase 2, the decision, in the destination ledger: lock the account, check it, post the
-    credit with its entry and write the credit leg COMMITTED, in one commit. Once it returns, the
-    transfer will complete. Raises ``TransferRefused`` when it certainly did not commit (account
-    refused, recovery's tombstone already there, deadline passed, ledger down before the commit),
-    and ``CommitOutcomeUnknown`` when the connection failed during the commit itself: then only
-    recovery can tell, from the ledger, which way it went."""
-    ledger, pk = _leg_location(transfer, Leg.CREDIT)
+def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
+    """Phase 2, the decision, in the ledger of the transfer's decision leg (the credit leg, or the
+    debit leg when the credit leg was prepared in the control plane's transaction): lock the
+    account, check it (a debit: also funds and daily limit), post the amount with its entry and
+    write the leg COMMITTED, in one commit. Once it returns, the transfer will complete. Raises
+    ``TransferRefused`` when it certainly did not commit (account refused, recovery's tombstone
+    already there, deadline passed, ledger down before the commit), and ``CommitOutcomeUnknown``
+    when the connection failed during the commit itself: then only recovery can tell, from the
+    ledger, which way it went."""
+    ledger, pk = _leg_location(transfer, leg)
 
     def decide() -> None:
-        account = _check_account(ledger_sql.accounts_lock(ledger, [pk]).get(pk), transfer, side="destination")
+        _lock_and_check(transfer, leg)
         now = timezone.now()
         # The leg first: if recovery's tombstone holds the key, fail before touching the balance.
         ledger_sql.legs_insert(
             ledger,
             transfer_id=transfer.id,
-            legs=[(Leg.CREDIT, account.pk)],
+            legs=[(leg, pk)],
             amount=transfer.amount,
             state=LegState.COMMITTED,
             kind=transfer.kind,
             business_date=transfer.business_date,
             now=now,
         )
-        ledger_sql.post(
+        _post_leg(
             ledger,
-            account_pk=account.pk,
-            delta=transfer.amount,
+            leg=leg,
+            account_pk=pk,
+            amount=transfer.amount,
             transfer_id=transfer.id,
-            entry_kind=ENTRY_KIND[transfer.kind],
+            kind=transfer.kind,
             description=transfer.reference,
             now=now,
         )
@@ -598,15 +669,16 @@ def leg_commit_at(
             return False
         # ``post`` locks the account's row by its update and reads the balance after it; the leg's
         # pending amount is held there, so releasing it cannot break a constraint.
-        ledger_sql.post(
+        _post_leg(
             ledger,
+            leg=leg,
             account_pk=account_pk,
-            delta=-amount if leg == Leg.DEBIT else amount,
+            amount=amount,
             transfer_id=transfer_id,
-            entry_kind=ENTRY_KIND[kind],
+            kind=kind,
             description=description,
             now=now,
-            release_pending="pending_debits" if leg == Leg.DEBIT else "pending_credits",
+            release_pending=True,
         )
         return True
 
@@ -638,7 +710,7 @@ def _leg_void_at(
         if ledger_sql.leg_transition(ledger, transfer_id=transfer_id, leg=leg, to_state=LegState.VOIDED, now=now):
             ledger_sql.pending_add(ledger, account_pk=account_pk, field=field, amount=-amount, now=now)
             return True
-        if TransferLeg.objects.using(ledger).filter(transfer_id=transfer_id, leg=leg).exists():
+        if ledger_sql.leg_exists(ledger, transfer_id=transfer_id, leg=leg):
             return False  # already voided, or committed (which a void must never undo)
         ledger_sql.legs_insert(
             ledger,
@@ -692,6 +764,156 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
         return
     fault_point("after_finish_debit")
     _complete(transfer, actor)
+
+
+# --- with the control plane's server --------------------------------------------------------------
+#
+# When a leg's ledger is a database on the control plane's server (the designed topology: DB1 holds
+# ``bank_core`` beside ``bank_source``), that leg's steps share the control plane's transactions:
+# one InnoDB transaction across the two databases (``bankcore.db.server_transaction(join=…)``).
+# That leg is the transfer's *home* leg and the other is decided on its own:
+#
+#   1. accept + prepare the home leg          (control plane's server: one commit)
+#   2. decide: the other leg COMMITTED         (its ledger: one commit; the point of no return)
+#   3. finish the home leg + COMPLETED         (control plane's server: one commit)
+#
+# Three commits instead of five; a refusal at home records the transfer ABORTED in one commit, a
+# refusal of the decision aborts and voids the home leg in one. A transfer inside the home ledger
+# is one commit altogether. The rule recovery reads is the same as the five-step protocol's: the
+# transfer is decided once one leg is COMMITTED; the leg that was never prepared (the decision's)
+# is the one recovery tombstones.
+
+
+def _home_leg(transfer: Transfer) -> str | None:
+    """The leg whose ledger shares the control plane's server, if any (the debit leg if both do)."""
+    if not settings.BANKCORE_SHARED_COMMITS:
+        return None
+    if same_server("default", transfer.source_ledger):
+        return Leg.DEBIT
+    if transfer.is_cross_ledger and same_server("default", transfer.destination_ledger):
+        return Leg.CREDIT
+    return None
+
+
+def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None], home: str) -> None:
+    """Accept and the home leg's step in one commit: across ledgers, the home leg PREPARED; inside
+    the home ledger, the whole transfer, COMPLETED. A refusal (or a lock given up on) rolls that
+    back and records the transfer ABORTED instead, in one commit. IntegrityError (the idempotency
+    key taken), OperationalError and CommitOutcomeUnknown propagate to ``_transfer_submit``."""
+    ledger, _ = _leg_location(transfer, home)
+    if transfer.is_cross_ledger:
+        step = lambda: _prepare_statements(transfer, home)  # noqa: E731
+    else:
+        now = timezone.now()
+        transfer.status, transfer.committed_at, transfer.finished_at = Status.COMPLETED, now, now
+
+        def step() -> None:
+            _local_statements(transfer)
+            _transfer_event(transfer, actor, "transfer.completed")
+
+    def work() -> None:
+        accept()
+        step()
+
+    try:
+        atomic_with_retry("default", work, join=[ledger])
+        return
+    except TransferRefused as refused:
+        error = refused.error
+    except LockConflictGaveUp:
+        error = LedgerBusy("The account is busy; the transfer was not made.")
+    now = timezone.now()
+    transfer.status, transfer.committed_at, transfer.finished_at = Status.ABORTED, None, now
+    transfer.failure_code, transfer.failure_detail = error.code, error.detail[:500]
+
+    def refused_work() -> None:
+        accept()
+        _transfer_event(transfer, actor, "transfer.aborted", failure_code=error.code)
+
+    atomic_with_retry("default", refused_work)
+
+
+def _execute_from_home(transfer: Transfer, actor: Actor, home: str) -> None:
+    """Steps 2 and 3 of a transfer whose home leg is prepared (step 1 was the accept)."""
+    decision = Leg.DEBIT if home == Leg.CREDIT else Leg.CREDIT
+    try:
+        leg_decide(transfer, decision)
+    except TransferRefused as refused:
+        _abort_at_home(transfer, actor, refused.error, home)
+        return
+    # CommitOutcomeUnknown from the decision propagates, as in ``_execute_cross_ledger``.
+    fault_point(f"after_decide_{decision}")
+    try:
+        _finish_at_home(transfer, actor, home)
+    except (OperationalError, LockConflictGaveUp):
+        logger.warning("transfer %s: decided, finishing the %s leg deferred to recovery", transfer.id, home)
+        _mark_committed(transfer)
+
+
+def _finish_at_home(transfer: Transfer, actor: Actor, home: str) -> None:
+    """The home leg PREPARED → COMMITTED (posted, its entry written) and the transfer COMPLETED,
+    in one commit. The leg's conditional update claims it: if recovery finished it first, this
+    leaves the rest to recovery too."""
+    ledger, pk = _leg_location(transfer, home)
+
+    def work() -> datetime | None:
+        now = timezone.now()
+        claimed, status = ledger_sql.leg_transition_and_transfer_lock(
+            ledger, transfer_id=transfer.id, leg=home, to_state=LegState.COMMITTED, now=now
+        )
+        if not claimed or status not in (Status.PENDING, Status.COMMITTED):
+            return None
+        _post_leg(
+            ledger,
+            leg=home,
+            account_pk=pk,
+            amount=transfer.amount,
+            transfer_id=transfer.id,
+            kind=transfer.kind,
+            description=transfer.reference,
+            now=now,
+            release_pending=True,
+        )
+        ledger_sql.transfer_set_final(transfer.id, status=Status.COMPLETED, now=now)
+        _transfer_event(transfer, actor, "transfer.completed")
+        return now
+
+    finished = atomic_with_retry("default", work, join=[ledger])
+    if finished is None:
+        transfer.refresh_from_db()
+        return
+    transfer.status, transfer.finished_at = Status.COMPLETED, finished
+    transfer.committed_at = transfer.committed_at or finished
+
+
+def _abort_at_home(transfer: Transfer, actor: Actor, error: ApplicationError, home: str) -> None:
+    """The decision was refused: the transfer ABORTED with the reason and the home leg VOIDED
+    (its pending amount released), in one commit. If recovery got there first, its outcome stands."""
+    ledger, pk = _leg_location(transfer, home)
+    field = "pending_debits" if home == Leg.DEBIT else "pending_credits"
+    detail = error.detail[:500]
+
+    def work() -> datetime | None:
+        now = timezone.now()
+        voided, status = ledger_sql.leg_transition_and_transfer_lock(
+            ledger, transfer_id=transfer.id, leg=home, to_state=LegState.VOIDED, now=now
+        )
+        if voided:
+            ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=-transfer.amount, now=now)
+        if status != Status.PENDING:
+            return None
+        ledger_sql.transfer_set_final(
+            transfer.id, status=Status.ABORTED, now=now, failure_code=error.code, failure_detail=detail
+        )
+        _transfer_event(transfer, actor, "transfer.aborted", failure_code=error.code)
+        return now
+
+    aborted = atomic_with_retry("default", work, join=[ledger])
+    if aborted is None:
+        transfer.refresh_from_db()
+        return
+    transfer.status, transfer.finished_at = Status.ABORTED, aborted
+    transfer.failure_code, transfer.failure_detail = error.code, detail
 
 
 # --- decisions (control plane) --------------------------------------------------------------------

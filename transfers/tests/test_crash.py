@@ -25,10 +25,14 @@ from transfers.services import leg_prepare
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
 
-def run_until_fault(fault: str, source: str, destination: str, amount: str) -> subprocess.CompletedProcess[str]:
+def run_until_fault(
+    fault: str, source: str, destination: str, amount: str, *, shared: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``shared``: with the commits shared with the control plane's server (three steps, the
+    default); without, every step commits on its own (five steps, as with ledgers elsewhere)."""
     return subprocess.run(
         [sys.executable, "-m", "transfers.tests.crash_worker", source, destination, amount],
-        env=subprocess_env(BANKCORE_FAULT_AT=fault),
+        env=subprocess_env(BANKCORE_FAULT_AT=fault, BANKCORE_SHARED_COMMITS=str(shared).lower()),
         capture_output=True,
         text=True,
         timeout=120,
@@ -53,11 +57,99 @@ LOCAL = [
     ("after_accept", Transfer.Status.ABORTED),
     ("after_local_commit", Transfer.Status.COMPLETED),
 ]
+# With the control plane's server (db1): (source ledger, destination ledger, fault, outcome). From
+# db1 the debit is the home leg and the credit decides; towards db1 the credit is home and the
+# debit decides.
+HOME = [
+    ("db1", "db2", "after_accept_prepare", Transfer.Status.ABORTED),
+    ("db1", "db2", "after_decide_credit", Transfer.Status.COMPLETED),
+    ("db2", "db1", "after_accept_prepare", Transfer.Status.ABORTED),
+    ("db2", "db1", "after_decide_debit", Transfer.Status.COMPLETED),
+]
 
 
 def test_every_fault_point_is_exercised():
-    exercised = {f for f, _ in CROSS + LOCAL} | {"after_decide_abort", "after_tombstone_credit"}
+    exercised = {f for f, _ in CROSS + LOCAL} | {f for *_, f, _ in HOME} | {"after_decide_abort", "after_tombstone"}
     assert exercised == set(FAULT_POINTS)
+
+
+def _assert_settled(transfer: Transfer, alice, bob, outcome: str) -> None:  # type: ignore[no-untyped-def]
+    transfer.refresh_from_db()
+    assert transfer.status == outcome
+    expected = (
+        [Decimal("70.00"), Decimal("35.00")]
+        if outcome == Transfer.Status.COMPLETED
+        else [Decimal("100.00"), Decimal("5.00")]
+    )
+    assert balances(alice, bob) == expected
+    for account in (alice, bob):
+        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
+        assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    states = {
+        leg.leg: leg.state
+        for ledger in settings.LEDGERS
+        for leg in TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id)
+    }
+    if outcome == Transfer.Status.COMPLETED:
+        assert states == {"debit": "committed", "credit": "committed"}
+    else:
+        assert set(states.values()) <= {"voided"}
+        assert transfer.failure_code == "transfer_timed_out"
+    assert reconcile().ok
+
+
+@pytest.mark.parametrize(("source", "destination", "fault", "outcome"), HOME)
+def test_crash_at_fault_point_with_the_control_planes_server_then_recovery(
+    make_account, source, destination, fault, outcome
+):
+    alice, bob = make_account(source, "100.00"), make_account(destination, "5.00")
+    result = run_until_fault(fault, alice.number, bob.number, "30.00", shared=True)
+    assert result.returncode == FAULT_EXIT_CODE, result.stdout + result.stderr
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    assert not transfer.is_final
+    home = "debit" if source == "db1" else "credit"
+    assert TransferLeg.objects.using("db1").get(transfer_id=transfer.id, leg=home).state == "prepared"
+    recover_after_deadline()
+    _assert_settled(transfer, alice, bob, outcome)
+
+
+def test_crash_in_recovery_between_its_debit_tombstone_and_the_abort(make_account):
+    """Towards the control plane's ledger the credit leg is prepared at accept and the debit leg
+    decides: recovery's tombstone goes on the debit leg's key, and a recovery killed right after
+    it leaves a transfer the next pass aborts, releasing the held credit."""
+    alice, bob = make_account("db2", "100.00"), make_account("db1", "5.00")
+    assert run_until_fault("after_accept_prepare", alice.number, bob.number, "30.00", shared=True).returncode == (
+        FAULT_EXIT_CODE
+    )
+    later = (timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)).isoformat()
+    code = (
+        "import django; django.setup();"
+        "from django.utils.dateparse import parse_datetime;"
+        "from transfers.recovery import transfers_recover;"
+        f"transfers_recover(now=parse_datetime('{later}'), grace_seconds=0)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(BANKCORE_FAULT_AT="after_tombstone"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+    assert child.returncode == FAULT_EXIT_CODE, child.stderr
+    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
+    assert transfer.status == Transfer.Status.PENDING
+    tombstone = TransferLeg.objects.using("db2").get(transfer_id=transfer.id, leg="debit")
+    assert (tombstone.state, tombstone.account_id) == ("voided", None)
+    assert Account.objects.using("db1").get(pk=bob.pk).pending_credits == Decimal("30.00")
+    # The coordinator, waking up late, cannot decide any more: the tombstone holds the key.
+    from transfers.errors import TransferRefused
+    from transfers.services import leg_decide
+
+    with pytest.raises(TransferRefused):
+        leg_decide(transfer, "debit")
+    recover_after_deadline()
+    _assert_settled(transfer, alice, bob, Transfer.Status.ABORTED)
 
 
 @pytest.mark.parametrize(("fault", "outcome"), CROSS + [(f"local:{f}", o) for f, o in LOCAL])
@@ -122,7 +214,7 @@ def test_crash_in_recovery_between_its_tombstone_and_the_abort(make_account):
     )
     child = subprocess.run(
         [sys.executable, "-c", code],
-        env=subprocess_env(BANKCORE_FAULT_AT="after_tombstone_credit"),
+        env=subprocess_env(BANKCORE_FAULT_AT="after_tombstone", BANKCORE_SHARED_COMMITS="false"),
         capture_output=True,
         text=True,
         timeout=120,
