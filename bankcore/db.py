@@ -295,7 +295,7 @@ def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None
             # What the joined alias's own connection knows of its server (version, hence native
             # UUIDs) is read once per process by a query of its own, which the guard below would
             # refuse inside the transaction: read it first.
-            connections[alias].mysql_server_data  # noqa: B018
+            connections[alias].mysql_server_data  # type: ignore[attr-defined]  # noqa: B018
     except OperationalError:
         _close_quietly(connection)
         raise
