@@ -193,6 +193,18 @@ def _cpu_times() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+_SERVER_PIDS: list[int] = []  # the MariaDB servers' processes, whose own CPU is reported apart
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far, from /proc (0 where it is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _window_start() -> float:
     time.sleep(max(0.0, _START_AT - time.monotonic()))
     return _START_AT
@@ -213,8 +225,10 @@ def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, in
         pending = pool.map_async(worker, arguments)
         time.sleep(max(0.0, _START_AT - time.monotonic()))
         busy_before, total_before = _cpu_times()
+        servers_before = sum(_process_cpu_seconds(pid) for pid in _SERVER_PIDS)
         time.sleep(seconds)
         busy_after, total_after = _cpu_times()
+        servers_after = sum(_process_cpu_seconds(pid) for pid in _SERVER_PIDS)
         results = pending.get()
     elapsed = seconds
     latencies = sorted(x for r in results for x in r)
@@ -223,7 +237,9 @@ def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, in
     count = len(latencies)
     busy_fraction = (busy_after - busy_before) / max(total_after - total_before, 1e-9)
     LAST_WINDOW_CPU.update(
-        busy=busy_fraction, ms_per_transfer=busy_fraction * (os.cpu_count() or 1) * seconds * 1000 / count
+        busy=busy_fraction,
+        ms_per_transfer=busy_fraction * (os.cpu_count() or 1) * seconds * 1000 / count,
+        servers_ms_per_transfer=(servers_after - servers_before) * 1000 / count,
     )
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(count - 1, int(count * 0.99))] * 1000
@@ -245,6 +261,7 @@ def main() -> None:
     try:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: s.start(), servers))
+        _SERVER_PIDS.extend(s.process.pid for s in servers if s.process is not None)
         _configure(servers)
         _create_databases(servers)
         import django
@@ -275,21 +292,27 @@ def main() -> None:
                 rate, p50, p99, count = figures
                 ratio = rate / raw[n] if raw.get(n) else float("nan")
                 busy, cpu_ms = LAST_WINDOW_CPU.get("busy", 0.0), LAST_WINDOW_CPU.get("ms_per_transfer", 0.0)
-                rows.append((scenario, n, rate, p50, p99, count, ratio, busy, cpu_ms))
+                server_ms = LAST_WINDOW_CPU.get("servers_ms_per_transfer", 0.0)
+                rows.append((scenario, n, rate, p50, p99, count, ratio, busy, cpu_ms, server_ms))
                 print(
                     f"{scenario:>6} {n:>3} workers: {rate:8.1f} transfers/s  p50 {p50:6.1f} ms  p99 {p99:7.1f} ms  "
-                    f"({count} transfers)  ratio to raw {ratio:.2f}  CPU busy {busy:.0%}, {cpu_ms:.1f} CPU-ms/transfer",
+                    f"({count} transfers)  ratio to raw {ratio:.2f}  CPU busy {busy:.0%}, {cpu_ms:.1f} CPU-ms/transfer "
+                    f"({server_ms:.1f} in the servers)",
                     flush=True,
                 )
         from transfers.reconciliation import reconcile
 
         report = reconcile()
         print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
-        print("\n| scenario | workers | transfers/s | p50 ms | p99 ms | ratio to raw | CPU busy | CPU-ms/transfer |")
-        print("|---|---|---|---|---|---|---|---|")
-        for scenario, n, rate, p50, p99, _, ratio, busy, cpu_ms in rows:
+        print(
+            "\n| scenario | workers | transfers/s | p50 ms | p99 ms | ratio to raw | CPU busy | CPU-ms/transfer "
+            "| of which servers |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for scenario, n, rate, p50, p99, _, ratio, busy, cpu_ms, server_ms in rows:
             print(
-                f"| {scenario} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f} | {busy:.0%} | {cpu_ms:.1f} |"
+                f"| {scenario} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f} | {busy:.0%} | {cpu_ms:.1f} "
+                f"| {server_ms:.1f} |"
             )
     finally:
         for server in servers:

@@ -148,6 +148,94 @@ def accounts_lock_and_daily_debits(
     return _locked(locked.rows), _money(spent.rows[0][0])
 
 
+BALANCE_FIELDS = PENDING_FIELDS | {"posted"}
+
+
+def account_change_checked(
+    ledger: str,
+    *,
+    account_pk: int,
+    number: str,
+    currency: str,
+    field: str,
+    delta: Decimal,
+    now: datetime,
+    funds: Decimal | None = None,
+    daily_debits_on: date | None = None,
+) -> tuple[bool, str | None, Decimal]:
+    """Add ``delta`` to one of an account's balance fields by a conditional ``UPDATE`` that is also
+    the check: the account exists under that number, is neither frozen nor closed, holds
+    ``currency`` and, with ``funds``, has that much available (or may overdraw). The UPDATE takes
+    the row lock, so no ``SELECT … FOR UPDATE`` is needed first. With ``daily_debits_on``, a second
+    statement in the same round trip reads the account's kind and its transfer debits of that day
+    that are prepared or committed: a statement of its own after the locking one, so under READ
+    COMMITTED it sees every debit leg committed under the lock before (see
+    ``accounts_lock_and_daily_debits``). Returns (changed, kind, debits); when nothing changed the
+    caller finds out why under ``accounts_lock`` (the refusal path only)."""
+    assert field in BALANCE_FIELDS
+    sql = (
+        f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s "
+        "WHERE id = %s AND number = %s AND status NOT IN (%s, %s) AND currency = %s"
+    )
+    params: list[Any] = [
+        delta,
+        _now(ledger, now),
+        account_pk,
+        number,
+        Account.Status.FROZEN,
+        Account.Status.CLOSED,
+        currency,
+    ]
+    if funds is not None:
+        sql += " AND (allow_overdraft OR posted - pending_debits >= %s)"
+        params.append(funds)
+    statements: list[Statement] = [(sql, params)]
+    if daily_debits_on is not None:
+        statements.append(
+            (
+                f"SELECT kind, (SELECT COALESCE(SUM(amount), 0) FROM {table(ledger, LEG)} WHERE account_id = %s "
+                "AND business_date = %s AND leg = %s AND kind = %s AND state IN (%s, %s)) "
+                f"FROM {table(ledger, ACCOUNT)} WHERE id = %s",
+                [
+                    account_pk,
+                    _date(ledger, daily_debits_on),
+                    TransferLeg.Leg.DEBIT,
+                    Transfer.Kind.TRANSFER,
+                    TransferLeg.State.PREPARED,
+                    TransferLeg.State.COMMITTED,
+                    account_pk,
+                ],
+            )
+        )
+    results = execute_all(ledger, statements)
+    if results[0].rowcount != 1:
+        return False, None, Decimal("0.00")
+    if daily_debits_on is None:
+        return True, None, Decimal("0.00")
+    kind, spent = results[1].rows[0]
+    return True, kind, _money(spent)
+
+
+def entry_insert(
+    ledger: str,
+    *,
+    account_pk: int,
+    amount: Decimal,
+    transfer_id: uuid.UUID,
+    entry_kind: str,
+    description: str,
+    now: datetime,
+) -> None:
+    """The entry of a change just made to the account's posted balance, with the balance after it
+    (read in the same transaction, under the row lock the change took)."""
+    defer(
+        ledger,
+        f"INSERT INTO {table(ledger, ENTRY)} (account_id, amount, balance_after, kind, transfer_id, description, "
+        f"created_at) SELECT id, %s, posted, %s, %s, %s, %s FROM {table(ledger, ACCOUNT)} WHERE id = %s",
+        [amount, entry_kind, _uuid(ledger, transfer_id), description[:140], _now(ledger, now), account_pk],
+    )
+
+
 def pending_add(ledger: str, *, account_pk: int, field: str, amount: Decimal, now: datetime) -> None:
     """Hold ``amount`` (positive) or release it (negative) in a pending counter."""
     assert field in PENDING_FIELDS
@@ -205,21 +293,35 @@ def leg_exists(ledger: str, *, transfer_id: uuid.UUID, leg: str) -> bool:
     return bool(execute(ledger, sql, [_uuid(ledger, transfer_id), leg]).rows)
 
 
-def leg_transition_and_transfer_lock(
-    ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, now: datetime
-) -> tuple[bool, str | None]:
-    """``leg_transition``, then lock the transfer's row in the control plane (``FOR UPDATE``) and
-    read its status (None if unknown), in one round trip: for a transaction of the control plane
-    that the leg's ledger joined (``bankcore.db.server_transaction``). Under the lock the status
-    cannot change before the commit, so what the caller writes next is exactly right."""
-    changed, status = execute_all(
+def leg_and_transfer_transition(
+    ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, status: str, now: datetime, **failure: str
+) -> tuple[bool, bool]:
+    """The leg PREPARED → ``to_state`` and the transfer → ``status`` (COMPLETED from PENDING or
+    COMMITTED; ABORTED from PENDING, with ``failure_code``/``failure_detail``), two conditional
+    updates in one round trip, for a transaction of the control plane that the leg's ledger joined
+    (``bankcore.db.server_transaction``). Returns which of the two changed a row."""
+    stamp = _now("default", now)
+    key = _uuid("default", transfer_id)
+    if status == Transfer.Status.COMPLETED:
+        transfer_update: Statement = (
+            f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, committed_at = COALESCE(committed_at, %s) "
+            "WHERE id = %s AND status IN (%s, %s)",
+            [status, stamp, stamp, key, Transfer.Status.PENDING, Transfer.Status.COMMITTED],
+        )
+    else:
+        transfer_update = (
+            f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, failure_code = %s, failure_detail = %s "
+            "WHERE id = %s AND status = %s",
+            [status, stamp, failure["failure_code"], failure["failure_detail"], key, Transfer.Status.PENDING],
+        )
+    leg_changed, transfer_changed = execute_all(
         "default",
         [
             _leg_transition_statement(ledger, transfer_id=transfer_id, leg=leg, to_state=to_state, now=now),
-            (f"SELECT status FROM {TRANSFER} WHERE id = %s FOR UPDATE", [_uuid("default", transfer_id)]),
+            transfer_update,
         ],
     )
-    return changed.rowcount == 1, status.rows[0][0] if status.rows else None
+    return leg_changed.rowcount == 1, transfer_changed.rowcount == 1
 
 
 def post(
@@ -247,11 +349,14 @@ def post(
         f"UPDATE {table(ledger, ACCOUNT)} SET posted = posted + %s{release}, updated_at = %s WHERE id = %s",
         [*params, stamp, account_pk],
     )
-    defer(
+    entry_insert(
         ledger,
-        f"INSERT INTO {table(ledger, ENTRY)} (account_id, amount, balance_after, kind, transfer_id, description, "
-        f"created_at) SELECT id, %s, posted, %s, %s, %s, %s FROM {table(ledger, ACCOUNT)} WHERE id = %s",
-        [delta, entry_kind, _uuid(ledger, transfer_id), description[:140], stamp, account_pk],
+        account_pk=account_pk,
+        amount=delta,
+        transfer_id=transfer_id,
+        entry_kind=entry_kind,
+        description=description,
+        now=now,
     )
 
 
@@ -329,26 +434,3 @@ def transfer_mark_completed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
         ],
     )
     return changed == 1
-
-
-def transfer_set_final(
-    transfer_id: uuid.UUID, *, status: str, now: datetime, failure_code: str = "", failure_detail: str = ""
-) -> None:
-    """COMPLETED or ABORTED, for a transfer whose row this transaction holds the lock of (its
-    status read under it: ``leg_transition_and_transfer_lock``). Deferred, so it rides on the
-    COMMIT's round trip."""
-    stamp = _now("default", now)
-    committed = "COALESCE(committed_at, %s)" if status == Transfer.Status.COMPLETED else "committed_at"
-    defer(
-        "default",
-        f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, committed_at = {committed}, failure_code = %s, "
-        "failure_detail = %s WHERE id = %s",
-        [
-            status,
-            stamp,
-            *([stamp] if status == Transfer.Status.COMPLETED else []),
-            failure_code,
-            failure_detail,
-            _uuid("default", transfer_id),
-        ],
-    )

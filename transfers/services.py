@@ -427,13 +427,17 @@ def _lock_for_debit(
 def _check_funds_and_limit(account: LockedAccount, transfer: Transfer, *, spent_today: Decimal) -> None:
     if not account.allow_overdraft and account.available < transfer.amount:
         raise TransferRefused(InsufficientFunds(f"Account {account.number} has {account.available} available."))
-    if transfer.kind != Transfer.Kind.TRANSFER or account.kind != Account.Kind.CUSTOMER:
+    _check_daily_limit(account.number, account.kind, transfer, spent_today=spent_today)
+
+
+def _check_daily_limit(number: str, account_kind: str | None, transfer: Transfer, *, spent_today: Decimal) -> None:
+    if transfer.kind != Transfer.Kind.TRANSFER or account_kind != Account.Kind.CUSTOMER:
         return
     # Read under the account's row lock: every debit leg of this account is written under it too.
     if spent_today + transfer.amount > settings.DAILY_TRANSFER_LIMIT:
         raise TransferRefused(
             DailyLimitExceeded(
-                f"Account {account.number} has moved {spent_today} today; the daily limit is {settings.DAILY_TRANSFER_LIMIT}."
+                f"Account {number} has moved {spent_today} today; the daily limit is {settings.DAILY_TRANSFER_LIMIT}."
             )
         )
 
@@ -522,14 +526,48 @@ def _lock_and_check(transfer: Transfer, leg: str) -> LockedAccount:
     return account
 
 
-def _prepare_statements(transfer: Transfer, leg: str) -> None:
-    """Lock and check the leg's account, hold the amount in its pending counter, write the leg
-    PREPARED. A VOIDED tombstone left by recovery makes the insert fail on the unique key."""
+def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) -> None:
+    """Inside the leg's ledger transaction: apply the leg's amount to its account's ``field`` (hold
+    it in a pending counter, or post it) by the conditional update that is also the check of the
+    account and, for the debit, of its funds (``ledger_sql.account_change_checked``); then the daily
+    limit of a customer's debit, read under the row lock the update took. Raises
+    ``TransferRefused``. Why an update changed nothing is found out under the row lock by the same
+    checks in Python (``_lock_and_check``), which raise the refusal; if nothing is wrong by then
+    (the account changed in between), the change applies under that lock."""
     ledger, pk = _leg_location(transfer, leg)
-    _lock_and_check(transfer, leg)
+    debit = leg == Leg.DEBIT
+    number = transfer.source_account if debit else transfer.destination_account
+    daily = transfer.business_date if debit and transfer.kind == Transfer.Kind.TRANSFER else None
+
+    def change() -> tuple[bool, str | None, Decimal]:
+        return ledger_sql.account_change_checked(
+            ledger,
+            account_pk=pk,
+            number=number,
+            currency=transfer.currency,
+            field=field,
+            delta=-transfer.amount if debit and field == "posted" else transfer.amount,
+            now=now,
+            funds=transfer.amount if debit else None,
+            daily_debits_on=daily,
+        )
+
+    changed, kind, spent_today = change()
+    if not changed:
+        _lock_and_check(transfer, leg)
+        changed, kind, spent_today = change()
+        if not changed:
+            raise RuntimeError(f"account {number} passed its checks under the lock but its update changed nothing")
+    if daily is not None:
+        _check_daily_limit(number, kind, transfer, spent_today=spent_today)
+
+
+def _prepare_statements(transfer: Transfer, leg: str) -> None:
+    """Check the leg's account and hold the amount in its pending counter, write the leg PREPARED.
+    A VOIDED tombstone left by recovery makes the insert fail on the unique key."""
+    ledger, pk = _leg_location(transfer, leg)
     now = timezone.now()
-    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
-    ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=transfer.amount, now=now)
+    _change_checked(transfer, leg, field="pending_debits" if leg == Leg.DEBIT else "pending_credits", now=now)
     ledger_sql.legs_insert(
         ledger,
         transfer_id=transfer.id,
@@ -589,9 +627,10 @@ def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
     ledger, pk = _leg_location(transfer, leg)
 
     def decide() -> None:
-        _lock_and_check(transfer, leg)
         now = timezone.now()
-        # The leg first: if recovery's tombstone holds the key, fail before touching the balance.
+        _change_checked(transfer, leg, field="posted", now=now)
+        # If recovery's tombstone holds the leg's key, this insert fails with the COMMIT's round
+        # trip and the whole step rolls back: the balance is untouched.
         ledger_sql.legs_insert(
             ledger,
             transfer_id=transfer.id,
@@ -602,13 +641,12 @@ def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
             business_date=transfer.business_date,
             now=now,
         )
-        _post_leg(
+        ledger_sql.entry_insert(
             ledger,
-            leg=leg,
             account_pk=pk,
-            amount=transfer.amount,
+            amount=-transfer.amount if leg == Leg.DEBIT else transfer.amount,
             transfer_id=transfer.id,
-            kind=transfer.kind,
+            entry_kind=ENTRY_KIND[transfer.kind],
             description=transfer.reference,
             now=now,
         )
@@ -784,6 +822,10 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
 # is the one recovery tombstones.
 
 
+class _LeftToRecovery(Exception):
+    """Raised inside a transaction to roll it back: recovery is finishing this transfer."""
+
+
 def _home_leg(transfer: Transfer) -> str | None:
     """The leg whose ledger shares the control plane's server, if any (the debit leg if both do)."""
     if not settings.BANKCORE_SHARED_COMMITS:
@@ -856,13 +898,13 @@ def _finish_at_home(transfer: Transfer, actor: Actor, home: str) -> None:
     leaves the rest to recovery too."""
     ledger, pk = _leg_location(transfer, home)
 
-    def work() -> datetime | None:
+    def work() -> datetime:
         now = timezone.now()
-        claimed, status = ledger_sql.leg_transition_and_transfer_lock(
-            ledger, transfer_id=transfer.id, leg=home, to_state=LegState.COMMITTED, now=now
+        claimed, completed = ledger_sql.leg_and_transfer_transition(
+            ledger, transfer_id=transfer.id, leg=home, to_state=LegState.COMMITTED, status=Status.COMPLETED, now=now
         )
-        if not claimed or status not in (Status.PENDING, Status.COMMITTED):
-            return None
+        if not (claimed and completed):
+            raise _LeftToRecovery  # rolls both back: recovery got to one of them first
         _post_leg(
             ledger,
             leg=home,
@@ -874,12 +916,12 @@ def _finish_at_home(transfer: Transfer, actor: Actor, home: str) -> None:
             now=now,
             release_pending=True,
         )
-        ledger_sql.transfer_set_final(transfer.id, status=Status.COMPLETED, now=now)
         _transfer_event(transfer, actor, "transfer.completed")
         return now
 
-    finished = atomic_with_retry("default", work, join=[ledger])
-    if finished is None:
+    try:
+        finished = atomic_with_retry("default", work, join=[ledger])
+    except _LeftToRecovery:
         transfer.refresh_from_db()
         return
     transfer.status, transfer.finished_at = Status.COMPLETED, finished
@@ -895,16 +937,20 @@ def _abort_at_home(transfer: Transfer, actor: Actor, error: ApplicationError, ho
 
     def work() -> datetime | None:
         now = timezone.now()
-        voided, status = ledger_sql.leg_transition_and_transfer_lock(
-            ledger, transfer_id=transfer.id, leg=home, to_state=LegState.VOIDED, now=now
+        voided, aborted = ledger_sql.leg_and_transfer_transition(
+            ledger,
+            transfer_id=transfer.id,
+            leg=home,
+            to_state=LegState.VOIDED,
+            status=Status.ABORTED,
+            now=now,
+            failure_code=error.code,
+            failure_detail=detail,
         )
         if voided:
             ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=-transfer.amount, now=now)
-        if status != Status.PENDING:
-            return None
-        ledger_sql.transfer_set_final(
-            transfer.id, status=Status.ABORTED, now=now, failure_code=error.code, failure_detail=detail
-        )
+        if not aborted:
+            return None  # recovery aborted it first (its outcome stands); a leg it left is voided here
         _transfer_event(transfer, actor, "transfer.aborted", failure_code=error.code)
         return now
 

@@ -209,6 +209,46 @@ def test_every_refusal_has_a_code_and_moves_nothing(actor, make_account):
         assert snapshot(alice, bob, *others) == before, fields
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["three-commits", "five-commits"])
+@pytest.mark.parametrize(("source_ledger", "destination_ledger"), [("db1", "db2"), ("db2", "db1")])
+def test_refusals_either_way_round_and_by_either_protocol_move_nothing(
+    actor, make_account, settings, shared, source_ledger, destination_ledger
+):
+    """db1 shares the control plane's server: from db1 the debit is prepared with the accept and
+    the credit decides; towards db1 the credit is prepared (its amount held in pending credits)
+    and the debit decides, so a refusal of the debit must release that hold. Without shared
+    commits both directions run the five-step protocol. Each refusal is recorded, once, as an
+    aborted transfer with its code, and nothing moved."""
+    settings.BANKCORE_SHARED_COMMITS = shared
+    settings.DAILY_TRANSFER_LIMIT = Decimal("50.00")
+    alice, bob = make_account(source_ledger, "100.00"), make_account(destination_ledger, "0.00")
+    frozen = make_account(destination_ledger, "0.00")
+    account_freeze(actor=actor, number=frozen.number)
+    cases = [
+        (bob, "100.01", InsufficientFunds),
+        (bob, "60.00", DailyLimitExceeded),
+        (frozen, "1.00", AccountFrozen),
+    ]
+    for destination, amount, error in cases:
+        before = snapshot(alice, bob, frozen)
+        with pytest.raises(error) as refused:
+            transfer_create(
+                actor=actor, source_account=alice.number, destination_account=destination.number, amount=amount
+            )
+        assert snapshot(alice, bob, frozen) == before, error
+        aborted = refused.value.transfer
+        aborted.refresh_from_db()
+        assert (aborted.status, aborted.failure_code) == (Transfer.Status.ABORTED, error.code)
+        assert AuditEvent.objects.filter(object_id=str(aborted.id), action="transfer.aborted").count() == 1
+    done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
+    assert done.status == Transfer.Status.COMPLETED
+    assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
+    for account in (alice, bob):
+        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
+        assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    assert AuditEvent.objects.filter(object_id=str(done.id), action="transfer.completed").count() == 1
+
+
 def test_daily_limit_counts_pending_and_completed_debits_of_the_business_day(actor, make_account, settings):
     settings.DAILY_TRANSFER_LIMIT = Decimal("100.00")
     alice, bob = make_account("db1", "1000.00"), make_account("db2")
@@ -303,3 +343,27 @@ def test_a_refusal_is_replayed_not_retried(actor, make_account):
         )
     assert replay.value.transfer.id == first.value.transfer.id and replay.value.replayed
     assert balances(alice, bob) == [Decimal("105.00"), Decimal("0.00")]
+
+
+def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_under_it(actor, make_account, monkeypatch):
+    """The conditional update is also the check; when it changes nothing, the engine finds out
+    why under the row lock. If by then nothing is wrong (the account was unfrozen in between),
+    the change applies under that lock, once."""
+    from transfers import ledger_sql
+
+    real = ledger_sql.account_change_checked
+    calls: list[str] = []
+
+    def missing_once(ledger, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["field"])
+        if len(calls) == 1:
+            return False, None, Decimal("0.00")
+        return real(ledger, **kwargs)
+
+    monkeypatch.setattr(ledger_sql, "account_change_checked", missing_once)
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
+    assert done.status == Transfer.Status.COMPLETED
+    assert calls[:2] == ["pending_debits", "pending_debits"]
+    assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
+    assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("0.00")
