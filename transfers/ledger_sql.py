@@ -187,7 +187,9 @@ def account_change_checked(
         currency,
     ]
     if funds is not None:
-        sql += " AND (allow_overdraft OR posted - pending_debits >= %s)"
+        # Cast: SQLite gets the amount as text, and compares an expression (no column affinity)
+        # with text as text; DECIMAL(20, 2) is the balance columns' own type, exact on MySQL.
+        sql += " AND (allow_overdraft OR posted - pending_debits >= CAST(%s AS DECIMAL(20, 2)))"
         params.append(funds)
     statements: list[Statement] = [(sql, params)]
     if daily_debits_on is not None:
