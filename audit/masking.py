@@ -11,6 +11,7 @@ leaves for the audit file.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -39,15 +40,21 @@ def mask_text(text: str) -> str:
     return _ACCOUNT_NUMBER.sub(lambda m: "*" * 10 + re.sub(r"[ -]", "", m.group())[-4:], text)
 
 
+@functools.lru_cache(maxsize=4096)
+def _key_rule(name: str) -> tuple[bool, bool, str]:
+    """(dropped, balance, masked name) of a dict key: keys repeat on every line, so decided once."""
+    return is_dropped_key(name), is_balance_key(name), mask_text(name)
+
+
 def mask(value: Any) -> Any:
     """A copy of ``value`` (JSON-like: dicts, lists, scalars) safe to write to the audit file."""
     if isinstance(value, dict):
         masked: dict[str, Any] = {}
         for key, item in value.items():
-            name = str(key)
-            if is_dropped_key(name):
+            dropped, balance, name = _key_rule(str(key))
+            if dropped:
                 continue
-            masked[mask_text(name)] = MASK if is_balance_key(name) and item not in (None, "") else mask(item)
+            masked[name] = MASK if balance and item not in (None, "") else mask(item)
         return masked
     if isinstance(value, (list, tuple)):
         return [mask(item) for item in value]

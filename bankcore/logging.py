@@ -121,12 +121,15 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
         return self._lock
 
     def _reopen_if_rotated(self) -> None:
-        if self.stream is None:
-            return
+        """Close the stream if the file was rotated or removed by another process; remember the
+        file's size for ``shouldRollover`` (one ``stat`` per line, not two)."""
         try:
-            current = os.stat(self.baseFilename)
+            current: os.stat_result | None = os.stat(self.baseFilename)
         except FileNotFoundError:
             current = None
+        self._size = current.st_size if current is not None else None
+        if self.stream is None:
+            return
         opened = os.fstat(self.stream.fileno())
         if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
             self.stream.close()
@@ -135,10 +138,12 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         if self.maxBytes <= 0:
             return False
-        try:
-            size = os.stat(self.baseFilename).st_size
-        except FileNotFoundError:
-            return False
+        size = getattr(self, "_size", None)
+        if size is None:
+            try:
+                size = os.stat(self.baseFilename).st_size
+            except FileNotFoundError:
+                return False
         return size > 0 and size + len(self.format(record).encode("utf-8")) + 1 > self.maxBytes
 
     def doRollover(self) -> None:
@@ -158,7 +163,9 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._reopen_if_rotated()
-                if self.shouldRollover(record):
+                rollover = self.shouldRollover(record)
+                self._size = None  # read afresh under the next line's lock
+                if rollover:
                     self.doRollover()
                 if self.stream is None:
                     self.stream = self._open()

@@ -70,8 +70,18 @@ def _execute(alias: str, sql: str, params: Sequence[Any]) -> int:
     return execute(alias, sql, params).rowcount
 
 
+_last_now: dict[str, tuple[datetime, Any]] = {}
+
+
 def _now(alias: str, now: datetime) -> Any:
-    return connections[alias].ops.adapt_datetimefield_value(now)
+    """The backend's form of a timestamp. A step stamps all its rows with one ``now``: the last
+    one adapted is kept per alias (the backend's conversion is pure)."""
+    last = _last_now.get(alias)
+    if last is not None and last[0] is now:
+        return last[1]
+    adapted = connections[alias].ops.adapt_datetimefield_value(now)
+    _last_now[alias] = (now, adapted)
+    return adapted
 
 
 def _date(alias: str, value: date) -> Any:
