@@ -88,9 +88,18 @@ def _date(alias: str, value: date) -> Any:
     return connections[alias].ops.adapt_datefield_value(value)
 
 
+_native_uuid: dict[str, bool] = {}
+
+
 def _uuid(alias: str, value: uuid.UUID) -> Any:
-    """Native UUID on MariaDB 10.7+, 32 hex digits elsewhere: as the field itself decides."""
-    return _UUID_FIELD.get_db_prep_value(value, connections[alias])
+    """Native UUID on MariaDB 10.7+, 32 hex digits elsewhere: ``UUIDField.get_db_prep_value``'s
+    rule, with what the server is asked once per alias and process."""
+    native = _native_uuid.get(alias)
+    if native is None:
+        native = _native_uuid[alias] = bool(connections[alias].features.has_native_uuid_field)
+    if not isinstance(value, uuid.UUID):
+        value = _UUID_FIELD.to_python(value)
+    return value if native else value.hex
 
 
 # --- ledger statements ----------------------------------------------------------------------------
