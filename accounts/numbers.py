@@ -43,6 +43,12 @@ class ParsedNumber:
     serial: int
 
 
+def account_number_serial(number: str) -> int:
+    """The serial (the account's primary key) of a number already validated by
+    ``account_number_parse``, such as one a transfer stores: no checks again."""
+    return int(number[2:-2])
+
+
 def account_number_parse(number: object) -> ParsedNumber:
     """Validate a number and route it to its ledger. Raises ``InvalidAccountNumber`` for anything
     malformed (wrong type, length, non-digits, bad check digits) and ``UnknownLedger`` for a well
@@ -57,5 +63,5 @@ def account_number_parse(number: object) -> ParsedNumber:
     code = cleaned[:2]
     for alias, ledger_code in settings.LEDGERS.items():
         if ledger_code == code:
-            return ParsedNumber(number=cleaned, ledger=alias, serial=int(cleaned[2:-2]))
+            return ParsedNumber(number=cleaned, ledger=alias, serial=account_number_serial(cleaned))
     raise UnknownLedger("No such account.")

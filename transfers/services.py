@@ -54,7 +54,7 @@ from django.utils import timezone
 
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
 from accounts.models import Account, Entry
-from accounts.numbers import account_number_parse
+from accounts.numbers import account_number_parse, account_number_serial
 from accounts.selectors import account_get
 from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
@@ -449,12 +449,11 @@ def _local_statements(transfer: Transfer) -> None:
     """A transfer inside one ledger, inside that ledger's transaction: lock both accounts in
     canonical order, check them, the funds and the daily limit, write both legs COMMITTED and post
     both amounts."""
-    ledger = transfer.source_ledger
-    src = account_number_parse(transfer.source_account)
-    dst = account_number_parse(transfer.destination_account)
-    locked, spent_today = _lock_for_debit(ledger, [src.serial, dst.serial], transfer, source_pk=src.serial)
-    source = _check_account(locked.get(src.serial), transfer, side="source")
-    destination = _check_account(locked.get(dst.serial), transfer, side="destination")
+    ledger, source_pk = _leg_location(transfer, Leg.DEBIT)
+    _, destination_pk = _leg_location(transfer, Leg.CREDIT)
+    locked, spent_today = _lock_for_debit(ledger, [source_pk, destination_pk], transfer, source_pk=source_pk)
+    source = _check_account(locked.get(source_pk), transfer, side="source")
+    destination = _check_account(locked.get(destination_pk), transfer, side="destination")
     _check_funds_and_limit(source, transfer, spent_today=spent_today)
     now = timezone.now()
     ledger_sql.legs_insert(
@@ -509,9 +508,11 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
 
 
 def _leg_location(transfer: Transfer, leg: str) -> tuple[str, int]:
-    """(ledger alias, account pk) of one leg: the account number routes itself."""
-    parsed = account_number_parse(transfer.source_account if leg == Leg.DEBIT else transfer.destination_account)
-    return parsed.ledger, parsed.serial
+    """(ledger alias, account pk) of one leg, from what the transfer stored when its numbers were
+    parsed and routed at submit."""
+    if leg == Leg.DEBIT:
+        return transfer.source_ledger, account_number_serial(transfer.source_account)
+    return transfer.destination_ledger, account_number_serial(transfer.destination_account)
 
 
 def _lock_and_check(transfer: Transfer, leg: str) -> LockedAccount:
