@@ -332,8 +332,11 @@ def _transfer_submit(
             _accept_at_home(transfer, actor, accept, home)
     except CommitOutcomeUnknown:
         logger.warning("transfer %s: the control plane's server failed while committing the accept", transfer.id)
+        # Recorded or not is unknown: a local transfer at home may even be COMPLETED, a cross-ledger
+        # one PENDING (recovery voids it past its deadline). A replay tells.
         raise LedgerUnavailable(
-            "A database did not answer; if the transfer was recorded, recovery voids it.",
+            "A database did not answer while the transfer was being recorded; a replay with the same "
+            "idempotency key tells whether it was made.",
             extra={"transfer_id": str(transfer.id)},
         ) from None
     except OperationalError:
