@@ -33,6 +33,7 @@ def audit_event_record(
     object_id: str,
     ledger: str = "",
     changes: dict[str, Any] | None = None,
+    only_if: str = "",
 ) -> AuditEvent:
     """Append one audit event in ``default``, as part of the transaction open there (Django's
     ``atomic`` or ``bankcore.db.server_transaction``): the event lives or dies with the change.
@@ -43,7 +44,10 @@ def audit_event_record(
     its transaction commits.
 
     One INSERT written out, not ``objects.create()``: every transfer writes an event, and the
-    ORM's compile and save machinery cost more CPU than the statement (``bench/run.py``)."""
+    ORM's compile and save machinery cost more CPU than the statement (``bench/run.py``).
+
+    ``only_if``: a condition of the batched step it belongs to (``transfers.ledger_sql.VERDICT_OK``):
+    the row is written, and its file line later, only when it holds; ``pk`` stays None otherwise."""
     event = AuditEvent(
         created_at=timezone.now(),
         actor_id=actor.user_id,
@@ -59,15 +63,20 @@ def audit_event_record(
     )
 
     def set_pk(result: Result) -> None:
-        event.pk = result.lastrowid
+        if result.rowcount == 1:
+            event.pk = result.lastrowid
 
+    values = (
+        "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '' FROM DUAL WHERE " + only_if
+        if only_if
+        else ("VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '')")
+    )
     # Deferred: inside the engine's server_transaction it rides on the COMMIT's round trip; the
     # audit file line, written after the commit, finds the id set by then.
     defer(
         "default",
         f"INSERT INTO {_EVENT_TABLE} (created_at, actor_id, actor_name, channel, action, object_type, "
-        "object_id, ledger, changes, ip, request_id, prev_hash, hash) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '')",
+        f"object_id, ledger, changes, ip, request_id, prev_hash, hash) {values}",
         [
             connections["default"].ops.adapt_datetimefield_value(event.created_at),
             event.actor_id,
@@ -84,7 +93,12 @@ def audit_event_record(
         on_result=set_pk,
     )
     event._state.adding, event._state.db = False, "default"
-    on_commit("default", lambda: audit_log_write(_file_record(event)))
+
+    def write_line() -> None:
+        if event.pk is not None:
+            audit_log_write(_file_record(event))
+
+    on_commit("default", write_line)
     return event
 
 

@@ -242,6 +242,13 @@ def table(using: str, name: str) -> str:
     return f"`{state.databases[using]}`.`{name}`"
 
 
+def batching(using: str) -> bool:
+    """Whether statements for ``using`` go into a ``server_transaction``'s batches: then a write
+    may be made conditional on what a statement before it in the same round trip found (a session
+    variable), and the COMMIT can travel with it."""
+    return using in _open()
+
+
 def execute_all(using: str, statements: Sequence[Statement]) -> list[Result]:
     """Run statements of the engine's hot path (``transfers.ledger_sql``, the audit inserts) on
     ``using`` in order, ``%s`` placeholders, and return their results. Inside

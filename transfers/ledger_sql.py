@@ -28,7 +28,7 @@ from typing import Any
 from django.db import connections
 
 from accounts.models import Account, Entry
-from bankcore.db import Statement, defer, execute, execute_all, table
+from bankcore.db import Result, Statement, defer, execute, execute_all, table
 from transfers.models import Transfer, TransferLeg
 
 CENT = Decimal("0.01")
@@ -191,26 +191,18 @@ def account_change_checked(
     COMMITTED it sees every debit leg committed under the lock before (see
     ``accounts_lock_and_daily_debits``). Returns (changed, kind, debits); when nothing changed the
     caller finds out why under ``accounts_lock`` (the refusal path only)."""
-    assert field in BALANCE_FIELDS
-    sql = (
-        f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s "
-        "WHERE id = %s AND number = %s AND status NOT IN (%s, %s) AND currency = %s"
-    )
-    params: list[Any] = [
-        delta,
-        _now(ledger, now),
-        account_pk,
-        number,
-        Account.Status.FROZEN,
-        Account.Status.CLOSED,
-        currency,
+    statements: list[Statement] = [
+        _account_change_statement(
+            ledger,
+            account_pk=account_pk,
+            number=number,
+            currency=currency,
+            field=field,
+            delta=delta,
+            now=now,
+            funds=funds,
+        )
     ]
-    if funds is not None:
-        # Cast: SQLite gets the amount as text, and compares an expression (no column affinity)
-        # with text as text; DECIMAL(20, 2) is the balance columns' own type, exact on MySQL.
-        sql += " AND (allow_overdraft OR posted - pending_debits >= CAST(%s AS DECIMAL(20, 2)))"
-        params.append(funds)
-    statements: list[Statement] = [(sql, params)]
     if daily_debits_on is not None:
         statements.append(
             (
@@ -237,6 +229,94 @@ def account_change_checked(
     return True, kind, _money(spent)
 
 
+def _account_change_statement(
+    ledger: str,
+    *,
+    account_pk: int,
+    number: str,
+    currency: str,
+    field: str,
+    delta: Decimal,
+    now: datetime,
+    funds: Decimal | None,
+) -> Statement:
+    assert field in BALANCE_FIELDS
+    sql = (
+        f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s "
+        "WHERE id = %s AND number = %s AND status NOT IN (%s, %s) AND currency = %s"
+    )
+    params: list[Any] = [
+        delta,
+        _now(ledger, now),
+        account_pk,
+        number,
+        Account.Status.FROZEN,
+        Account.Status.CLOSED,
+        currency,
+    ]
+    if funds is not None:
+        # Cast: SQLite gets the amount as text, and compares an expression (no column affinity)
+        # with text as text; DECIMAL(20, 2) is the balance columns' own type, exact on MySQL.
+        sql += " AND (allow_overdraft OR posted - pending_debits >= CAST(%s AS DECIMAL(20, 2)))"
+        params.append(funds)
+    return sql, params
+
+
+# The session variable a batched step's conditional writes test: 1 when the statement that
+# decides the step (a checked account change, a claim) changed what it had to. Set right after
+# that statement, in the same round trip (``bankcore.db.batching``).
+VERDICT_OK = "@bankcore_ok = 1"
+
+
+class Verdict:
+    """Whether a deferred deciding statement changed its rows, known once its round trip ran."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.changed = rows, False
+
+    def take(self, result: Result) -> None:
+        self.changed = result.rowcount == self.rows
+
+    def __bool__(self) -> bool:
+        return self.changed
+
+
+def _deferred_verdict(ledger: str, statement: Statement, *, rows: int) -> Verdict:
+    verdict = Verdict(rows)
+    defer(ledger, *statement, on_result=verdict.take)
+    defer(ledger, f"SET @bankcore_ok := (ROW_COUNT() = {rows})", [])
+    return verdict
+
+
+def account_change_checked_deferred(
+    ledger: str,
+    *,
+    account_pk: int,
+    number: str,
+    currency: str,
+    field: str,
+    delta: Decimal,
+    now: datetime,
+    funds: Decimal | None = None,
+) -> Verdict:
+    """``account_change_checked`` without the daily debits, for a step whose checks are the
+    update's alone, batched (``bankcore.db.batching``): the update goes with the next round trip
+    and sets the verdict, the writes after it carry ``only_if=VERDICT_OK``, and the COMMIT can
+    travel in the same round trip (an empty commit when the checks refused). The returned
+    ``Verdict`` is true once that round trip ran if the update changed the account."""
+    statement = _account_change_statement(
+        ledger,
+        account_pk=account_pk,
+        number=number,
+        currency=currency,
+        field=field,
+        delta=delta,
+        now=now,
+        funds=funds,
+    )
+    return _deferred_verdict(ledger, statement, rows=1)
+
+
 def entry_insert(
     ledger: str,
     *,
@@ -246,13 +326,15 @@ def entry_insert(
     entry_kind: str,
     description: str,
     now: datetime,
+    only_if: str = "",
 ) -> None:
     """The entry of a change just made to the account's posted balance, with the balance after it
     (read in the same transaction, under the row lock the change took)."""
+    condition = f" AND {only_if}" if only_if else ""
     defer(
         ledger,
         f"INSERT INTO {table(ledger, ENTRY)} (account_id, amount, balance_after, kind, transfer_id, description, "
-        f"created_at) SELECT id, %s, posted, %s, %s, %s, %s FROM {table(ledger, ACCOUNT)} WHERE id = %s",
+        f"created_at) SELECT id, %s, posted, %s, %s, %s, %s FROM {table(ledger, ACCOUNT)} WHERE id = %s{condition}",
         [amount, entry_kind, _uuid(ledger, transfer_id), description[:140], _now(ledger, now), account_pk],
     )
 
@@ -277,20 +359,22 @@ def legs_insert(
     kind: str,
     business_date: date,
     now: datetime,
+    only_if: str = "",
 ) -> None:
     """Write legs ``(leg, account pk)`` of one transfer. The unique key (transfer_id, leg) makes a
-    second prepare — or a prepare after recovery's VOIDED tombstone — fail with IntegrityError."""
+    second prepare — or a prepare after recovery's VOIDED tombstone — fail with IntegrityError.
+    ``only_if``: a condition (``VERDICT_OK``) for a single leg, written only when it holds."""
     stamp, day = _now(ledger, now), _date(ledger, business_date)
     values: list[Any] = []
     for leg, account_pk in legs:
         values += [_uuid(ledger, transfer_id), leg, account_pk, amount, state, kind, day, stamp, stamp]
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(legs))
-    defer(
-        ledger,
-        f"INSERT INTO {table(ledger, LEG)} (transfer_id, leg, account_id, amount, state, kind, business_date, created_at, "
-        f"updated_at) VALUES {rows}",
-        values,
-    )
+    columns = "transfer_id, leg, account_id, amount, state, kind, business_date, created_at, updated_at"
+    if only_if:
+        assert len(legs) == 1
+        source = f"SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s FROM DUAL WHERE {only_if}"
+    else:
+        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(legs))
+    defer(ledger, f"INSERT INTO {table(ledger, LEG)} ({columns}) {source}", values)
 
 
 def _leg_transition_statement(
@@ -312,6 +396,34 @@ def leg_exists(ledger: str, *, transfer_id: uuid.UUID, leg: str) -> bool:
     """Whether the ledger holds the leg in any state (a tombstone included)."""
     sql = f"SELECT 1 FROM {table(ledger, LEG)} WHERE transfer_id = %s AND leg = %s"
     return bool(execute(ledger, sql, [_uuid(ledger, transfer_id), leg]).rows)
+
+
+def leg_and_transfer_claim_deferred(ledger: str, *, transfer_id: uuid.UUID, leg: str, now: datetime) -> Verdict:
+    """The home leg PREPARED → COMMITTED and its transfer PENDING/COMMITTED → COMPLETED by one
+    update of both rows (two databases of one server: the ledger joined the control plane's
+    transaction), so both change or neither does; batched, it sets the verdict the finishing
+    writes carry (``VERDICT_OK``), and the COMMIT travels in the same round trip."""
+    stamp = _now("default", now)
+    statement: Statement = (
+        f"UPDATE {table(ledger, LEG)} AS l, {TRANSFER} AS t "
+        "SET l.state = %s, l.updated_at = %s, t.status = %s, t.finished_at = %s, "
+        "t.committed_at = COALESCE(t.committed_at, %s) "
+        "WHERE l.transfer_id = %s AND l.leg = %s AND l.state = %s AND t.id = %s AND t.status IN (%s, %s)",
+        [
+            TransferLeg.State.COMMITTED,
+            _now(ledger, now),
+            Transfer.Status.COMPLETED,
+            stamp,
+            stamp,
+            _uuid(ledger, transfer_id),
+            leg,
+            TransferLeg.State.PREPARED,
+            _uuid("default", transfer_id),
+            Transfer.Status.PENDING,
+            Transfer.Status.COMMITTED,
+        ],
+    )
+    return _deferred_verdict("default", statement, rows=2)
 
 
 def leg_and_transfer_transition(
@@ -355,10 +467,13 @@ def post(
     description: str,
     now: datetime,
     release_pending: str | None = None,
+    only_if: str = "",
 ) -> None:
     """Change a locked account's posted balance by ``delta`` (and release the same amount from a
-    pending counter), then write its entry with the balance after, read in the same transaction."""
+    pending counter), then write its entry with the balance after, read in the same transaction.
+    ``only_if``: both only when that condition (``VERDICT_OK``) holds."""
     stamp = _now(ledger, now)
+    condition = f" AND {only_if}" if only_if else ""
     release = ""
     params: list[Any] = [delta]
     if release_pending:
@@ -367,7 +482,7 @@ def post(
         params.append(abs(delta))
     defer(
         ledger,
-        f"UPDATE {table(ledger, ACCOUNT)} SET posted = posted + %s{release}, updated_at = %s WHERE id = %s",
+        f"UPDATE {table(ledger, ACCOUNT)} SET posted = posted + %s{release}, updated_at = %s WHERE id = %s{condition}",
         [*params, stamp, account_pk],
     )
     entry_insert(
@@ -378,6 +493,7 @@ def post(
         entry_kind=entry_kind,
         description=description,
         now=now,
+        only_if=only_if,
     )
 
 

@@ -45,6 +45,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -58,7 +59,7 @@ from accounts.numbers import account_number_parse, account_number_serial
 from accounts.selectors import account_get
 from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
-from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, same_server
+from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, batching, same_server
 from bankcore.errors import ApplicationError
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
@@ -82,10 +83,11 @@ from transfers.errors import (
     TransferTimedOut,
 )
 from transfers.faults import fault_point
-from transfers.ledger_sql import LockedAccount
+from transfers.ledger_sql import LockedAccount, Verdict
 from transfers.models import Transfer, TransferLeg
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Leg = TransferLeg.Leg
 LegState = TransferLeg.State
@@ -530,18 +532,36 @@ def _lock_and_check(transfer: Transfer, leg: str) -> LockedAccount:
     return account
 
 
-def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) -> None:
+def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) -> Verdict | None:
     """Inside the leg's ledger transaction: apply the leg's amount to its account's ``field`` (hold
     it in a pending counter, or post it) by the conditional update that is also the check of the
     account and, for the debit, of its funds (``ledger_sql.account_change_checked``); then the daily
     limit of a customer's debit, read under the row lock the update took. Raises
     ``TransferRefused``. Why an update changed nothing is found out under the row lock by the same
     checks in Python (``_lock_and_check``), which raise the refusal; if nothing is wrong by then
-    (the account changed in between), the change applies under that lock."""
+    (the account changed in between), the change applies under that lock.
+
+    In a batched transaction, when no daily limit has to be read in between (a credit; a debit
+    that is no transfer), the check is deferred instead: it returns the update's ``Verdict``, the
+    step's writes carry ``only_if=VERDICT_OK`` and the step goes in one round trip with its
+    COMMIT; ``_checked_step`` explains a refusal afterwards. Otherwise it returns None."""
     ledger, pk = _leg_location(transfer, leg)
     debit = leg == Leg.DEBIT
     number = transfer.source_account if debit else transfer.destination_account
     daily = transfer.business_date if debit and transfer.kind == Transfer.Kind.TRANSFER else None
+    if daily is None and batching(ledger):
+        # Nothing to read between the update and the step's writes: they go in one round trip
+        # with the COMMIT, conditional on the update's verdict (``_checked_step`` reads it).
+        return ledger_sql.account_change_checked_deferred(
+            ledger,
+            account_pk=pk,
+            number=number,
+            currency=transfer.currency,
+            field=field,
+            delta=-transfer.amount if debit and field == "posted" else transfer.amount,
+            now=now,
+            funds=transfer.amount if debit else None,
+        )
 
     def change() -> tuple[bool, str | None, Decimal]:
         return ledger_sql.account_change_checked(
@@ -564,14 +584,47 @@ def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) 
             raise RuntimeError(f"account {number} passed its checks under the lock but its update changed nothing")
     if daily is not None:
         _check_daily_limit(number, kind, transfer, spent_today=spent_today)
+    return None
 
 
-def _prepare_statements(transfer: Transfer, leg: str) -> None:
+def _only_if(verdict: Verdict | None) -> str:
+    return ledger_sql.VERDICT_OK if verdict is not None else ""
+
+
+def _refusal_found(transfer: Transfer, leg: str) -> TransferRefused | None:
+    """Why the leg's account refused a deferred check, found under its row lock by the Python
+    checks (the refusal path only); None if nothing is wrong with it by now."""
+    ledger, _ = _leg_location(transfer, leg)
+    try:
+        atomic_with_retry(ledger, lambda: _lock_and_check(transfer, leg))
+    except TransferRefused as refused:
+        return refused
+    return None
+
+
+def _checked_step(transfer: Transfer, leg: str, step: Callable[[], Verdict | None], *, doing: str) -> None:
+    """Run a leg's step (``_leg_step``); when its check was deferred and refused (nothing of the
+    step was written), raise the refusal the account explains, or, if it has none by now (it
+    changed in between), run the step again."""
+    ledger, _ = _leg_location(transfer, leg)
+    for _attempt in range(3):
+        verdict = _leg_step(ledger, step, transfer, doing=doing)
+        if verdict is None or verdict:
+            return
+        refused = _refusal_found(transfer, leg)
+        if refused is not None:
+            raise refused
+    raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made."))
+
+
+def _prepare_statements(transfer: Transfer, leg: str) -> Verdict | None:
     """Check the leg's account and hold the amount in its pending counter, write the leg PREPARED.
-    A VOIDED tombstone left by recovery makes the insert fail on the unique key."""
+    A VOIDED tombstone left by recovery makes the insert fail on the unique key. Returns the
+    deferred check's verdict (``_change_checked``)."""
     ledger, pk = _leg_location(transfer, leg)
     now = timezone.now()
-    _change_checked(transfer, leg, field="pending_debits" if leg == Leg.DEBIT else "pending_credits", now=now)
+    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+    verdict = _change_checked(transfer, leg, field=field, now=now)
     ledger_sql.legs_insert(
         ledger,
         transfer_id=transfer.id,
@@ -581,7 +634,9 @@ def _prepare_statements(transfer: Transfer, leg: str) -> None:
         kind=transfer.kind,
         business_date=transfer.business_date,
         now=now,
+        only_if=_only_if(verdict),
     )
+    return verdict
 
 
 def _post_leg(
@@ -595,6 +650,7 @@ def _post_leg(
     description: str,
     now,
     release_pending: bool = False,
+    only_if: str = "",
 ) -> None:  # type: ignore[no-untyped-def]
     """Post a leg's amount on its locked account (and release what its prepare held)."""
     field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
@@ -607,6 +663,7 @@ def _post_leg(
         description=description,
         now=now,
         release_pending=field if release_pending else None,
+        only_if=only_if,
     )
 
 
@@ -615,8 +672,9 @@ def leg_prepare(transfer: Transfer) -> None:
     daily limit, hold the amount in pending debits, write the leg PREPARED. Raises
     ``TransferRefused`` (rolled back, nothing held). A VOIDED tombstone left by recovery makes the
     insert fail on the unique key: the late prepare is refused."""
-    ledger, _ = _leg_location(transfer, Leg.DEBIT)
-    _leg_step(ledger, lambda: _prepare_statements(transfer, Leg.DEBIT), transfer, doing="preparing the debit leg")
+    _checked_step(
+        transfer, Leg.DEBIT, lambda: _prepare_statements(transfer, Leg.DEBIT), doing="preparing the debit leg"
+    )
 
 
 def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
@@ -630,9 +688,9 @@ def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
     ledger, which way it went."""
     ledger, pk = _leg_location(transfer, leg)
 
-    def decide() -> None:
+    def decide() -> Verdict | None:
         now = timezone.now()
-        _change_checked(transfer, leg, field="posted", now=now)
+        verdict = _change_checked(transfer, leg, field="posted", now=now)
         # If recovery's tombstone holds the leg's key, this insert fails with the COMMIT's round
         # trip and the whole step rolls back: the balance is untouched.
         ledger_sql.legs_insert(
@@ -644,6 +702,7 @@ def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
             kind=transfer.kind,
             business_date=transfer.business_date,
             now=now,
+            only_if=_only_if(verdict),
         )
         ledger_sql.entry_insert(
             ledger,
@@ -653,21 +712,24 @@ def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
             entry_kind=ENTRY_KIND[transfer.kind],
             description=transfer.reference,
             now=now,
+            only_if=_only_if(verdict),
         )
+        return verdict
 
     if timezone.now() >= transfer.deadline:
         # Recovery may be voiding it right now; deciding late would finish it past its deadline.
         raise TransferRefused(TransferTimedOut("The transfer did not reach its decision within its deadline."))
-    _leg_step(ledger, decide, transfer, doing="deciding")
+    _checked_step(transfer, leg, decide, doing="deciding")
 
 
-def _leg_step(ledger: str, step: Callable[[], None], transfer: Transfer, *, doing: str) -> None:
-    """Run a leg's step (prepare or decide) in its ledger's transaction. What certainly left
-    nothing behind becomes the refusal to record (``TransferRefused``): recovery's tombstone on the
-    leg's key, a lock it gave up on, a ledger that failed before the commit. A commit of unknown
-    outcome (``CommitOutcomeUnknown``) propagates: what it means depends on the step."""
+def _leg_step(ledger: str, step: Callable[[], T], transfer: Transfer, *, doing: str) -> T:
+    """Run a leg's step (prepare or decide) in its ledger's transaction and return what it
+    returns. What certainly left nothing behind becomes the refusal to record
+    (``TransferRefused``): recovery's tombstone on the leg's key, a lock it gave up on, a ledger
+    that failed before the commit. A commit of unknown outcome (``CommitOutcomeUnknown``)
+    propagates: what it means depends on the step."""
     try:
-        atomic_with_retry(ledger, step)
+        return atomic_with_retry(ledger, step)
     except IntegrityError:
         raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
     except LockConflictGaveUp:
@@ -826,10 +888,6 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
 # is the one recovery tombstones.
 
 
-class _LeftToRecovery(Exception):
-    """Raised inside a transaction to roll it back: recovery is finishing this transfer."""
-
-
 def _home_leg(transfer: Transfer) -> str | None:
     """The leg whose ledger shares the control plane's server, if any (the debit leg if both do)."""
     if not settings.BANKCORE_SHARED_COMMITS:
@@ -847,6 +905,7 @@ def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None]
     back and records the transfer ABORTED instead, in one commit. IntegrityError (the idempotency
     key taken), OperationalError and CommitOutcomeUnknown propagate to ``_transfer_submit``."""
     ledger, _ = _leg_location(transfer, home)
+    step: Callable[[], Verdict | None]
     if transfer.is_cross_ledger:
         step = lambda: _prepare_statements(transfer, home)  # noqa: E731
     else:
@@ -857,12 +916,15 @@ def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None]
             _local_statements(transfer)
             _transfer_event(transfer, actor, "transfer.completed")
 
-    def work() -> None:
+    def work() -> Verdict | None:
         accept()
-        step()
+        return step()
 
     try:
-        atomic_with_retry("default", work, join=[ledger])
+        verdict = atomic_with_retry("default", work, join=[ledger])
+        if verdict is not None and not verdict:
+            # The check was deferred and refused: the accept committed, nothing was held.
+            _prepare_after_accept(transfer, actor, home)
         return
     except TransferRefused as refused:
         error = refused.error
@@ -877,6 +939,20 @@ def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None]
         _transfer_event(transfer, actor, "transfer.aborted", failure_code=error.code)
 
     atomic_with_retry("default", refused_work)
+
+
+def _prepare_after_accept(transfer: Transfer, actor: Actor, home: str) -> None:
+    """The home leg's deferred check refused in the accept's commit, which recorded the transfer
+    PENDING with nothing held: abort it with the account's reason, or, if the account has none by
+    now, prepare the leg in its ledger's own transaction."""
+    refused = _refusal_found(transfer, home)
+    if refused is None:
+        try:
+            _checked_step(transfer, home, lambda: _prepare_statements(transfer, home), doing="preparing")
+            return
+        except TransferRefused as again:
+            refused = again
+    _decide_abort(transfer, actor, refused.error)
 
 
 def _execute_from_home(transfer: Transfer, actor: Actor, home: str) -> None:
@@ -898,17 +974,14 @@ def _execute_from_home(transfer: Transfer, actor: Actor, home: str) -> None:
 
 def _finish_at_home(transfer: Transfer, actor: Actor, home: str) -> None:
     """The home leg PREPARED → COMMITTED (posted, its entry written) and the transfer COMPLETED,
-    in one commit. The leg's conditional update claims it: if recovery finished it first, this
-    leaves the rest to recovery too."""
+    in one commit and one round trip: one update claims both rows (both or neither), and the
+    posting and the audit event are written only with that claim. If recovery got to either
+    first, nothing is written here and recovery finishes the rest."""
     ledger, pk = _leg_location(transfer, home)
 
-    def work() -> datetime:
+    def work() -> tuple[Verdict, datetime]:
         now = timezone.now()
-        claimed, completed = ledger_sql.leg_and_transfer_transition(
-            ledger, transfer_id=transfer.id, leg=home, to_state=LegState.COMMITTED, status=Status.COMPLETED, now=now
-        )
-        if not (claimed and completed):
-            raise _LeftToRecovery  # rolls both back: recovery got to one of them first
+        claimed = ledger_sql.leg_and_transfer_claim_deferred(ledger, transfer_id=transfer.id, leg=home, now=now)
         _post_leg(
             ledger,
             leg=home,
@@ -919,13 +992,13 @@ def _finish_at_home(transfer: Transfer, actor: Actor, home: str) -> None:
             description=transfer.reference,
             now=now,
             release_pending=True,
+            only_if=ledger_sql.VERDICT_OK,
         )
-        _transfer_event(transfer, actor, "transfer.completed")
-        return now
+        _transfer_event(transfer, actor, "transfer.completed", only_if=ledger_sql.VERDICT_OK)
+        return claimed, now
 
-    try:
-        finished = atomic_with_retry("default", work, join=[ledger])
-    except _LeftToRecovery:
+    claimed, finished = atomic_with_retry("default", work, join=[ledger])
+    if not claimed:
         transfer.refresh_from_db()
         return
     transfer.status, transfer.finished_at = Status.COMPLETED, finished
@@ -1026,8 +1099,9 @@ def _complete(transfer: Transfer, actor: Actor) -> bool:
     return done
 
 
-def _transfer_event(transfer: Transfer, actor: Actor, action: str, **extra: object) -> None:
+def _transfer_event(transfer: Transfer, actor: Actor, action: str, *, only_if: str = "", **extra: object) -> None:
     audit_event_record(
+        only_if=only_if,
         actor=actor,
         action=action,
         object_type="transfer",

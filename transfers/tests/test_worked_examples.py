@@ -367,3 +367,54 @@ def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_unde
     assert calls[:2] == ["pending_debits", "pending_debits"]
     assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
     assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("0.00")
+
+
+@pytest.mark.parametrize(("source_ledger", "destination_ledger"), [("db1", "db2"), ("db2", "db1")])
+def test_a_deferred_check_that_refused_an_account_which_is_fine_by_the_lock_is_run_again(
+    actor, make_account, monkeypatch, source_ledger, destination_ledger
+):
+    """A credit's check goes with the step's writes and COMMIT in one round trip, the writes
+    conditional on it. When it refused (here: as if the account's currency had differed for a
+    moment) nothing of the step is written; the account, checked under its lock, has nothing
+    wrong by then, so the step runs again — towards db1 that is the home credit's prepare, after
+    the accept committed; from db1 the remote credit's decision. Exactly once either way."""
+    from transfers import ledger_sql
+
+    real = ledger_sql.account_change_checked_deferred
+    calls: list[str] = []
+
+    def refusing_once(ledger, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["field"])
+        if len(calls) == 1:
+            kwargs["currency"] = "XXX"
+        return real(ledger, **kwargs)
+
+    monkeypatch.setattr(ledger_sql, "account_change_checked_deferred", refusing_once)
+    alice, bob = make_account(source_ledger, "100.00"), make_account(destination_ledger, "0.00")
+    done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
+    assert done.status == Transfer.Status.COMPLETED
+    first = "pending_credits" if destination_ledger == "db1" else "posted"
+    assert calls[:2] == [first, first]
+    assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
+    for account in (alice, bob):
+        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
+        assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    assert Entry.objects.using(bob.ledger).filter(account_id=bob.pk, transfer_id=done.id).count() == 1
+    assert AuditEvent.objects.filter(object_id=str(done.id), action="transfer.completed").count() == 1
+
+
+def test_finishing_at_home_a_second_time_claims_nothing_and_writes_nothing(actor, make_account):
+    """The finish at home claims the home leg and the transfer in one update and writes the
+    posting, its entry and the audit event only with that claim, all in the round trip of its
+    COMMIT. Run again (as if recovery had finished it first), it finds nothing to claim and
+    writes nothing: no second posting, entry or event."""
+    from transfers.services import _finish_at_home
+
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
+    before = snapshot(alice, bob), AuditEvent.objects.count()
+    _finish_at_home(done, actor, "debit")
+    assert (snapshot(alice, bob), AuditEvent.objects.count()) == before
+    done.refresh_from_db()
+    assert done.status == Transfer.Status.COMPLETED
+    assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
