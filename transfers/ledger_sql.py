@@ -206,18 +206,8 @@ def account_change_checked(
     if daily_debits_on is not None:
         statements.append(
             (
-                f"SELECT kind, (SELECT COALESCE(SUM(amount), 0) FROM {table(ledger, LEG)} WHERE account_id = %s "
-                "AND business_date = %s AND leg = %s AND kind = %s AND state IN (%s, %s)) "
-                f"FROM {table(ledger, ACCOUNT)} WHERE id = %s",
-                [
-                    account_pk,
-                    _date(ledger, daily_debits_on),
-                    TransferLeg.Leg.DEBIT,
-                    Transfer.Kind.TRANSFER,
-                    TransferLeg.State.PREPARED,
-                    TransferLeg.State.COMMITTED,
-                    account_pk,
-                ],
+                f"SELECT kind, ({_daily_debits_sql(ledger)}) FROM {table(ledger, ACCOUNT)} WHERE id = %s",
+                [*_daily_debits_params(ledger, account_pk, daily_debits_on), account_pk],
             )
         )
     results = execute_all(ledger, statements)
@@ -227,6 +217,19 @@ def account_change_checked(
         return True, None, Decimal("0.00")
     kind, spent = results[1].rows[0]
     return True, kind, _money(spent)
+
+
+def _account_checks(*, number: str, currency: str, funds: Decimal | None) -> tuple[str, list[Any]]:
+    """The account checks as one SQL condition on its row: there under that number, neither
+    frozen nor closed, in ``currency``, and with ``funds`` that much available (or overdraft)."""
+    sql = "number = %s AND status NOT IN (%s, %s) AND currency = %s"
+    params: list[Any] = [number, Account.Status.FROZEN, Account.Status.CLOSED, currency]
+    if funds is not None:
+        # Cast: SQLite gets the amount as text, and compares an expression (no column affinity)
+        # with text as text; DECIMAL(20, 2) is the balance columns' own type, exact on MySQL.
+        sql += " AND (allow_overdraft OR posted - pending_debits >= CAST(%s AS DECIMAL(20, 2)))"
+        params.append(funds)
+    return sql, params
 
 
 def _account_change_statement(
@@ -241,25 +244,30 @@ def _account_change_statement(
     funds: Decimal | None,
 ) -> Statement:
     assert field in BALANCE_FIELDS
-    sql = (
-        f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s "
-        "WHERE id = %s AND number = %s AND status NOT IN (%s, %s) AND currency = %s"
+    checks, params = _account_checks(number=number, currency=currency, funds=funds)
+    return (
+        f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s WHERE id = %s AND {checks}",
+        [delta, _now(ledger, now), account_pk, *params],
     )
-    params: list[Any] = [
-        delta,
-        _now(ledger, now),
+
+
+def _daily_debits_sql(ledger: str) -> str:
+    """The transfer debits of one account on one business day that are prepared or committed."""
+    return (
+        f"SELECT COALESCE(SUM(amount), 0) FROM {table(ledger, LEG)} WHERE account_id = %s AND business_date = %s "
+        "AND leg = %s AND kind = %s AND state IN (%s, %s)"
+    )
+
+
+def _daily_debits_params(ledger: str, account_pk: int, business_date: date) -> list[Any]:
+    return [
         account_pk,
-        number,
-        Account.Status.FROZEN,
-        Account.Status.CLOSED,
-        currency,
+        _date(ledger, business_date),
+        TransferLeg.Leg.DEBIT,
+        Transfer.Kind.TRANSFER,
+        TransferLeg.State.PREPARED,
+        TransferLeg.State.COMMITTED,
     ]
-    if funds is not None:
-        # Cast: SQLite gets the amount as text, and compares an expression (no column affinity)
-        # with text as text; DECIMAL(20, 2) is the balance columns' own type, exact on MySQL.
-        sql += " AND (allow_overdraft OR posted - pending_debits >= CAST(%s AS DECIMAL(20, 2)))"
-        params.append(funds)
-    return sql, params
 
 
 # The session variable a batched step's conditional writes test: 1 when the statement that
@@ -298,23 +306,55 @@ def account_change_checked_deferred(
     delta: Decimal,
     now: datetime,
     funds: Decimal | None = None,
+    daily_debits_on: date | None = None,
+    daily_limit: Decimal | None = None,
 ) -> Verdict:
-    """``account_change_checked`` without the daily debits, for a step whose checks are the
-    update's alone, batched (``bankcore.db.batching``): the update goes with the next round trip
-    and sets the verdict, the writes after it carry ``only_if=VERDICT_OK``, and the COMMIT can
-    travel in the same round trip (an empty commit when the checks refused). The returned
-    ``Verdict`` is true once that round trip ran if the update changed the account."""
-    statement = _account_change_statement(
+    """``account_change_checked`` for a batched step (``bankcore.db.batching``): nothing is read
+    back before the COMMIT. The checks (and, with ``daily_limit``, the day's debits of a customer
+    account plus this one at most that) set the session's verdict, the change is made only if it
+    holds, the step's writes after it carry ``only_if=VERDICT_OK``, and the COMMIT travels in the
+    same round trip (an empty commit when the checks refused). The returned ``Verdict`` is true
+    once that round trip ran if the account was changed."""
+    if daily_limit is None:
+        statement = _account_change_statement(
+            ledger,
+            account_pk=account_pk,
+            number=number,
+            currency=currency,
+            field=field,
+            delta=delta,
+            now=now,
+            funds=funds,
+        )
+        return _deferred_verdict(ledger, statement, rows=1)
+    # With a daily limit the sum of the day's debits must be read once the row lock is held (every
+    # debit leg of the account is written under it): lock first, then the whole verdict in a
+    # statement of its own, a fresh READ COMMITTED read after the lock, then the change if it holds.
+    assert daily_debits_on is not None and field in BALANCE_FIELDS
+    accounts = table(ledger, ACCOUNT)
+    checks, params = _account_checks(number=number, currency=currency, funds=funds)
+    defer(ledger, f"SELECT id FROM {accounts} WHERE id = %s FOR UPDATE", [account_pk])
+    defer(
         ledger,
-        account_pk=account_pk,
-        number=number,
-        currency=currency,
-        field=field,
-        delta=delta,
-        now=now,
-        funds=funds,
+        f"SET @bankcore_ok := COALESCE((SELECT {checks} AND (kind <> %s OR ({_daily_debits_sql(ledger)}) + "
+        f"CAST(%s AS DECIMAL(20, 2)) <= CAST(%s AS DECIMAL(20, 2))) FROM {accounts} WHERE id = %s), 0)",
+        [
+            *params,
+            Account.Kind.CUSTOMER,
+            *_daily_debits_params(ledger, account_pk, daily_debits_on),
+            abs(delta),
+            daily_limit,
+            account_pk,
+        ],
     )
-    return _deferred_verdict(ledger, statement, rows=1)
+    verdict = Verdict(1)
+    defer(
+        ledger,
+        f"UPDATE {accounts} SET {field} = {field} + %s, updated_at = %s WHERE id = %s AND {VERDICT_OK}",
+        [delta, _now(ledger, now), account_pk],
+        on_result=verdict.take,
+    )
+    return verdict
 
 
 def entry_insert(

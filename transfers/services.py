@@ -541,17 +541,18 @@ def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) 
     checks in Python (``_lock_and_check``), which raise the refusal; if nothing is wrong by then
     (the account changed in between), the change applies under that lock.
 
-    In a batched transaction, when no daily limit has to be read in between (a credit; a debit
-    that is no transfer), the check is deferred instead: it returns the update's ``Verdict``, the
-    step's writes carry ``only_if=VERDICT_OK`` and the step goes in one round trip with its
-    COMMIT; ``_checked_step`` explains a refusal afterwards. Otherwise it returns None."""
+    In a batched transaction (MySQL) the checks are SQL instead, the same ones
+    (``ledger_sql.account_change_checked_deferred``): it returns their ``Verdict``, the step's
+    writes carry ``only_if=VERDICT_OK`` and the step goes in one round trip with its COMMIT;
+    ``_checked_step`` explains a refusal afterwards with the Python checks. Elsewhere (SQLite) it
+    checks at once and returns None."""
     ledger, pk = _leg_location(transfer, leg)
     debit = leg == Leg.DEBIT
     number = transfer.source_account if debit else transfer.destination_account
     daily = transfer.business_date if debit and transfer.kind == Transfer.Kind.TRANSFER else None
-    if daily is None and batching(ledger):
-        # Nothing to read between the update and the step's writes: they go in one round trip
-        # with the COMMIT, conditional on the update's verdict (``_checked_step`` reads it).
+    if batching(ledger):
+        # Nothing is read back before the COMMIT: the step goes in one round trip, its writes
+        # conditional on the checks' verdict (``_checked_step`` reads it afterwards).
         return ledger_sql.account_change_checked_deferred(
             ledger,
             account_pk=pk,
@@ -561,6 +562,8 @@ def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) 
             delta=-transfer.amount if debit and field == "posted" else transfer.amount,
             now=now,
             funds=transfer.amount if debit else None,
+            daily_debits_on=daily,
+            daily_limit=settings.DAILY_TRANSFER_LIMIT if daily is not None else None,
         )
 
     def change() -> tuple[bool, str | None, Decimal]:

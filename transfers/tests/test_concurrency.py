@@ -82,11 +82,21 @@ def test_sixteen_workers_random_transfers_keep_the_books(make_account, ledgers):
     print(f"\n{len(ledgers)} ledgers, 16 workers, 4 s: {dict(outcomes)}")
 
 
-@pytest.mark.parametrize("cross_ledger", [True, False], ids=["cross-ledger", "same-ledger"])
-def test_hot_account_pays_out_exactly_what_it_holds(make_account, cross_ledger):
+@pytest.mark.parametrize("bound", ["funds", "daily_limit"])
+@pytest.mark.parametrize(
+    ("source_ledger", "destination_ledger"),
+    [("db1", "db2"), ("db2", "db1"), ("db1", "db1"), ("db2", "db2")],
+    ids=["from-home", "towards-home", "same-home", "same-other"],
+)
+def test_hot_account_pays_out_exactly_what_it_may(make_account, settings, bound, source_ledger, destination_ledger):
+    """32 concurrent debits of one account that may pay exactly k of them — by its funds, or by
+    its daily limit with funds to spare: exactly k succeed, whichever ledger it is in (db1, whose
+    debit is prepared with the accept, or db2, whose debit is the decision) and whichever way."""
     k, amount, workers = 10, Decimal("10.00"), 32
-    hot = make_account("db1", str(k * amount))
-    destinations = [make_account("db2" if cross_ledger else "db1") for _ in range(4)]
+    if bound == "daily_limit":
+        settings.DAILY_TRANSFER_LIMIT = k * amount
+    hot = make_account(source_ledger, str(k * amount * (10 if bound == "daily_limit" else 1)))
+    destinations = [make_account(destination_ledger) for _ in range(4)]
     results: list[str] = []
     lock = threading.Lock()
 
@@ -107,9 +117,12 @@ def test_hot_account_pays_out_exactly_what_it_holds(make_account, cross_ledger):
     errors = run_threads(workers, work)
     assert not errors, errors
     counts = Counter(results)
-    assert counts == {"completed": k, "insufficient_funds": workers - k}, counts
-    assert balances(hot) == [Decimal("0.00")]
+    refusal = "insufficient_funds" if bound == "funds" else "daily_limit_exceeded"
+    assert counts == {"completed": k, refusal: workers - k}, counts
+    assert balances(hot) == [Decimal(hot.posted) - k * amount]
     assert sum(balances(*destinations)) == k * amount
+    fresh = Account.objects.using(hot.ledger).get(pk=hot.pk)
+    assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
 
 
 def test_one_idempotency_key_raced_by_eight_workers_makes_one_transfer(make_account):

@@ -346,10 +346,15 @@ def test_a_refusal_is_replayed_not_retried(actor, make_account):
 
 
 def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_under_it(actor, make_account, monkeypatch):
-    """The conditional update is also the check; when it changes nothing, the engine finds out
-    why under the row lock. If by then nothing is wrong (the account was unfrozen in between),
-    the change applies under that lock, once."""
+    """Where statements are not batched (SQLite, any Django atomic block) the conditional update
+    is the check, made at once; when it changes nothing, the engine finds out why under the row
+    lock. If by then nothing is wrong (the account was unfrozen in between), the change applies
+    under that lock, once."""
+    from django.db import transaction
+    from django.utils import timezone
+
     from transfers import ledger_sql
+    from transfers.services import _change_checked
 
     real = ledger_sql.account_change_checked
     calls: list[str] = []
@@ -362,10 +367,20 @@ def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_unde
 
     monkeypatch.setattr(ledger_sql, "account_change_checked", missing_once)
     alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
-    done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
-    assert done.status == Transfer.Status.COMPLETED
-    assert calls[:2] == ["pending_debits", "pending_debits"]
-    assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
+    transfer = Transfer(
+        source_account=alice.number,
+        source_ledger="db1",
+        destination_account=bob.number,
+        destination_ledger="db2",
+        amount=Decimal("30.00"),
+        currency="CNY",
+        business_date=transfer_business_date(),
+    )
+    with transaction.atomic(using="db1"):
+        assert _change_checked(transfer, "debit", field="pending_debits", now=timezone.now()) is None
+        assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("30.00")
+        transaction.set_rollback(True, using="db1")
+    assert calls == ["pending_debits", "pending_debits"]
     assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("0.00")
 
 
@@ -373,11 +388,11 @@ def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_unde
 def test_a_deferred_check_that_refused_an_account_which_is_fine_by_the_lock_is_run_again(
     actor, make_account, monkeypatch, source_ledger, destination_ledger
 ):
-    """A credit's check goes with the step's writes and COMMIT in one round trip, the writes
-    conditional on it. When it refused (here: as if the account's currency had differed for a
-    moment) nothing of the step is written; the account, checked under its lock, has nothing
-    wrong by then, so the step runs again — towards db1 that is the home credit's prepare, after
-    the accept committed; from db1 the remote credit's decision. Exactly once either way."""
+    """Batched, a step's checks go with its writes and COMMIT in one round trip, the writes
+    conditional on them. When they refused (here: as if the account's currency had differed for
+    a moment) nothing of the step is written; the account, checked under its lock, has nothing
+    wrong by then, so the step runs again — the home leg's prepare, after the accept committed
+    (the debit from db1, with its daily limit; the credit towards db1). Exactly once either way."""
     from transfers import ledger_sql
 
     real = ledger_sql.account_change_checked_deferred
@@ -393,7 +408,7 @@ def test_a_deferred_check_that_refused_an_account_which_is_fine_by_the_lock_is_r
     alice, bob = make_account(source_ledger, "100.00"), make_account(destination_ledger, "0.00")
     done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
     assert done.status == Transfer.Status.COMPLETED
-    first = "pending_credits" if destination_ledger == "db1" else "posted"
+    first = "pending_debits" if source_ledger == "db1" else "pending_credits"
     assert calls[:2] == [first, first]
     assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
     for account in (alice, bob):
