@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
+from uuid import UUID
 
 from django.db import DatabaseError, OperationalError, connections, transaction
 
@@ -191,8 +192,10 @@ def _literals(db: Any, args: Sequence[Any]) -> tuple[bytes, ...]:
     out = []
     for arg in args:
         kind = type(arg)
-        if kind is str:
+        if kind is str or isinstance(arg, str):  # Django's TextChoices members are str too
             out.append(string_literal(arg.encode()))
+        elif kind is UUID:  # native UUID columns (MariaDB 10.7+)
+            out.append(string_literal(str(arg).encode()))
         elif arg is None:
             out.append(b"NULL")
         elif kind is int:

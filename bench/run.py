@@ -194,6 +194,37 @@ def _cpu_times() -> tuple[float, float]:
 
 
 _SERVER_PIDS: list[int] = []  # the MariaDB servers' processes, whose own CPU is reported apart
+_SERVER_PORTS: list[int] = []
+
+
+def _history_lengths() -> list[int]:
+    """Each server's InnoDB history list length: undo records of committed transactions that
+    purge has yet to remove, background work that would otherwise land in the next window."""
+    import MySQLdb
+
+    lengths = []
+    for port in _SERVER_PORTS:
+        connection = MySQLdb.connect(host="127.0.0.1", port=port, user="root", passwd="")
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SHOW ENGINE INNODB STATUS")
+            status = cursor.fetchone()[2]
+            lengths.append(int(status.split("History list length", 1)[1].split()[0]))
+        finally:
+            connection.close()
+    return lengths
+
+
+def _settle(limit: int = 1000, timeout: float = 60.0) -> str:
+    """Wait until purge has caught up on every server (history list at most ``limit``, or
+    ``timeout``), so that no scenario pays for the one before it; says what it waited for."""
+    started, before = time.monotonic(), _history_lengths()
+    lengths = before
+    while max(lengths, default=0) > limit and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        lengths = _history_lengths()
+    waited = time.monotonic() - started
+    return f"purge history {before} -> {lengths} in {waited:.1f}s" if waited >= 0.5 else ""
 
 
 def _process_cpu_seconds(pid: int) -> float:
@@ -217,6 +248,9 @@ def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, in
     from django.db import connections
 
     connections.close_all()
+    settled = _settle()
+    if settled:
+        print(f"  (before the window: {settled})", flush=True)
     arguments = [make_args(i) for i in range(pool_size)]
     seconds = float(arguments[0][-2])
     context = multiprocessing.get_context("fork")
@@ -262,6 +296,7 @@ def main() -> None:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: s.start(), servers))
         _SERVER_PIDS.extend(s.process.pid for s in servers if s.process is not None)
+        _SERVER_PORTS.extend(s.port for s in servers)
         _configure(servers)
         _create_databases(servers)
         import django

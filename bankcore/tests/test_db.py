@@ -112,6 +112,7 @@ def test_the_fast_literals_are_the_drivers_own():
     from decimal import Decimal
 
     from bankcore.db import _literals
+    from transfers.models import Transfer
 
     connection = connections["db1"]
     connection.ensure_connection()
@@ -132,5 +133,6 @@ def test_the_fast_literals_are_the_drivers_own():
         False,
         uuid.UUID("12345678-1234-5678-1234-567812345678"),
         date(2026, 12, 1),
+        Transfer.Status.COMPLETED,  # a TextChoices member: a str subclass
     ]
     assert list(_literals(db, values)) == [db.literal(v) for v in values]
