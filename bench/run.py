@@ -7,6 +7,9 @@ binlog on), creates --accounts funded accounts split over the two ledgers, then 
 count measures transfers/s and p50/p99 latency of:
 
   raw        mysqlclient, no Django: one UPDATE+INSERT commit on server A, then one on server B
+             (each statement and the COMMIT its own round trip: the baseline of the ratios)
+  raw-batched  the same, each commit's statements in one multi-statement round trip, as the
+             engine sends its own (a reference; only with --scenarios naming it)
   same       transfer_create inside one ledger (one local atomic block)
   cross      transfer_create across ledgers (the two-phase protocol with the recovery table)
 
@@ -140,13 +143,32 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
     return latencies
 
 
-def _raw_worker(args: tuple[list[dict[str, object]], dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
+def _raw_batched_worker(
+    args: tuple[list[dict[str, object]], dict[str, list[tuple[int, str]]], float, int],
+) -> list[float]:
+    """The raw baseline with each commit's statements in one multi-statement round trip, as the
+    engine sends its own (``bankcore.db.server_transaction``): a reference, not the target's."""
+    return _raw_worker(args, batched=True)
+
+
+def _raw_worker(
+    args: tuple[list[dict[str, object]], dict[str, list[tuple[int, str]]], float, int], *, batched: bool = False
+) -> list[float]:
     servers, accounts, seconds, seed = args
     import MySQLdb
+    from MySQLdb.constants import CLIENT
 
     ledgers = sorted(accounts)
     connections = [
-        MySQLdb.connect(host="127.0.0.1", port=s["port"], user="root", passwd="", db=s["db"], autocommit=False)  # type: ignore[arg-type]
+        MySQLdb.connect(
+            host="127.0.0.1",
+            port=s["port"],  # type: ignore[arg-type]
+            user="root",
+            passwd="",
+            db=s["db"],  # type: ignore[arg-type]
+            autocommit=batched,
+            client_flag=CLIENT.MULTI_STATEMENTS if batched else 0,
+        )
         for s in servers
     ]
     rng = random.Random(seed)
@@ -161,12 +183,21 @@ def _raw_worker(args: tuple[list[dict[str, object]], dict[str, list[tuple[int, s
         started = time.perf_counter()
         for index, account_id, delta in ((a, source, -amount), (b, destination, amount)):
             cursor = connections[index].cursor()
-            cursor.execute("UPDATE accounts_account SET posted = posted + %s WHERE id = %s", (delta, account_id))
-            cursor.execute(
+            update = "UPDATE accounts_account SET posted = posted + %s WHERE id = %s"
+            insert = (
                 "INSERT INTO accounts_entry (account_id, amount, balance_after, kind, transfer_id, description, created_at)"
-                " VALUES (%s, %s, 0, 'transfer', %s, '', NOW(6))",
-                (account_id, delta, transfer_id),
+                " VALUES (%s, %s, 0, 'transfer', %s, '', NOW(6))"
             )
+            if batched:
+                cursor.execute(
+                    f"START TRANSACTION; {update}; {insert}; COMMIT",
+                    (delta, account_id, account_id, delta, transfer_id),
+                )
+                while cursor.nextset():
+                    pass
+                continue
+            cursor.execute(update, (delta, account_id))
+            cursor.execute(insert, (account_id, delta, transfer_id))
             connections[index].commit()
         latencies.append(time.perf_counter() - started)
     for connection in connections:
@@ -320,6 +351,8 @@ def main() -> None:
                 if scenario == "raw":
                     figures = _measure(n, _raw_worker, lambda i: (raw_servers, accounts, args.seconds, i))
                     raw[n] = figures[0]
+                elif scenario == "raw-batched":
+                    figures = _measure(n, _raw_batched_worker, lambda i: (raw_servers, accounts, args.seconds, i))
                 else:
                     figures = _measure(
                         n, _engine_worker, lambda i, s=scenario, n=n: (s, accounts, args.seconds, 1000 * n + i)
