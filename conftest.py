@@ -50,6 +50,19 @@ def balances(*accounts) -> list[Decimal]:  # type: ignore[no-untyped-def]
     return [Account.objects.using(a.ledger).get(pk=a.pk).posted for a in accounts]
 
 
+def held(*accounts) -> list[tuple[Decimal, Decimal]]:  # type: ignore[no-untyped-def]
+    """Fresh (pending debits, pending credits) of the given accounts: what transfers hold."""
+    from accounts.models import Account
+
+    return [
+        (fresh.pending_debits, fresh.pending_credits)
+        for fresh in (Account.objects.using(a.ledger).get(pk=a.pk) for a in accounts)
+    ]
+
+
+NOTHING_HELD = (Decimal("0.00"), Decimal("0.00"))
+
+
 @pytest.fixture(autouse=True)
 def books_balance(request):  # type: ignore[no-untyped-def]
     """After every test that used the ledgers, the books must reconcile: each balance equals the

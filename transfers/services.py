@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -550,34 +550,24 @@ def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) 
     debit = leg == Leg.DEBIT
     number = transfer.source_account if debit else transfer.destination_account
     daily = transfer.business_date if debit and transfer.kind == Transfer.Kind.TRANSFER else None
+    arguments: dict[str, Any] = {
+        "account_pk": pk,
+        "number": number,
+        "currency": transfer.currency,
+        "field": field,
+        "delta": -transfer.amount if debit and field == "posted" else transfer.amount,
+        "now": now,
+        "funds": transfer.amount if debit else None,
+        "daily_debits_on": daily,
+    }
     if batching(ledger):
         # Nothing is read back before the COMMIT: the step goes in one round trip, its writes
         # conditional on the checks' verdict (``_checked_step`` reads it afterwards).
-        return ledger_sql.account_change_checked_deferred(
-            ledger,
-            account_pk=pk,
-            number=number,
-            currency=transfer.currency,
-            field=field,
-            delta=-transfer.amount if debit and field == "posted" else transfer.amount,
-            now=now,
-            funds=transfer.amount if debit else None,
-            daily_debits_on=daily,
-            daily_limit=settings.DAILY_TRANSFER_LIMIT if daily is not None else None,
-        )
+        limit = settings.DAILY_TRANSFER_LIMIT if daily is not None else None
+        return ledger_sql.account_change_checked_deferred(ledger, **arguments, daily_limit=limit)
 
     def change() -> tuple[bool, str | None, Decimal]:
-        return ledger_sql.account_change_checked(
-            ledger,
-            account_pk=pk,
-            number=number,
-            currency=transfer.currency,
-            field=field,
-            delta=-transfer.amount if debit and field == "posted" else transfer.amount,
-            now=now,
-            funds=transfer.amount if debit else None,
-            daily_debits_on=daily,
-        )
+        return ledger_sql.account_change_checked(ledger, **arguments)
 
     changed, kind, spent_today = change()
     if not changed:
@@ -624,22 +614,27 @@ def _prepare_statements(transfer: Transfer, leg: str) -> Verdict | None:
     """Check the leg's account and hold the amount in its pending counter, write the leg PREPARED.
     A VOIDED tombstone left by recovery makes the insert fail on the unique key. Returns the
     deferred check's verdict (``_change_checked``)."""
-    ledger, pk = _leg_location(transfer, leg)
     now = timezone.now()
     field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
     verdict = _change_checked(transfer, leg, field=field, now=now)
+    _leg_insert(transfer, leg, state=LegState.PREPARED, now=now, verdict=verdict)
+    return verdict
+
+
+def _leg_insert(transfer: Transfer, leg: str, *, state: str, now: datetime, verdict: Verdict | None) -> None:
+    """Write one leg of the transfer in its ledger, with the step's verdict (``_change_checked``)."""
+    ledger, pk = _leg_location(transfer, leg)
     ledger_sql.legs_insert(
         ledger,
         transfer_id=transfer.id,
         legs=[(leg, pk)],
         amount=transfer.amount,
-        state=LegState.PREPARED,
+        state=state,
         kind=transfer.kind,
         business_date=transfer.business_date,
         now=now,
         only_if=_only_if(verdict),
     )
-    return verdict
 
 
 def _post_leg(
@@ -696,17 +691,7 @@ def leg_decide(transfer: Transfer, leg: str = Leg.CREDIT) -> None:
         verdict = _change_checked(transfer, leg, field="posted", now=now)
         # If recovery's tombstone holds the leg's key, this insert fails with the COMMIT's round
         # trip and the whole step rolls back: the balance is untouched.
-        ledger_sql.legs_insert(
-            ledger,
-            transfer_id=transfer.id,
-            legs=[(leg, pk)],
-            amount=transfer.amount,
-            state=LegState.COMMITTED,
-            kind=transfer.kind,
-            business_date=transfer.business_date,
-            now=now,
-            only_if=_only_if(verdict),
-        )
+        _leg_insert(transfer, leg, state=LegState.COMMITTED, now=now, verdict=verdict)
         ledger_sql.entry_insert(
             ledger,
             account_pk=pk,

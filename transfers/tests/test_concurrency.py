@@ -17,7 +17,7 @@ from django.db import connections
 from accounts.models import Account
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
-from conftest import balances
+from conftest import NOTHING_HELD, balances, held
 from transfers.models import Transfer
 from transfers.reconciliation import reconcile
 from transfers.services import transfer_create
@@ -121,8 +121,7 @@ def test_hot_account_pays_out_exactly_what_it_may(make_account, settings, bound,
     assert counts == {"completed": k, refusal: workers - k}, counts
     assert balances(hot) == [Decimal(hot.posted) - k * amount]
     assert sum(balances(*destinations)) == k * amount
-    fresh = Account.objects.using(hot.ledger).get(pk=hot.pk)
-    assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    assert held(hot, *destinations) == [NOTHING_HELD] * 5
 
 
 def test_one_idempotency_key_raced_by_eight_workers_makes_one_transfer(make_account):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import account_freeze
-from conftest import balances, subprocess_env
+from conftest import NOTHING_HELD, balances, held, subprocess_env
 from transfers.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation import reconcile
@@ -38,6 +38,26 @@ def run_until_fault(
         timeout=120,
         cwd=settings.BASE_DIR,
     )
+
+
+def recover_until_fault(fault: str) -> None:
+    """Recovery, past every deadline, in a child process that exits hard at ``fault``."""
+    later = (timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)).isoformat()
+    code = (
+        "import django; django.setup();"
+        "from django.utils.dateparse import parse_datetime;"
+        "from transfers.recovery import transfers_recover;"
+        f"transfers_recover(now=parse_datetime('{later}'), grace_seconds=0)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(BANKCORE_FAULT_AT=fault),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+    assert child.returncode == FAULT_EXIT_CODE, child.stderr
 
 
 def recover_after_deadline() -> None:
@@ -82,9 +102,7 @@ def _assert_settled(transfer: Transfer, alice, bob, outcome: str) -> None:  # ty
         else [Decimal("100.00"), Decimal("5.00")]
     )
     assert balances(alice, bob) == expected
-    for account in (alice, bob):
-        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
-        assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    assert held(alice, bob) == [NOTHING_HELD] * 2
     states = {
         leg.leg: leg.state
         for ledger in settings.LEDGERS
@@ -121,22 +139,7 @@ def test_crash_in_recovery_between_its_debit_tombstone_and_the_abort(make_accoun
     assert run_until_fault("after_accept_prepare", alice.number, bob.number, "30.00", shared=True).returncode == (
         FAULT_EXIT_CODE
     )
-    later = (timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)).isoformat()
-    code = (
-        "import django; django.setup();"
-        "from django.utils.dateparse import parse_datetime;"
-        "from transfers.recovery import transfers_recover;"
-        f"transfers_recover(now=parse_datetime('{later}'), grace_seconds=0)"
-    )
-    child = subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(BANKCORE_FAULT_AT="after_tombstone"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=settings.BASE_DIR,
-    )
-    assert child.returncode == FAULT_EXIT_CODE, child.stderr
+    recover_until_fault("after_tombstone")
     transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
     assert transfer.status == Transfer.Status.PENDING
     tombstone = TransferLeg.objects.using("db2").get(transfer_id=transfer.id, leg="debit")
@@ -165,24 +168,7 @@ def test_crash_at_fault_point_then_recovery(make_account, fault, outcome):
     assert not transfer.is_final
 
     recover_after_deadline()
-    transfer.refresh_from_db()
-    assert transfer.status == outcome
-    expected = (
-        [Decimal("70.00"), Decimal("35.00")]
-        if outcome == Transfer.Status.COMPLETED
-        else [Decimal("100.00"), Decimal("5.00")]
-    )
-    assert balances(alice, bob) == expected
-    states = {
-        leg.leg: leg.state
-        for ledger in settings.LEDGERS
-        for leg in TransferLeg.objects.using(ledger).filter(transfer_id=transfer.id)
-    }
-    if outcome == Transfer.Status.COMPLETED:
-        assert states == {"debit": "committed", "credit": "committed"}
-    else:
-        assert set(states.values()) <= {"voided"}
-        assert transfer.failure_code == "transfer_timed_out"
+    _assert_settled(transfer, alice, bob, outcome)
 
 
 def test_crash_while_aborting_a_refused_transfer(actor, make_account):
@@ -205,22 +191,7 @@ def test_crash_in_recovery_between_its_tombstone_and_the_abort(make_account):
     alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
     result = run_until_fault("after_prepare_debit", alice.number, bob.number, "30.00")
     assert result.returncode == FAULT_EXIT_CODE
-    later = (timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)).isoformat()
-    code = (
-        "import django; django.setup();"
-        "from django.utils.dateparse import parse_datetime;"
-        "from transfers.recovery import transfers_recover;"
-        f"transfers_recover(now=parse_datetime('{later}'), grace_seconds=0)"
-    )
-    child = subprocess.run(
-        [sys.executable, "-c", code],
-        env=subprocess_env(BANKCORE_FAULT_AT="after_tombstone", BANKCORE_SHARED_COMMITS="false"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=settings.BASE_DIR,
-    )
-    assert child.returncode == FAULT_EXIT_CODE, child.stderr
+    recover_until_fault("after_tombstone")
     transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
     assert transfer.status == Transfer.Status.PENDING
     tombstone = TransferLeg.objects.using("db2").get(transfer_id=transfer.id, leg="credit")

@@ -12,7 +12,7 @@ from accounts.services import account_close, account_deposit, account_freeze, ac
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
-from conftest import balances
+from conftest import NOTHING_HELD, balances, held
 from transfers.errors import (
     AmountAboveMaximum,
     CurrencyMismatch,
@@ -83,9 +83,7 @@ def test_cross_ledger_transfer_between_every_pair_of_ledgers(actor, make_account
             }
             assert legs == {"debit": "committed", "credit": "committed"}
     assert balances(*accounts.values()) == [Decimal("500.00")] * len(ledgers)
-    for account in accounts.values():
-        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
-        assert (fresh.pending_debits, fresh.pending_credits) == (0, 0)
+    assert held(*accounts.values()) == [NOTHING_HELD] * len(accounts)
 
 
 def test_reversal_moves_the_money_back_once(actor, make_account):
@@ -243,9 +241,7 @@ def test_refusals_either_way_round_and_by_either_protocol_move_nothing(
     done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
     assert done.status == Transfer.Status.COMPLETED
     assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
-    for account in (alice, bob):
-        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
-        assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    assert held(alice, bob) == [NOTHING_HELD] * 2
     assert AuditEvent.objects.filter(object_id=str(done.id), action="transfer.completed").count() == 1
 
 
@@ -411,9 +407,7 @@ def test_a_deferred_check_that_refused_an_account_which_is_fine_by_the_lock_is_r
     first = "pending_debits" if source_ledger == "db1" else "pending_credits"
     assert calls[:2] == [first, first]
     assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
-    for account in (alice, bob):
-        fresh = Account.objects.using(account.ledger).get(pk=account.pk)
-        assert (fresh.pending_debits, fresh.pending_credits) == (Decimal("0.00"), Decimal("0.00"))
+    assert held(alice, bob) == [NOTHING_HELD] * 2
     assert Entry.objects.using(bob.ledger).filter(account_id=bob.pk, transfer_id=done.id).count() == 1
     assert AuditEvent.objects.filter(object_id=str(done.id), action="transfer.completed").count() == 1
 
