@@ -592,6 +592,8 @@ def _refusal_found(transfer: Transfer, leg: str) -> TransferRefused | None:
         atomic_with_retry(ledger, lambda: _lock_and_check(transfer, leg))
     except TransferRefused as refused:
         return refused
+    except LockConflictGaveUp:
+        return TransferRefused(LedgerBusy("The account is busy; the transfer was not made."))
     return None
 
 
@@ -910,14 +912,16 @@ def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None]
 
     try:
         verdict = atomic_with_retry("default", work, join=[ledger])
-        if verdict is not None and not verdict:
-            # The check was deferred and refused: the accept committed, nothing was held.
-            _prepare_after_accept(transfer, actor, home)
-        return
     except TransferRefused as refused:
         error = refused.error
     except LockConflictGaveUp:
         error = LedgerBusy("The account is busy; the transfer was not made.")
+    else:
+        if verdict is not None and not verdict:
+            # The check was deferred and refused: the accept committed, nothing was held. (Outside
+            # the try: the transfer exists now, so a failure from here on is not "nothing recorded".)
+            _prepare_after_accept(transfer, actor, home)
+        return
     now = timezone.now()
     transfer.status, transfer.committed_at, transfer.finished_at = Status.ABORTED, None, now
     transfer.failure_code, transfer.failure_detail = error.code, error.detail[:500]
@@ -932,14 +936,16 @@ def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None]
 def _prepare_after_accept(transfer: Transfer, actor: Actor, home: str) -> None:
     """The home leg's deferred check refused in the accept's commit, which recorded the transfer
     PENDING with nothing held: abort it with the account's reason, or, if the account has none by
-    now, prepare the leg in its ledger's own transaction."""
-    refused = _refusal_found(transfer, home)
-    if refused is None:
-        try:
+    now, prepare the leg in its ledger's own transaction. A lock given up on aborts it as busy
+    (``_refusal_found``, ``_leg_step``); a database that fails leaves it PENDING, for recovery to
+    abort past its deadline."""
+    try:
+        refused = _refusal_found(transfer, home)
+        if refused is None:
             _checked_step(transfer, home, lambda: _prepare_statements(transfer, home), doing="preparing")
             return
-        except TransferRefused as again:
-            refused = again
+    except TransferRefused as again:
+        refused = again
     _decide_abort(transfer, actor, refused.error)
 
 

@@ -427,3 +427,36 @@ def test_finishing_at_home_a_second_time_claims_nothing_and_writes_nothing(actor
     done.refresh_from_db()
     assert done.status == Transfer.Status.COMPLETED
     assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
+
+
+@pytest.mark.parametrize(("source_ledger", "destination_ledger"), [("db1", "db2"), ("db2", "db1")])
+def test_a_refused_home_check_whose_account_stays_locked_aborts_busy_and_holds_nothing(
+    actor, make_account, monkeypatch, source_ledger, destination_ledger
+):
+    """The home leg's check, deferred into the accept's commit, refused; explaining why needs the
+    account's row lock, and that lock is given up on: the transfer the accept recorded is aborted
+    as busy, once, with nothing held and nothing moved."""
+    from bankcore.db import LockConflictGaveUp
+    from transfers import ledger_sql, services
+    from transfers.errors import LedgerBusy
+
+    real = ledger_sql.account_change_checked_deferred
+
+    def refusing(ledger, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["currency"] = "XXX"
+        return real(ledger, **kwargs)
+
+    def gives_up(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise LockConflictGaveUp(1205, "Lock wait timeout exceeded")
+
+    monkeypatch.setattr(ledger_sql, "account_change_checked_deferred", refusing)
+    monkeypatch.setattr(services, "_lock_and_check", gives_up)
+    alice, bob = make_account(source_ledger, "100.00"), make_account(destination_ledger, "0.00")
+    before = snapshot(alice, bob)
+    with pytest.raises(LedgerBusy) as refused:
+        transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
+    assert snapshot(alice, bob) == before
+    aborted = Transfer.objects.get(pk=refused.value.transfer.pk)
+    assert (aborted.status, aborted.failure_code) == (Transfer.Status.ABORTED, "ledger_busy")
+    assert AuditEvent.objects.filter(object_id=str(aborted.id), action="transfer.aborted").count() == 1
+    assert held(alice, bob) == [NOTHING_HELD] * 2
