@@ -890,10 +890,13 @@ def _home_leg(transfer: Transfer) -> str | None:
 
 
 def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None], home: str) -> None:
-    """Accept and the home leg's step in one commit: across ledgers, the home leg PREPARED; inside
-    the home ledger, the whole transfer, COMPLETED. A refusal (or a lock given up on) rolls that
-    back and records the transfer ABORTED instead, in one commit. IntegrityError (the idempotency
-    key taken), OperationalError and CommitOutcomeUnknown propagate to ``_transfer_submit``."""
+    """Accept and the home leg's step in one commit: across ledgers, the home leg PREPARED (its
+    checks batched with the commit); inside the home ledger, the whole transfer, COMPLETED. A
+    refusal of the batched checks leaves the accept committed and nothing held, and the transfer is
+    then aborted with the account's reason (``_prepare_after_accept``); a refusal raised before the
+    commit (the local transfer's checks) or a lock given up on rolls everything back and records
+    the transfer ABORTED instead, in one commit. IntegrityError (the idempotency key taken),
+    OperationalError and CommitOutcomeUnknown propagate to ``_transfer_submit``."""
     ledger, _ = _leg_location(transfer, home)
     step: Callable[[], Verdict | None]
     if transfer.is_cross_ledger:
