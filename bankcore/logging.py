@@ -21,6 +21,9 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TextIO
 
+# No Django in it: gunicorn's config loads this module on its own (deploy/gunicorn.conf.py).
+from audit.masking import mask, mask_text
+
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("bankcore_request_id", default="")
 
 
@@ -67,9 +70,20 @@ _RECORD_ATTRIBUTES = frozenset(
 )
 
 
+def _masked(value: object) -> object:
+    """A log line's field with account numbers down to their last 4 digits (``audit.masking``, as
+    in the audit file): Django's own lines carry request paths and reprs. Numbers stay numbers."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return mask(value)
+    return mask_text(value if isinstance(value, str) else str(value))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, request_id, then
-    any ``extra=`` fields, and exc_info (the formatted traceback) when there is one."""
+    any ``extra=`` fields, and exc_info (the formatted traceback) when there is one. Account
+    numbers in any of them keep their last 4 digits only."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -78,19 +92,19 @@ class JsonFormatter(logging.Formatter):
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": mask_text(record.getMessage()),
             "request_id": getattr(record, "request_id", "") or _request_id.get(),
             "process": record.process,
         }
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_") and key not in line:
-                line[key] = value
+                line[key] = _masked(value)
         if record.exc_info:
-            line["exc_info"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            line["exc_info"] = mask_text("".join(traceback.format_exception(*record.exc_info)).rstrip())
         elif record.exc_text:
-            line["exc_info"] = record.exc_text
+            line["exc_info"] = mask_text(record.exc_text)
         if record.stack_info:
-            line["stack_info"] = record.stack_info
+            line["stack_info"] = mask_text(record.stack_info)
         return json.dumps(line, default=str, ensure_ascii=False)
 
 

@@ -41,6 +41,8 @@ def _project_module(relative_path: str, name: str):  # type: ignore[no-untyped-d
 # The project's strict readers (bankcore/env.py): a malformed value stops gunicorn with
 # ImproperlyConfigured naming the variable, and every variable may be given as NAME_FILE.
 _env = _project_module("bankcore/env.py", "_bankcore_env")
+# The audit file's masking of account numbers (audit/masking.py needs no Django), for access lines.
+_mask_text = _project_module("audit/masking.py", "_bankcore_masking").mask_text
 
 
 def _cpus() -> int:
@@ -98,9 +100,15 @@ class JsonSafeAtoms(glogging.SafeAtoms):
     """Gunicorn's atoms, escaped for JSON strings (gunicorn only escapes double quotes, so a
     backslash or control character in a path would break the line), with `t` as ISO 8601 UTC."""
 
+    # What a client typed into the URL (a path, a query string, the request line, the referer)
+    # may carry account numbers; they keep their last 4 digits, as in the audit file.
+    MASKED = frozenset({"U", "q", "r", "f"})
+
     def __init__(self, atoms: dict) -> None:  # type: ignore[type-arg]
         dict.__init__(self)
         for key, value in atoms.items():
+            if isinstance(value, str) and key in self.MASKED:
+                value = _mask_text(value)
             self[key] = json.dumps(value)[1:-1] if isinstance(value, str) else value
         now = datetime.datetime.now(datetime.UTC)
         self["t"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")

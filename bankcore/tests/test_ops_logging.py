@@ -71,6 +71,31 @@ def test_an_exception_is_kept_on_its_line(captured):
     assert line["request_id"] == ""
 
 
+def test_account_numbers_keep_their_last_four_digits_on_every_field_of_a_line(captured):
+    """Django's own lines (``django.request``'s "Unauthorized: /api/v1/accounts/<number>/",
+    with the request's repr as an extra) and any traceback carry what a client typed."""
+
+    class Request:
+        def __repr__(self) -> str:
+            return "<WSGIRequest: GET '/api/v1/accounts/01000000000742/?account=01000000000742'>"
+
+    try:
+        raise ValueError("no account 0100 0000 0007 42")
+    except ValueError:
+        logging.getLogger("bankcore.test").warning(
+            "Unauthorized: %s",
+            "/api/v1/accounts/01000000000742/",
+            exc_info=True,
+            extra={"request": Request(), "status_code": 401, "numbers": ["01000000000742"]},
+        )
+    [line] = lines(captured)
+    assert "01000000000742" not in json.dumps(line) and "0100 0000 0007 42" not in json.dumps(line)
+    assert line["message"] == "Unauthorized: /api/v1/accounts/**********0742/"
+    assert line["status_code"] == 401
+    assert line["numbers"] == ["**********0742"]
+    assert "ValueError: no account **********0742" in str(line["exc_info"])
+
+
 def test_the_middleware_binds_the_request_id_for_the_request_only(captured):
     seen: list[str] = []
 
@@ -184,7 +209,12 @@ def test_settings_send_every_logger_to_stdout_and_the_file_as_json():
     assert settings.CELERY_WORKER_HIJACK_ROOT_LOGGER is False
 
 
-def _gunicorn_access_line(*, request_headers: list[tuple[str, str]], response_headers: list[tuple[str, str]]) -> dict:  # type: ignore[type-arg]
+def _gunicorn_access_line(
+    *,
+    request_headers: list[tuple[str, str]],
+    response_headers: list[tuple[str, str]],
+    environ: dict[str, str] | None = None,
+) -> dict:  # type: ignore[type-arg]
     """The access line deploy/gunicorn.conf.py's format gives for one request."""
     from datetime import timedelta
     from types import SimpleNamespace
@@ -200,6 +230,7 @@ def _gunicorn_access_line(*, request_headers: list[tuple[str, str]], response_he
         "QUERY_STRING": "",
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "10.0.0.9",
+        **(environ or {}),
     }
     response = SimpleNamespace(status="200 OK", headers=response_headers, sent=120)
     request = SimpleNamespace(headers=[(name.upper(), value) for name, value in request_headers])
@@ -219,3 +250,21 @@ def test_gunicorn_access_lines_carry_the_request_id_the_app_answered_with():
     # A response gunicorn made itself (the app never saw the request): nginx's id still.
     line = _gunicorn_access_line(request_headers=[("X-Request-ID", "c3" * 16)], response_headers=[])
     assert line["request_id"] == "c3" * 16
+
+
+def test_gunicorn_access_lines_mask_account_numbers_in_the_path_and_query():
+    """What a client typed into the URL may carry account numbers; the access line keeps their
+    last 4 digits, as the audit file does (``audit.masking``)."""
+    number = "01000000000742"
+    line = _gunicorn_access_line(
+        request_headers=[("Referer", f"https://partner.example/?a={number}")],
+        response_headers=[],
+        environ={
+            "RAW_URI": f"/api/v1/accounts/{number}/entries/?account={number}",
+            "PATH_INFO": f"/api/v1/accounts/{number}/entries/",
+            "QUERY_STRING": f"account={number}&grouped=0100-0000-0007-42",
+        },
+    )
+    assert number not in json.dumps(line)
+    assert line["path"] == "/api/v1/accounts/**********0742/entries/"
+    assert line["query"] == "account=**********0742&grouped=**********0742"

@@ -197,6 +197,9 @@ def test_native_stack(native, make_account, ledgers):
     assert "max-age=" in health.headers["Strict-Transport-Security"]
     request_id = health.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+    # An account number in the URL (path and query): the access logs keep its last 4 digits only.
+    probe = native.get(f"/api/v1/accounts/{source.number}/?account={source.number}")
+    assert probe.status == 401
 
     # --- A transfer through the Partner API; retried with its key, it moves nothing more.
     partner = api_user("native-partner", links=(source.number,))
@@ -255,6 +258,10 @@ def test_native_stack(native, make_account, ledgers):
         for line in access
     )
     assert all(line["logger"] == "gunicorn.access" for line in access)
+    nginx_access = [line for line in json_lines(native.dir.joinpath("nginx.out").read_text()) if "uri" in line]
+    assert any(line["uri"] == f"/api/v1/accounts/**********{source.number[-4:]}/" for line in nginx_access)
+    for log in ("nginx.out", "gunicorn.out"):
+        assert source.number not in native.dir.joinpath(log).read_text(), log
     log_file = native.logs / "banking.log"
     file_lines = json_lines(log_file.read_text())
     assert file_lines and len(file_lines) == len(log_file.read_text().splitlines())
