@@ -150,18 +150,7 @@ def accounts_lock_and_daily_debits(
         ledger,
         [
             _lock_statement(ledger, pks),
-            (
-                f"SELECT COALESCE(SUM(amount), 0) FROM {table(ledger, LEG)} WHERE account_id = %s AND business_date = %s "
-                "AND leg = %s AND kind = %s AND state IN (%s, %s)",
-                [
-                    account_pk,
-                    _date(ledger, business_date),
-                    TransferLeg.Leg.DEBIT,
-                    Transfer.Kind.TRANSFER,
-                    TransferLeg.State.PREPARED,
-                    TransferLeg.State.COMMITTED,
-                ],
-            ),
+            (_daily_debits_sql(ledger), _daily_debits_params(ledger, account_pk, business_date)),
         ],
     )
     return _locked(locked.rows), _money(spent.rows[0][0])
@@ -466,35 +455,34 @@ def leg_and_transfer_claim_deferred(ledger: str, *, transfer_id: uuid.UUID, leg:
     return _deferred_verdict("default", statement, rows=2)
 
 
-def leg_and_transfer_transition(
-    ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: str, status: str, now: datetime, **failure: str
+def leg_void_and_transfer_abort(
+    ledger: str, *, transfer_id: uuid.UUID, leg: str, now: datetime, failure_code: str, failure_detail: str
 ) -> tuple[bool, bool]:
-    """The leg PREPARED → ``to_state`` and the transfer → ``status`` (COMPLETED from PENDING or
-    COMMITTED; ABORTED from PENDING, with ``failure_code``/``failure_detail``), two conditional
-    updates in one round trip, for a transaction of the control plane that the leg's ledger joined
-    (``bankcore.db.server_transaction``). Returns which of the two changed a row."""
-    stamp = _now("default", now)
-    key = _uuid("default", transfer_id)
-    if status == Transfer.Status.COMPLETED:
-        transfer_update: Statement = (
-            f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, committed_at = COALESCE(committed_at, %s) "
-            "WHERE id = %s AND status IN (%s, %s)",
-            [status, stamp, stamp, key, Transfer.Status.PENDING, Transfer.Status.COMMITTED],
-        )
-    else:
-        transfer_update = (
-            f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, failure_code = %s, failure_detail = %s "
-            "WHERE id = %s AND status = %s",
-            [status, stamp, failure["failure_code"], failure["failure_detail"], key, Transfer.Status.PENDING],
-        )
-    leg_changed, transfer_changed = execute_all(
+    """The leg PREPARED → VOIDED and the transfer PENDING → ABORTED with its reason, two
+    conditional updates in one round trip, for a transaction of the control plane that the leg's
+    ledger joined (``bankcore.db.server_transaction``). Returns which of the two changed a row:
+    each may happen without the other (recovery may have done one)."""
+    voided, aborted = execute_all(
         "default",
         [
-            _leg_transition_statement(ledger, transfer_id=transfer_id, leg=leg, to_state=to_state, now=now),
-            transfer_update,
+            _leg_transition_statement(
+                ledger, transfer_id=transfer_id, leg=leg, to_state=TransferLeg.State.VOIDED, now=now
+            ),
+            (
+                f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, failure_code = %s, failure_detail = %s "
+                "WHERE id = %s AND status = %s",
+                [
+                    Transfer.Status.ABORTED,
+                    _now("default", now),
+                    failure_code,
+                    failure_detail,
+                    _uuid("default", transfer_id),
+                    Transfer.Status.PENDING,
+                ],
+            ),
         ],
     )
-    return leg_changed.rowcount == 1, transfer_changed.rowcount == 1
+    return voided.rowcount == 1, aborted.rowcount == 1
 
 
 def post(

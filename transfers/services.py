@@ -496,7 +496,7 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
         _decide_abort(transfer, actor, TransferTimedOut("The transfer timed out and was voided by recovery."))
         return
     except LockConflictGaveUp:
-        _decide_abort(transfer, actor, LedgerBusy("The account is busy; the transfer was not made."))
+        _decide_abort(transfer, actor, _busy())
         return
     except OperationalError as exc:
         # The ledger is down, perhaps after committing: only recovery can tell. It stays PENDING.
@@ -510,6 +510,15 @@ def _execute_local(transfer: Transfer, actor: Actor) -> None:
 
 
 # --- across ledgers -------------------------------------------------------------------------------
+
+
+def _pending_field(leg: str) -> str:
+    """The counter a leg's amount is held in while it is PREPARED."""
+    return "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+
+
+def _busy() -> LedgerBusy:
+    return LedgerBusy("The account is busy; the transfer was not made.")
 
 
 def _leg_location(transfer: Transfer, leg: str) -> tuple[str, int]:
@@ -593,7 +602,7 @@ def _refusal_found(transfer: Transfer, leg: str) -> TransferRefused | None:
     except TransferRefused as refused:
         return refused
     except LockConflictGaveUp:
-        return TransferRefused(LedgerBusy("The account is busy; the transfer was not made."))
+        return TransferRefused(_busy())
     return None
 
 
@@ -609,7 +618,7 @@ def _checked_step(transfer: Transfer, leg: str, step: Callable[[], Verdict | Non
         refused = _refusal_found(transfer, leg)
         if refused is not None:
             raise refused
-    raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made."))
+    raise TransferRefused(_busy())
 
 
 def _prepare_statements(transfer: Transfer, leg: str) -> Verdict | None:
@@ -617,8 +626,7 @@ def _prepare_statements(transfer: Transfer, leg: str) -> Verdict | None:
     A VOIDED tombstone left by recovery makes the insert fail on the unique key. Returns the
     deferred check's verdict (``_change_checked``)."""
     now = timezone.now()
-    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
-    verdict = _change_checked(transfer, leg, field=field, now=now)
+    verdict = _change_checked(transfer, leg, field=_pending_field(leg), now=now)
     _leg_insert(transfer, leg, state=LegState.PREPARED, now=now, verdict=verdict)
     return verdict
 
@@ -653,7 +661,6 @@ def _post_leg(
     only_if: str = "",
 ) -> None:  # type: ignore[no-untyped-def]
     """Post a leg's amount on its locked account (and release what its prepare held)."""
-    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
     ledger_sql.post(
         ledger,
         account_pk=account_pk,
@@ -662,7 +669,7 @@ def _post_leg(
         entry_kind=ENTRY_KIND[kind],
         description=description,
         now=now,
-        release_pending=field if release_pending else None,
+        release_pending=_pending_field(leg) if release_pending else None,
         only_if=only_if,
     )
 
@@ -723,7 +730,7 @@ def _leg_step(ledger: str, step: Callable[[], T], transfer: Transfer, *, doing: 
     except IntegrityError:
         raise TransferRefused(TransferTimedOut("The transfer timed out and was voided by recovery.")) from None
     except LockConflictGaveUp:
-        raise TransferRefused(LedgerBusy("The account is busy; the transfer was not made.")) from None
+        raise TransferRefused(_busy()) from None
     except CommitOutcomeUnknown:
         raise
     except OperationalError as exc:
@@ -797,7 +804,7 @@ def leg_void(transfer: Transfer, leg: str) -> bool:
 def _leg_void_at(
     *, ledger: str, transfer_id: uuid.UUID, leg: str, account_pk: int, amount: Decimal, kind: str, business_date
 ) -> bool:  # type: ignore[no-untyped-def]
-    field = "pending_debits" if leg == Leg.DEBIT else "pending_credits"
+    field = _pending_field(leg)
 
     def void() -> bool:
         now = timezone.now()
@@ -871,7 +878,8 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
 #   2. decide: the other leg COMMITTED         (its ledger: one commit; the point of no return)
 #   3. finish the home leg + COMPLETED         (control plane's server: one commit)
 #
-# Three commits instead of five; a refusal at home records the transfer ABORTED in one commit, a
+# Three commits instead of five, each one round trip (the checks are batched with the writes). A
+# refusal at home leaves the accept committed and then aborts the transfer (two commits); a
 # refusal of the decision aborts and voids the home leg in one. A transfer inside the home ledger
 # is one commit altogether. The rule recovery reads is the same as the five-step protocol's: the
 # transfer is decided once one leg is COMMITTED; the leg that was never prepared (the decision's)
@@ -918,7 +926,7 @@ def _accept_at_home(transfer: Transfer, actor: Actor, accept: Callable[[], None]
     except TransferRefused as refused:
         error = refused.error
     except LockConflictGaveUp:
-        error = LedgerBusy("The account is busy; the transfer was not made.")
+        error = _busy()
     else:
         if verdict is not None and not verdict:
             # The check was deferred and refused: the accept committed, nothing was held. (Outside
@@ -1006,20 +1014,13 @@ def _abort_at_home(transfer: Transfer, actor: Actor, error: ApplicationError, ho
     """The decision was refused: the transfer ABORTED with the reason and the home leg VOIDED
     (its pending amount released), in one commit. If recovery got there first, its outcome stands."""
     ledger, pk = _leg_location(transfer, home)
-    field = "pending_debits" if home == Leg.DEBIT else "pending_credits"
+    field = _pending_field(home)
     detail = error.detail[:500]
 
     def work() -> datetime | None:
         now = timezone.now()
-        voided, aborted = ledger_sql.leg_and_transfer_transition(
-            ledger,
-            transfer_id=transfer.id,
-            leg=home,
-            to_state=LegState.VOIDED,
-            status=Status.ABORTED,
-            now=now,
-            failure_code=error.code,
-            failure_detail=detail,
+        voided, aborted = ledger_sql.leg_void_and_transfer_abort(
+            ledger, transfer_id=transfer.id, leg=home, now=now, failure_code=error.code, failure_detail=detail
         )
         if voided:
             ledger_sql.pending_add(ledger, account_pk=pk, field=field, amount=-transfer.amount, now=now)
