@@ -126,6 +126,7 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
         self._lock_path = self.baseFilename + ".lock"
         self._lock: TextIO | None = None
         self._lock_pid = 0
+        self._size: int | None = None  # the file's size as _reopen_if_rotated found it, under the lock
 
     def _interprocess_lock(self) -> TextIO:
         # flock belongs to the open file, which fork() shares with the parent: one per process.
@@ -152,7 +153,7 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         if self.maxBytes <= 0:
             return False
-        size = getattr(self, "_size", None)
+        size = self._size
         if size is None:
             try:
                 size = os.stat(self.baseFilename).st_size
