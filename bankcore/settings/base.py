@@ -25,7 +25,7 @@ VAR_DIR: Path = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
 # Overridden (and refused when left at this value) in production settings.
 INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-0123456789"
 SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET)
-JWT_SECRET_KEY = env_str("JWT_SECRET_KEY", INSECURE_DEFAULT_SECRET + "-jwt")
+JWT_SECRET_KEY: str = env_str("JWT_SECRET_KEY", INSECURE_DEFAULT_SECRET + "-jwt")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS: list[str] = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -219,7 +219,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 RECOVERY_INTERVAL_SECONDS = env_int("RECOVERY_INTERVAL_SECONDS", 5, minimum=1)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 300, minimum=10)
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "recover-transfers": {
         "task": "transfers.tasks.recover_transfers",
         "schedule": float(RECOVERY_INTERVAL_SECONDS),

@@ -81,6 +81,59 @@ def test_access_token_expires(api_world):
     assert response.json()["code"] == "token_not_valid"
 
 
+@pytest.mark.parametrize("change", ["deactivated", "password_changed", "deleted"])
+def test_a_known_token_is_refused_as_soon_as_its_user_changes(api_world, change):
+    """A token's signature is verified once per process (bankcore.api_auth), its user on every
+    request: deactivating a partner, changing its password or deleting it refuses its very next
+    request."""
+    w = api_world
+    assert w.a.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200  # the token is known now
+    user = w.partner_a
+    if change == "deactivated":
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    elif change == "password_changed":
+        user.set_password("a-new-password")
+        user.save(update_fields=["password"])
+    else:
+        user.delete()
+    response = w.a.get(f"/api/v1/accounts/{w.a1.number}/")
+    assert response.status_code == 401
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == "token_not_valid"
+    assert w.b.get(f"/api/v1/accounts/{w.b1.number}/").status_code == 200  # others unaffected
+
+
+def test_a_known_token_still_expires(api_world):
+    import time
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(api_world.partner_a)
+    token.set_exp(lifetime=timedelta(seconds=1))
+    client = api_client_for(None)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert client.get("/api/v1/accounts/").status_code == 200
+    time.sleep(1.2)
+    response = client.get("/api/v1/accounts/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_a_tampered_token_is_refused_after_the_genuine_one_was_seen(api_world):
+    w = api_world
+    assert w.a.get("/api/v1/accounts/").status_code == 200
+    genuine = w.a._credentials["HTTP_AUTHORIZATION"].removeprefix("Bearer ")
+    header, payload, signature = genuine.split(".")
+    tampered = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    client = api_client_for(None)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tampered}")
+    response = client.get("/api/v1/accounts/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
 def test_throttled_client_gets_429_with_retry_after(api_world):
     w = api_world
     with rates(user="3/min"):
