@@ -1,27 +1,92 @@
 """Per-client throttling for the partner API, counted in the default cache (Redis whenever
 ``REDIS_HOST`` is set, so every replica shares one count).
 
-DRF's own classes copy the rates once, at import; these read them at each request, so a changed
-setting (and a test's ``override_settings``) takes effect.
+DRF's own throttles keep each client's request times as a list in the cache: a read and a write
+per request, the list pickled both ways (as long as the rate: 600 entries at 600/min), and two
+concurrent requests of one client read the same list and each write back its own, so one of
+them is not counted. Here a client's allowance is the **generic cell rate algorithm** (GCRA, the
+leaky bucket as a meter): for a rate of N per period D, one request is due every T = D / N, and a
+client may be up to D − T ahead of that schedule, so N requests may come at once, and after that
+one every T. The state is one number per client, the time its next request is due; in Redis it
+is read, checked and moved by one Lua script, atomic on the server and timed by the server's
+clock (replicas' clocks may differ), in one round trip. A refused request moves nothing, so, as
+with DRF's, only the requests let through are counted; ``Retry-After`` is the time until the next
+one fits, never more than the period.
+
+The rates are read at each request (DRF's classes copy them once, at import), so a changed
+setting, and a test's ``override_settings``, take effect.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
+from django.core.cache import caches
 from rest_framework.settings import api_settings
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+
+# KEYS[1]: the client's key; ARGV: T and D in seconds. Returns {1, ""} if the request fits, else
+# {0, seconds to wait}, as strings (Redis turns a Lua number into an integer).
+_GCRA = """
+local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local due = tonumber(redis.call('GET', KEYS[1]) or now)
+if due < now then due = now end
+local wait = due + interval - period - now
+if wait > 0 then return {0, tostring(wait)} end
+redis.call('SET', KEYS[1], tostring(due + interval), 'PX', math.ceil((due + interval - now) * 1000))
+return {1, ''}
+"""
+_script: Any = None
+_local_lock = threading.Lock()
 
 
-class PartnerRateThrottle(UserRateThrottle):
+def _gcra(key: str, interval: float, period: float) -> float:
+    """0 if one more request fits now (and it is counted), else the seconds until one does."""
+    cache = caches["default"]
+    if cache.__class__.__module__.startswith("django_redis"):
+        global _script
+        client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
+        if _script is None:
+            _script = client.register_script(_GCRA)  # EVALSHA, loaded again if the server lost it
+        allowed, wait = _script(keys=[cache.make_key(key)], args=[repr(interval), repr(period)], client=client)
+        return 0.0 if int(allowed) else float(wait)
+    # Any other cache (the local-memory one of a development run) is this process's own.
+    with _local_lock:
+        now = time.time()
+        due = max(float(cache.get(key) or now), now)
+        wait = due + interval - period - now
+        if wait > 0:
+            return wait
+        cache.set(key, due + interval, timeout=due + interval - now + 1)
+        return 0.0
+
+
+class CellRateThrottle(SimpleRateThrottle):
+    def get_rate(self) -> str | None:
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
+        return None if rate is None else str(rate)
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if self.rate is None:
+            return True
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        limit, period = int(self.num_requests or 1), float(self.duration or 1)  # type: ignore[attr-defined]
+        self._wait = _gcra(key, period / limit, period)
+        return self._wait == 0.0
+
+    def wait(self) -> float | None:
+        return getattr(self, "_wait", None) or None
+
+
+class PartnerRateThrottle(CellRateThrottle, UserRateThrottle):
     """An authenticated client by its user id; an anonymous one by its address."""
 
-    def get_rate(self) -> str | None:
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
-        return None if rate is None else str(rate)
 
-
-class AnonymousRateThrottle(AnonRateThrottle):
+class AnonymousRateThrottle(CellRateThrottle, AnonRateThrottle):
     """Anonymous requests only (the token endpoint), by address."""
-
-    def get_rate(self) -> str | None:
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
-        return None if rate is None else str(rate)

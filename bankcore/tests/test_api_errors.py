@@ -149,6 +149,38 @@ def test_throttled_client_gets_429_with_retry_after(api_world):
     assert response.json()["retry_after"] == int(response["Retry-After"])
 
 
+def test_throttle_counts_every_concurrent_request_once(api_world):
+    """One client's concurrent requests are each counted (DRF's list in the cache lost the
+    increments of requests that read it at the same time): at 5 per minute, 5 of 40 pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bankcore.api_throttling import _gcra
+
+    with ThreadPoolExecutor(40) as pool:
+        waits = list(pool.map(lambda _: _gcra("throttle_race_1", 12.0, 60.0), range(40)))
+    assert sum(1 for wait in waits if wait == 0.0) == 5
+    assert all(0 < wait <= 60 for wait in waits if wait)
+
+
+def test_throttle_lets_one_more_through_each_interval(monkeypatch):
+    """The generic cell rate algorithm (the local-memory path, on a clock the test moves): at 3 per
+    minute, 3 at once, then one every 20 s, and Retry-After says when."""
+    import bankcore.api_throttling as throttling
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(throttling.time, "time", lambda: now[0])
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
+        assert [throttling._gcra("throttle_pace", 20.0, 60.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert throttling._gcra("throttle_pace", 20.0, 60.0) == pytest.approx(20.0)
+        now[0] += 19.0
+        assert throttling._gcra("throttle_pace", 20.0, 60.0) == pytest.approx(1.0)
+        now[0] += 1.0
+        assert throttling._gcra("throttle_pace", 20.0, 60.0) == 0.0
+        assert throttling._gcra("throttle_pace", 20.0, 60.0) == pytest.approx(20.0)
+        now[0] += 600.0  # idle for long: the full burst again, no more
+        assert [throttling._gcra("throttle_pace", 20.0, 60.0) for _ in range(4)][-1] == pytest.approx(20.0)
+
+
 def test_throttle_counts_live_in_redis(api_world):
     from django.core.cache import caches
 
