@@ -11,7 +11,18 @@ re-raising; MySQLdb's ``cursor.close()`` then raises a *raw* ``MySQLdb.Operation
 which is not a ``django.db.Error`` and replaces the wrapped error every caller expects. Seen in
 the server-kill test. Closing a cursor on a dead connection has nothing left to clean up, so the
 close error is dropped and the original (wrapped) error propagates.
+
+Health checks (``CONN_HEALTH_CHECKS``): Django pings a persistent connection before its first query
+of every request, a round trip that cost a tenth of the wall time of a partner API request under
+load (py-spy, ``make bench-api``). A connection that ran a query less than
+``HEALTH_CHECK_AFTER_IDLE`` seconds ago, without an error since, is not pinged: it was answering a
+moment ago, and a server that went away in that moment is found by the query itself, as it would
+be in the moment between a ping and the query. An error marks the connection, and Django's own
+check at the end of the request closes it if it no longer answers. Idle connections, where a
+server restart or a ``wait_timeout`` may have dropped them, are pinged as before.
 """
+
+import time
 
 import MySQLdb
 from django.db.backends.mysql import base
@@ -26,11 +37,29 @@ class CursorWrapper(base.CursorWrapper):
             pass
 
 
+HEALTH_CHECK_AFTER_IDLE = 1.0
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    _used_at = float("-inf")
+
+    def close_if_health_check_failed(self) -> None:
+        if (
+            self.connection is not None
+            and not self.errors_occurred
+            and time.monotonic() - self._used_at < HEALTH_CHECK_AFTER_IDLE
+        ):
+            self.health_check_done = True
+            return
+        super().close_if_health_check_failed()
+
     def get_connection_params(self):  # type: ignore[no-untyped-def]
         params = super().get_connection_params()
         params["client_flag"] = params.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
         return params
 
     def create_cursor(self, name=None):  # type: ignore[no-untyped-def]
+        # Called for every cursor after the health check (not by ensure_connection, which
+        # Django's own request-boundary check calls too).
+        self._used_at = time.monotonic()
         return CursorWrapper(self.connection.cursor())

@@ -136,3 +136,61 @@ def test_the_fast_literals_are_the_drivers_own():
         Transfer.Status.COMPLETED,  # a TextChoices member: a str subclass
     ]
     assert list(_literals(db, values)) == [db.literal(v) for v in values]
+
+
+def _request_boundary(alias: str) -> None:
+    """What Django does to each connection at the start and end of a request."""
+    connections[alias].close_if_unusable_or_obsolete()
+
+
+def _select_one(alias: str) -> None:
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def test_the_health_check_pings_only_a_connection_idle_for_a_while(monkeypatch):
+    from bankcore.mysql_backend.base import HEALTH_CHECK_AFTER_IDLE
+
+    connection = connections[LEDGER]
+    _select_one(LEDGER)
+    assert connection.health_check_enabled
+    monkeypatch.setattr(connection, "close_at", None)  # persistent, as CONN_MAX_AGE makes it
+    pings: list[bool] = []
+    usable = connection.is_usable
+    monkeypatch.setattr(connection, "is_usable", lambda: pings.append(usable()) or pings[-1])
+
+    _request_boundary(LEDGER)
+    _select_one(LEDGER)
+    assert pings == []  # used a moment ago: no round trip for a ping
+
+    connection._used_at -= HEALTH_CHECK_AFTER_IDLE  # type: ignore[attr-defined]
+    _request_boundary(LEDGER)
+    _select_one(LEDGER)
+    assert pings == [True]
+
+
+def test_a_connection_dropped_by_the_server_fails_one_request_and_the_next_reconnects(monkeypatch):
+    """The trade of not pinging a connection used a moment ago: if the server drops it in that
+    moment, the request that finds out fails (as it would between a ping and its query), and the
+    end of that request closes the connection, so the next one gets a new one."""
+    connection = connections[LEDGER]
+    _select_one(LEDGER)
+    monkeypatch.setattr(connection, "close_at", None)
+    thread_id = connection.connection.thread_id()
+    import MySQLdb
+
+    settings = connection.settings_dict
+    killer = MySQLdb.connect(
+        host=settings["HOST"], port=int(settings["PORT"]), user=settings["USER"], password=settings["PASSWORD"]
+    )
+    try:
+        killer.cursor().execute(f"KILL CONNECTION {int(thread_id)}")
+    finally:
+        killer.close()
+
+    _request_boundary(LEDGER)
+    with pytest.raises(OperationalError):
+        _select_one(LEDGER)
+    _request_boundary(LEDGER)  # the failed request's end: the connection no longer answers, closed
+    _select_one(LEDGER)
+    assert connection.connection.thread_id() != thread_id
