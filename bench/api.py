@@ -10,10 +10,14 @@ deploy/gunicorn.conf.py (gthread, persistent database connections), then measure
 
   api        POST /api/v1/transfers/ across ledgers over keep-alive HTTP with a JWT and a fresh
              Idempotency-Key per request (201 expected)
+  api read   GET /api/v1/accounts/{number}/ the same way (200 expected): the door's own cost, the
+             same authentication, throttle and partner-link check with one ledger read instead of
+             a transfer (its row counts requests, not transfers)
   service    transfer_create across ledgers called directly (bench/run.py's worker)
   raw        mysqlclient, no Django: UPDATE+INSERT on server A, then on server B (bench/run.py)
 
-Prints transfers/s, p50 and p99 and the ratios api/service and api/raw. Figures, not assertions.
+Prints transfers/s, p50 and p99, the whole machine's CPU per transfer (clients, app, servers and kernel;
+the MariaDB servers' share apart), and the ratios api/service and api/raw. Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -37,7 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bankcore.testing.servers import MariaDBServer, RedisServer, free_port, remove_tree  # noqa: E402
-from bench.run import _configure, _create_databases, _engine_worker, _measure, _raw_worker, _seed_accounts  # noqa: E402
+from bench.run import (  # noqa: E402
+    _SERVER_PIDS,
+    LAST_WINDOW_CPU,
+    _configure,
+    _create_databases,
+    _engine_worker,
+    _measure,
+    _raw_worker,
+    _seed_accounts,
+)
 
 PARTNER = "bench-partner"
 
@@ -59,6 +72,16 @@ def _partner_token(accounts: dict[str, list[tuple[int, str]]]) -> str:
 
 
 def _api_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
+    return _http_worker(args, read=False)
+
+
+def _api_read_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
+    return _http_worker(args, read=True)
+
+
+def _http_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, int], *, read: bool) -> list[float]:
+    """One client over one keep-alive connection: cross-ledger transfers (201 expected) or, with
+    ``read``, GET accounts/{number}/ of the source account (200 expected)."""
     port, token, accounts, seconds, seed = args
     ledgers = sorted(accounts)
     rng = random.Random(seed)
@@ -83,7 +106,10 @@ def _api_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, i
         }
         started = time.perf_counter()
         try:
-            connection.request("POST", "/api/v1/transfers/", body=body, headers=headers)
+            if read:
+                connection.request("GET", f"/api/v1/accounts/{json.loads(body)['source_account']}/", headers=headers)
+            else:
+                connection.request("POST", "/api/v1/transfers/", body=body, headers=headers)
             response = connection.getresponse()
             response.read()
             status = response.status
@@ -93,7 +119,7 @@ def _api_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, i
         if not keep:
             connection.close()
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        if status == 201:
+        if status == (200 if read else 201):
             latencies.append(time.perf_counter() - started)
         else:
             errors[status] = errors.get(status, 0) + 1
@@ -162,6 +188,7 @@ def main() -> None:
             # far more than a real one would.
             API_THROTTLE_USER_RATE="10000000/min",
         )
+        _SERVER_PIDS.extend(s.process.pid for s in servers if s.process is not None)
         _configure(servers)
         _create_databases(servers)
         import django
@@ -188,12 +215,17 @@ def main() -> None:
         # A short warm-up: gunicorn workers import the app and open connections on first use.
         _measure(n, _api_worker, lambda i: (port, token, accounts, 2.0, 10_000 + i))
 
-        figures = {
-            "api": _measure(n, _api_worker, lambda i: (port, token, accounts, args.seconds, i)),
-            "service": _measure(n, _engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
-        }
         raw_servers = [{"port": servers[0].port, "db": "bank_source"}, {"port": servers[1].port, "db": "bank_dest"}]
-        figures["raw"] = _measure(n, _raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i))
+        runs = {
+            "api": (_api_worker, lambda i: (port, token, accounts, args.seconds, i)),
+            "api read": (_api_read_worker, lambda i: (port, token, accounts, args.seconds, 3000 + i)),
+            "service": (_engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
+            "raw": (_raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i)),
+        }
+        figures, cpu = {}, {}
+        for name, (worker, make_args) in runs.items():
+            figures[name] = _measure(n, worker, make_args)
+            cpu[name] = dict(LAST_WINDOW_CPU)
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
         gunicorn = None
@@ -201,10 +233,17 @@ def main() -> None:
         from transfers.reconciliation import reconcile
 
         report = reconcile()
-        print("\n| path (cross-ledger) | clients | transfers/s | p50 ms | p99 ms | count |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "\n| path (cross-ledger) | clients | transfers/s | p50 ms | p99 ms | count | CPU busy "
+            "| CPU-ms/transfer | of which MariaDB |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, (rate, p50, p99, count) in figures.items():
-            print(f"| {name} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {count} |")
+            c = cpu[name]
+            print(
+                f"| {name} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {count} | {c.get('busy', 0):.0%} "
+                f"| {c.get('ms_per_transfer', 0):.1f} | {c.get('servers_ms_per_transfer', 0):.1f} |"
+            )
         api, service, raw = (figures[name][0] for name in ("api", "service", "raw"))
         print(
             f"\napi/service {api / service if service else float('nan'):.2f}, "
