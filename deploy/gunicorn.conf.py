@@ -115,17 +115,23 @@ class JsonSafeAtoms(glogging.SafeAtoms):
     MASKED = frozenset({"U", "q", "r", "f"})
 
     def __init__(self, atoms: dict) -> None:  # type: ignore[type-arg]
-        dict.__init__(self)
-        for key, value in atoms.items():
-            if isinstance(value, str) and key in self.MASKED:
-                value = _mask_text(value)
-            self[key] = json.dumps(value)[1:-1] if isinstance(value, str) else value
+        # Kept as they are; __getitem__ escapes (and masks) only what the format reads, a dozen of
+        # the atoms and request and response headers gunicorn hands over.
+        dict.__init__(self, atoms)
         now = datetime.datetime.now(datetime.UTC)
         self["t"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         # A response gunicorn made itself (the app never saw the request) carries no id: the one
         # nginx sent, if any, still ties the line to nginx's.
         if "{x-request-id}o" not in self and "{x-request-id}i" in self:
             self["{x-request-id}o"] = self["{x-request-id}i"]
+
+    def __getitem__(self, key: str) -> object:
+        value = super().__getitem__(key)  # gunicorn's lookup: headers by lower-case name, "-" if absent
+        if isinstance(value, str):
+            if key in self.MASKED:
+                value = _mask_text(value)
+            value = json.dumps(value)[1:-1]
+        return value
 
 
 def _json_formatter() -> logging.Formatter:

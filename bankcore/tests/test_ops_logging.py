@@ -252,6 +252,25 @@ def test_gunicorn_access_lines_carry_the_request_id_the_app_answered_with():
     assert line["request_id"] == "c3" * 16
 
 
+def test_gunicorn_access_lines_stay_json_whatever_the_client_sent():
+    """Quotes, backslashes and control characters in the path, the query or a header are escaped
+    (gunicorn's own atoms only escape double quotes)."""
+    odd = 'a"b\\c\x01d\te\u2028'
+    line = _gunicorn_access_line(
+        request_headers=[("X-Real-IP", odd)],
+        response_headers=[],
+        environ={
+            "RAW_URI": f"/x/{odd}?q={odd}",
+            "PATH_INFO": f"/x/{odd}",
+            "QUERY_STRING": f"q={odd}",
+            "HTTP_USER_AGENT": odd,
+        },
+    )
+    assert line["path"] == f"/x/{odd}" and line["query"] == f"q={odd}"
+    assert line["user_agent"] == odd and line["remote_addr"] == odd
+    assert line["bytes"] == "120" and line["method"] == "GET"
+
+
 def test_gunicorn_access_lines_mask_account_numbers_in_the_path_and_query():
     """What a client typed into the URL may carry account numbers; the access line keeps their
     last 4 digits, as the audit file does (``audit.masking``)."""
