@@ -193,3 +193,50 @@ def test_the_audit_file_never_holds_a_password_a_full_number_or_a_balance(make_s
     assert "480.00" not in text  # the balance after the withdrawal
     login = next(line for line in audit_file() if line.get("path") == reverse("admin:login"))
     assert login["body"] == {"username": "teller", "next": "/admin/"}
+
+
+def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_staff):
+    """The project's auditlog middleware (audit.middleware.AuditlogContextMiddleware) gives each
+    request its own context, also when requests run at once on threads, and none outside one."""
+    import threading
+
+    from django.contrib.auth.models import Group
+    from django.test import RequestFactory
+
+    from audit.middleware import AuditlogContextMiddleware
+
+    users = [make_staff("teller", f"mw-teller-{i}") for i in range(4)]
+    barrier = threading.Barrier(len(users))
+
+    def save_group(request):  # type: ignore[no-untyped-def]
+        barrier.wait(timeout=10)  # every request's context is set before any group is saved
+        Group.objects.create(name=f"mw-group-{request.user.username}")
+        from django.http import HttpResponse
+
+        return HttpResponse("ok")
+
+    middleware = AuditlogContextMiddleware(save_group)
+
+    def one(i: int) -> None:
+        from django.db import connections
+
+        request = RequestFactory().post("/admin/", REMOTE_ADDR=f"203.0.113.{i + 1}")
+        request.user = users[i]
+        try:
+            middleware(request)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(users))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, user in enumerate(users):
+        group = Group.objects.get(name=f"mw-group-{user.username}")
+        entry = LogEntry.objects.get_for_object(group).get()
+        assert (entry.actor_id, entry.remote_addr) == (user.pk, f"203.0.113.{i + 1}")
+
+    outside = Group.objects.create(name="mw-group-outside")
+    entry = LogEntry.objects.get_for_object(outside).get()
+    assert entry.actor_id is None and entry.remote_addr is None
