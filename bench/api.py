@@ -50,6 +50,7 @@ from bench.run import (  # noqa: E402
     _measure,
     _raw_worker,
     _seed_accounts,
+    _window_start,
 )
 
 PARTNER = "bench-partner"
@@ -88,7 +89,10 @@ def _http_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, 
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies: list[float] = []
     errors: dict[int, int] = {}
-    deadline = time.monotonic() + seconds
+    # Every client starts at the window's start, which the CPU figures are measured over (a client
+    # that started as soon as its process did would stop before the window ends, and the window's
+    # idle tail would read as a door that cannot keep the CPUs busy).
+    deadline = _window_start() + seconds
     while time.monotonic() < deadline:
         a, b = rng.sample(ledgers, 2)
         body = json.dumps(
