@@ -33,7 +33,7 @@ _GCRA = """
 local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local due = tonumber(redis.call('GET', KEYS[1]) or now)
+local due = tonumber(redis.call('GET', KEYS[1]) or '') or now
 if due < now then due = now end
 local wait = due + interval - period - now
 if wait > 0 then return {0, tostring(wait)} end
@@ -77,7 +77,9 @@ class CellRateThrottle(SimpleRateThrottle):
         if key is None:
             return True
         limit, period = int(self.num_requests or 1), float(self.duration or 1)  # type: ignore[attr-defined]
-        self._wait = _gcra(key, period / limit, period)
+        # A key of its own: DRF's throttle kept a pickled list under the plain one, which workers of
+        # the previous version still write during a rolling update.
+        self._wait = _gcra(f"{key}:gcra", period / limit, period)
         return self._wait == 0.0
 
     def wait(self) -> float | None:

@@ -162,6 +162,18 @@ def test_throttle_counts_every_concurrent_request_once(api_world):
     assert all(0 < wait <= 60 for wait in waits if wait)
 
 
+def test_throttle_state_that_is_not_a_time_counts_as_none(api_world):
+    """Whatever a key holds that is not a number (a value of another version) is read as no state,
+    never a script error (a 500 for every request of that client)."""
+    from django.core.cache import caches
+
+    from bankcore.api_throttling import _gcra
+
+    cache = caches["default"]
+    cache.client.get_client(write=True).set(cache.make_key("throttle_odd"), b"\x80\x04]\x94.")  # type: ignore[attr-defined]
+    assert _gcra("throttle_odd", 12.0, 60.0) == 0.0
+
+
 def test_throttle_lets_one_more_through_each_interval(monkeypatch):
     """The generic cell rate algorithm (the local-memory path, on a clock the test moves): at 3 per
     minute, 3 at once, then one every 20 s, and Retry-After says when."""
