@@ -157,7 +157,7 @@ class AccountDetailApi(APIView):
         description="Holder, currency, status and balances: posted, pending debits and credits, available.",
     )
     def get(self, request: Request, number: str) -> Response:
-        account = account_get_visible(scope=account_scope(user=request.user), number=number)
+        account = account_get_visible(user=request.user, number=number)
         return Response(AccountOutput(account).data)
 
 
@@ -180,7 +180,7 @@ class AccountEntriesApi(APIView):
         filters = EntryFilter(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
-        account = account_get_visible(scope=account_scope(user=request.user), number=number)
+        account = account_get_visible(user=request.user, number=number)
         entries = account_entries(
             account=account, created_from=params.get("created_from"), created_to=params.get("created_to")
         )

@@ -44,11 +44,12 @@ def account_numbers_linked(*, user: Any) -> frozenset[str]:
     return frozenset(PartnerAccountLink.objects.filter(user=user).values_list("account_number", flat=True))
 
 
-def account_get_visible(*, scope: AccountScope, number: str) -> Account:
-    """The account, if ``scope`` may see it. Raises ``InvalidAccountNumber`` for a malformed
-    number and ``AccountNotFound`` both for a missing account and for one outside the scope."""
+def account_get_visible(*, user: Any, number: str) -> Account:
+    """The account, if ``user`` may see it (as ``account_scope`` says, asking about this one number
+    only: a partner's link, else the permission). Raises ``InvalidAccountNumber`` for a malformed
+    number and ``AccountNotFound`` both for a missing account and for one the user may not see."""
     parsed = account_number_parse(number)
-    if not scope.includes(parsed.number):
+    if not _linked_or_permitted(user=user, number=parsed.number, permission=VIEW_ALL_ACCOUNTS_PERMISSION):
         raise AccountNotFound(f"No account {parsed.number}.")
     return account_get(number=parsed.number)
 
@@ -120,14 +121,19 @@ DEBIT_ANY_ACCOUNT_PERMISSION = "transfers.add_transfer"
 def account_may_debit(*, user: Any, number: str) -> bool:
     """Whether ``user`` may move money out of ``number``: a partner only out of its linked
     accounts, staff with ``transfers.add_transfer`` out of any."""
+    return _linked_or_permitted(user=user, number=number, permission=DEBIT_ANY_ACCOUNT_PERMISSION)
+
+
+def _linked_or_permitted(*, user: Any, number: str, permission: str) -> bool:
     # The link first: a partner's every request asks, and one indexed query is cheaper than
-    # loading the user's permissions (two queries) that only staff need. Written once as SQL: the
-    # ORM compiled this query anew for every request (``transfers.ledger_sql`` says why).
+    # loading the user's permissions (two queries) that only staff need, or all of a partner's
+    # links (``account_scope``, for lists). Written once as SQL: the ORM compiled this query anew
+    # for every request (``transfers.ledger_sql`` says why).
     with connections["default"].cursor() as cursor:
         cursor.execute(_LINK_EXISTS, [user.pk, number])
         if cursor.fetchone() is not None:
             return True
-    return bool(user.has_perm(DEBIT_ANY_ACCOUNT_PERMISSION))
+    return bool(user.has_perm(permission))
 
 
 _LINK_EXISTS = (
