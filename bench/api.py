@@ -1,7 +1,7 @@
 """Benchmark of the partner API under gunicorn, beside the service-level and raw-SQL figures of
 the same run, on the same servers.
 
-    .venv/bin/python bench/api.py [--seconds 10] [--clients 32] [--accounts 2000]
+    .venv/bin/python bench/api.py [--seconds 10] [--clients 32] [--accounts 2000] [--rounds 1]
 
 Starts two durable MariaDB servers (as bench/run.py) and a Redis (the throttle counts), seeds
 funded accounts linked to one partner, starts gunicorn with the production settings and
@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -171,6 +172,13 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--gunicorn-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
     parser.add_argument("--gunicorn-threads", type=int, default=8)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every path this many times in turn and report each round's ratios and their median "
+        "(this machine's speed drifts between runs; a ratio is only fair within one round)",
+    )
     args = parser.parse_args()
     n = args.clients
 
@@ -226,10 +234,12 @@ def main() -> None:
             "service": (_engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
             "raw": (_raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i)),
         }
-        figures, cpu = {}, {}
-        for name, (worker, make_args) in runs.items():
-            figures[name] = _measure(n, worker, make_args)
-            cpu[name] = dict(LAST_WINDOW_CPU)
+        rounds: list[dict[str, tuple[tuple[float, float, float, int], dict[str, float]]]] = []
+        for _ in range(max(1, args.rounds)):
+            measured = {}
+            for name, (worker, make_args) in runs.items():
+                measured[name] = (_measure(n, worker, make_args), dict(LAST_WINDOW_CPU))
+            rounds.append(measured)
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
         gunicorn = None
@@ -238,23 +248,33 @@ def main() -> None:
 
         report = reconcile()
         print(
-            "\n| path (cross-ledger) | clients | transfers/s | p50 ms | p99 ms | count | CPU busy "
-            "| CPU-ms/transfer | of which MariaDB |"
+            "\n| path (cross-ledger) | round | clients | requests/s | p50 ms | p99 ms | count | CPU busy "
+            "| CPU-ms/request | of which MariaDB |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
-        for name, (rate, p50, p99, count) in figures.items():
-            c = cpu[name]
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for number, measured in enumerate(rounds, 1):
+            for name, ((rate, p50, p99, count), c) in measured.items():
+                print(
+                    f"| {name} | {number} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {count} | {c.get('busy', 0):.0%} "
+                    f"| {c.get('ms_per_transfer', 0):.1f} | {c.get('servers_ms_per_transfer', 0):.1f} |"
+                )
+
+        def ratio(measured: dict, top: str, bottom: str) -> float:  # type: ignore[type-arg]
+            below = measured[bottom][0][0]
+            return measured[top][0][0] / below if below else float("nan")
+
+        print()
+        for number, measured in enumerate(rounds, 1):
             print(
-                f"| {name} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {count} | {c.get('busy', 0):.0%} "
-                f"| {c.get('ms_per_transfer', 0):.1f} | {c.get('servers_ms_per_transfer', 0):.1f} |"
+                f"round {number}: api/service {ratio(measured, 'api', 'service'):.2f}, "
+                f"api/raw {ratio(measured, 'api', 'raw'):.2f}, service/raw {ratio(measured, 'service', 'raw'):.2f}; "
+                f"API p50 {measured['api'][0][1]:.1f} ms, p99 {measured['api'][0][2]:.1f} ms"
             )
-        api, service, raw = (figures[name][0] for name in ("api", "service", "raw"))
+        ratios = [ratio(measured, "api", "service") for measured in rounds]
+        p99s = [measured["api"][0][2] for measured in rounds]
         print(
-            f"\napi/service {api / service if service else float('nan'):.2f}, "
-            f"api/raw {api / raw if raw else float('nan'):.2f}, service/raw {service / raw if raw else float('nan'):.2f}"
-        )
-        print(
-            f"API p50 {figures['api'][1]:.1f} ms, p99 {figures['api'][2]:.1f} ms (target: p99 < 100 ms, api/service >= 0.6)"
+            f"median of {len(rounds)}: api/service {statistics.median(ratios):.2f}, API p99 {statistics.median(p99s):.1f} ms "
+            "(target: p99 < 100 ms, api/service >= 0.6)"
         )
         print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
     finally:
