@@ -24,8 +24,21 @@ import time
 from typing import Any
 
 from django.core.cache import caches
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+
+from bankcore.errors import ServiceUnavailable
+
+
+class ThrottleUnavailable(ServiceUnavailable):
+    """Redis, where the counts live, did not answer. The request is refused (503, Retry-After)
+    rather than let through uncounted: nothing was done."""
+
+    code = "throttle_unavailable"
+    title = "The request counter is unavailable"
+
 
 # KEYS[1]: the client's key; ARGV: T and D in seconds. Returns {1, ""} if the request fits, else
 # {0, seconds to wait}, as strings (Redis turns a Lua number into an integer).
@@ -52,7 +65,12 @@ def _gcra(key: str, interval: float, period: float) -> float:
         client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
         if _script is None:
             _script = client.register_script(_GCRA)  # EVALSHA, loaded again if the server lost it
-        allowed, wait = _script(keys=[cache.make_key(key)], args=[repr(interval), repr(period)], client=client)
+        try:
+            allowed, wait = _script(keys=[cache.make_key(key)], args=[repr(interval), repr(period)], client=client)
+        except (RedisConnectionError, RedisTimeoutError):
+            raise ThrottleUnavailable(
+                "The request counter did not answer; nothing was done. Please retry shortly."
+            ) from None
         return 0.0 if int(allowed) else float(wait)
     # Any other cache (the local-memory one of a development run) is this process's own.
     with _local_lock:

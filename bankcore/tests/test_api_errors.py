@@ -174,6 +174,40 @@ def test_throttle_state_that_is_not_a_time_counts_as_none(api_world):
     assert _gcra("throttle_odd", 12.0, 60.0) == 0.0
 
 
+def test_redis_down_is_503_throttle_unavailable_and_moves_nothing(api_world, monkeypatch):
+    """Without its counter the API refuses (503, Retry-After) rather than let requests through
+    uncounted; the refusal is a problem with its own code, never a 500, and nothing moves."""
+    import redis
+    from django.core.cache import caches
+
+    import bankcore.api_throttling as throttling
+    from bankcore.testing.servers import free_port
+
+    w = api_world
+    before = balances(w.a1, w.c2)
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    monkeypatch.setattr(caches["default"].client, "get_client", lambda write=True: dead)  # type: ignore[attr-defined]
+    monkeypatch.setattr(throttling, "_script", None)
+    for response in (
+        w.a.get(f"/api/v1/accounts/{w.a1.number}/"),
+        w.a.post(
+            "/api/v1/transfers/",
+            {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "5.00"},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="redis-down-1",
+        ),
+    ):
+        assert response.status_code == 503, response.content
+        assert response["Content-Type"] == PROBLEM
+        assert response.json()["code"] == "throttle_unavailable"
+        assert response["Retry-After"] == "1"
+    monkeypatch.undo()
+    assert balances(w.a1, w.c2) == before
+    from transfers.models import Transfer
+
+    assert not Transfer.objects.filter(idempotency_key="redis-down-1").exists()
+
+
 def test_throttle_lets_one_more_through_each_interval(monkeypatch):
     """The generic cell rate algorithm (the local-memory path, on a clock the test moves): at 3 per
     minute, 3 at once, then one every 20 s, and Retry-After says when."""
