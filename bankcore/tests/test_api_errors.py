@@ -158,8 +158,11 @@ def test_throttle_counts_every_concurrent_request_once(api_world):
 
     with ThreadPoolExecutor(40) as pool:
         waits = list(pool.map(lambda _: _gcra("throttle_race_1", 12.0, 60.0), range(40)))
+        # A period the rate does not divide evenly: the times' rounding refuses none of the burst.
+        sevens = list(pool.map(lambda _: _gcra("throttle_race_7", 60.0 / 7, 60.0), range(40)))
     assert sum(1 for wait in waits if wait == 0.0) == 5
     assert all(0 < wait <= 60 for wait in waits if wait)
+    assert sum(1 for wait in sevens if wait == 0.0) == 7
 
 
 def test_throttle_state_that_is_not_a_time_counts_as_none(api_world):
@@ -225,6 +228,9 @@ def test_throttle_lets_one_more_through_each_interval(monkeypatch):
         assert throttling._gcra("throttle_pace", 20.0, 60.0) == pytest.approx(20.0)
         now[0] += 600.0  # idle for long: the full burst again, no more
         assert [throttling._gcra("throttle_pace", 20.0, 60.0) for _ in range(4)][-1] == pytest.approx(20.0)
+        # A period the rate does not divide evenly, all at one instant: the rounding of the times
+        # added up refuses none of the burst.
+        assert [throttling._gcra("throttle_pace_7", 60.0 / 7, 60.0) for _ in range(7)] == [0.0] * 7
 
 
 def test_throttle_counts_live_in_redis(api_world):
