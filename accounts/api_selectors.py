@@ -30,9 +30,6 @@ class AccountScope:
     all: bool
     numbers: frozenset[str]
 
-    def includes(self, number: str) -> bool:
-        return self.all or number in self.numbers
-
 
 def account_scope(*, user: Any) -> AccountScope:
     if user.has_perm(VIEW_ALL_ACCOUNTS_PERMISSION):
