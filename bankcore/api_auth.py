@@ -44,26 +44,22 @@ def _clock() -> float:
     return time.time()
 
 
-def _user_id_field() -> Field:  # type: ignore[type-arg]
-    field = get_user_model()._meta.get_field(api_settings.USER_ID_FIELD)
-    assert isinstance(field, Field)
-    return field
-
-
 @cache
-def _user_statement() -> tuple[str, list[str]]:
-    """``SELECT <every concrete field> FROM <user table> WHERE <USER_ID_FIELD> = %s`` and the field
-    names, in the order ``Model.from_db`` takes them."""
+def _user_lookup() -> tuple[str, str, list[str], Field]:  # type: ignore[type-arg]
+    """Where and how a token's user is read, worked out once: the database alias, ``SELECT <every
+    concrete field> FROM <user table> WHERE <USER_ID_FIELD> = %s``, the field names in the order
+    ``Model.from_db`` takes them, and the id field (which turns the claim into the column's value)."""
     model = get_user_model()
+    using = router.db_for_read(model)
+    lookup = model._meta.get_field(api_settings.USER_ID_FIELD)
+    assert isinstance(lookup, Field)
     fields = model._meta.concrete_fields
-    connection = connections[router.db_for_read(model)]
-    quote = connection.ops.quote_name
-    lookup = _user_id_field()
+    quote = connections[using].ops.quote_name
     sql = (
         f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(model._meta.db_table)} "
         f"WHERE {quote(lookup.column)} = %s"
     )
-    return sql, [field.attname for field in fields]
+    return using, sql, [field.attname for field in fields], lookup
 
 
 class PartnerJWTAuthentication(JWTAuthentication):
@@ -89,19 +85,17 @@ class PartnerJWTAuthentication(JWTAuthentication):
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError as error:
             raise InvalidToken(_("Token contained no recognizable user identification")) from error
-        model = get_user_model()
-        sql, names = _user_statement()
+        using, sql, names, lookup = _user_lookup()
         try:
-            user_id = _user_id_field().get_prep_value(user_id)
+            user_id = lookup.get_prep_value(user_id)
         except (TypeError, ValueError) as error:
             raise InvalidToken(_("Token contained no recognizable user identification")) from error
-        using = router.db_for_read(model)
         with connections[using].cursor() as cursor:
             cursor.execute(sql, [user_id])
             row = cursor.fetchone()
         if row is None:
             raise AuthenticationFailed(_("User not found"), code="user_not_found")
-        user = model.from_db(using, names, row)
+        user = get_user_model().from_db(using, names, row)
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
