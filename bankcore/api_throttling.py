@@ -40,23 +40,22 @@ class ThrottleUnavailable(ServiceUnavailable):
     title = "The request counter is unavailable"
 
 
-# KEYS[1]: the client's key; ARGV: T and D in seconds. Returns {1, ""} if the request fits, else
-# {0, seconds to wait}, as strings (Redis turns a Lua number into an integer).
+# KEYS[1]: the client's key; ARGV: T, D and the slack (_SLACK) in seconds. Returns {1, ""} if the
+# request fits, else {0, seconds to wait}, as strings (Redis turns a Lua number into an integer).
 _GCRA = """
-local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval, period, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local due = tonumber(redis.call('GET', KEYS[1]) or '') or now
 if due < now then due = now end
 local wait = due + interval - period - now
-if wait > 0.001 then return {0, tostring(wait)} end
+if wait > slack then return {0, tostring(wait)} end
 redis.call('SET', KEYS[1], string.format('%.6f', due + interval), 'PX', math.ceil((due + interval - now) * 1000))
 return {1, ''}
 """
 _script: Any = None
-# A millisecond of slack in both paths (the script's own literal): the N-th request of a burst
-# waits exactly 0 on paper, and the rounding of the times stored (to the microsecond) and added up
-# must not refuse it.
+# A millisecond of slack in both paths: the N-th request of a burst waits exactly 0 on paper, and
+# the rounding of the times stored (to the microsecond) and added up must not refuse it.
 _SLACK = 0.001
 _local_lock = threading.Lock()
 
@@ -70,7 +69,9 @@ def _gcra(key: str, interval: float, period: float) -> float:
         if _script is None:
             _script = client.register_script(_GCRA)  # EVALSHA, loaded again if the server lost it
         try:
-            allowed, wait = _script(keys=[cache.make_key(key)], args=[repr(interval), repr(period)], client=client)
+            allowed, wait = _script(
+                keys=[cache.make_key(key)], args=[repr(interval), repr(period), repr(_SLACK)], client=client
+            )
         except (RedisConnectionError, RedisTimeoutError):
             raise ThrottleUnavailable(
                 "The request counter did not answer; nothing was done. Please retry shortly."
