@@ -96,23 +96,22 @@ def _http_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, 
     deadline = _window_start() + seconds
     while time.monotonic() < deadline:
         a, b = rng.sample(ledgers, 2)
-        body = json.dumps(
-            {
-                "source_account": rng.choice(accounts[a])[1],
-                "destination_account": rng.choice(accounts[b])[1],
-                "amount": f"{rng.randint(1, 100)}.00",
-                "currency": "CNY",
-            }
-        )
-        headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": uuid.uuid4().hex,
-        }
+        source = rng.choice(accounts[a])[1]
+        headers = {"Authorization": f"Bearer {token}"}
+        if not read:
+            body = json.dumps(
+                {
+                    "source_account": source,
+                    "destination_account": rng.choice(accounts[b])[1],
+                    "amount": f"{rng.randint(1, 100)}.00",
+                    "currency": "CNY",
+                }
+            )
+            headers.update({"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex})
         started = time.perf_counter()
         try:
             if read:
-                connection.request("GET", f"/api/v1/accounts/{json.loads(body)['source_account']}/", headers=headers)
+                connection.request("GET", f"/api/v1/accounts/{source}/", headers=headers)
             else:
                 connection.request("POST", "/api/v1/transfers/", body=body, headers=headers)
             response = connection.getresponse()
