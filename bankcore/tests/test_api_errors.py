@@ -393,3 +393,40 @@ def test_swagger_ui_assets_are_our_static_files(api_world):
     for url in docs_page_urls():
         assert url.startswith(prefix), url
         assert finders.find(url.removeprefix(prefix)), url
+
+
+# --- input serializers: one set of fields per class -------------------------------------------------
+
+
+def test_input_serializers_share_their_fields_and_each_validates_its_own_data():
+    """StrictInputSerializer builds its fields once per class: instances share them, yet concurrent
+    validations on threads each keep their own data and errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transfers.api import TransferCreateInput
+
+    assert TransferCreateInput(data={}).fields is TransferCreateInput(data={}).fields
+
+    def validate(i: int) -> tuple[bool, Any]:
+        good = i % 2 == 0
+        data = {"source_account": "x", "destination_account": "y", "amount": f"{i + 1}.00" if good else i}
+        serializer = TransferCreateInput(data=data)
+        serializer.is_valid()
+        return good, serializer.errors
+
+    with ThreadPoolExecutor(8) as pool:
+        for good, errors in pool.map(validate, range(200)):
+            # Every request has bad account numbers; only the odd ones a JSON number for an amount.
+            assert set(errors) == ({"source_account", "destination_account"} | (set() if good else {"amount"}))
+            if not good:
+                assert errors["amount"][0].code == "invalid_amount"
+
+
+def test_a_partial_input_serializer_or_one_with_a_context_gets_its_own_fields():
+    from transfers.api import TransferCreateInput
+
+    shared = TransferCreateInput(data={}).fields
+    partial = TransferCreateInput(data={"reference": "x"}, partial=True)
+    assert partial.fields is not shared
+    assert partial.is_valid(), partial.errors  # DRF's partial: the required fields may be missing
+    assert TransferCreateInput(data={}, context={"k": 1}).fields is not shared
