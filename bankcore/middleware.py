@@ -1,14 +1,23 @@
 """Request id: taken from nginx's ``X-Request-ID`` (or made up), kept on the request, echoed in
 the response, and carried by every audit event and log line of the request (through the context
-variable of ``bankcore.logging``)."""
+variable of ``bankcore.logging``).
+
+And Django's session, CSRF, authentication and messages middleware for the back office only: the
+partner API (``/api/``) authenticates with a JWT on every request (DRF), keeps no session, sets no
+cookie and shows no message, and skipping the four saved a few percent of its workers' CPU."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
+from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
 
 from bankcore.logging import request_id_bound
 
@@ -27,3 +36,44 @@ class RequestIdMiddleware:
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+API_PREFIX = "/api/"
+
+
+def is_api(request: HttpRequest) -> bool:
+    return request.path_info.startswith(API_PREFIX)
+
+
+class _BackOfficeOnly:
+    """Runs the Django middleware it is mixed into except for the partner API, whose requests go
+    straight on. Subclasses of Django's own, so that the admin's checks (admin.E408–E410) still
+    find them in MIDDLEWARE."""
+
+    get_response: Callable[[HttpRequest], HttpResponse]
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_api(request):
+            return self.get_response(request)
+        return super().__call__(request)  # type: ignore[misc, no-any-return]
+
+
+class SessionMiddleware(_BackOfficeOnly, DjangoSessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_BackOfficeOnly, DjangoAuthenticationMiddleware):
+    """Under /api/ ``request.user`` is set by DRF's authentication, when the view runs."""
+
+
+class MessageMiddleware(_BackOfficeOnly, DjangoMessageMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_BackOfficeOnly, DjangoCsrfViewMiddleware):
+    """Every API view is CSRF-exempt already (DRF's, and a JWT is no ambient credential)."""
+
+    def process_view(self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any) -> Any:
+        if is_api(request):
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)

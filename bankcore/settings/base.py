@@ -58,13 +58,14 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankcore.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Session, CSRF, authentication and messages: Django's, for the back office only (not /api/).
+    "bankcore.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",  # also Content-Length, for the API too
+    "bankcore.middleware.CsrfViewMiddleware",
+    "bankcore.middleware.AuthenticationMiddleware",
     "audit.middleware.AuditlogContextMiddleware",  # django-auditlog's, cheaper
     "audit.middleware.AuditRequestMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "bankcore.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a locked-out login into its lockout response.

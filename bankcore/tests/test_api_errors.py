@@ -275,6 +275,31 @@ def test_admin_still_answers_html(api_world, client):
     assert "problem" not in response["Content-Type"]
 
 
+def test_session_csrf_auth_and_messages_serve_the_back_office_not_the_api(api_world):
+    """The four Django middleware are skipped under /api/ (bankcore.middleware): the API sets no
+    cookie and its user comes from the JWT; the admin still has its session, its CSRF check and
+    its messages."""
+    from django.test import Client
+
+    w = api_world
+    response = w.a.get(f"/api/v1/accounts/{w.a1.number}/", HTTP_COOKIE="sessionid=forged; csrftoken=x")
+    assert response.status_code == 200 and response.json()["number"] == w.a1.number
+    assert not response.cookies and "Cookie" not in response.get("Vary", "")
+    anonymous = api_client_for(None).get(f"/api/v1/accounts/{w.a1.number}/")
+    assert anonymous.status_code == 401 and anonymous["Content-Type"] == PROBLEM
+
+    browser = Client(enforce_csrf_checks=True)
+    login = browser.get("/admin/login/")
+    assert login.status_code == 200 and "csrftoken" in login.cookies
+    refused = browser.post("/admin/login/", {"username": "x", "password": "y"})
+    assert refused.status_code == 403  # no CSRF token
+    token = login.cookies["csrftoken"].value
+    answered = browser.post(
+        "/admin/login/", {"username": "x", "password": "y", "csrfmiddlewaretoken": token, "next": "/admin/"}
+    )
+    assert answered.status_code == 200 and b"Please enter the correct" in answered.content
+
+
 @pytest.fixture
 def ledger_db2_down(monkeypatch):  # type: ignore[no-untyped-def]
     """db2 refuses every connection as if its server were gone (MySQL 2003); the open one is closed,
