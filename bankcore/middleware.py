@@ -18,6 +18,7 @@ from django.contrib.messages.middleware import MessageMiddleware as DjangoMessag
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
+from django.utils.deprecation import MiddlewareMixin
 
 from bankcore.logging import request_id_bound
 
@@ -45,17 +46,15 @@ def is_api(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PREFIX)
 
 
-class _BackOfficeOnly:
+class _BackOfficeOnly(MiddlewareMixin):
     """Runs the Django middleware it is mixed into except for the partner API, whose requests go
     straight on. Subclasses of Django's own, so that the admin's checks (admin.E408–E410) still
     find them in MIDDLEWARE."""
 
-    get_response: Callable[[HttpRequest], HttpResponse]
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
         if is_api(request):
             return self.get_response(request)
-        return super().__call__(request)  # type: ignore[misc, no-any-return]
+        return super().__call__(request)
 
 
 class SessionMiddleware(_BackOfficeOnly, DjangoSessionMiddleware):
