@@ -213,8 +213,9 @@ def main() -> None:
         "--rounds",
         type=int,
         default=1,
-        help="measure every path this many times in turn and report each round's ratios and their median "
-        "(this machine's speed drifts between runs; a ratio is only fair within one round)",
+        help="measure every path this many times in turn (each round starting one path later) and report "
+        "each round's ratios and their median (this machine's speed drifts between runs; a ratio is only "
+        "fair within one round)",
     )
     args = parser.parse_args()
     n = args.clients
@@ -272,11 +273,16 @@ def main() -> None:
             "raw": (_raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i)),
         }
         rounds: list[dict[str, tuple[tuple[float, float, float, int], dict[str, float]]]] = []
-        for _ in range(max(1, args.rounds)):
+        names = list(runs)
+        for number in range(max(1, args.rounds)):
+            # Each round starts one path later, so that no path always follows the same one (the
+            # API right after the raw run's 15,000 transfers, say).
+            order = names[number % len(names) :] + names[: number % len(names)]
             measured = {}
-            for name, (worker, make_args) in runs.items():
+            for name in order:
+                worker, make_args = runs[name]
                 measured[name] = (_measure(n, worker, make_args), dict(LAST_WINDOW_CPU))
-            rounds.append(measured)
+            rounds.append({name: measured[name] for name in names})
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
         gunicorn = None
