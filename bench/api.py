@@ -1,7 +1,7 @@
 """Benchmark of the partner API under gunicorn, beside the service-level and raw-SQL figures of
 the same run, on the same servers.
 
-    .venv/bin/python bench/api.py [--seconds 10] [--clients 32] [--accounts 2000] [--rounds 1]
+    .venv/bin/python bench/api.py [--seconds 10] [--clients 32] [--accounts 2000] [--rounds 1] [--rate 0]
 
 Starts two durable MariaDB servers (as bench/run.py) and a Redis (the throttle counts), seeds
 funded accounts linked to one partner, starts gunicorn with the production settings and
@@ -15,6 +15,11 @@ deploy/gunicorn.conf.py (gthread, persistent database connections), then measure
              a transfer (its row counts requests, not transfers)
   service    transfer_create across ledgers called directly (bench/run.py's worker)
   raw        mysqlclient, no Django: UPDATE+INSERT on server A, then on server B (bench/run.py)
+
+By default each client sends its next request as soon as the last is answered (a closed loop: the
+throughput ceiling, where latency is mostly queueing). With --rate R the clients offer R requests per
+second in all, as Poisson arrivals, and each latency counts from when its request was due: the
+latency a partner sees below saturation.
 
 Prints transfers/s, p50 and p99, the whole machine's CPU per transfer (clients, app, servers and kernel;
 the MariaDB servers' share and the HTTP clients' apart), and the ratios api/service and api/raw.
@@ -43,17 +48,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench.run as bench_run  # noqa: E402
 from bankcore.testing.servers import MariaDBServer, RedisServer, free_port, remove_tree  # noqa: E402
 from bench.run import (  # noqa: E402
     _SERVER_PIDS,
     LAST_WINDOW_CPU,
+    _arrivals,
     _configure,
     _create_databases,
     _engine_worker,
     _measure,
     _raw_worker,
     _seed_accounts,
-    _window_start,
 )
 
 PARTNER = "bench-partner"
@@ -144,8 +150,7 @@ def _http_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, 
     # Every client starts at the window's start, which the CPU figures are measured over (a client
     # that started as soon as its process did would stop before the window ends, and the window's
     # idle tail would read as a door that cannot keep the CPUs busy).
-    deadline = _window_start() + seconds
-    while time.monotonic() < deadline:
+    for due in _arrivals(seed, seconds):
         a, b = rng.sample(ledgers, 2)
         source = rng.choice(accounts[a])[1]
         if read:
@@ -159,10 +164,10 @@ def _http_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, 
                 f"POST /api/v1/transfers/ HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
                 f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
             ).encode()
-        started = time.perf_counter()
+        started = time.monotonic() if due is None else due
         status = connection.exchange(request)
         if status == (200 if read else 201):
-            latencies.append(time.perf_counter() - started)
+            latencies.append(time.monotonic() - started)
         else:
             errors[status] = errors.get(status, 0) + 1
     connection.close()
@@ -217,8 +222,16 @@ def main() -> None:
         "each round's ratios and their median (this machine's speed drifts between runs; a ratio is only "
         "fair within one round)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offer this many requests per second in all (Poisson arrivals over the clients, latency "
+        "counted from when each was due) instead of a closed loop: the latency below saturation",
+    )
     args = parser.parse_args()
     n = args.clients
+    bench_run.RATE_PER_WORKER = args.rate / n
 
     base = Path(tempfile.mkdtemp(prefix="bankcore-bench-api-"))
     servers = [MariaDBServer(base, f"db{i}", durable=True) for i in (1, 2)]
@@ -259,7 +272,8 @@ def main() -> None:
         print(
             f"servers: MariaDB x2 durable, Redis; {args.accounts} accounts; gunicorn production settings, "
             f"{args.gunicorn_workers} workers x {args.gunicorn_threads} threads (gthread), CONN_MAX_AGE=300; "
-            f"{n} clients, {args.seconds:.0f}s per run; {os.cpu_count()} CPUs",
+            f"{n} clients, {args.seconds:.0f}s per run, "
+            f"{f'open loop at {args.rate:.0f}/s offered' if args.rate > 0 else 'closed loop'}; {os.cpu_count()} CPUs",
             flush=True,
         )
         # A short warm-up: gunicorn workers import the app and open connections on first use.

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -117,8 +118,7 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
     actor = Actor.system(Channel.API, f"bench-{seed}")
     latencies: list[float] = []
     failures = 0
-    deadline = _window_start() + seconds
-    while time.monotonic() < deadline:
+    for due in _arrivals(seed, seconds):
         if scenario == "cross":
             a, b = rng.sample(ledgers, 2)
         else:
@@ -127,7 +127,7 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
         destination = rng.choice(accounts[b])[1]
         if source == destination:
             continue
-        started = time.perf_counter()
+        started = time.monotonic() if due is None else due
         try:
             transfer_create(
                 actor=actor,
@@ -139,7 +139,7 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
         except ApplicationError:
             failures += 1
             continue
-        latencies.append(time.perf_counter() - started)
+        latencies.append(time.monotonic() - started)
     return latencies
 
 
@@ -173,14 +173,13 @@ def _raw_worker(
     ]
     rng = random.Random(seed)
     latencies: list[float] = []
-    deadline = _window_start() + seconds
-    while time.monotonic() < deadline:
+    for due in _arrivals(seed, seconds):
         a, b = rng.sample(range(len(ledgers)), 2)
         source = rng.choice(accounts[ledgers[a]])[0]
         destination = rng.choice(accounts[ledgers[b]])[0]
         amount = Decimal(rng.randint(1, 100))
         transfer_id = uuid.uuid4().hex
-        started = time.perf_counter()
+        started = time.monotonic() if due is None else due
         for index, account_id, delta in ((a, source, -amount), (b, destination, amount)):
             cursor = connections[index].cursor()
             update = "UPDATE accounts_account SET posted = posted + %s WHERE id = %s"
@@ -199,7 +198,7 @@ def _raw_worker(
             cursor.execute(update, (delta, account_id))
             cursor.execute(insert, (account_id, delta, transfer_id))
             connections[index].commit()
-        latencies.append(time.perf_counter() - started)
+        latencies.append(time.monotonic() - started)
     for connection in connections:
         connection.close()
     return latencies
@@ -276,6 +275,31 @@ def _process_cpu_seconds(pid: int) -> float:
 def _window_start() -> float:
     time.sleep(max(0.0, _START_AT - time.monotonic()))
     return _START_AT
+
+
+# The offered load per worker, in requests per second, for an open loop (bench/api.py --rate);
+# 0 for a closed loop, where each worker sends its next request as soon as the last is answered.
+# Set before the pool forks, as _START_AT is.
+RATE_PER_WORKER = 0.0
+
+
+def _arrivals(seed: int, seconds: float) -> Iterator[float | None]:
+    """The requests of one worker over the window. A closed loop yields None until the window
+    ends. An open loop yields the time (``time.monotonic()``) each request is due, Poisson arrivals
+    at ``RATE_PER_WORKER``, after sleeping until then: the worker measures its latency from that
+    time, so a request that could only be sent late, because the one before was not answered yet,
+    counts its wait (no coordinated omission)."""
+    deadline = _window_start() + seconds
+    if RATE_PER_WORKER <= 0:
+        while time.monotonic() < deadline:
+            yield None
+        return
+    rng = random.Random(seed ^ 0x5EED)
+    due = _START_AT + rng.expovariate(RATE_PER_WORKER)
+    while due < deadline:
+        time.sleep(max(0.0, due - time.monotonic()))
+        yield due
+        due += rng.expovariate(RATE_PER_WORKER)
 
 
 def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, int]:  # type: ignore[no-untyped-def]
