@@ -118,6 +118,16 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
     actor = Actor.system(Channel.API, f"bench-{seed}")
     latencies: list[float] = []
     failures = 0
+    # One transfer before the window, as the API's gunicorn workers are warmed up before theirs: a
+    # fresh process's first transfer opens its connections and imports what is loaded lazily.
+    first, last = ledgers[0], ledgers[-1]  # across ledgers when there are two, as "cross" runs
+    transfer_create(
+        actor=actor,
+        source_account=accounts[first][seed % len(accounts[first])][1],
+        destination_account=accounts[last][(seed + 1) % len(accounts[last])][1],
+        amount="1.00",
+        currency="CNY",
+    )
     for due in _arrivals(seed, seconds):
         if scenario == "cross":
             a, b = rng.sample(ledgers, 2)
