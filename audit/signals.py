@@ -11,12 +11,13 @@ from django.dispatch import receiver
 
 from audit.services import audit_event_record
 from bankcore.actors import Actor, Channel, client_ip
+from bankcore.paths import is_api_request
 
 
 def _actor(request: Any, *, user: Any = None, username: str = "") -> Actor:
     """Who signed in (or tried to), from where, in which request. Not ``actor_from_request``:
     ``request.user`` is not set yet at login (the test client's login() sends a bare request)."""
-    channel = Channel.API if request.path.startswith("/api/") else Channel.ADMIN
+    channel = Channel.API if is_api_request(request) else Channel.ADMIN
     request_id = getattr(request, "request_id", None)
     if user is not None:
         return Actor.for_user(user, channel=channel, ip=client_ip(request), request_id=request_id)

@@ -37,12 +37,12 @@ from accounts.numbers import InvalidAccountNumber
 from bankcore.db import LockConflictGaveUp
 from bankcore.errors import ApplicationError, ValidationFailed
 from bankcore.money import InvalidAmount, InvalidCurrency
+from bankcore.paths import is_api_request
 
 logger = logging.getLogger("bankcore.api")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_PREFIX = "urn:bankcore:problem:"
-API_PATH_PREFIX = "/api/"
 # Seconds a client should wait before retrying when a database is down or busy.
 UNAVAILABLE_RETRY_AFTER = 1
 
@@ -239,10 +239,6 @@ def problem_response(exc: Exception, context: dict[str, Any]) -> Response:
 # Django's usual pages elsewhere (the admin).
 
 
-def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith(API_PATH_PREFIX)
-
-
 @csrf_exempt
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """The last route under /api/: nothing there, as a problem (and no slash-appending redirect)."""
@@ -250,7 +246,7 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRespon
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if not _is_api(request):
+    if not is_api_request(request):
         return django_defaults.bad_request(request, exception)  # type: ignore[arg-type]
     if isinstance(exception, django_exceptions.RequestDataTooBig):
         return problem_json_response(
@@ -262,7 +258,7 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if not _is_api(request):
+    if not is_api_request(request):
         if exception is not None and exception.args:
             # A refusal that says why (the back office's, e.g. a superuser outside the roles). Django
             # hands it to a 403.html template as ``exception``; without one it would be dropped.
@@ -277,13 +273,13 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if not _is_api(request):
+    if not is_api_request(request):
         return django_defaults.page_not_found(request, exception)  # type: ignore[arg-type]
     return api_not_found(request)
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    if not _is_api(request):
+    if not is_api_request(request):
         return django_defaults.server_error(request)
     return problem_json_response(
         request,

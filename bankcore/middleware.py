@@ -21,6 +21,7 @@ from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddlewar
 from django.utils.deprecation import MiddlewareMixin
 
 from bankcore.logging import request_id_bound
+from bankcore.paths import is_api_request
 
 _VALID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -39,20 +40,13 @@ class RequestIdMiddleware:
         return response
 
 
-API_PREFIX = "/api/"
-
-
-def is_api(request: HttpRequest) -> bool:
-    return request.path_info.startswith(API_PREFIX)
-
-
 class _BackOfficeOnly(MiddlewareMixin):
     """Runs the Django middleware it is mixed into except for the partner API, whose requests go
     straight on. Subclasses of Django's own, so that the admin's checks (admin.E408–E410) still
     find them in MIDDLEWARE."""
 
     def __call__(self, request: HttpRequest) -> Any:
-        if is_api(request):
+        if is_api_request(request):
             return self.get_response(request)
         return super().__call__(request)
 
@@ -73,6 +67,6 @@ class CsrfViewMiddleware(_BackOfficeOnly, DjangoCsrfViewMiddleware):
     """Every API view is CSRF-exempt already (DRF's, and a JWT is no ambient credential)."""
 
     def process_view(self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any) -> Any:
-        if is_api(request):
+        if is_api_request(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)

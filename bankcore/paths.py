@@ -1,0 +1,16 @@
+"""Where the partner API lives, for what treats its requests apart: problem+json errors
+(``bankcore.api_errors``), no session, CSRF, authentication or messages middleware
+(``bankcore.middleware``), the API channel of a login's audit event (``audit.signals``).
+
+No imports beyond Django's request type: the middleware module imports this before DRF's settings
+can be read (``bankcore.api_errors`` is one of them)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+API_PATH_PREFIX = "/api/"
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PATH_PREFIX)
