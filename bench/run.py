@@ -237,40 +237,34 @@ _SERVER_PIDS: list[int] = []  # the MariaDB servers' processes, whose own CPU is
 _SERVER_PORTS: list[int] = []
 
 
-def _background_work() -> list[tuple[int, int]]:
-    """Each server's (InnoDB history list length, dirty buffer pool pages): undo records of
-    committed transactions that purge has yet to remove, and changed pages not yet written back.
-    Both are background work a window would otherwise pay for the one before it."""
+def _history_lengths() -> list[int]:
+    """Each server's InnoDB history list length: undo records of committed transactions that
+    purge has yet to remove, background work that would otherwise land in the next window."""
     import MySQLdb
 
-    found = []
+    lengths = []
     for port in _SERVER_PORTS:
         connection = MySQLdb.connect(host="127.0.0.1", port=port, user="root", passwd="")
         try:
             cursor = connection.cursor()
             cursor.execute("SHOW ENGINE INNODB STATUS")
             status = cursor.fetchone()[2]
-            history = int(status.split("History list length", 1)[1].split()[0])
-            cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
-            found.append((history, int(cursor.fetchone()[1])))
+            lengths.append(int(status.split("History list length", 1)[1].split()[0]))
         finally:
             connection.close()
-    return found
+    return lengths
 
 
-def _settle(history_limit: int = 1000, dirty_limit: int = 200, timeout: float = 60.0) -> str:
-    """Wait until purge and page flushing have caught up on every server (history list at most
-    ``history_limit``, dirty pages at most ``dirty_limit``, or ``timeout``), so that no scenario pays
-    for the one before it. Says what it waited for."""
-    started, before = time.monotonic(), _background_work()
-    found = before
-    while (
-        max((h for h, _ in found), default=0) > history_limit or max((d for _, d in found), default=0) > dirty_limit
-    ) and time.monotonic() - started < timeout:
+def _settle(limit: int = 1000, timeout: float = 60.0) -> str:
+    """Wait until purge has caught up on every server (history list at most ``limit``, or
+    ``timeout``), so that no scenario pays for the one before it; says what it waited for."""
+    started, before = time.monotonic(), _history_lengths()
+    lengths = before
+    while max(lengths, default=0) > limit and time.monotonic() - started < timeout:
         time.sleep(0.5)
-        found = _background_work()
+        lengths = _history_lengths()
     waited = time.monotonic() - started
-    return f"(history, dirty pages) {before} -> {found} in {waited:.1f}s" if waited >= 0.5 else ""
+    return f"purge history {before} -> {lengths} in {waited:.1f}s" if waited >= 0.5 else ""
 
 
 def _process_cpu_seconds(pid: int) -> float:
