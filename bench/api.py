@@ -52,6 +52,7 @@ import bench.run as bench_run  # noqa: E402
 from bankcore.testing.servers import MariaDBServer, RedisServer, free_port, remove_tree  # noqa: E402
 from bench.run import (  # noqa: E402
     _SERVER_PIDS,
+    _SERVER_PORTS,
     LAST_WINDOW_CPU,
     _arrivals,
     _configure,
@@ -65,11 +66,9 @@ from bench.run import (  # noqa: E402
 PARTNER = "bench-partner"
 
 
-def _partner_token(accounts: dict[str, list[tuple[int, str]]]) -> str:
-    """A partner linked to every bench account, and a JWT access token for it (signed with the
-    JWT_SECRET_KEY that gunicorn gets too)."""
+def _partner(accounts: dict[str, list[tuple[int, str]]]) -> Any:
+    """A partner linked to every bench account."""
     from django.contrib.auth.models import User
-    from rest_framework_simplejwt.tokens import RefreshToken
 
     from accounts.models import PartnerAccountLink
 
@@ -78,7 +77,23 @@ def _partner_token(accounts: dict[str, list[tuple[int, str]]]) -> str:
         [PartnerAccountLink(user=user, account_number=number) for rows in accounts.values() for _, number in rows],
         batch_size=2000,
     )
-    return str(RefreshToken.for_user(user).access_token)
+    return user
+
+
+_tokens: dict[int, tuple[float, str]] = {}
+
+
+def _access_token(user: Any) -> str:
+    """A JWT access token for ``user`` (signed with the JWT_SECRET_KEY that gunicorn gets too),
+    made afresh once a minute: one lives JWT_ACCESS_TOKEN_MINUTES (5), and a run of several rounds
+    is longer; an expired one would make every request of the windows after it a 401."""
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    made, token = _tokens.get(user.pk, (0.0, ""))
+    if time.monotonic() - made > 60:
+        made, token = time.monotonic(), str(RefreshToken.for_user(user).access_token)
+        _tokens[user.pk] = (made, token)
+    return token
 
 
 def _api_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, int]) -> list[float]:
@@ -252,6 +267,7 @@ def main() -> None:
             API_THROTTLE_USER_RATE="10000000/min",
         )
         _SERVER_PIDS.extend(s.process.pid for s in servers if s.process is not None)
+        _SERVER_PORTS.extend(s.port for s in servers)  # purge is waited for before each window
         _configure(servers)
         _create_databases(servers)
         import django
@@ -261,7 +277,7 @@ def main() -> None:
 
         call_command("migrate_ledgers", verbosity=0)
         accounts = _seed_accounts(args.accounts)
-        token = _partner_token(accounts)
+        partner = _partner(accounts)
         from django.db import connections
 
         connections.close_all()
@@ -277,12 +293,12 @@ def main() -> None:
             flush=True,
         )
         # A short warm-up: gunicorn workers import the app and open connections on first use.
-        _measure(n, _api_worker, lambda i: (port, token, accounts, 2.0, 10_000 + i))
+        _measure(n, _api_worker, lambda i: (port, _access_token(partner), accounts, 2.0, 10_000 + i))
 
         raw_servers = [{"port": servers[0].port, "db": "bank_source"}, {"port": servers[1].port, "db": "bank_dest"}]
         runs = {
-            "api": (_api_worker, lambda i: (port, token, accounts, args.seconds, i)),
-            "api read": (_api_read_worker, lambda i: (port, token, accounts, args.seconds, 3000 + i)),
+            "api": (_api_worker, lambda i: (port, _access_token(partner), accounts, args.seconds, i)),
+            "api read": (_api_read_worker, lambda i: (port, _access_token(partner), accounts, args.seconds, 3000 + i)),
             "service": (_engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
             "raw": (_raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i)),
         }
