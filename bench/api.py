@@ -351,7 +351,8 @@ def main() -> None:
         if args.rate > 0:
             print(
                 f"median of {len(rounds)}: API p99 {statistics.median(p99s):.1f} ms at {args.rate:.0f}/s offered "
-                "(every path is offered the same rate: a ratio below 1 means a path could not keep up)"
+                "(in an open loop every request offered is served, late if it must be: a path that falls behind "
+                "shows it in its latency, not its rate)"
             )
         else:
             print(
