@@ -67,6 +67,23 @@ def test_token_refusals_are_problems(api_world, payload, status, code):
     assert response.json()["code"] == code
 
 
+def test_token_endpoint_locks_a_name_out_after_repeated_failures(api_world):
+    """django-axes watches the token endpoint as it does the admin's login form (audit.backends):
+    after AXES_FAILURE_LIMIT wrong passwords even the right one is refused, as a problem, and no
+    token is issued."""
+    from django.conf import settings
+
+    anon = api_client_for(None)
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        wrong = anon.post(TOKEN, {"username": "partner-a", "password": "wrong"}, format="json")
+        assert wrong.status_code == 401 and wrong["Content-Type"] == PROBLEM
+    right = anon.post(TOKEN, {"username": "partner-a", "password": "pw-partner-a"}, format="json")
+    assert right.status_code == 401 and right["Content-Type"] == PROBLEM
+    assert right.json()["code"] == "invalid_credentials" and "access" not in right.json()
+    other = anon.post(TOKEN, {"username": "partner-b", "password": "pw-partner-b"}, format="json")
+    assert other.status_code == 200 and "access" in other.json()  # only that name is locked
+
+
 def test_access_token_expires(api_world):
     from datetime import timedelta
 
