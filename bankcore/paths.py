@@ -1,6 +1,7 @@
 """Where the partner API lives, for what treats its requests apart: problem+json errors
 (``bankcore.api_errors``), no session, CSRF, authentication or messages middleware
-(``bankcore.middleware``), the API channel of a login's audit event (``audit.signals``).
+(``bankcore.middleware``), the API channel of a login's audit event (``audit.signals``), the
+requests the audit file records (``audit.middleware``).
 
 No imports beyond Django's request type: the middleware module imports this before DRF's settings
 can be read (``bankcore.api_errors`` is one of them)."""
