@@ -151,6 +151,9 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
             self.stream = None  # type: ignore[assignment]
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
+        return self._rollover_due(len(self.format(record).encode("utf-8")) + 1)
+
+    def _rollover_due(self, line_bytes: int) -> bool:
         if self.maxBytes <= 0:
             return False
         size = self._size
@@ -159,7 +162,7 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
                 size = os.stat(self.baseFilename).st_size
             except FileNotFoundError:
                 return False
-        return size > 0 and size + len(self.format(record).encode("utf-8")) + 1 > self.maxBytes
+        return size > 0 and size + line_bytes > self.maxBytes
 
     def doRollover(self) -> None:
         if self.backupCount > 0:
@@ -174,22 +177,34 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            self.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def write_line(self, text: str) -> None:
+        """Append ``text`` and a newline, rotating first if it would pass ``maxBytes``; raises if
+        the write fails. ``emit`` for a record; the audit file calls it directly with its finished
+        JSON line, which skips a logger's frame walk, record and filters (a fifth of a line's CPU,
+        twice per API transfer)."""
+        data = text + self.terminator
+        self.acquire()  # threads share the stream (Handler.handle takes this lock for emit too)
+        try:
             lock = self._interprocess_lock()
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._reopen_if_rotated()
-                rollover = self.shouldRollover(record)
+                rollover = self._rollover_due(len(data.encode("utf-8")))
                 self._size = None  # read afresh under the next line's lock
                 if rollover:
                     self.doRollover()
                 if self.stream is None:
                     self.stream = self._open()
-                logging.FileHandler.emit(self, record)
-                self.flush()
+                self.stream.write(data)
+                self.stream.flush()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        except Exception:
-            self.handleError(record)
+        finally:
+            self.release()
 
     def close(self) -> None:
         if self._lock is not None and self._lock_pid == os.getpid():

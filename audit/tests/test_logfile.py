@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -64,3 +65,29 @@ def test_with_rotation_off_logrotate_may_move_the_file_away(audit_file, settings
     # then the line goes to a new file at the configured path, not after the moved one's end
     assert [line["i"] for line in lines_in(audit_file)] == [30]
     assert [line["i"] for line in lines_in(moved)] == list(range(30))
+
+
+def test_threads_writing_at_once_each_leave_whole_lines_through_rotation(audit_file, settings):
+    settings.LOG_FILE_MAX_BYTES = 20_000
+    settings.LOG_FILE_BACKUP_COUNT = 1000
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda t: write(200, start=t * 1000), range(8)))
+
+    files = [*audit_file.parent.glob("audit.log.*[0-9]"), audit_file]
+    assert sorted(line["i"] for line in lines_in(*files)) == sorted(t * 1000 + i for t in range(8) for i in range(200))
+
+
+def test_a_line_that_cannot_be_written_is_reported_and_does_not_raise(audit_file, settings, caplog):
+    # given the configured path is a directory, where no line can go
+    settings.AUDIT_LOG_FILE = audit_file.parent / "a-directory"
+    settings.AUDIT_LOG_FILE.mkdir(parents=True)
+
+    write(1)
+
+    assert "could not write the audit log file" in caplog.text
+
+    # and once the setting is right again, the next line is written
+    settings.AUDIT_LOG_FILE = audit_file
+    write(1, start=1)
+    assert [line["i"] for line in lines_in(audit_file)] == [1]
