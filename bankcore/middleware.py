@@ -4,7 +4,9 @@ variable of ``bankcore.logging``).
 
 And Django's session, CSRF, authentication and messages middleware for the back office only: the
 partner API (``/api/``) authenticates with a JWT on every request (DRF), keeps no session, sets no
-cookie and shows no message, and skipping the four saved a few percent of its workers' CPU."""
+cookie and shows no message, and skipping the four saved a few percent of its workers' CPU.
+
+And django-prometheus' two middleware, each labelled child looked up once per process."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
 from django.utils.deprecation import MiddlewareMixin
+from django_prometheus.middleware import PrometheusAfterMiddleware as DjangoPrometheusAfterMiddleware
+from django_prometheus.middleware import PrometheusBeforeMiddleware as DjangoPrometheusBeforeMiddleware
 
 from bankcore.logging import request_id_bound
 from bankcore.paths import is_api_request
@@ -70,3 +74,29 @@ class CsrfViewMiddleware(_BackOfficeOnly, DjangoCsrfViewMiddleware):
         if is_api_request(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class _LabelledOnce:
+    """django-prometheus' ``label_metric``, with the child of each metric and set of label values
+    kept after its first use: ``metric.labels()`` validates and builds its key on every call, ten
+    times per request, 1 % of an API transfer's CPU. prometheus_client keeps every child it made
+    anyway (``metric.labels`` returns the same one each time), so this keeps no more than it does."""
+
+    _children: dict[tuple[Any, ...], Any] = {}
+
+    def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
+        if not labels:
+            return metric
+        key = (metric, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
+
+
+class PrometheusBeforeMiddleware(_LabelledOnce, DjangoPrometheusBeforeMiddleware):
+    pass
+
+
+class PrometheusAfterMiddleware(_LabelledOnce, DjangoPrometheusAfterMiddleware):
+    pass

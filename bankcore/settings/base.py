@@ -54,8 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # django-prometheus: outermost and innermost, so it times the whole stack.
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # django-prometheus' (bankcore.middleware): outermost and innermost, so it times the whole stack.
+    "bankcore.middleware.PrometheusBeforeMiddleware",
     "bankcore.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Session, CSRF, authentication and messages: Django's, for the back office only (not /api/).
@@ -67,7 +67,7 @@ MIDDLEWARE = [
     "audit.middleware.AuditRequestMiddleware",
     "bankcore.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "bankcore.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]

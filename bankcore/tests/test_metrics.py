@@ -251,3 +251,22 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path):
     assert value(samples, "bankcore_transfers_total", kind="transfer", outcome="completed") == 3
     assert value(samples, "bankcore_recovery_actions_total", action="leg_committed") == 6
     assert value(samples, "bankcore_transfer_duration_seconds_count", kind="transfer", scope="cross_ledger") == 3
+
+
+def test_django_prometheus_counts_each_request_by_its_labels(client):
+    # The middleware keeps each labelled child after its first use: every later request must
+    # still count, under its own labels.
+    before = scrape(client)
+    for _ in range(3):
+        assert client.get("/health").status_code == 200
+    assert client.get("/no-such-page").status_code == 404
+
+    after = scrape(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    # each scrape is a 200 too: the one before is counted by the one after
+    assert grew("django_http_responses_total_by_status_total", status="200") == 4
+    assert grew("django_http_responses_total_by_status_total", status="404") == 1
+    assert grew("django_http_requests_total_by_method_total", method="GET") == 5
