@@ -28,6 +28,7 @@ from django.views import defaults as django_defaults
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -309,6 +310,26 @@ class LimitedJSONParser(JSONParser):
             return super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+
+
+class JSONNegotiation(DefaultContentNegotiation):
+    """DRF's content negotiation, answered at once where it can only pick JSON: a view whose one
+    renderer is JSON, asked with no ``Accept``, ``*/*`` or ``application/json`` and no format
+    override. Every other request, ``Accept: text/html`` (406) included, goes through DRF's. DRF
+    parses the header into media types for every request, 1 % of an API transfer's CPU."""
+
+    _AT_ONCE = frozenset({"*/*", "application/json"})
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        if (
+            format_suffix is None
+            and len(renderers) == 1
+            and renderers[0].media_type == "application/json"
+            and request.META.get("HTTP_ACCEPT", "*/*") in self._AT_ONCE
+            and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
+        ):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
 
 
 class StrictInputSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -35,6 +35,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["bankcore.api_errors.LimitedJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "bankcore.api_errors.JSONNegotiation",
     "DEFAULT_THROTTLE_CLASSES": [
         "bankcore.api_throttling.AnonymousRateThrottle",
         "bankcore.api_throttling.PartnerRateThrottle",

@@ -285,6 +285,19 @@ def test_unknown_paths_and_methods_are_problems(api_world):
     response = w.a.get("/api/v1/accounts/", HTTP_ACCEPT="text/html")
     assert response.status_code == 406
     assert response["Content-Type"] == PROBLEM
+    response = w.a.get("/api/v1/accounts/?format=html")
+    assert response.status_code == 404
+    assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "*/*", "application/json", "application/*", "application/json; charset=utf-8", "text/html, */*"]
+)
+def test_what_a_client_accepts_that_json_satisfies_is_answered_in_json(api_world, accept):
+    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+    response = api_world.a.get("/api/v1/accounts/", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
 
 
 def test_admin_still_answers_html(api_world, client):
