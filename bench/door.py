@@ -16,7 +16,8 @@ servers and data: two versions of the door compared side by side, which runs min
 do on this machine. Its schema must match this tree's (no migration in between).
 
 Starts two durable MariaDB servers and a Redis (as bench/api.py), the production settings, a
-partner linked to every account. Figures, not assertions; every request must succeed.
+partner linked to every account. Figures, not assertions; every request must succeed, and the books
+must reconcile afterwards.
 """
 
 from __future__ import annotations
@@ -214,6 +215,10 @@ def main() -> None:
         print()
         for name, values in doors.items():
             print(f"{name}: door {sorted(values)[len(values) // 2]:.2f} CPU-ms per transfer (median of {len(values)})")
+        from transfers.reconciliation import reconcile
+
+        report = reconcile()
+        print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
     finally:
         redis.stop()
         for server in servers:

@@ -1,4 +1,4 @@
-"""The benchmarks still run: ``bench/api.py`` and ``bench/run.py`` for a second per path on tiny
+"""The benchmarks still run: ``bench/api.py``, ``bench/run.py`` and ``bench/door.py`` briefly on tiny
 data, each starting its own servers. Figures are not checked (these machines are noisy; README
 "Benchmark" and "Performance"), only that every path answered what it should (no 401 from an
 expired token, no non-201), that the table came out and that the books reconciled afterwards."""
@@ -46,4 +46,14 @@ def test_bench_run_runs_and_reconciles():
     output = _bench("bench/run.py", "--seconds", "1", "--workers", "2", "--accounts", "40")
     for scenario in ("raw", "same", "cross"):
         assert f"| {scenario} | 2 |" in output, output[-4000:]
+    assert "reconcile after the run: OK" in output
+
+
+def test_bench_door_runs_beside_a_baseline_tree_and_reconciles():
+    output = _bench(
+        "bench/door.py", "--requests", "50", "--rounds", "1", "--accounts", "40", "--baseline-tree", str(ROOT)
+    )
+    for tree in ("this tree", "baseline"):
+        assert output.count(f"| {tree} | 1 | ") == 1, output[-4000:]
+        assert f"{tree}: door " in output
     assert "reconcile after the run: OK" in output
