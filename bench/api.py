@@ -222,6 +222,34 @@ def _gunicorn(env: dict[str, str], port: int, workers: int, threads: int, log: P
     raise RuntimeError("gunicorn did not start")
 
 
+def _stack_start(servers: list[MariaDBServer], redis: RedisServer, **environ: str) -> None:
+    """Start the servers and Redis, and set this process (and the processes it starts, which
+    inherit its environment) up for them: fresh secrets, persistent connections, the throttle out
+    of the way, Django set up and the ledgers migrated. ``environ`` adds or overrides variables."""
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda s: s.start(), [*servers, redis]))
+    os.environ.update(
+        SECRET_KEY=secrets.token_urlsafe(48),
+        JWT_SECRET_KEY=secrets.token_urlsafe(48),
+        AUDIT_CHAIN_KEY=secrets.token_urlsafe(48),
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(redis.port),
+        CONN_MAX_AGE="300",
+        # The bench measures the engine behind the door, not the throttle: one partner sends
+        # far more than a real one would.
+        API_THROTTLE_USER_RATE="10000000/min",
+        **environ,
+    )
+    _configure(servers)
+    _create_databases(servers)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate_ledgers", verbosity=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -253,29 +281,9 @@ def main() -> None:
     redis = RedisServer(base)
     gunicorn = None
     try:
-        with ThreadPoolExecutor(3) as pool:
-            list(pool.map(lambda s: s.start(), [*servers, redis]))
-        os.environ.update(
-            SECRET_KEY=secrets.token_urlsafe(48),
-            JWT_SECRET_KEY=secrets.token_urlsafe(48),
-            AUDIT_CHAIN_KEY=secrets.token_urlsafe(48),
-            REDIS_HOST="127.0.0.1",
-            REDIS_PORT=str(redis.port),
-            CONN_MAX_AGE="300",
-            # The bench measures the engine behind the door, not the throttle: one partner sends
-            # far more than a real one would.
-            API_THROTTLE_USER_RATE="10000000/min",
-        )
+        _stack_start(servers, redis)
         _SERVER_PIDS.extend(s.process.pid for s in servers if s.process is not None)
         _SERVER_PORTS.extend(s.port for s in servers)  # purge is waited for before each window
-        _configure(servers)
-        _create_databases(servers)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate_ledgers", verbosity=0)
         accounts = _seed_accounts(args.accounts)
         partner = _partner(accounts)
         from django.db import connections

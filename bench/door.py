@@ -27,13 +27,11 @@ import io
 import json
 import os
 import random
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +142,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import bench.api as bench_api
     from bankcore.testing.servers import MariaDBServer, RedisServer, remove_tree
-    from bench.run import _configure, _create_databases, _seed_accounts
+    from bench.run import _seed_accounts
 
     trees = {"this tree": ROOT}
     if args.baseline_tree:
@@ -153,27 +151,10 @@ def main() -> None:
     servers = [MariaDBServer(base, f"db{i}", durable=True) for i in (1, 2)]
     redis = RedisServer(base)
     try:
-        with ThreadPoolExecutor(3) as pool:
-            list(pool.map(lambda s: s.start(), [*servers, redis]))
-        os.environ.update(
-            SECRET_KEY=secrets.token_urlsafe(48),
-            JWT_SECRET_KEY=secrets.token_urlsafe(48),
-            AUDIT_CHAIN_KEY=secrets.token_urlsafe(48),
-            REDIS_HOST="127.0.0.1",
-            REDIS_PORT=str(redis.port),
-            CONN_MAX_AGE="300",
-            API_THROTTLE_USER_RATE="10000000/min",
-            JWT_ACCESS_TOKEN_MINUTES="60",  # one token for the whole run (its maximum)
-        )
-        _configure(servers)
-        _create_databases(servers)
-        import django
-
-        django.setup()
-        from django.core.management import call_command
+        # One token for the whole run: its longest lifetime.
+        bench_api._stack_start(servers, redis, JWT_ACCESS_TOKEN_MINUTES="60")
         from django.db import connections
 
-        call_command("migrate_ledgers", verbosity=0)
         accounts = _seed_accounts(args.accounts)
         state = base / "state.json"
         state.write_text(
