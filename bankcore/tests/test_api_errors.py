@@ -3,8 +3,10 @@ view's own logic (unknown paths, a ledger down), and the OpenAPI schema and docs
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.db import connections
@@ -485,3 +487,15 @@ def test_a_partial_input_serializer_or_one_with_a_context_gets_its_own_fields():
     assert partial.fields is not shared
     assert partial.is_valid(), partial.errors  # DRF's partial: the required fields may be missing
     assert TransferCreateInput(data={}, context={"k": 1}).fields is not shared
+
+
+def test_a_problem_echoing_an_odd_path_is_ascii_json_whatever_charset_a_client_guesses(api_world):
+    # Found by a deep schemathesis run: the path's "\u00cd\"" came back as the UTF-8 bytes
+    # C3 8D 5C 22, which a client guessing Shift-JIS reads as one character and a bare quote.
+    path = '/api/v1/accounts/\U00016650\x7f9\u00cd"e\u00ac\u00f3\u660e/entries/'
+    response = api_world.a.get(quote(path))
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM
+    assert response.content.isascii(), response.content
+    assert json.loads(response.content.decode("shift_jis"))["instance"] == path
+    assert response.json()["code"] == "invalid_account_number"

@@ -561,6 +561,9 @@ def test_reference_keeps_printable_text_as_sent_and_refuses_invisible_characters
         response = post(w.a, body(w.a1, w.c2, amount="1.00", reference=reference), key=f"ref-ok-{index}")
         assert response.status_code == 201, (reference, response.content)
         assert response.json()["reference"] == reference
+        # JSON escapes (\u53d1...) keep the body ASCII: a client guessing its charset (no
+        # charset parameter is defined for JSON) reads the same text whatever it guesses.
+        assert response.content.isascii(), response.content
         transfer = Transfer.objects.get(pk=response.json()["id"])
         lines = [
             e.description
