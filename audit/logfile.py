@@ -30,7 +30,8 @@ from bankcore.logging import ProcessSafeRotatingFileHandler
 
 _lock = threading.Lock()
 _settings_read = False  # False: read the settings below again before the next line
-_handler: ProcessSafeRotatingFileHandler | None = None
+_current: ProcessSafeRotatingFileHandler | None = None  # what the next line goes to (None: disabled)
+_handler: ProcessSafeRotatingFileHandler | None = None  # the file's handler, kept while disabled
 _handler_config: tuple[Path, int, int] | None = None
 _SETTINGS = {"AUDIT_LOG_ENABLED", "AUDIT_LOG_FILE", "LOG_FILE_MAX_BYTES", "LOG_FILE_BACKUP_COUNT"}
 
@@ -46,9 +47,9 @@ def _current_handler() -> ProcessSafeRotatingFileHandler | None:
     """The handler of ``settings.AUDIT_LOG_FILE``, or None while the file is disabled. The settings
     are read once, and again after a test changes them (``setting_changed``): four lazy-settings
     lookups per line were a tenth of a line's CPU."""
-    global _settings_read, _handler, _handler_config
+    global _settings_read, _current, _handler, _handler_config
     if _settings_read:
-        return _handler
+        return _current
     with _lock:
         if not settings.AUDIT_LOG_ENABLED:
             handler = None
@@ -61,6 +62,7 @@ def _current_handler() -> ProcessSafeRotatingFileHandler | None:
                 _handler = ProcessSafeRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backup_count)
                 _handler_config = config
             handler = _handler
+        _current = handler
         _settings_read = True
         return handler
 

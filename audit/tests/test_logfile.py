@@ -91,3 +91,15 @@ def test_a_line_that_cannot_be_written_is_reported_and_does_not_raise(audit_file
     settings.AUDIT_LOG_FILE = audit_file
     write(1, start=1)
     assert [line["i"] for line in lines_in(audit_file)] == [1]
+
+
+def test_a_disabled_audit_file_stays_unwritten_until_enabled_again(audit_file, settings):
+    write(1)
+    settings.AUDIT_LOG_ENABLED = False
+
+    write(2, start=1)  # the settings are read once, then remembered: disabled both times
+
+    assert [line["i"] for line in lines_in(audit_file)] == [0]
+    settings.AUDIT_LOG_ENABLED = True
+    write(1, start=3)
+    assert [line["i"] for line in lines_in(audit_file)] == [0, 3]
