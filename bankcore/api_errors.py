@@ -12,6 +12,7 @@ hook that documents every problem response.
 
 from __future__ import annotations
 
+import codecs
 import io
 import logging
 import math
@@ -295,11 +296,22 @@ def handler500(request: HttpRequest) -> HttpResponse:
 
 
 class LimitedJSONParser(JSONParser):
-    """JSON only, at most ``API_MAX_BODY_BYTES`` (413 beyond), and no recursion bomb (400)."""
+    """JSON only, in UTF-8 (415 for a body declared in another charset), at most
+    ``API_MAX_BODY_BYTES`` (413 beyond), and no recursion bomb (400).
+
+    JSON exchanged between systems is UTF-8 (RFC 8259 8.1). DRF's parser decodes with whatever
+    codec the ``charset`` parameter names, and Python's codecs include some that are no text
+    encoding at all: ``charset=rot13`` or ``base64`` made it raise a TypeError (a 500), and a body
+    declared ``latin-1`` would be read differently from how a UTF-8 client meant it."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         limit = settings.API_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
+        charset = getattr(request, "encoding", None) or "utf-8"
+        if codecs.lookup(charset).name != "utf-8":  # Django keeps only a charset codecs knows
+            raise exceptions.UnsupportedMediaType(
+                media_type, detail=f"JSON bodies are UTF-8; charset={charset} is not accepted."
+            )
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         if declared and str(declared).isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body has at most {limit} bytes.")

@@ -474,6 +474,13 @@ BAD_BODIES = [
     (b"amount=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     (b"<xml/>", "text/xml", 415, "unsupported_media_type"),
     (b"[" * 5000 + b"]" * 5000, "application/json", 400, "malformed_json"),
+    # JSON is UTF-8 (RFC 8259): another charset is refused, a codec that is no text encoding
+    # (rot13, base64: a TypeError inside DRF's parser, a 500, before) included.
+    (b'{"amount": "1.00"}', "application/json; charset=rot13", 415, "unsupported_media_type"),
+    (b"e30=", "application/json; charset=base64", 415, "unsupported_media_type"),
+    (b'{"reference": "caf\xe9"}', "application/json; charset=latin-1", 415, "unsupported_media_type"),
+    ('{"amount": "1.00"}'.encode("utf-16"), "application/json; charset=utf-16", 415, "unsupported_media_type"),
+    (b'{"reference": "caf\xe9"}', "application/json; charset=UTF-8", 400, "malformed_json"),
 ]
 
 
@@ -486,6 +493,18 @@ def test_bad_bodies_are_problems(api_world):
         assert response["Content-Type"] == PROBLEM, index
         assert response.json()["code"] == code, (index, response.json())
         assert_nothing_moved(w, *before)
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", "utf8"])
+def test_a_body_declared_utf8_in_any_spelling_is_accepted(api_world, charset):
+    w = api_world
+    raw = f'{{"source_account": "{w.a1.number}", "destination_account": "{w.c2.number}", "amount": "1.00", '
+    raw += '"reference": "发票"}'
+    response = w.a.generic(
+        "POST", URL, raw.encode(), content_type=f"application/json; charset={charset}", HTTP_IDEMPOTENCY_KEY="utf8"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["reference"] == "发票"
 
 
 def raw_transfer(w, *, amount: str = '"1.00"', reference: str = '"ok"') -> bytes:  # type: ignore[no-untyped-def]
