@@ -310,7 +310,7 @@ class LimitedJSONParser(JSONParser):
         charset = getattr(request, "encoding", None) or "utf-8"
         if codecs.lookup(charset).name != "utf-8":  # Django keeps only a charset codecs knows
             raise exceptions.UnsupportedMediaType(
-                media_type, detail=f"JSON bodies are UTF-8; charset={charset} is not accepted."
+                media_type or "", detail=f"JSON bodies are UTF-8; charset={charset} is not accepted."
             )
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         if declared and str(declared).isdigit() and int(declared) > limit:
