@@ -27,9 +27,11 @@ from django.db import connections, router
 from django.db.models import Field
 from django.utils.translation import gettext as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
@@ -114,3 +116,15 @@ class PartnerJWTScheme(SimpleJWTScheme):
     """The OpenAPI security scheme of simplejwt's class (``jwtAuth``, bearer JWT) for this one."""
 
     target_class = "bankcore.api_auth.PartnerJWTAuthentication"
+
+
+class PartnerTokenObtainPairSerializer(TokenObtainPairSerializer):
+    """simplejwt's, with the username bounded by the user model's ``max_length``, as the admin's
+    login form bounds it. A longer name is no user's; unbounded, it reached django-axes, whose
+    record of the failed login could not store it (a DataError, a 500) — now it is 400
+    ``validation_error`` on ``username`` before any lookup, and no attempt is recorded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        longest: int = getattr(get_user_model()._meta.get_field(self.username_field), "max_length", None) or 150
+        self.fields[self.username_field] = serializers.CharField(write_only=True, max_length=longest)

@@ -86,6 +86,23 @@ def test_token_endpoint_locks_a_name_out_after_repeated_failures(api_world):
     assert other.status_code == 200 and "access" in other.json()  # only that name is locked
 
 
+def test_an_over_long_username_is_refused_before_any_lookup(api_world):
+    from axes.models import AccessAttempt
+    from django.contrib.auth.models import User
+
+    longest = User._meta.get_field("username").max_length
+    anon = api_client_for(None)
+    response = anon.post(TOKEN, {"username": "a" * (longest + 1), "password": "x"}, format="json")
+    assert response.status_code == 400 and response["Content-Type"] == PROBLEM
+    assert response.json()["errors"][0]["field"] == "username"
+    response = anon.post(TOKEN, {"username": "a" * 5000, "password": "x"}, format="json")
+    assert response.status_code == 400  # was a 500: django-axes could not record so long a name
+    assert not AccessAttempt.objects.exists()
+    # the longest name a user can have is looked up, and refused like any wrong login
+    response = anon.post(TOKEN, {"username": "a" * longest, "password": "x"}, format="json")
+    assert response.status_code == 401 and response.json()["code"] == "invalid_credentials"
+
+
 def test_access_token_expires(api_world):
     from datetime import timedelta
 
