@@ -20,6 +20,7 @@ from bankcore.errors import ApplicationError
 from conftest import NOTHING_HELD, balances, held
 from transfers.models import Transfer
 from transfers.reconciliation import reconcile
+from transfers.recovery import transfers_recover
 from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
@@ -117,8 +118,16 @@ def test_hot_account_pays_out_exactly_what_it_may(make_account, settings, bound,
     errors = run_threads(workers, work)
     assert not errors, errors
     counts = Counter(results)
+    # A transfer that won its decision but whose home leg's finish gave up waiting for the hot
+    # row's lock (LockConflictGaveUp, on a loaded machine: seen once in CI) is answered COMMITTED,
+    # decided and left to recovery to finish. It counts among the k; recovery then completes it.
+    decided = counts.pop(Transfer.Status.COMMITTED, 0)
+    if decided:
+        transfers_recover(grace_seconds=0)
     refusal = "insufficient_funds" if bound == "funds" else "daily_limit_exceeded"
-    assert counts == {"completed": k, refusal: workers - k}, counts
+    assert counts == {"completed": k - decided, refusal: workers - k}, (counts, decided)
+    completed = Transfer.objects.filter(source_account=hot.number, status=Transfer.Status.COMPLETED)
+    assert completed.count() == k
     assert balances(hot) == [Decimal(hot.posted) - k * amount]
     assert sum(balances(*destinations)) == k * amount
     assert held(hot, *destinations) == [NOTHING_HELD] * 5
