@@ -324,6 +324,29 @@ def test_admin_still_answers_html(api_world, client):
     assert "problem" not in response["Content-Type"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/admin/transfers/transfer/", "/admin/accounts/account/", "/admin/audit/auditevent/", "/admin/auth/user/"],
+)
+def test_an_admin_year_no_date_can_hold_is_a_400_not_a_500(client, path):
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("years", "years@example.com", "pw-years-1234"))
+    field = "date_joined" if "auth" in path else "created_at"
+    for query in (
+        f"{field}__year=99999",
+        f"{field}__year=0",
+        f"{field}__year=abc",
+        f"{field}__year__gte=10000",
+        f"{field}__year__gte=1",  # year 1 at +08:00 is year 0 in UTC: an OverflowError before
+    ):
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 400, (path, query, response.status_code)
+        assert "problem" not in response["Content-Type"]  # the back office's own 400 page
+    assert client.get(f"{path}?{field}__year=2026").status_code == 200
+    assert client.get(f"{path}?{field}__year__gte=1900").status_code == 200
+
+
 def test_session_csrf_auth_and_messages_serve_the_back_office_not_the_api(api_world):
     """The four Django middleware are skipped under /api/ (bankcore.middleware): the API sets no
     cookie and its user comes from the JWT; the admin still has its session, its CSRF check and
