@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 
 from audit.logfile import audit_log_write
 from bankcore.actors import client_ip
-from bankcore.paths import API_PATH_PREFIX
+from bankcore.paths import ADMIN_PATH_PREFIX, API_PATH_PREFIX
 
 # The dispatch uid of the one pre_save receiver AuditlogContextMiddleware connects, and the
 # ``signal_duid`` of the context it sets: auditlog's receiver fills a LogEntry in only from the
@@ -58,7 +58,7 @@ class AuditlogContextMiddleware(AuditlogMiddleware):
 
 
 MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-AUDITED_PREFIXES = ("/admin/", API_PATH_PREFIX)
+AUDITED_PREFIXES = (ADMIN_PATH_PREFIX, API_PATH_PREFIX)
 
 
 def _form_fields(text: str) -> dict[str, Any]:

@@ -126,5 +126,6 @@ class PartnerTokenObtainPairSerializer(TokenObtainPairSerializer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        longest: int = getattr(get_user_model()._meta.get_field(self.username_field), "max_length", None) or 150
-        self.fields[self.username_field] = serializers.CharField(write_only=True, max_length=longest)
+        longest = getattr(get_user_model()._meta.get_field(self.username_field), "max_length", None)
+        bound = {"max_length": longest} if longest else {}  # a field without one stays unbounded
+        self.fields[self.username_field] = serializers.CharField(write_only=True, **bound)

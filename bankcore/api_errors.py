@@ -36,7 +36,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 from accounts.numbers import InvalidAccountNumber
-from bankcore.db import LockConflictGaveUp
+from bankcore.db import FILTER_YEARS, LockConflictGaveUp
 from bankcore.errors import ApplicationError, ValidationFailed
 from bankcore.money import InvalidAmount, InvalidCurrency
 from bankcore.paths import is_api_request
@@ -433,7 +433,7 @@ class BoundedDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value: Any) -> Any:
         parsed = super().to_internal_value(value)
-        if not 1900 <= parsed.year <= 9000:
+        if parsed.year not in FILTER_YEARS:
             self.fail("overflow")
         return parsed
 

@@ -26,8 +26,9 @@ from django.utils.deprecation import MiddlewareMixin
 from django_prometheus.middleware import PrometheusAfterMiddleware as DjangoPrometheusAfterMiddleware
 from django_prometheus.middleware import PrometheusBeforeMiddleware as DjangoPrometheusBeforeMiddleware
 
+from bankcore.db import FILTER_YEARS
 from bankcore.logging import request_id_bound
-from bankcore.paths import is_api_request
+from bankcore.paths import ADMIN_PATH_PREFIX, is_api_request
 
 _VALID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -104,12 +105,6 @@ class PrometheusAfterMiddleware(_LabelledOnce, DjangoPrometheusAfterMiddleware):
     pass
 
 
-# The years a date lookup may ask for, as the API's date filters (BoundedDateTimeField): Django
-# builds the year's first and last moment in TIME_ZONE and converts them to UTC, which raises
-# ValueError or OverflowError near year 1 or 9999 (year 1 at +08:00 is year 0 in UTC).
-_YEARS = range(1900, 9001)
-
-
 class AdminYearLookupMiddleware:
     """A year the admin cannot build a date for is a 400, not a 500. Django's admin passes any
     ``<field>__year`` query parameter (and its ``__gte``, ``__lt``... forms, and a date hierarchy's
@@ -123,11 +118,11 @@ class AdminYearLookupMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/admin/") and request.GET:
+        if request.path.startswith(ADMIN_PATH_PREFIX) and request.GET:
             for name, values in request.GET.lists():
                 parts = name.split("__")
                 if "year" in parts[1:] or "iso_year" in parts[1:]:
                     for value in values:
-                        if not (value.strip().isdigit() and int(value) in _YEARS):
-                            raise BadRequest(f"{name}: a year from {_YEARS[0]} to {_YEARS[-1]}.")
+                        if not (value.strip().isdigit() and int(value) in FILTER_YEARS):
+                            raise BadRequest(f"{name}: a year from {FILTER_YEARS[0]} to {FILTER_YEARS[-1]}.")
         return self.get_response(request)

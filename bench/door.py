@@ -39,7 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _child(state_file: Path, requests: int) -> None:
-    """In a tree's own process: warm up, then time the paths in alternating blocks."""
+    """In a tree's own process: warm up, then time the paths in alternating blocks.
+
+    Imports only the application (``bankcore``, ``transfers``) of the tree under test, never its
+    ``bench`` package: a baseline checkout's bench may be older or missing, so the request and
+    transfer this measures are written here, not taken from ``bench.run``'s workers."""
     state = json.loads(state_file.read_text())
     accounts: dict[str, list[list[Any]]] = state["accounts"]
     token: str = state["token"]
