@@ -72,8 +72,15 @@ def test_sixteen_workers_random_transfers_keep_the_books(make_account, ledgers):
 
     errors = run_threads(16, work)
     assert not errors, errors
+    # A loaded machine can leave a decided transfer's last leg to recovery (COMMITTED: its finish
+    # gave up waiting for a lock), as in the hot-account test below, which recovery must then
+    # finish; or refuse one whose prepare gave up (ledger_busy), which must leave nothing behind.
+    if outcomes[Transfer.Status.COMMITTED]:
+        transfers_recover(grace_seconds=0)
     assert outcomes[Transfer.Status.COMPLETED] > 50, outcomes
-    assert set(outcomes) <= {"completed", "insufficient_funds"}, outcomes
+    assert set(outcomes) <= {"completed", "committed", "insufficient_funds", "ledger_busy"}, outcomes
+    moved = Transfer.objects.filter(source_account__in=numbers, status=Transfer.Status.COMPLETED).count()
+    assert moved == outcomes[Transfer.Status.COMPLETED] + outcomes[Transfer.Status.COMMITTED], outcomes
     assert sum(balances(*accounts)) == Decimal("20000.00")
     assert not Transfer.objects.exclude(status__in=[Transfer.Status.COMPLETED, Transfer.Status.ABORTED]).exists()
     for ledger in ledgers:
