@@ -20,6 +20,18 @@ next row (``keyed_from``). The first keyed row's MAC covers its link to the last
 hash, so a rewritten unkeyed row (its SHA-256 chain recomputed) is found at the first keyed row, or
 by the head while there is none yet. Until then the sealer refuses to extend an unkeyed chain, and
 verification says so. A new chain is keyed from its first row.
+
+The key can be rotated without rewriting a row. The operator makes the new key ``AUDIT_CHAIN_KEY``
+and moves the old one to ``AUDIT_CHAIN_RETIRED_KEYS``; the sealer then stops (the head is under a
+retired key) until ``manage.py rotate_audit_chain_key`` has verified the whole chain with the keys
+that sealed it and recorded, under the new key's head MAC, that the new key seals from the next row
+on (``key_epochs``: [first seq, key fingerprint] per key). Verification takes each row's key from
+there, so the retired keys stay needed to verify the rows they sealed, and a retired key that
+leaked lets its holder forge only what it sealed: rows sealed after the rotation, and the head, need
+the new key. (Its holder can still rewrite the whole chain as if it had never been rotated; the
+chain then reads as sealed under a retired key, which verification reports, and which after a
+completed rotation means tampering.) A key is named by its fingerprint, which reveals nothing a
+sealed row's MAC does not.
 """
 
 from __future__ import annotations
@@ -64,6 +76,21 @@ def _chain_key() -> bytes:
     return settings.AUDIT_CHAIN_KEY.encode("utf-8")
 
 
+_FINGERPRINT_MESSAGE = b"bankcore audit chain key fingerprint"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A key's name that may be stored and shown: 16 hex digits of its HMAC of a fixed message."""
+    return hmac.new(key, _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+def _keyring() -> dict[str, bytes]:
+    """Every key the chain may have been sealed with, by fingerprint: ``AUDIT_CHAIN_KEY`` and
+    ``AUDIT_CHAIN_RETIRED_KEYS``."""
+    keys = [settings.AUDIT_CHAIN_KEY, *getattr(settings, "AUDIT_CHAIN_RETIRED_KEYS", ())]
+    return {key_fingerprint(key.encode("utf-8")): key.encode("utf-8") for key in keys if key}
+
+
 def _digest(message: bytes, key: bytes | None) -> str:
     if key is None:
         return hashlib.sha256(message).hexdigest()
@@ -83,33 +110,100 @@ def audit_event_hash(event: AuditEvent, *, seq: int, prev_hash: str, key: bytes 
     return _digest(canonical.encode("ascii"), key)
 
 
-def _head_mac(*, keyed_from: int, last_seq: int, last_hash: str, key: bytes) -> str:
-    # Its one top-level key "head" keeps this message apart from every row's (which name their fields).
-    message = {"head": {"keyed_from": keyed_from, "last_seq": last_seq, "last_hash": last_hash}}
-    return _digest(json.dumps(message, sort_keys=True, separators=(",", ":")).encode("ascii"), key)
+def _head_mac(*, keyed_from: int, last_seq: int, last_hash: str, key_epochs: list[list[Any]], key: bytes) -> str:
+    # Its one top-level key "head" keeps this message apart from every row's (which name their
+    # fields). A chain never rotated has the message of the versions before rotation existed.
+    fields: dict[str, Any] = {"keyed_from": keyed_from, "last_seq": last_seq, "last_hash": last_hash}
+    if key_epochs:
+        fields["key_epochs"] = key_epochs
+    return _digest(json.dumps({"head": fields}, sort_keys=True, separators=(",", ":")).encode("ascii"), key)
 
 
 def _head_mac_ok(head: AuditChainHead, key: bytes) -> bool:
     assert head.keyed_from is not None
-    expected = _head_mac(keyed_from=head.keyed_from, last_seq=head.last_seq, last_hash=head.last_hash, key=key)
+    expected = _head_mac(
+        keyed_from=head.keyed_from,
+        last_seq=head.last_seq,
+        last_hash=head.last_hash,
+        key_epochs=head.key_epochs,
+        key=key,
+    )
     return hmac.compare_digest(head.head_mac, expected)
 
 
-def _head_vouched(head: AuditChainHead, key: bytes) -> int:
-    """Where keyed sealing began, once the head is known to be the one the sealer left: a new chain
-    is keyed from its first row; an unkeyed or altered one is refused."""
+def _epochs(head: AuditChainHead) -> list[tuple[int, str]] | None:
+    """The head's ``key_epochs`` as (first seq, fingerprint), or None when they are not what the
+    rotation writes (ascending from ``keyed_from``): changed outside it, which the MAC finds too,
+    but verification must report it rather than fail on it."""
+    epochs = head.key_epochs
+    if not isinstance(epochs, list) or not all(
+        isinstance(e, list) and len(e) == 2 and type(e[0]) is int and isinstance(e[1], str) for e in epochs
+    ):
+        return None
+    firsts = [first for first, _ in epochs]
+    if epochs and (firsts[0] != head.keyed_from or firsts != sorted(set(firsts))):
+        return None
+    return [(first, fingerprint) for first, fingerprint in epochs]
+
+
+def _head_key(head: AuditChainHead, keyring: dict[str, bytes]) -> str | None:
+    """The fingerprint of the key the head's MAC was made with (the last epoch's, once rotated),
+    or None when no key of the keyring makes it: the head was changed outside the sealer, or the
+    key that sealed it is not configured."""
+    epochs = _epochs(head)
+    if epochs is None:
+        return None
+    candidates = [epochs[-1][1]] if epochs else list(keyring)
+    for fingerprint in candidates:
+        key = keyring.get(fingerprint)
+        if key is not None and _head_mac_ok(head, key):
+            return str(fingerprint)
+    return None
+
+
+_HEAD_MAC_MISMATCH = (
+    "the audit chain head does not match its MAC (changed outside the sealer, or neither AUDIT_CHAIN_KEY nor "
+    "AUDIT_CHAIN_RETIRED_KEYS holds the key the chain was sealed with)"
+)
+
+
+def _retired_head(fingerprint: str) -> str:
+    return (
+        f"the audit chain is sealed up to its head with a retired key ({fingerprint}), not with AUDIT_CHAIN_KEY "
+        f"({key_fingerprint(_chain_key())}): run `manage.py rotate_audit_chain_key` once, after every worker and "
+        "beat runs with the new key (after a completed rotation, this means the chain was rewritten)"
+    )
+
+
+def _head_vouched(head: AuditChainHead) -> int:
+    """Where keyed sealing began, once the head is known to be the one the sealer left under
+    ``AUDIT_CHAIN_KEY``: a new chain is keyed from its first row; an unkeyed or altered one, or one
+    whose head a retired key sealed (a rotation not finished), is refused."""
     if head.keyed_from is None:
         if head.last_seq == 0 and not head.last_hash:
             return 1
         raise AuditChainError(
             "the audit chain was sealed without a key (an earlier version): run `manage.py key_audit_chain` once"
         )
-    if not _head_mac_ok(head, key):
-        raise AuditChainError(
-            "the audit chain head does not match its MAC (changed outside the sealer, or AUDIT_CHAIN_KEY is not "
-            "the key the chain was sealed with): run `manage.py verify_audit_chain`"
-        )
+    fingerprint = _head_key(head, _keyring())
+    if fingerprint is None:
+        raise AuditChainError(f"{_HEAD_MAC_MISMATCH}: run `manage.py verify_audit_chain`")
+    if fingerprint != key_fingerprint(_chain_key()):
+        raise AuditChainError(_retired_head(fingerprint))
     return head.keyed_from
+
+
+def _key_plan(head: AuditChainHead | None, keyring: dict[str, bytes]) -> list[tuple[int, str, bytes | None]]:
+    """Which key sealed which keyed rows: (first seq, fingerprint, the key or None when it is not
+    configured), ascending. A chain never rotated has one, the head's key (``AUDIT_CHAIN_KEY`` when
+    no key makes the head's MAC: its rows then say whether they hold under it)."""
+    if head is None or head.keyed_from is None:
+        return []
+    epochs = _epochs(head)
+    if epochs:
+        return [(first, fingerprint, keyring.get(fingerprint)) for first, fingerprint in epochs]
+    fingerprint = _head_key(head, keyring) or key_fingerprint(_chain_key())
+    return [(head.keyed_from, fingerprint, keyring[fingerprint])]
 
 
 def _head_lock() -> AuditChainHead:
@@ -146,7 +240,7 @@ def audit_chain_seal(*, batch_size: int = 1000, max_batches: int | None = None) 
     while max_batches is None or batches < max_batches:
         with transaction.atomic(using="default"):
             head = _head_lock()
-            keyed_from = _head_vouched(head, key)
+            keyed_from = _head_vouched(head)
             rows = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id")[:batch_size])
             if not rows:
                 return sealed
@@ -162,7 +256,9 @@ def audit_chain_seal(*, batch_size: int = 1000, max_batches: int | None = None) 
                 last_seq=seq,
                 last_hash=prev,
                 keyed_from=keyed_from,
-                head_mac=_head_mac(keyed_from=keyed_from, last_seq=seq, last_hash=prev, key=key),
+                head_mac=_head_mac(
+                    keyed_from=keyed_from, last_seq=seq, last_hash=prev, key_epochs=head.key_epochs, key=key
+                ),
                 sealed_at=timezone.now(),
             )
         sealed += len(rows)
@@ -184,14 +280,21 @@ class ChainReport:
 
 
 def _rows_verify(
-    *, keyed_from: int | None, key: bytes, chunk_size: int, progress: Progress | None
+    *,
+    keyed_from: int | None,
+    plan: list[tuple[int, str, bytes | None]],
+    chunk_size: int,
+    progress: Progress | None,
 ) -> tuple[ChainReport, str]:
     """Recompute every sealed row's hash in chain order, rows from ``keyed_from`` on with the key
-    (none: every row as unkeyed); stop at the first broken link. Returns the report and the hash
-    the chain ends with."""
+    ``plan`` (``_key_plan``) gives their seq (``keyed_from`` None: every row as unkeyed); stop at
+    the first broken link, or at the first row whose key is not configured. Returns the report and
+    the hash the chain ends with."""
     total = AuditEvent.objects.filter(seq__isnull=False).count()
     report = ChainReport(unsealed=AuditEvent.objects.filter(seq__isnull=True).count())
     expected_seq, prev = 1, GENESIS
+    epoch = -1  # the index in ``plan`` of the epoch the current row falls in
+    key: bytes | None = None
     while True:
         rows = list(AuditEvent.objects.filter(seq__gte=expected_seq).order_by("seq")[:chunk_size])
         for row in rows:
@@ -204,6 +307,16 @@ def _rows_verify(
                 )
                 return report, prev
             keyed = keyed_from is not None and expected_seq >= keyed_from
+            if keyed and epoch + 1 < len(plan) and expected_seq >= plan[epoch + 1][0]:
+                epoch += 1  # (epochs ascend and none is empty: one row starts at most one)
+                first, fingerprint, key = plan[epoch]
+                if key is None:
+                    report.broken_seq, report.broken_at = row.seq, row.pk
+                    report.problem = (
+                        f"audit events from #{first} on were sealed with the key {fingerprint}, which neither "
+                        "AUDIT_CHAIN_KEY nor AUDIT_CHAIN_RETIRED_KEYS holds: they cannot be verified without it"
+                    )
+                    return report, prev
             if row.prev_hash != prev:
                 report.broken_seq, report.broken_at = row.seq, row.pk
                 report.problem = f"audit event id {row.pk} (#{row.seq}) does not link to its predecessor's hash"
@@ -215,7 +328,7 @@ def _rows_verify(
                 report.problem = (
                     f"audit event id {row.pk} (#{row.seq}) does not match its hash: it was changed after it was sealed"
                 )
-                if keyed:
+                if keyed and len(plan) == 1:  # (a key named in key_epochs is the one it names)
                     report.problem += " (or AUDIT_CHAIN_KEY is not the key it was sealed with)"
                 return report, prev
             prev = row.hash
@@ -247,11 +360,13 @@ def audit_chain_verify(*, chunk_size: int = 2000, progress: Progress | None = No
     recomputed without the key), a row whose ``prev_hash`` is not its predecessor's hash, a gap in
     the sequence (a row removed), a chain that ends before the head says it does (the newest rows
     removed), or a head that does not match its MAC. A chain not keyed yet is reported too.
+    A chain whose head a retired key sealed (a rotation not finished) is reported too.
     Read-only; seal first to cover new rows."""
-    key = _chain_key()
+    keyring = _keyring()
     head = AuditChainHead.objects.filter(pk=1).first()
     keyed_from = head.keyed_from if head is not None else None
-    report, last_hash = _rows_verify(keyed_from=keyed_from, key=key, chunk_size=chunk_size, progress=progress)
+    plan = _key_plan(head, keyring)
+    report, last_hash = _rows_verify(keyed_from=keyed_from, plan=plan, chunk_size=chunk_size, progress=progress)
     if not report.ok:
         return report
     problem = _head_problem(head, checked=report.checked, last_hash=last_hash)
@@ -262,11 +377,16 @@ def audit_chain_verify(*, chunk_size: int = 2000, progress: Progress | None = No
             f"the chain's {head.last_seq} rows were sealed without a key (an earlier version) and it is not "
             "keyed yet: run `manage.py key_audit_chain` once"
         )
-    elif head is not None and keyed_from is not None and not _head_mac_ok(head, key):
-        report.problem = (
-            "the chain head does not match its MAC: its end or the point where keyed sealing began "
-            f"(#{keyed_from}) was changed outside the sealer (or AUDIT_CHAIN_KEY is not the key the chain was sealed with)"
-        )
+    elif head is not None and keyed_from is not None:
+        fingerprint = _head_key(head, keyring)
+        if fingerprint is None:
+            report.problem = (
+                "the chain head does not match its MAC: its end, the point where keyed sealing began "
+                f"(#{keyed_from}) or where a key took over was changed outside the sealer (or neither "
+                "AUDIT_CHAIN_KEY nor AUDIT_CHAIN_RETIRED_KEYS holds the key the chain was sealed with)"
+            )
+        elif fingerprint != key_fingerprint(_chain_key()):
+            report.problem = _retired_head(fingerprint)
     return report
 
 
@@ -282,7 +402,7 @@ def audit_chain_key(*, chunk_size: int = 2000, progress: Progress | None = None)
         return ChainReport(), False
     # Verified outside the head's lock (a long read must not hold up the verify task's sealer); the
     # head is then checked not to have moved, which the sealer never does to an unkeyed chain.
-    report, last_hash = _rows_verify(keyed_from=None, key=key, chunk_size=chunk_size, progress=progress)
+    report, last_hash = _rows_verify(keyed_from=None, plan=[], chunk_size=chunk_size, progress=progress)
     if report.ok:
         report.problem = _head_problem(head, checked=report.checked, last_hash=last_hash)
     if not report.ok:
@@ -294,9 +414,80 @@ def audit_chain_key(*, chunk_size: int = 2000, progress: Progress | None = None)
         keyed_from = locked.last_seq + 1
         AuditChainHead.objects.filter(pk=1).update(
             keyed_from=keyed_from,
-            head_mac=_head_mac(keyed_from=keyed_from, last_seq=locked.last_seq, last_hash=locked.last_hash, key=key),
+            head_mac=_head_mac(
+                keyed_from=keyed_from, last_seq=locked.last_seq, last_hash=locked.last_hash, key_epochs=[], key=key
+            ),
         )
     return report, True
+
+
+@dataclass
+class Rotation:
+    """What ``audit_chain_rotate_key`` did: ``rotated`` False with an ok report means there was
+    nothing to do (the head is under ``AUDIT_CHAIN_KEY`` already, or nothing is sealed yet)."""
+
+    report: ChainReport
+    rotated: bool = False
+    retired: str = ""  # the fingerprint of the key that sealed the head before
+    current: str = ""  # AUDIT_CHAIN_KEY's
+    from_seq: int = 0  # the first row the new key seals
+
+
+def audit_chain_rotate_key(*, chunk_size: int = 2000, progress: Progress | None = None) -> Rotation:
+    """Hand the chain over to ``AUDIT_CHAIN_KEY`` from the next row on, once the key that sealed it
+    is in ``AUDIT_CHAIN_RETIRED_KEYS``: verify every row with the keys that sealed it and, only if
+    the chain holds, record the new key's epoch under a head MAC made with it. No row is rewritten.
+    A broken report means nothing was written. Raises ``AuditChainError`` when the chain is not
+    keyed yet, or no configured key makes the head's MAC."""
+    keyring = _keyring()
+    current = key_fingerprint(_chain_key())
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None or (head.keyed_from is None and head.last_seq == 0):
+        return Rotation(ChainReport(), current=current)  # a new chain: sealed with the key from its first row
+    if head.keyed_from is None:
+        raise AuditChainError(
+            "the audit chain was sealed without a key (an earlier version): run `manage.py key_audit_chain` first"
+        )
+    retired = _head_key(head, keyring)
+    if retired is None:
+        raise AuditChainError(f"{_HEAD_MAC_MISMATCH}: nothing was rotated; run `manage.py verify_audit_chain`")
+    if retired == current:
+        return Rotation(ChainReport(), retired=retired, current=current)
+    # Verified outside the head's lock, as ``audit_chain_key`` does; no sealer extends a chain whose
+    # head a retired key sealed, and one still running with the old key is found by the check below.
+    report, last_hash = _rows_verify(
+        keyed_from=head.keyed_from, plan=_key_plan(head, keyring), chunk_size=chunk_size, progress=progress
+    )
+    if report.ok:
+        report.problem = _head_problem(head, checked=report.checked, last_hash=last_hash)
+    if not report.ok:
+        return Rotation(report, retired=retired, current=current)
+    with transaction.atomic(using="default"):
+        locked = _head_lock()
+        if (locked.last_seq, locked.last_hash, locked.key_epochs, locked.head_mac) != (
+            head.last_seq,
+            head.last_hash,
+            head.key_epochs,
+            head.head_mac,
+        ):
+            raise AuditChainError("the audit chain head changed while it was being verified: run the command again")
+        epochs = [list(epoch) for epoch in locked.key_epochs] or [[locked.keyed_from, retired]]
+        from_seq = locked.last_seq + 1
+        if epochs[-1][0] == from_seq:
+            epochs.pop()  # the retired key sealed no row: its epoch is empty
+        epochs.append([from_seq, current])
+        assert locked.keyed_from is not None
+        AuditChainHead.objects.filter(pk=1).update(
+            key_epochs=epochs,
+            head_mac=_head_mac(
+                keyed_from=locked.keyed_from,
+                last_seq=locked.last_seq,
+                last_hash=locked.last_hash,
+                key_epochs=epochs,
+                key=_chain_key(),
+            ),
+        )
+    return Rotation(report, rotated=True, retired=retired, current=current, from_seq=from_seq)
 
 
 def audit_chain_check(*, chunk_size: int = 2000, progress: Progress | None = None) -> ChainReport:

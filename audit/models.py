@@ -63,9 +63,10 @@ class AuditChainHead(models.Model):
     """The one row that says where the sealed chain ends. The sealer locks it ``FOR UPDATE``, so
     two sealers never extend the chain at once; writers of audit events never touch it.
 
-    ``head_mac`` is the chain key's HMAC of (``keyed_from``, ``last_seq``, ``last_hash``): without
-    the key nobody can move the end of the chain back (the newest rows removed) or move the point
-    where keyed sealing began (``audit.chain``)."""
+    ``head_mac`` is the chain key's HMAC of (``keyed_from``, ``last_seq``, ``last_hash`` and, once
+    the key was rotated, ``key_epochs``): without the key nobody can move the end of the chain back
+    (the newest rows removed), the point where keyed sealing began, or where a key took over
+    (``audit.chain``)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     last_seq = models.BigIntegerField(default=0)
@@ -74,6 +75,10 @@ class AuditChainHead(models.Model):
     # plain SHA-256 by an earlier version. NULL: not keyed yet (see ``key_audit_chain``).
     keyed_from = models.BigIntegerField(null=True, blank=True)
     head_mac = models.CharField(max_length=64, blank=True, default="")
+    # Which key sealed which rows, once the key was rotated (``rotate_audit_chain_key``): a list of
+    # [first seq, key fingerprint], each key sealing up to the next one's first row. Empty: every
+    # keyed row was sealed with one key.
+    key_epochs = models.JSONField(default=list, blank=True)
     sealed_at = models.DateTimeField(null=True, blank=True)
     # The outcome of the last full verification (None: never verified), for /metrics and the admin.
     verified_at = models.DateTimeField(null=True, blank=True)

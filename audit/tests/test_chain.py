@@ -16,10 +16,12 @@ from audit.chain import (
     AuditChainError,
     audit_chain_check,
     audit_chain_key,
+    audit_chain_rotate_key,
     audit_chain_seal,
     audit_chain_status,
     audit_chain_verify,
     audit_event_hash,
+    key_fingerprint,
 )
 from audit.models import AuditChainHead, AuditEvent
 from conftest import run_manage
@@ -296,3 +298,176 @@ def test_keying_refuses_a_broken_unkeyed_chain(actor, make_account):
     assert f"audit event id {victim.pk} (#2) does not match its hash" in result.stderr
     assert "Nothing was keyed" in result.stderr
     assert AuditChainHead.objects.get().keyed_from is None
+
+
+# --- rotating the key -----------------------------------------------------------------------------
+
+NEW_KEY = "the-new-audit-chain-key-0123456789abcdef0123456789"
+NEWER_KEY = "the-newer-audit-chain-key-0123456789abcdef012345678"
+
+
+def _fingerprint(key: str) -> str:
+    return key_fingerprint(key.encode())
+
+
+def test_the_key_is_rotated_without_rewriting_a_row_and_each_row_verifies_with_its_key(actor, make_account, settings):
+    # given a chain sealed with the first key
+    old_key = settings.AUDIT_CHAIN_KEY
+    make_account("db1", "10.00")
+    first = audit_chain_seal()
+    hashes = dict(AuditEvent.objects.values_list("id", "hash"))
+
+    # when the operator sets a new key and retires the old one, sealing stops until the rotation
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEW_KEY, [old_key]
+    make_account("db2", "20.00")
+    with pytest.raises(AuditChainError, match="rotate_audit_chain_key"):
+        audit_chain_seal()
+    report = audit_chain_verify()
+    assert not report.ok and report.checked == first and "retired key" in report.problem
+    assert AuditEvent.objects.filter(seq__isnull=True).exists()
+
+    # then the rotation verifies the chain and hands it over from the next row, rewriting nothing
+    rotation = audit_chain_rotate_key()
+    assert rotation.rotated and rotation.report.ok and rotation.report.checked == first
+    assert (rotation.retired, rotation.current, rotation.from_seq) == (
+        _fingerprint(old_key),
+        _fingerprint(NEW_KEY),
+        first + 1,
+    )
+    head = AuditChainHead.objects.get()
+    assert head.key_epochs == [[1, _fingerprint(old_key)], [first + 1, _fingerprint(NEW_KEY)]]
+    assert dict(AuditEvent.objects.filter(seq__lte=first).values_list("id", "hash")) == hashes
+    second = audit_chain_seal()
+    assert second > 0 and audit_chain_verify().ok
+    assert not audit_chain_rotate_key().rotated  # done already
+    new_row = AuditEvent.objects.get(seq=first + 1)
+    assert new_row.hash == audit_event_hash(new_row, seq=first + 1, prev_hash=new_row.prev_hash, key=NEW_KEY.encode())
+
+    # and without the retired key the rows it sealed cannot be verified, and say so
+    settings.AUDIT_CHAIN_RETIRED_KEYS = []
+    report = audit_chain_verify()
+    assert not report.ok and report.broken_seq == 1 and _fingerprint(old_key) in report.problem
+    assert "AUDIT_CHAIN_RETIRED_KEYS" in report.problem
+
+    # and a second rotation keeps both earlier keys' rows verifiable
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEWER_KEY, [old_key, NEW_KEY]
+    assert audit_chain_rotate_key().rotated
+    make_account("db1", "30.00")
+    assert audit_chain_seal() > 0
+    report = audit_chain_verify()
+    assert report.ok and report.checked == AuditEvent.objects.count()
+    assert [fingerprint for _, fingerprint in AuditChainHead.objects.get().key_epochs] == [
+        _fingerprint(old_key),
+        _fingerprint(NEW_KEY),
+        _fingerprint(NEWER_KEY),
+    ]
+
+
+def test_a_rotation_with_no_row_sealed_by_the_retired_key_leaves_no_empty_epoch(actor, make_account, settings):
+    old_key = settings.AUDIT_CHAIN_KEY
+    make_account("db1", "10.00")
+    sealed = audit_chain_seal()
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEW_KEY, [old_key]
+    assert audit_chain_rotate_key().rotated
+    # the new key is retired before it sealed a row
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEWER_KEY, [old_key, NEW_KEY]
+    assert audit_chain_rotate_key().rotated
+    assert AuditChainHead.objects.get().key_epochs == [
+        [1, _fingerprint(old_key)],
+        [sealed + 1, _fingerprint(NEWER_KEY)],
+    ]
+    # the head's MAC covers where each key begins, even past the last sealed row
+    epochs = AuditChainHead.objects.get().key_epochs
+    AuditChainHead.objects.filter(pk=1).update(key_epochs=[epochs[0], [sealed + 3, epochs[1][1]]])
+    report = audit_chain_verify()
+    assert not report.ok and report.checked == sealed and "head does not match its MAC" in report.problem
+    AuditChainHead.objects.filter(pk=1).update(key_epochs=epochs)
+    make_account("db2", "20.00")
+    assert audit_chain_seal() > 0 and audit_chain_verify().ok
+
+
+def test_the_rotation_command_refuses_a_broken_chain_and_reports_a_good_one(actor, make_account, settings):
+    old_key = settings.AUDIT_CHAIN_KEY
+    make_account("db1", "10.00")
+    make_account("db2", "20.00")
+    sealed = audit_chain_seal()
+    rotate = {"AUDIT_CHAIN_KEY": NEW_KEY, "AUDIT_CHAIN_RETIRED_KEYS": old_key}
+
+    # given a row changed behind the app's back: refused, nothing rotated, the sealer still stopped
+    victim = AuditEvent.objects.get(seq=2)
+    _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
+    result = run_manage("rotate_audit_chain_key", **rotate)
+    assert result.returncode == 1
+    assert f"audit event id {victim.pk} (#2) does not match its hash" in result.stderr
+    assert "Nothing was rotated" in result.stderr
+    assert AuditChainHead.objects.get().key_epochs == []
+    assert run_manage("seal_audit_chain", **rotate).returncode == 1
+
+    # given the row put back: rotated, with what it checked and what to keep
+    _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", [victim.actor_name, victim.pk])
+    result = run_manage("rotate_audit_chain_key", "--chunk-size", "2", **rotate)
+    assert result.returncode == 0, result.stderr
+    assert f"checked 2/{sealed}" in result.stdout and f"{sealed} events verified" in result.stdout
+    assert f"Keep {_fingerprint(old_key)} in AUDIT_CHAIN_RETIRED_KEYS" in result.stdout
+    assert run_manage("verify_audit_chain", **rotate).returncode == 0
+    assert "nothing to do" in run_manage("rotate_audit_chain_key", **rotate).stdout
+    # a process still on the old key refuses to extend the chain the new key now heads
+    make_account("db1", "30.00")
+    result = run_manage("seal_audit_chain")
+    assert result.returncode == 1 and "MAC" in result.stderr
+
+
+def test_a_leaked_retired_key_forges_neither_new_rows_nor_the_head(actor, make_account, settings):
+    old_key = settings.AUDIT_CHAIN_KEY
+    make_account("db1", "10.00")
+    first = audit_chain_seal()
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEW_KEY, [old_key]
+    audit_chain_rotate_key()
+    make_account("db2", "20.00")
+    audit_chain_seal()
+    assert audit_chain_verify().ok
+
+    # given a row the new key sealed, changed and rechained by someone holding the retired key
+    victim = AuditEvent.objects.get(seq=first + 1)
+    _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
+    _rechain(victim.seq, key=old_key.encode())
+    report = audit_chain_verify()
+    assert not report.ok and report.broken_at == victim.pk and "changed after it was sealed" in report.problem
+
+    # given the head moved back to claim the retired key sealed everything, its MAC remade with it:
+    # the chain reads as sealed with a retired key, reported, and the sealer stops
+    head = AuditChainHead.objects.get()
+    AuditChainHead.objects.filter(pk=1).update(
+        key_epochs=[], head_mac=_head_mac_with(head, key_epochs=[], key=old_key.encode())
+    )
+    report = audit_chain_verify()
+    assert not report.ok and "retired key" in report.problem and "rewritten" in report.problem
+    with pytest.raises(AuditChainError, match="retired key"):
+        audit_chain_seal()
+
+    # given the rotation point moved past the end (every row rechained with the retired key), the
+    # head's MAC not remade with the new key it names: every row holds, the head does not
+    last = AuditChainHead.objects.get().last_seq
+    _rechain(1, key=old_key.encode())
+    AuditChainHead.objects.filter(pk=1).update(
+        key_epochs=[[1, _fingerprint(old_key)], [last + 1, _fingerprint(NEW_KEY)]]
+    )
+    report = audit_chain_verify()
+    assert not report.ok and report.checked == last and "head does not match its MAC" in report.problem
+
+    # given epochs that are not what a rotation writes: reported the same, not an error
+    for junk in ("junk", [[1]], [["1", "x"]], [[2, _fingerprint(old_key)]], [[1, "a"], [1, "b"]]):
+        AuditChainHead.objects.filter(pk=1).update(key_epochs=junk)
+        report = audit_chain_verify()
+        assert not report.ok, junk
+        with pytest.raises(AuditChainError, match="MAC"):
+            audit_chain_seal()
+
+
+def _head_mac_with(head: AuditChainHead, *, key_epochs: list[Any], key: bytes) -> str:
+    from audit.chain import _head_mac
+
+    assert head.keyed_from is not None
+    return _head_mac(
+        keyed_from=head.keyed_from, last_seq=head.last_seq, last_hash=head.last_hash, key_epochs=key_epochs, key=key
+    )

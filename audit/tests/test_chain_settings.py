@@ -20,7 +20,8 @@ def _production(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-c",
-            "import django; django.setup(); from django.conf import settings; print(settings.AUDIT_CHAIN_KEY)",
+            "import os, django; django.setup(); from django.conf import settings; "
+            "print(getattr(settings, os.environ.get('PRINT', 'AUDIT_CHAIN_KEY')))",
         ],
         env=clean,
         capture_output=True,
@@ -51,3 +52,19 @@ def test_the_chain_key_may_come_from_a_file(tmp_path):
     result = _production(tmp_path, AUDIT_CHAIN_KEY_FILE=str(key_file))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "k" * 40
+
+
+def test_retired_chain_keys_are_a_comma_separated_list_and_never_the_current_key(tmp_path):
+    retired_file = tmp_path / "retired-keys"
+    retired_file.write_text("r" * 40 + ", " + "q" * 40 + "\n")
+    result = _production(
+        tmp_path,
+        AUDIT_CHAIN_KEY="k" * 40,
+        AUDIT_CHAIN_RETIRED_KEYS_FILE=str(retired_file),
+        PRINT="AUDIT_CHAIN_RETIRED_KEYS",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(["r" * 40, "q" * 40])
+
+    result = _production(tmp_path, AUDIT_CHAIN_KEY="k" * 40, AUDIT_CHAIN_RETIRED_KEYS="r" * 40 + "," + "k" * 40)
+    assert result.returncode != 0 and "AUDIT_CHAIN_RETIRED_KEYS holds AUDIT_CHAIN_KEY itself" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from bankcore.env import env_bool, env_int, env_optional, env_str
+from bankcore.env import env_bool, env_int, env_list, env_optional, env_str
 
 # Read from the half-imported base module: both are defined there above the topic-module imports.
 from bankcore.settings.base import CELERY_BEAT_SCHEDULE as _BEAT_SCHEDULE
@@ -48,9 +48,11 @@ AUDIT_LOG_ENABLED = env_bool("AUDIT_LOG_ENABLED", True)
 AUDIT_LOG_MAX_BODY_BYTES = env_int("AUDIT_LOG_MAX_BODY_BYTES", 64 * 1024, minimum=0)
 # The key of the hash chain (HMAC-SHA256, audit.chain): without it, whoever can write to the
 # database cannot rewrite a row and recompute the chain unseen. Keep it out of the database and its
-# backups, and never change it: rows sealed with one key verify only with that key. The default
-# is for development and tests only; the production settings refuse it.
+# backups. The default is for development and tests only; the production settings refuse it.
 AUDIT_CHAIN_KEY = env_str("AUDIT_CHAIN_KEY", _INSECURE_DEFAULT_SECRET + "-audit-chain")
+# Earlier chain keys, comma-separated, kept to verify the rows they sealed: rows sealed with one key
+# verify only with that key. A rotation moves the old key here and runs `rotate_audit_chain_key`.
+AUDIT_CHAIN_RETIRED_KEYS = env_list("AUDIT_CHAIN_RETIRED_KEYS", [])
 # The sealer hashes new audit rows into the chain every few seconds (Celery beat).
 AUDIT_SEAL_INTERVAL_SECONDS = env_int("AUDIT_SEAL_INTERVAL_SECONDS", 10, minimum=1)
 # A full verification re-reads the whole trail: hourly by default.

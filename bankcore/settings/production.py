@@ -4,7 +4,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_str
 from bankcore.settings.base import *  # noqa: F403
-from bankcore.settings.base import AUDIT_CHAIN_KEY, INSECURE_DEFAULT_SECRET, JWT_SECRET_KEY, SECRET_KEY
+from bankcore.settings.base import (
+    AUDIT_CHAIN_KEY,
+    AUDIT_CHAIN_RETIRED_KEYS,
+    INSECURE_DEFAULT_SECRET,
+    JWT_SECRET_KEY,
+    SECRET_KEY,
+)
 
 for _name, _value in (
     ("SECRET_KEY", SECRET_KEY),
@@ -20,6 +26,11 @@ if JWT_SECRET_KEY == SECRET_KEY:
 if AUDIT_CHAIN_KEY in (SECRET_KEY, JWT_SECRET_KEY):
     raise ImproperlyConfigured(
         "AUDIT_CHAIN_KEY must differ from SECRET_KEY and JWT_SECRET_KEY: give each its own random value"
+    )
+# A retired key that is the current one means the rotation was not made (the new key not set).
+if AUDIT_CHAIN_KEY in AUDIT_CHAIN_RETIRED_KEYS:
+    raise ImproperlyConfigured(
+        "AUDIT_CHAIN_RETIRED_KEYS holds AUDIT_CHAIN_KEY itself: a rotation sets a new AUDIT_CHAIN_KEY and retires the old one"
     )
 
 DEBUG = False
