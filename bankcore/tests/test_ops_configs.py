@@ -52,6 +52,92 @@ def test_compose_file_parses_without_obsolete_keys(name):
     assert data["services"]
 
 
+# ``${NAME}``, ``${NAME:-default}``, ``${NAME-default}``, ``${NAME:?error}``, ``${NAME?error}``,
+# ``${NAME:+other}``, ``${NAME+other}``, ``$NAME`` and ``$$``: Compose's interpolation.
+_INTERPOLATION = re.compile(
+    r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def interpolated(text: str, environment: dict[str, str]) -> str:
+    """``text`` with its variables replaced as ``docker compose`` does; a required one unset raises."""
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, argument = match.group(1) or match.group(4), match.group(2), match.group(3) or ""
+        given = environment.get(name)
+        if operator in (":?", "?"):
+            if given is None or (operator == ":?" and not given):
+                raise ValueError(f"{name} is required: {argument}")
+            return given
+        if operator in (":-", "-"):
+            unset = given is None or (operator == ":-" and not given)
+            return interpolated(argument, environment) if unset else str(given)
+        if operator in (":+", "+"):
+            set_ = given is not None and (operator == "+" or bool(given))
+            return interpolated(argument, environment) if set_ else ""
+        return given or ""
+
+    return _INTERPOLATION.sub(value, text)
+
+
+def env_example_values() -> dict[str, str]:
+    """What a filled-in .env would hold: .env.example's values, and a 40-character secret where it
+    leaves one blank (``deploy.sh`` writes random ones)."""
+    pairs = re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    return {name: value.strip() or "s" * 40 for name, value in pairs}
+
+
+def compose_spec_refusal(text: str) -> str:
+    """Why the Compose Specification refuses the compose file ``text``, interpolated with
+    .env.example's values ("" if it conforms). Checked by the compose-spec package (Python bindings
+    of the ``compose_spec`` Rust crate; no Docker engine needed). Its parser has no YAML merge keys
+    (``<<: *app-env``), so PyYAML resolves them first, and the ``x-`` blocks the anchors live in go."""
+    from compose_spec import PyCompose
+
+    data = yaml.safe_load(interpolated(text, env_example_values()))
+    data = {key: value for key, value in data.items() if not key.startswith("x-")}
+    try:
+        PyCompose.from_json(json.dumps(data))
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_file_conforms_to_the_compose_specification(name):
+    assert compose_spec_refusal((ROOT / name).read_text()) == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (("    restart: unless-stopped", "    restrat: unless-stopped"), "restrat"),
+        (("condition: service_healthy", "condition: service_healty"), "service_healty"),
+        (("      interval:", "      intreval:"), "intreval"),
+    ],
+    ids=["misspelt-key", "unknown-condition", "misspelt-healthcheck-key"],
+)
+def test_the_specification_check_refuses_what_compose_would(change, refusal):
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert change[0] in text
+    assert refusal in compose_spec_refusal(text.replace(change[0], change[1], 1))
+
+
+def test_interpolation_follows_compose():
+    env = {"SET": "value", "EMPTY": ""}
+    assert (
+        interpolated("${SET} ${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $SET $$SET", env)
+        == "value value d  d value $SET"
+    )
+    assert interpolated("${SET:+alt} ${EMPTY:+alt} ${EMPTY+alt} ${UNSET+alt}", env) == "alt  alt "
+    assert interpolated("${UNSET:-${SET}}", env) == "value"
+    with pytest.raises(ValueError, match="EMPTY is required"):
+        interpolated("${EMPTY:?must be set}", env)
+    assert interpolated("${EMPTY?must be set}", env) == ""
+
+
 def test_every_service_named_exists_and_is_documented():
     base = compose()
     services = set(base["services"])
