@@ -288,7 +288,9 @@ class TransferReverseApi(APIView):
     )
     def post(self, request: Request, transfer_id: uuid.UUID) -> Response:
         key = _idempotency_key(request)
-        data = TransferReverseInput(data=request.data if request.data else {})
+        # No body reads as {} (the reference is optional); a JSON body that is not an object, even a
+        # falsy one ([], null, false, 0, ""), is refused as for POST transfers/.
+        data = TransferReverseInput(data=request.data)
         data.is_valid(raise_exception=True)
         original = transfer_get_visible(user=request.user, transfer_id=transfer_id)
         transfer_reversal_check(user=request.user, transfer=original)

@@ -91,10 +91,6 @@ FAULTS = {
         "the schema and docs views render their errors with their own renderers, YAML (schema) or a bare "
         "'405 Method Not Allowed' text (docs), labelled application/problem+json"
     ),
-    "falsy-reversal-body": (
-        'a reversal body that is JSON but not an object and falsy ([], null, false, 0, "") is read as {} '
-        "and the reversal is made (201, money moves); POST transfers/ refuses those bodies with 400"
-    ),
     "admin-regex": (
         "a __regex/__iregex lookup on any text column (the admin allows every local field lookup) reaches "
         "MariaDB with an invalid pattern: OperationalError 1139 while the list renders, a 500"
@@ -628,11 +624,11 @@ REVERSALS = [
     reverse("reference-lone-surrogate", rb'{"reference": "\udbff"}', 400, "validation_error", fault=SURROGATE),
     reverse("string-body", b'"refund"', 400, "validation_error"),
     reverse("non-empty-array", b"[1]", 400, "validation_error"),
-    reverse("empty-array", b"[]", 400, "validation_error", fault="falsy-reversal-body"),
-    reverse("null", b"null", 400, "validation_error", fault="falsy-reversal-body"),
-    reverse("false", b"false", 400, "validation_error", fault="falsy-reversal-body"),
-    reverse("zero", b"0", 400, "validation_error", fault="falsy-reversal-body"),
-    reverse("empty-string", b'""', 400, "validation_error", fault="falsy-reversal-body"),
+    reverse("empty-array", b"[]", 400, "validation_error"),
+    reverse("null", b"null", 400, "validation_error"),
+    reverse("false", b"false", 400, "validation_error"),
+    reverse("zero", b"0", 400, "validation_error"),
+    reverse("empty-string", b'""', 400, "validation_error"),
     reverse("text-plain", b"{}", 415, "unsupported_media_type", content_type="text/plain"),
     reverse("over-the-limit", b"{}", 413, "payload_too_large", pad_to=LIMIT + 1),
     reverse("of-another-partners-money", b"{}", 403, "reversal_not_allowed", path=REVERSE_FOREIGN),
