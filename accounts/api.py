@@ -11,7 +11,6 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,7 +18,13 @@ from rest_framework.views import APIView
 from accounts.api_selectors import account_entries, account_get_visible, account_scope, accounts_page
 from accounts.models import Account, Entry
 from accounts.numbers import InvalidAccountNumber, account_number_parse
-from bankcore.api_errors import BoundedDateTimeField, StrictCharField, StrictInputSerializer, problems
+from bankcore.api_errors import (
+    BoundedDateTimeField,
+    DateTimeCursorPagination,
+    StrictCharField,
+    StrictInputSerializer,
+    problems,
+)
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 200
@@ -161,7 +166,7 @@ class AccountDetailApi(APIView):
         return Response(AccountOutput(account).data)
 
 
-class EntryPagination(CursorPagination):
+class EntryPagination(DateTimeCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = PAGE_SIZE_DEFAULT
     page_size_query_param = "limit"

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core import exceptions as django_exceptions
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import escape
 from django.views import defaults as django_defaults
@@ -30,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -431,11 +433,35 @@ class BoundedDateTimeField(serializers.DateTimeField):
     """An ISO 8601 date or date-time (a date means its midnight in ``TIME_ZONE``), within years
     that every time zone conversion on the way to the database survives."""
 
+    def enforce_timezone(self, value: Any) -> Any:
+        # A naive value is local time: checked before DRF makes it aware, whose check of the result
+        # converts it to UTC uncaught (year 1 at +08:00 is year 0 there: an OverflowError, a 500).
+        # An aware one is checked after, in local time (DRF catches its conversion's overflow).
+        if timezone.is_naive(value) and value.year not in FILTER_YEARS:
+            self.fail("overflow")
+        return super().enforce_timezone(value)
+
     def to_internal_value(self, value: Any) -> Any:
         parsed = super().to_internal_value(value)
         if parsed.year not in FILTER_YEARS:
             self.fail("overflow")
         return parsed
+
+
+class DateTimeCursorPagination(CursorPagination):
+    """DRF's cursor pagination for an ordering by a date-time field, whose cursor's position (the
+    last row's date-time, which a client can craft) is checked as ``BoundedDateTimeField`` checks
+    a filter: 400 ``validation_error`` on ``cursor``, not a position the database cannot take
+    (year 1 overflowed converting it to UTC, a 500)."""
+
+    def decode_cursor(self, request: Any) -> Any:
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                BoundedDateTimeField().run_validation(cursor.position)
+            except serializers.ValidationError as invalid:
+                raise serializers.ValidationError({self.cursor_query_param: invalid.detail}) from None
+        return cursor
 
 
 # --- OpenAPI: every problem response documented ---------------------------------------------------

@@ -19,7 +19,6 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,6 +32,7 @@ from bankcore.api_errors import (
     AmountField,
     BoundedDateTimeField,
     CurrencyField,
+    DateTimeCursorPagination,
     IdempotencyKeyRequired,
     StrictCharField,
     StrictInputSerializer,
@@ -255,7 +255,7 @@ class TransferListCreateApi(APIView):
         return _transfer_response(transfer)
 
 
-class TransferPagination(CursorPagination):
+class TransferPagination(DateTimeCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = PAGE_SIZE_DEFAULT
     page_size_query_param = "limit"
