@@ -3,6 +3,7 @@ takes an ``Actor`` so the audit trail can name who did it, when, and through whi
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +54,22 @@ class Actor:
         return f"user:{self.user_id}" if self.user_id is not None else f"{self.channel}:{self.username}"
 
 
+IP_MAX_LENGTH = 39  # GenericIPAddressField's (an audit event's ip, auditlog's remote_addr)
+
+
 def client_ip(request: Any) -> str | None:
-    """The client's address. Behind nginx, REMOTE_ADDR is nginx; it passes the client in X-Real-IP."""
-    ip = request.META.get("HTTP_X_REAL_IP") or request.META.get("REMOTE_ADDR")
-    return ip or None
+    """The client's address. Behind nginx, REMOTE_ADDR is nginx; it passes the client in X-Real-IP.
+    A header that is not an IP address is ignored (REMOTE_ADDR instead): nginx overwrites it, but a
+    server reached directly gets whatever a client sends, and the audit trail records an address,
+    not text (a 100-character header could not even be stored: a DataError, a 500)."""
+    for given in (request.META.get("HTTP_X_REAL_IP"), request.META.get("REMOTE_ADDR")):
+        try:
+            ip = str(ipaddress.ip_address(str(given).strip()))
+        except ValueError:
+            continue
+        if len(ip) <= IP_MAX_LENGTH:  # an IPv6 scope (fe80::1%<name>) can make it longer
+            return ip
+    return None
 
 
 def actor_from_request(request: Any, *, channel: str) -> Actor:

@@ -61,6 +61,34 @@ def test_admin_channel_names_the_teller_the_address_and_the_request(make_staff, 
     assert any(line["type"] == "event" and line["action"] == "transfer.completed" for line in lines)
 
 
+@pytest.mark.parametrize(
+    ("real_ip", "recorded"),
+    [
+        ("198.51.100.20", "198.51.100.20"),  # nginx's X-Real-IP: the client
+        (" 2001:DB8::1 ", "2001:db8::1"),
+        ("not-an-address", "203.0.113.7"),  # not an address: the peer's
+        ("1" * 100, "203.0.113.7"),  # could not even be stored
+        ("fe80::1%" + "x" * 40, "203.0.113.7"),  # an address, but longer than the column
+        ("", "203.0.113.7"),
+    ],
+)
+def test_the_address_recorded_is_an_address(make_staff, make_account, real_ip, recorded):
+    teller = make_staff("teller")
+    bob = make_account("db2", "10.00")
+    client = Client(REMOTE_ADDR="203.0.113.7")
+    client.force_login(teller)
+
+    response = client.post(
+        reverse("admin:accounts_account_deposit", args=(bob.number,)),
+        {"amount": "25.00", "reference": "counter"},
+        headers={"X-Real-IP": real_ip},
+    )
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="transfer.completed", changes__kind="deposit", changes__amount="25.00")
+    assert event.ip == recorded
+
+
 def test_api_channel_is_recorded_as_such(make_staff, make_account):
     partner = make_staff("outsider", "partner-app")
     alice, bob = make_account("db1", "100.00"), make_account("db1", "0.00")
