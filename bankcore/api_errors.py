@@ -309,10 +309,16 @@ class LimitedJSONParser(JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
         limit = settings.API_MAX_BODY_BYTES
         request = (parser_context or {}).get("request")
-        charset = getattr(request, "encoding", None) or "utf-8"
-        if codecs.lookup(charset).name != "utf-8":  # Django keeps only a charset codecs knows
+        # The charset declared, known to Python or not (Django's request.encoding keeps only one
+        # codecs knows: charset=klingon would have been read as UTF-8).
+        charset = str((getattr(request, "content_params", None) or {}).get("charset", "utf-8"))
+        try:
+            utf8 = codecs.lookup(charset).name == "utf-8"
+        except LookupError:
+            utf8 = False
+        if not utf8:
             raise exceptions.UnsupportedMediaType(
-                media_type or "", detail=f"JSON bodies are UTF-8; charset={charset} is not accepted."
+                media_type or "", detail=f"JSON bodies are UTF-8; charset={charset[:40]} is not accepted."
             )
         declared = request.META.get("CONTENT_LENGTH") if request is not None else None
         if declared and str(declared).isdigit() and int(declared) > limit:

@@ -1,7 +1,11 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bankcore.settings.production")
 
-application = get_wsgi_application()
+django.setup(set_prefix=False)  # as django.core.wsgi.get_wsgi_application does
+
+from bankcore.handlers import BankcoreWSGIHandler  # noqa: E402  (needs the app registry)
+
+application = BankcoreWSGIHandler()

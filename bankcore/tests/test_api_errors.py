@@ -539,3 +539,50 @@ def test_a_problem_echoing_an_odd_path_is_ascii_json_whatever_charset_a_client_g
     assert response.content.isascii(), response.content
     assert json.loads(response.content.decode("shift_jis"))["instance"] == path
     assert response.json()["code"] == "invalid_account_number"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status", "code"),
+    [
+        # An RFC 2231 parameter in a charset Python does not know: Django raised ValueError while it
+        # built the request, before any middleware, and gunicorn answered with its own bare 500.
+        ("application/json; a*=klingon''x", 415, "unsupported_media_type"),
+        ("application/json; charset*=klingon''utf-8", 415, "unsupported_media_type"),
+        ("application/json", 400, "validation_error"),  # the same request, readable: to the view
+    ],
+)
+def test_a_content_type_django_cannot_parse_is_a_problem_from_the_servers_handler(
+    api_world, content_type, status, code
+):
+    """Sent to ``bankcore.wsgi.application``, which gunicorn runs: Django's test client builds its
+    requests with its own class, which would raise the ValueError into the test itself."""
+    import io
+
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from bankcore.wsgi import application
+
+    w = api_world
+    before = balances(w.a1, w.a2, w.b1, w.c2)
+    body = b'{"source_account": "x"}'
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/transfers/",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "testserver",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": f"Bearer {RefreshToken.for_user(w.partner_a).access_token}",
+        "HTTP_IDEMPOTENCY_KEY": "rfc2231",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    started: list[str] = []
+    answer = b"".join(application(environ, lambda status, headers, *_: started.append(status) or (lambda _: None)))
+    assert started[0].startswith(str(status)), (started, answer[:300])
+    problem = json.loads(answer)
+    assert (problem["status"], problem["code"]) == (status, code), problem
+    assert balances(w.a1, w.a2, w.b1, w.c2) == before

@@ -479,6 +479,7 @@ BAD_BODIES = [
     (b'{"amount": "1.00"}', "application/json; charset=rot13", 415, "unsupported_media_type"),
     (b"e30=", "application/json; charset=base64", 415, "unsupported_media_type"),
     (b'{"reference": "caf\xe9"}', "application/json; charset=latin-1", 415, "unsupported_media_type"),
+    (b'{"amount": "1.00"}', "application/json; charset=klingon", 415, "unsupported_media_type"),  # no codec
     ('{"amount": "1.00"}'.encode("utf-16"), "application/json; charset=utf-16", 415, "unsupported_media_type"),
     (b'{"reference": "caf\xe9"}', "application/json; charset=UTF-8", 400, "malformed_json"),
 ]
