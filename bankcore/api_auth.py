@@ -30,10 +30,10 @@ from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import InvalidToken
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
-from rest_framework_simplejwt.tokens import Token
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 _TOKENS_MAX = 4096
@@ -105,6 +105,30 @@ class PartnerJWTAuthentication(JWTAuthentication):
         ) != get_md5_hash_password(user.password):
             raise AuthenticationFailed(_("The user's password has been changed."), code="password_changed")
         return user
+
+
+class _ExpiryInRange:
+    """simplejwt's expiry check, with an expiry no date can hold refused as invalid: a token signed
+    with the key but with ``exp`` past year 9999 made ``datetime_from_epoch`` raise ValueError (not
+    a TokenError), a 500. Only a holder of ``JWT_SECRET_KEY`` can sign one; still, a 401."""
+
+    def check_exp(self, claim: str = "exp", current_time: Any = None) -> None:
+        try:
+            super().check_exp(claim, current_time)  # type: ignore[misc]
+        except (ValueError, OverflowError, OSError):
+            raise TokenError(_("Token '%(claim)s' claim is not a time") % {"claim": claim}) from None
+
+
+class PartnerAccessToken(_ExpiryInRange, AccessToken):
+    """The access token the API accepts (``SIMPLE_JWT["AUTH_TOKEN_CLASSES"]``)."""
+
+
+class PartnerRefreshToken(_ExpiryInRange, RefreshToken):  # type: ignore[misc]  # (simplejwt's own stubs)
+    """The refresh token ``POST auth/token/refresh/`` accepts."""
+
+
+class PartnerTokenRefreshSerializer(TokenRefreshSerializer):
+    token_class = PartnerRefreshToken
 
 
 def _leeway() -> float:

@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.api import AccountDetailApi, AccountEntriesApi, AccountListApi
-from bankcore.api_auth import PartnerTokenObtainPairSerializer
+from bankcore.api_auth import PartnerTokenObtainPairSerializer, PartnerTokenRefreshSerializer
 from bankcore.api_errors import api_not_found, problems
 from bankcore.api_throttling import AnonymousRateThrottle
 from transfers.api import TransferDetailApi, TransferListCreateApi, TransferReverseApi
@@ -33,6 +33,7 @@ class TokenApi(TokenObtainPairView):
     )
 )
 class TokenRefreshApi(TokenRefreshView):
+    serializer_class = PartnerTokenRefreshSerializer
     throttle_classes = [AnonymousRateThrottle]
 
 

@@ -71,6 +71,8 @@ SIMPLE_JWT = {
     "CHECK_REVOKE_TOKEN": True,
     "CHECK_USER_IS_ACTIVE": True,
     "UPDATE_LAST_LOGIN": False,
+    # simplejwt's, with an expiry no date can hold refused (bankcore.api_auth).
+    "AUTH_TOKEN_CLASSES": ("bankcore.api_auth.PartnerAccessToken",),
 }
 
 SPECTACULAR_SETTINGS = {
