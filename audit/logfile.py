@@ -14,7 +14,6 @@ handler reopens the file whenever it was moved away or replaced under a running 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -26,7 +25,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from audit.masking import mask
-from bankcore.logging import ProcessSafeRotatingFileHandler
+from bankcore.logging import ProcessSafeRotatingFileHandler, json_line
 
 _lock = threading.Lock()
 _settings_read = False  # False: read the settings below again before the next line
@@ -75,6 +74,6 @@ def audit_log_write(record: dict[str, Any]) -> None:
         if handler is None:
             return
         line = {"ts": timezone.now().isoformat(), **mask(record)}
-        handler.write_line(json.dumps(line, ensure_ascii=False, sort_keys=True, default=str))
+        handler.write_line(json_line(line, sort_keys=True))
     except Exception:
         logging.getLogger(__name__).exception("could not write the audit log file")

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 # No Django in it: gunicorn's config loads this module on its own (deploy/gunicorn.conf.py).
 from audit.masking import mask, mask_text
@@ -80,6 +80,19 @@ def _masked(value: object) -> object:
     return mask_text(value if isinstance(value, str) else str(value))
 
 
+def json_line(value: object, **options: Any) -> str:
+    """``json.dumps`` for a line of a UTF-8 log file: non-ASCII text kept as it is, except a lone
+    surrogate, which UTF-8 cannot hold (a JSON body's ``"\\ud800"`` makes one): it is written as
+    that same JSON escape. Unescaped, it made writing the line fail, and the line was lost."""
+    text = json.dumps(value, ensure_ascii=False, default=str, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # json.dumps writes non-ASCII only inside strings, where "\\udXXX" is the JSON escape.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, request_id, then
     any ``extra=`` fields, and exc_info (the formatted traceback) when there is one. Account
@@ -105,7 +118,7 @@ class JsonFormatter(logging.Formatter):
             line["exc_info"] = mask_text(record.exc_text)
         if record.stack_info:
             line["stack_info"] = mask_text(record.stack_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json_line(line)
 
 
 class ProcessSafeRotatingFileHandler(RotatingFileHandler):

@@ -103,3 +103,17 @@ def test_a_disabled_audit_file_stays_unwritten_until_enabled_again(audit_file, s
     settings.AUDIT_LOG_ENABLED = True
     write(1, start=3)
     assert [line["i"] for line in lines_in(audit_file)] == [0, 3]
+
+
+def test_a_lone_surrogate_is_written_as_its_json_escape_and_reads_back_the_same(audit_file, caplog):
+    # A JSON body's "\ud800" escape parses to a lone surrogate, which UTF-8 cannot hold: the line
+    # was lost ("could not write the audit log file"). Now it is written as that same JSON escape.
+    values = ["\ud800", "a\\\udfffb", "发票 \udbff 42", "plain"]
+    for value in values:
+        audit_log_write({"type": "request", "body": {"reference": value}})
+
+    assert "could not write the audit log file" not in caplog.text
+    raw = audit_file.read_bytes()
+    raw.decode("utf-8")  # the file is UTF-8 throughout
+    assert [line["body"]["reference"] for line in lines_in(audit_file)] == values
+    assert "发票".encode() in raw  # other text is kept as it is, not escaped
