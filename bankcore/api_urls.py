@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.urls import include, path, re_path
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.api import AccountDetailApi, AccountEntriesApi, AccountListApi
@@ -48,11 +52,33 @@ v1 = [
     path("transfers/<uuid:transfer_id>/reverse/", TransferReverseApi.as_view(), name="transfer-reverse"),
 ]
 
+
+class _ProblemsInJSON:
+    """drf-spectacular's views render with their own renderers, YAML (the schema) or an HTML
+    template (the docs), errors included: a 405 or 406 came as YAML or as the text "405 Method Not
+    Allowed", labelled application/problem+json. Their problems are JSON, as every other view's."""
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if getattr(response, "exception", False) and isinstance(response, Response):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
+class SchemaApi(_ProblemsInJSON, SpectacularAPIView):
+    pass
+
+
+class SchemaDocsApi(_ProblemsInJSON, SpectacularSwaggerView):
+    pass
+
+
 app_name = "api"
 urlpatterns = [
     path("v1/", include((v1, "v1"))),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("schema/", SchemaApi.as_view(), name="schema"),
+    path("docs/", SchemaDocsApi.as_view(url_name="api:schema"), name="docs"),
     # Anything else under /api/ is a problem+json 404, never an HTML page or a slash redirect.
     re_path(r"^.*$", api_not_found),
 ]

@@ -194,3 +194,15 @@ def test_a_connection_dropped_by_the_server_fails_one_request_and_the_next_recon
     _request_boundary(LEDGER)  # the failed request's end: the connection no longer answers, closed
     _select_one(LEDGER)
     assert connection.connection.thread_id() != thread_id
+
+
+def test_the_test_servers_hold_the_time_zones_django_converts_with(settings):
+    """As a production server does (bankcore.testing.servers loads them): the admin's date
+    hierarchy converts with CONVERT_TZ from UTC to TIME_ZONE, which is NULL without them."""
+    from bankcore.testing.servers import TIME_ZONES
+
+    assert set(TIME_ZONES) == {"UTC", settings.TIME_ZONE}
+    for alias in ("default", *settings.LEDGERS):
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT CONVERT_TZ('2026-12-01 00:00:00', 'UTC', %s)", [settings.TIME_ZONE])
+            assert str(cursor.fetchone()[0]) == "2026-12-01 08:00:00", alias
