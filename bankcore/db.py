@@ -29,7 +29,7 @@ BASE_DELAY = 0.005
 MAX_DELAY = 0.2
 
 # The years a date-time filter may name, at the API (``BoundedDateTimeField``) and in the admin
-# (``bankcore.middleware.AdminYearLookupMiddleware``): Django converts a bound from TIME_ZONE to UTC
+# (``bankcore.middleware.AdminLookupGuardMiddleware``): Django converts a bound from TIME_ZONE to UTC
 # on its way to the database, which fails near year 1 or 9999 (year 1 at +08:00 is year 0 in UTC).
 FILTER_YEARS = range(1900, 9001)
 

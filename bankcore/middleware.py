@@ -105,24 +105,84 @@ class PrometheusAfterMiddleware(_LabelledOnce, DjangoPrometheusAfterMiddleware):
     pass
 
 
-class AdminYearLookupMiddleware:
-    """A year the admin cannot build a date for is a 400, not a 500. Django's admin passes any
-    ``<field>__year`` query parameter (and its ``__gte``, ``__lt``... forms, and a date hierarchy's
-    year) to the ORM, whose year lookup raises ValueError or OverflowError for a year near or past
-    the calendar's ends only when the list is rendered, past the admin's own check of lookup
-    parameters: ``?created_at__year=99999`` or ``__year__gte=1`` was an internal error on every
-    changelist with a date field, django-axes' and auth's too.
-    Checked here for every admin page, before any of them runs."""
+class AdminLookupGuardMiddleware:
+    """A changelist lookup the database cannot take is a 400, not a 500. Django's admin passes any
+    lookup on a model's own fields from the query string to the ORM, which fails only when the
+    list is rendered, past the admin's own check of lookup parameters. Checked here for every
+    admin page, before any of them runs:
+
+    - a year (``<field>__year``, its ``__gte``, ``__lt``... forms, a date hierarchy's year) outside
+      1900–9000: Django's year lookup raised ValueError or OverflowError for a year near or past
+      the calendar's ends (``?created_at__year=99999`` or ``__year__gte=1``), on every changelist
+      with a date field, django-axes' and auth's too;
+    - a date or date-time outside those years compared with a date field (``created_at__gte=
+      0001-01-01``): converting year 1 from TIME_ZONE to UTC overflowed;
+    - any regular-expression lookup (``name__regex=(``): MariaDB refused an invalid pattern (error
+      1139), and a valid one is a query the back office never offers (its search and filters use
+      none), which a crafted one could make slow.
+    """
+
+    _COMPARISONS = frozenset({"", "exact", "gt", "gte", "lt", "lte", "range", "in", "date"})
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(ADMIN_PATH_PREFIX) and request.GET:
+            model = None
             for name, values in request.GET.lists():
                 parts = name.split("__")
+                if "regex" in parts[1:] or "iregex" in parts[1:]:
+                    raise BadRequest(f"{name}: regular-expression lookups are not accepted.")
                 if "year" in parts[1:] or "iso_year" in parts[1:]:
                     for value in values:
                         if not (value.strip().isdigit() and int(value) in FILTER_YEARS):
                             raise BadRequest(f"{name}: a year from {FILTER_YEARS[0]} to {FILTER_YEARS[-1]}.")
+                elif len(parts) > 1 or "-" in "".join(values):
+                    model = model or _admin_model(request)
+                    if model is not None and _compares_a_date(model, parts, self._COMPARISONS):
+                        for value in values:
+                            for piece in value.split(","):
+                                year = _year_of(piece)
+                                if year is not None and year not in FILTER_YEARS:
+                                    raise BadRequest(f"{name}: a date from {FILTER_YEARS[0]} to {FILTER_YEARS[-1]}.")
         return self.get_response(request)
+
+
+def _admin_model(request: HttpRequest) -> Any:
+    """The model of the admin page asked for (its ModelAdmin's), or None for any other page."""
+    from django.urls import Resolver404, resolve
+
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return None
+    model_admin = getattr(match.func, "model_admin", None)  # set by ModelAdmin.get_urls
+    return getattr(model_admin, "model", None)
+
+
+def _compares_a_date(model: Any, parts: list[str], comparisons: frozenset[str]) -> bool:
+    """Whether the lookup ``parts`` compares a date or date-time field of ``model`` (or of a
+    model it relates to) with a value: the field path, then comparisons (``__date__gte``)."""
+    from django.core.exceptions import FieldDoesNotExist
+    from django.db import models
+
+    opts, field, consumed = model._meta, None, 0
+    for part in parts:
+        try:
+            field = opts.get_field(part)
+        except FieldDoesNotExist:
+            break
+        consumed += 1
+        if field.is_relation and field.related_model is not None:
+            opts = field.related_model._meta
+    rest = parts[consumed:]
+    return isinstance(field, models.DateField) and len(rest) <= 2 and all(part in comparisons for part in rest)
+
+
+def _year_of(value: str) -> int | None:
+    """The year of an ISO date or date-time (its leading digits before a dash), or None."""
+    head = value.strip().split("-", 1)
+    if len(head) == 2 and head[0].isdigit() and head[1][:1].isdigit():
+        return int(head[0])
+    return None

@@ -63,7 +63,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",  # also Content-Length, for the API too
     "bankcore.middleware.CsrfViewMiddleware",
     "bankcore.middleware.AuthenticationMiddleware",
-    "bankcore.middleware.AdminYearLookupMiddleware",  # a year no date can hold: 400, not a 500
+    "bankcore.middleware.AdminLookupGuardMiddleware",  # a lookup the database cannot take: 400, not a 500
     "audit.middleware.AuditlogContextMiddleware",  # django-auditlog's, cheaper
     "audit.middleware.AuditRequestMiddleware",
     "bankcore.middleware.MessageMiddleware",

@@ -55,17 +55,12 @@ REVERSE_OWN = "/api/v1/transfers/<tx_aa>/reverse/"
 REVERSE_FOREIGN = "/api/v1/transfers/<tx_ab>/reverse/"
 LIMIT = 64 * 1024  # API_MAX_BODY_BYTES
 
-# The faults the corpus exposes that are not fixed yet: what breaks.
-FAULTS = {
-    "admin-regex": (
-        "a __regex/__iregex lookup on any text column (the admin allows every local field lookup) reaches "
-        "MariaDB with an invalid pattern: OperationalError 1139 while the list renders, a 500"
-    ),
-    "admin-year-one": (
-        "a <date field>__gte=0001-01-01 filter (the year guard checks __year lookups only): OverflowError "
-        "converting it to UTC while the list renders, a 500"
-    ),
-}
+# The faults the corpus exposes that are not fixed yet: what breaks. The twelve it found when it was
+# written (amounts of 27+ digits, year-1 filters and cursors, an RFC 2231 charset, a far expiry, a
+# long X-Real-IP, lone surrogates in the audit file, the schema views' errors, falsy reversal bodies,
+# admin regex and year-1 lookups, date hierarchies without time zone tables) are fixed; a new one
+# goes here as "name": "what breaks", and its rows get fault="name".
+FAULTS: dict[str, str] = {}
 
 
 def xfail(fault: str) -> list[pytest.MarkDecorator]:
@@ -863,13 +858,17 @@ ADMIN_QUERIES = [
     admin_query("date-gte-offset-99h", "{date}__gte=" + quote("2026-01-01T00:00:00+99:00")),
     admin_query("date-range-one-value", "{date}__range=2026"),
     admin_query("date-lt-year-9999", "{date}__lt=" + quote("9999-12-31 23:59:59")),
-    admin_query("date-gte-year-1", "{date}__gte=0001-01-01", fault="admin-year-one"),
+    admin_query("date-gte-year-1", "{date}__gte=0001-01-01"),
+    admin_query("date-exact-year-1", "{date}=0001-01-01"),
+    admin_query("date-date-gte-year-1", "{date}__date__gte=0001-01-01"),
+    admin_query("date-range-year-1", "{date}__range=0001-01-01,2026-01-01"),
+    admin_query("date-lt-year-99999", "{date}__lt=99999-01-01"),
     admin_query("hierarchy-month-13", "{dh}__year=2026&{dh}__month=13"),
     admin_query("hierarchy-february-30", "{dh}__year=2026&{dh}__month=2&{dh}__day=30"),
     admin_query("hierarchy-month-without-year", "{dh}__month=abc"),
     admin_query("hierarchy-last-day-allowed", "{dh}__year=9000&{dh}__month=12&{dh}__day=31"),
-    admin_query("text-regex-unbalanced", "{text}__regex=(", fault="admin-regex"),
-    admin_query("text-iregex-unbalanced", "{text}__iregex=[", fault="admin-regex"),
+    admin_query("text-regex-unbalanced", "{text}__regex=("),
+    admin_query("text-iregex-unbalanced", "{text}__iregex=["),
 ]
 
 
@@ -920,14 +919,15 @@ AdminRow = tuple[str, str, str, Callable[[], list[Changelist]]]
 
 
 def admin_corpus() -> list[ParameterSet]:
-    """The sound queries on the changelists that can render, and every marked query: each a list of
+    """The sound queries on every changelist, and every marked query: each a list of
     ``(query id, query, fault, which changelists)``."""
     rows: list[AdminRow] = [
         (str(query.id), str(query.values[0]), fault_of(query), changelists) for query in ADMIN_QUERIES
     ]
+    marked = [row for row in rows if row[2]]
     return [
         pytest.param([row for row in rows if not row[2]], id="changelists"),
-        pytest.param([row for row in rows if row[2]], id="known-faults", marks=KNOWN_FAULTS),
+        *([pytest.param(marked, id="known-faults", marks=KNOWN_FAULTS)] if marked else []),
     ]
 
 
