@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 
 from audit.logfile import audit_log_write
 from bankcore.actors import client_ip
-from bankcore.paths import ADMIN_PATH_PREFIX, API_PATH_PREFIX
+from bankcore.paths import ADMIN_PATH_PREFIX, API_PATH_PREFIX, is_api_request
 
 # The dispatch uid of the one pre_save receiver AuditlogContextMiddleware connects, and the
 # ``signal_duid`` of the context it sets: auditlog's receiver fills a LogEntry in only from the
@@ -73,8 +73,10 @@ def _request_body(request: HttpRequest) -> Any:
     XML, JSON that does not parse, a JSON body cut at ``AUDIT_LOG_MAX_BODY_BYTES``) is free text
     that may hold a password where no key names it: only its content type and size are written."""
     content_type = request.content_type or ""
-    if content_type.startswith("multipart/"):
-        # Streamed uploads cannot be read twice: the form fields, never the files.
+    if content_type.startswith("multipart/") and not is_api_request(request):
+        # Streamed uploads cannot be read twice: the form fields, never the files. (Not for the
+        # API, which takes JSON only: read as a form here, its body reached DRF as an empty form,
+        # a 400 for missing fields instead of the 415 it is.)
         return {key: values if len(values) > 1 else values[0] for key, values in request.POST.lists()}
     body = request.body
     text = body[: settings.AUDIT_LOG_MAX_BODY_BYTES].decode("utf-8", errors="replace")

@@ -314,8 +314,7 @@ MEDIA_TYPES = [
     media("none", "", 415, "unsupported_media_type"),
     media("text-plain", "text/plain", 415, "unsupported_media_type"),
     media("form", FORM_TYPE, 415, "unsupported_media_type", FORM),
-    # The audit middleware reads a multipart body's form fields first; DRF then sees an empty form.
-    media("multipart", "multipart/form-data; boundary=xx", 400, "validation_error", MULTIPART),
+    media("multipart", "multipart/form-data; boundary=xx", 415, "unsupported_media_type", MULTIPART),
     media("multipart-without-boundary", "multipart/form-data", 415, "unsupported_media_type", b"amount=1.00"),
     media("json-api", "application/vnd.api+json", 415, "unsupported_media_type"),
     media("content-type-10000", "application/json-" + "x" * 10_000, 415, "unsupported_media_type"),
