@@ -328,6 +328,7 @@ def test_admin_still_answers_html(api_world, client):
     "path",
     ["/admin/transfers/transfer/", "/admin/accounts/account/", "/admin/audit/auditevent/", "/admin/auth/user/"],
 )
+@pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime:RuntimeWarning")  # read in TIME_ZONE
 def test_an_admin_lookup_the_database_cannot_take_is_a_400_not_a_500(client, path):
     from django.contrib.auth.models import User
 
