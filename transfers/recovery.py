@@ -139,6 +139,13 @@ def _recover_pending(
         _finished_by_recovery(transfer, report, "transfer_aborted")
 
 
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def transfers_recover(
     *,
     actor: Actor | None = None,
@@ -157,7 +164,12 @@ def transfers_recover(
     now = now or timezone.now()
     grace = now - timedelta(seconds=grace_seconds)
     report = RecoveryReport()
-    transfers = Transfer.objects.all() if transfer_ids is None else Transfer.objects.filter(pk__in=transfer_ids)
+    if transfer_ids is None:
+        transfers = Transfer.objects.all()
+    else:
+        # An id that is no UUID names no transfer: left out, as an unknown one finds none (it made
+        # the query raise ValidationError, a 500 in the back office).
+        transfers = Transfer.objects.filter(pk__in=[pk for pk in map(_uuid_or_none, transfer_ids) if pk is not None])
 
     def attempt(what: str, step, *args) -> None:  # type: ignore[no-untyped-def]
         try:
