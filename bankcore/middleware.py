@@ -19,7 +19,7 @@ from typing import Any
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
-from django.core.exceptions import BadRequest
+from django.core.exceptions import BadRequest, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
 from django.utils.deprecation import MiddlewareMixin
@@ -119,7 +119,10 @@ class AdminLookupGuardMiddleware:
       0001-01-01``): converting year 1 from TIME_ZONE to UTC overflowed;
     - any regular-expression lookup (``name__regex=(``): MariaDB refused an invalid pattern (error
       1139), and a valid one is a query the back office never offers (its search and filters use
-      none), which a crafted one could make slow.
+      none), which a crafted one could make slow;
+    - a changelist action (POST) on an ``_selected_action`` that is no primary key of the model
+      (``abc``, empty, a UUID for a numeric id): Django's ``response_action`` filtered by it and
+      raised ValueError (``delete_selected`` on users, ``run_tasks`` on periodic tasks).
     """
 
     _COMPARISONS = frozenset({"", "exact", "gt", "gte", "lt", "lte", "range", "in", "date"})
@@ -146,6 +149,17 @@ class AdminLookupGuardMiddleware:
                                 year = _year_of(piece)
                                 if year is not None and year not in FILTER_YEARS:
                                     raise BadRequest(f"{name}: a date from {FILTER_YEARS[0]} to {FILTER_YEARS[-1]}.")
+        if request.method == "POST" and request.path.startswith(ADMIN_PATH_PREFIX) and "action" in request.POST:
+            selected = request.POST.getlist("_selected_action")
+            model = _admin_model(request) if selected else None
+            if model is not None:
+                for value in selected:
+                    try:
+                        model._meta.pk.to_python(value)
+                    except ValidationError:
+                        raise BadRequest(
+                            f"_selected_action: {value[:40]!r} is no {model._meta.verbose_name}."
+                        ) from None
         return self.get_response(request)
 
 

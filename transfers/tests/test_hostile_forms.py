@@ -64,10 +64,6 @@ FAULTS: dict[str, str] = {
     "reject-reason-invisible": "Reject takes a reason of invisible characters only (a NUL, a bidi override, a "
     "zero-width space): the request is rejected, and audited, with a reason nobody can read (the decision view "
     "reads request.POST itself; approval_reject only collapses whitespace)",
-    "admin-action-id-not-a-pk": "a changelist action (the superuser's delete_selected on users, run_tasks on "
-    "periodic tasks) on an _selected_action that is no id of the model (not a number, empty, a UUID) is a 500: "
-    "ValueError from queryset.filter(pk__in=selected) in Django's ModelAdmin.response_action, where an unknown "
-    "id is done on nothing",
 }
 
 
@@ -788,8 +784,11 @@ def changelist_action(
 ) -> ParameterSet:
     """A changelist's action form (with the delete confirmation's ``post``) on ``selected``. The
     lists of money have no actions: the list answers (200), nothing done. The superuser's users
-    (and periodic tasks) have: done on what was selected, back to the list (302)."""
+    (and periodic tasks) have: done on what was selected, back to the list (302). A selection that
+    is no id of the model is refused first, for anyone (400: bankcore.middleware's lookup guard)."""
     fields = {"action": name, "_selected_action": selected, "index": "0", "post": "yes"}
+    if options.pop("not_an_id", False):
+        return page(case_id, form, 400, BAD_REQUEST, role=role, forged=fields, **options)
     if role != "superuser":
         return page(case_id, form, 200, "to view", role=role, forged=fields, **options)
     options.setdefault("shows", "Select user to change" if form == "users" else "periodic task")
@@ -823,16 +822,15 @@ PAGES = [
 
 ACTIONS = [
     changelist_action("accounts-delete-selected", "accounts", "<a1_pk>"),
-    changelist_action("transfers-garbage", "transfers", "\ud800", name="\x00"),
+    changelist_action("transfers-garbage", "transfers", "\ud800", name="\x00", not_an_id=True),
     changelist_action("approvals-delete-selected", "approvals", "<ap_pending>"),
     changelist_action("audit-events-delete-selected", "audit-events", "1", role="auditor"),
     changelist_action("users-delete-selected-by-the-auditor", "users", "<teller_id>", role="auditor"),
-    # The superuser administers users: hostile ids delete nobody and are no error.
+    # The superuser administers users: an unknown id deletes nobody; one that is no user's id at all
+    # (Django's response_action raised ValueError on it, a 500) is refused.
     changelist_action("users-delete-selected-nobody", "users", "999999999", role="superuser"),
     *(
-        changelist_action(
-            f"users-delete-selected-{name}", "users", selected, role="superuser", fault="admin-action-id-not-a-pk"
-        )
+        changelist_action(f"users-delete-selected-{name}", "users", selected, role="superuser", not_an_id=True)
         for name, selected in (("not-a-number", "abc"), ("empty-id", ""), ("another-models-id", "<tx_paid>"))
     ),
     changelist_action(
@@ -845,7 +843,7 @@ ACTIONS = [
         "abc",
         role="superuser",
         name="run_tasks",
-        fault="admin-action-id-not-a-pk",
+        not_an_id=True,
     ),
 ]
 
