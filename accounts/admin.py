@@ -29,7 +29,7 @@ from django.utils.html import format_html
 
 from accounts.models import Account, Entry
 from accounts.selectors import accounts_search
-from accounts.services import account_close, account_freeze, account_open, account_unfreeze
+from accounts.services import account_close, account_freeze, account_open, account_unfreeze, opening_deposit_parse
 from audit.roles import SUPERUSER_WITHOUT_ROLE, role_permits
 from bankcore.actors import Actor, Channel, actor_from_request
 from bankcore.errors import ApplicationError
@@ -107,6 +107,16 @@ class OpenAccountForm(forms.Form):
     opening_deposit = forms.CharField(
         required=False, help_text="Optional cash paid in now, e.g. 500.00 (above the approval threshold it waits)."
     )
+
+    def clean_opening_deposit(self) -> str:
+        """Checked before the account is opened (``opening_deposit_parse``); booked after it."""
+        value = self.cleaned_data["opening_deposit"]
+        if value:
+            try:
+                opening_deposit_parse(value)
+            except ApplicationError as refused:
+                raise forms.ValidationError(f"{refused.detail} ({refused.code})", code=refused.code) from None
+        return str(value)
 
 
 class CashForm(IdempotentForm):

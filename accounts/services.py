@@ -82,6 +82,17 @@ def cash_account_ensure(*, ledger: str, currency: str) -> Account:
         return account
 
 
+def opening_deposit_parse(value: Decimal | str) -> Decimal:
+    """An opening deposit's amount, refused (``InvalidAmount``, ``AmountAboveMaximum``) as the
+    deposit itself would refuse it. The deposit is a transfer of its own, committed after the
+    account: whoever opens an account with one checks it first, or the refusal would leave an
+    opened, unfunded account behind a refused submission (the back office's form did)."""
+    amount = money_parse(value)
+    if amount > settings.MAX_TRANSFER_AMOUNT:
+        raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+    return amount
+
+
 def account_open(
     *,
     actor: Actor,
@@ -100,12 +111,8 @@ def account_open(
         raise UnknownLedgerAlias(f"There is no ledger {ledger!r}; configured: {', '.join(settings.LEDGERS)}.")
     holder = _holder_clean(holder)
     currency = currency_parse(currency or settings.DEFAULT_CURRENCY)
-    # The deposit is a transfer of its own, committed after the account; an amount it would
-    # refuse must be refused here, or the refusal would leave an opened, unfunded account.
     if opening_deposit is not None:
-        opening_deposit = money_parse(opening_deposit)
-        if opening_deposit > settings.MAX_TRANSFER_AMOUNT:
-            raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+        opening_deposit = opening_deposit_parse(opening_deposit)
     cash_account_ensure(ledger=ledger, currency=currency)
     with transaction.atomic(using="default"), transaction.atomic(using=ledger):
         account = _account_insert(ledger=ledger, holder=holder, currency=currency, allow_overdraft=allow_overdraft)

@@ -56,9 +56,6 @@ FAULTS: dict[str, str] = {
     "(README: money enters only by a movement from it, a cash deposit)",
     "hidden-field-error-unshown": "a refused idempotency key (the forms' hidden field, here with a NUL) is an error "
     "the form's page does not show: the form comes back, nothing said",
-    "opening-deposit-after-opening": "Open an account opens the account, then books the opening deposit: a deposit "
-    "refused (not an amount, negative, above the maximum) leaves an account opened, and audited, by a submission "
-    "answered with a refusal (account_open would refuse it first; the view does not pass it the deposit)",
     "open-account-without-key": "Open an account carries no idempotency key: submitted twice (a double click, a "
     "retry) it opens two accounts",
     "reject-reason-invisible": "Reject takes a reason of invisible characters only (a NUL, a bidi override, a "
@@ -526,9 +523,7 @@ def open_account(case_id: str, shows: str, **options: Any) -> ParameterSet:
 
 
 def opening_deposit(case_id: str, error_code: str, raw: str) -> ParameterSet:
-    return open_account(
-        case_id, code(error_code), forged={"opening_deposit": raw}, fault="opening-deposit-after-opening"
-    )
+    return open_account(case_id, code(error_code), forged={"opening_deposit": raw})
 
 
 OPEN_ACCOUNT = [
@@ -543,7 +538,7 @@ OPEN_ACCOUNT = [
     open_account("currency-lowercase", code("invalid_currency"), forged={"currency": "cny"}),
     open_account("currency-4", at_most(3), forged={"currency": "CNYY"}),
     open_account("currency-left-out", REQUIRED, forged={"currency": None}),
-    # A refused opening deposit opens no account: account_open refuses it before the account.
+    # A refused opening deposit opens no account: the form refuses it before the account is opened.
     opening_deposit("deposit-not-a-number", "invalid_amount", "lots"),
     opening_deposit("deposit-negative", "invalid_amount", "-5.00"),
     opening_deposit("deposit-exponent", "invalid_amount", "1e3"),
