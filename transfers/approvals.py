@@ -36,7 +36,7 @@ from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavail
 from bankcore.money import money_parse
 from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
 from transfers.models import Approval, Transfer
-from transfers.services import _idempotency_key_clean, _reference_clean, transfer_create
+from transfers.services import _idempotency_key_clean, _reference_clean, text_is_visible, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -254,6 +254,8 @@ def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approv
         raise ApprovalReasonRequired("Say why the request is rejected.")
     if len(reason) > 500:
         raise ApprovalReasonRequired("A reason has at most 500 characters.")
+    if not text_is_visible(reason):  # a NUL, a bidi override, a zero-width space: a reason nobody reads
+        raise ApprovalReasonRequired("A reason is plain text, without invisible or control characters.")
     with transaction.atomic(using="default"):
         approval = _approval_lock(approval_id)
         _check_checker(actor, approval, verb="reject")

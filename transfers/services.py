@@ -211,6 +211,13 @@ def transfer_refusal_error(transfer: Transfer) -> ApplicationError | None:
 # --- accept ---------------------------------------------------------------------------------------
 
 
+def text_is_visible(text: str) -> bool:
+    """Printable, or a space of any width (a Chinese input method types U+3000): nothing invisible
+    that would change how a line of it reads (bidi overrides, zero-width characters, controls).
+    The rule of a transfer's reference and of a reason a supervisor gives."""
+    return all(ch.isprintable() or unicodedata.category(ch) == "Zs" for ch in text)
+
+
 def _reference_clean(reference: object) -> str:
     if reference is None:
         return ""
@@ -218,9 +225,7 @@ def _reference_clean(reference: object) -> str:
         raise InvalidReference("The reference must be text.")
     if len(reference) > REFERENCE_MAX_LENGTH:
         raise InvalidReference(f"The reference has at most {REFERENCE_MAX_LENGTH} characters.")
-    # Printable, or a space of any width (a Chinese input method types U+3000): nothing invisible
-    # that would change how a statement line reads (bidi overrides, zero-width characters, controls).
-    if not all(ch.isprintable() or unicodedata.category(ch) == "Zs" for ch in reference):
+    if not text_is_visible(reference):
         raise InvalidReference("The reference contains invisible or control characters.")
     return reference
 

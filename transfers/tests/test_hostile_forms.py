@@ -56,9 +56,6 @@ FAULTS: dict[str, str] = {
     "(README: money enters only by a movement from it, a cash deposit)",
     "open-account-without-key": "Open an account carries no idempotency key: submitted twice (a double click, a "
     "retry) it opens two accounts",
-    "reject-reason-invisible": "Reject takes a reason of invisible characters only (a NUL, a bidi override, a "
-    "zero-width space): the request is rejected, and audited, with a reason nobody can read (the decision view "
-    "reads request.POST itself; approval_reject only collapses whitespace)",
 }
 
 
@@ -658,7 +655,6 @@ DECISIONS = [
             code("approval_reason_required"),
             target=f"<ap_spare{n}>",
             forged={"decision": "reject", "reason": reason},
-            fault="reject-reason-invisible",
         )
         for n, (name, reason) in enumerate((("nul", "\x00"), ("bidi-override", "\u202e"), ("zero-width", "\u200b")))
     ),
