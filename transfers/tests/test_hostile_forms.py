@@ -49,6 +49,11 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 # The faults the corpus exposes that are not fixed yet: what breaks. A row that exposes one gets
 # fault="name"; the fix removes the mark, and the name once no row carries it.
+# The seven it found when it was written: five are fixed (recovery ids that are no UUID, changelist
+# actions on ids that are no pk, an opening deposit refused after the account was opened, hidden
+# fields' errors unshown, invisible reject reasons). These two are not yet: the first needs a check
+# of the account's kind in the engine's deferred SQL verdict and in its Python explanation, the
+# second an idempotency key that account_open can keep.
 FAULTS: dict[str, str] = {
     "internal-account-transfer": "New transfer debits and credits a ledger's internal cash account as if it were "
     "a customer's: a teller moves the bank's cash into any account of any ledger (no daily limit: it is no "
