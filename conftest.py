@@ -3,9 +3,11 @@ runs after every test that touches the ledgers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import traceback
 from decimal import Decimal
 
 import pytest
@@ -252,3 +254,29 @@ def make_stuck_transfer():  # type: ignore[no-untyped-def]
         return transfer
 
     return make
+
+
+# --- the hostile-input corpora: tracebacks logged while a row runs ---------------------------------
+
+
+class Tracebacks(logging.Handler):
+    """The tracebacks logged while a hostile-input corpus runs (bankcore/tests/test_hostile_requests.py,
+    transfers/tests/test_hostile_forms.py): a 500 logs its exception, and so does a failure
+    swallowed on the way (the audit file's). Django's security loggers are left out: a
+    SuspiciousOperation answered 400 is logged with its exception by design."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and not record.name.startswith("django.security"):
+            self.seen.append("".join(traceback.format_exception(*record.exc_info)))
+
+
+@pytest.fixture
+def logged_tracebacks():  # type: ignore[no-untyped-def]
+    handler = Tracebacks()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)

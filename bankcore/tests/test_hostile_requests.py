@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import traceback
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import pytest
 from _pytest.mark import ParameterSet
 from django.http.request import HttpHeaders
 
-from conftest import world_snapshot
+from conftest import Tracebacks, world_snapshot
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
@@ -691,28 +690,6 @@ def hostile_world(api_world, actor):  # type: ignore[no-untyped-def]
     }
     w.accounts = (w.a1, w.a2, w.b1, w.c2)
     return w
-
-
-class Tracebacks(logging.Handler):
-    """The tracebacks logged while the corpus runs: a 500 logs its exception, and so does a failure
-    swallowed on the way (the audit file's). Django's security loggers are left out: a
-    SuspiciousOperation answered 400 is logged with its exception by design."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.seen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info and not record.name.startswith("django.security"):
-            self.seen.append("".join(traceback.format_exception(*record.exc_info)))
-
-
-@pytest.fixture
-def logged_tracebacks():  # type: ignore[no-untyped-def]
-    handler = Tracebacks()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
 
 
 def filled(text: str, values: dict[str, str]) -> str:

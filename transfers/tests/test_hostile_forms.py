@@ -42,8 +42,8 @@ import pytest
 from _pytest.mark import ParameterSet
 from django.conf import settings
 
-from bankcore.tests.test_hostile_requests import Tracebacks, corpus, faults_fixed
-from conftest import world_snapshot
+from bankcore.tests.test_hostile_requests import corpus, faults_fixed, filled
+from conftest import Tracebacks, world_snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -978,22 +978,6 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor):  # type: 
     }
     accounts = (a1, a2, b1, frozen1, closed2, s1, drained2, cash1)
     return SimpleNamespace(users=users, clients=clients, guarded=guarded, values=values, accounts=accounts)
-
-
-@pytest.fixture
-def logged_tracebacks():  # type: ignore[no-untyped-def]
-    import logging
-
-    handler = Tracebacks()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
-
-
-def filled(text: str, values: dict[str, str]) -> str:
-    for placeholder, value in values.items():
-        text = text.replace(placeholder, value)
-    return text
 
 
 def url_of(form: str, target: str, suffix: tuple[str, ...] = ()) -> str:
