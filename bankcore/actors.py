@@ -63,8 +63,10 @@ def client_ip(request: Any) -> str | None:
     server reached directly gets whatever a client sends, and the audit trail records an address,
     not text (a 100-character header could not even be stored: a DataError, a 500)."""
     for given in (request.META.get("HTTP_X_REAL_IP"), request.META.get("REMOTE_ADDR")):
+        if not given:
+            continue
         try:
-            ip = str(ipaddress.ip_address(str(given).strip()))
+            ip = str(ipaddress.ip_address(given.strip()))
         except ValueError:
             continue
         if len(ip) <= IP_MAX_LENGTH:  # an IPv6 scope (fe80::1%<name>) can make it longer

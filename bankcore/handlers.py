@@ -4,8 +4,9 @@ survives a ``Content-Type`` header it cannot parse.
 Django parses the header while it builds the request, before any middleware or view can answer:
 an RFC 2231 parameter in a charset Python does not know (``application/json; a*=klingon''x``)
 raised ValueError there, and gunicorn answered with its own bare 500. Such a header now reads as
-no media type at all (``META["CONTENT_TYPE"]`` emptied too, which DRF reads), which the API refuses with 415 ``unsupported_media_type`` (and a form of the
-back office as an empty one), nothing moved.
+no media type at all (``META["CONTENT_TYPE"]`` emptied too, which DRF reads), which the API
+refuses with 415 ``unsupported_media_type`` (and a form of the back office reads as an empty
+one), nothing moved.
 
 Django's test client builds its requests itself, not with this class: tests of this call the
 handler (``bankcore/tests/test_api_errors.py``).

@@ -88,7 +88,7 @@ def json_line(value: object, **options: Any) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        # json.dumps writes non-ASCII only inside strings, where "\\udXXX" is the JSON escape.
+        # json.dumps writes non-ASCII only inside strings, where \uXXXX is the JSON escape.
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
 
