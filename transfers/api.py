@@ -143,6 +143,7 @@ CREATE_PROBLEMS = problems(
             "currency_mismatch",
             "account_frozen",
             "account_closed",
+            "internal_account",
             "transfer_timed_out",
         ],
     }

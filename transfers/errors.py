@@ -8,7 +8,7 @@ that record back into the exception the doors render.
 
 from __future__ import annotations
 
-from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
+from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
 
 
@@ -112,6 +112,7 @@ RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
         AccountNotFound,
         AccountFrozen,
         AccountClosed,
+        InternalAccount,
         CurrencyMismatch,
         InsufficientFunds,
         DailyLimitExceeded,

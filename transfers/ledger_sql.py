@@ -169,11 +169,13 @@ def account_change_checked(
     delta: Decimal,
     now: datetime,
     funds: Decimal | None = None,
+    customer_only: bool = False,
     daily_debits_on: date | None = None,
 ) -> tuple[bool, str | None, Decimal]:
     """Add ``delta`` to one of an account's balance fields by a conditional ``UPDATE`` that is also
     the check: the account exists under that number, is neither frozen nor closed, holds
-    ``currency`` and, with ``funds``, has that much available (or may overdraw). The UPDATE takes
+    ``currency``, with ``customer_only`` is a customer's, and, with ``funds``, has that much
+    available (or may overdraw). The UPDATE takes
     the row lock, so no ``SELECT … FOR UPDATE`` is needed first. With ``daily_debits_on``, a second
     statement in the same round trip reads the account's kind and its transfer debits of that day
     that are prepared or committed: a statement of its own after the locking one, so under READ
@@ -190,6 +192,7 @@ def account_change_checked(
             delta=delta,
             now=now,
             funds=funds,
+            customer_only=customer_only,
         )
     ]
     if daily_debits_on is not None:
@@ -208,11 +211,15 @@ def account_change_checked(
     return True, kind, _money(spent)
 
 
-def _account_checks(*, number: str, currency: str, funds: Decimal | None) -> tuple[str, list[Any]]:
+def _account_checks(*, number: str, currency: str, funds: Decimal | None, customer_only: bool) -> tuple[str, list[Any]]:
     """The account checks as one SQL condition on its row: there under that number, neither
-    frozen nor closed, in ``currency``, and with ``funds`` that much available (or overdraft)."""
+    frozen nor closed, in ``currency``, with ``customer_only`` a customer's (not a ledger's
+    internal cash account), and with ``funds`` that much available (or overdraft)."""
     sql = "number = %s AND status NOT IN (%s, %s) AND currency = %s"
     params: list[Any] = [number, Account.Status.FROZEN, Account.Status.CLOSED, currency]
+    if customer_only:
+        sql += " AND kind = %s"
+        params.append(Account.Kind.CUSTOMER)
     if funds is not None:
         # Cast: SQLite gets the amount as text, and compares an expression (no column affinity)
         # with text as text; DECIMAL(20, 2) is the balance columns' own type, exact on MySQL.
@@ -231,9 +238,10 @@ def _account_change_statement(
     delta: Decimal,
     now: datetime,
     funds: Decimal | None,
+    customer_only: bool,
 ) -> Statement:
     assert field in BALANCE_FIELDS
-    checks, params = _account_checks(number=number, currency=currency, funds=funds)
+    checks, params = _account_checks(number=number, currency=currency, funds=funds, customer_only=customer_only)
     return (
         f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s WHERE id = %s AND {checks}",
         [delta, _now(ledger, now), account_pk, *params],
@@ -295,6 +303,7 @@ def account_change_checked_deferred(
     delta: Decimal,
     now: datetime,
     funds: Decimal | None = None,
+    customer_only: bool = False,
     daily_debits_on: date | None = None,
     daily_limit: Decimal | None = None,
 ) -> Verdict:
@@ -314,6 +323,7 @@ def account_change_checked_deferred(
             delta=delta,
             now=now,
             funds=funds,
+            customer_only=customer_only,
         )
         return _deferred_verdict(ledger, statement, rows=1)
     # With a daily limit the sum of the day's debits must be read once the row lock is held (every
@@ -321,7 +331,7 @@ def account_change_checked_deferred(
     # statement of its own, a fresh READ COMMITTED read after the lock, then the change if it holds.
     assert daily_debits_on is not None and field in BALANCE_FIELDS
     accounts = table(ledger, ACCOUNT)
-    checks, params = _account_checks(number=number, currency=currency, funds=funds)
+    checks, params = _account_checks(number=number, currency=currency, funds=funds, customer_only=customer_only)
     defer(ledger, f"SELECT id FROM {accounts} WHERE id = %s FOR UPDATE", [account_pk])
     defer(
         ledger,

@@ -53,7 +53,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
+from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from accounts.models import Account, Entry
 from accounts.numbers import account_number_parse, account_number_serial
 from accounts.selectors import account_get
@@ -411,6 +411,11 @@ def _check_account(account: LockedAccount | None, transfer: Transfer, *, side: s
     number = transfer.source_account if side == "source" else transfer.destination_account
     if account is None or account.number != number:
         raise TransferRefused(AccountNotFound(f"The {side} account {number} does not exist."))
+    if transfer.kind == Transfer.Kind.TRANSFER and account.kind != Account.Kind.CUSTOMER:
+        # The ledgers' cash accounts move only by cash deposits and withdrawals (and their reversals).
+        raise TransferRefused(
+            InternalAccount(f"The {side} account {number} is a ledger's internal account, not a customer's.")
+        )
     if account.status == Account.Status.FROZEN:
         raise TransferRefused(AccountFrozen(f"The {side} account {number} is frozen."))
     if account.status == Account.Status.CLOSED:
@@ -572,6 +577,7 @@ def _change_checked(transfer: Transfer, leg: str, *, field: str, now: datetime) 
         "delta": -transfer.amount if debit and field == "posted" else transfer.amount,
         "now": now,
         "funds": transfer.amount if debit else None,
+        "customer_only": transfer.kind == Transfer.Kind.TRANSFER,
         "daily_debits_on": daily,
     }
     if batching(ledger):

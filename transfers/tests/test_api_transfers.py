@@ -390,6 +390,24 @@ def test_frozen_source_is_refused(api_world, actor):
     assert_nothing_moved(w, *before)
 
 
+def test_crediting_a_ledgers_cash_account_is_refused_and_recorded(api_world):
+    """Any customer account may be credited, not the ledgers' cash accounts: only cash deposits
+    and withdrawals move them. Refused once accepted (the kind is read under the account's lock),
+    inside one ledger and across two; a replay answers the same."""
+    from accounts.services import cash_account_ensure
+
+    w = api_world
+    for key, ledger in (("c-1", "db1"), ("c-2", "db2")):
+        cash = cash_account_ensure(ledger=ledger, currency=w.a1.currency)
+        before = everything(w, cash)
+        response = post(w.a, body(w.a1, cash), key=key)
+        assert_refused_and_recorded(response, before, everything(w, cash), status=422, code="internal_account")
+    before = everything(w)
+    replay = post(w.a, body(w.a1, cash), key="c-2")
+    assert replay.status_code == 422 and replay["Idempotent-Replayed"] == "true"
+    assert everything(w) == before
+
+
 def test_daily_limit_is_per_source_account_and_counts_what_it_moved_today(api_world, settings):
     settings.DAILY_TRANSFER_LIMIT = Decimal("100.00")
     w = api_world

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 
-from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound
+from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from accounts.models import Account, Entry
 from accounts.numbers import InvalidAccountNumber, account_number_make
 from accounts.services import account_close, account_deposit, account_freeze, account_open, account_withdraw
@@ -243,6 +243,44 @@ def test_refusals_either_way_round_and_by_either_protocol_move_nothing(
     assert balances(alice, bob) == [Decimal("70.00"), Decimal("30.00")]
     assert held(alice, bob) == [NOTHING_HELD] * 2
     assert AuditEvent.objects.filter(object_id=str(done.id), action="transfer.completed").count() == 1
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["three-commits", "five-commits"])
+@pytest.mark.parametrize(
+    ("customer_ledger", "cash_ledger"), [("db1", "db1"), ("db2", "db2"), ("db1", "db2"), ("db2", "db1")]
+)
+def test_a_transfer_naming_a_ledgers_cash_account_is_refused_and_recorded(
+    actor, make_account, settings, shared, customer_ledger, cash_ledger
+):
+    """The cash accounts move only by cash deposits and withdrawals: a plain transfer from or to
+    one, in one ledger or across two, by either protocol, is refused under the account's lock
+    (the SQL verdict and its Python explanation agree), recorded once, and nothing moves."""
+    from accounts.services import cash_account_ensure
+
+    settings.BANKCORE_SHARED_COMMITS = shared
+    alice = make_account(customer_ledger, "100.00")
+    cash = cash_account_ensure(ledger=cash_ledger, currency=alice.currency)
+    for source, destination in ((alice, cash), (cash, alice)):
+        before = snapshot(alice, cash)
+        with pytest.raises(InternalAccount) as refused:
+            transfer_create(
+                actor=actor, source_account=source.number, destination_account=destination.number, amount="1.00"
+            )
+        assert snapshot(alice, cash) == before, (source, destination)
+        aborted = refused.value.transfer
+        aborted.refresh_from_db()
+        assert (aborted.status, aborted.failure_code) == (Transfer.Status.ABORTED, "internal_account")
+    assert balances(alice) == [Decimal("100.00")] and held(alice, cash) == [NOTHING_HELD] * 2
+
+
+def test_a_cash_deposit_is_reversed_through_the_cash_account(actor, make_account):
+    """A reversal is no plain transfer: a deposit's reversal takes the money back to the cash
+    account it came from."""
+    alice = make_account("db2")
+    deposit = account_deposit(actor=actor, number=alice.number, amount="40.00")
+    reversal = transfer_reverse(actor=actor, transfer_id=deposit.id)
+    assert reversal.status == Transfer.Status.COMPLETED
+    assert balances(alice) == [Decimal("0.00")]
 
 
 def test_daily_limit_counts_pending_and_completed_debits_of_the_business_day(actor, make_account, settings):
