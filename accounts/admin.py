@@ -29,7 +29,14 @@ from django.utils.html import format_html
 
 from accounts.models import Account, Entry
 from accounts.selectors import accounts_search
-from accounts.services import account_close, account_freeze, account_open, account_unfreeze, opening_deposit_parse
+from accounts.services import (
+    account_close,
+    account_freeze,
+    account_open,
+    account_unfreeze,
+    opening_deposit_key,
+    opening_deposit_parse,
+)
 from audit.roles import SUPERUSER_WITHOUT_ROLE, role_permits
 from bankcore.actors import Actor, Channel, actor_from_request
 from bankcore.errors import ApplicationError
@@ -100,7 +107,7 @@ def _ledger_choices() -> list[tuple[str, str]]:
     return [(alias, f"{alias} (ledger {code})") for alias, code in settings.LEDGERS.items()]
 
 
-class OpenAccountForm(forms.Form):
+class OpenAccountForm(IdempotentForm):
     ledger = forms.ChoiceField(choices=_ledger_choices)
     holder = forms.CharField(max_length=200)
     currency = forms.CharField(max_length=3, initial=lambda: settings.DEFAULT_CURRENCY)
@@ -302,17 +309,34 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if request.method == "POST" and form.is_valid():
             actor = admin_actor(request)
             data = form.cleaned_data
+            key = form.key()
             try:
                 account = account_open(
-                    actor=actor, ledger=data["ledger"], holder=data["holder"], currency=data["currency"]
+                    actor=actor,
+                    ledger=data["ledger"],
+                    holder=data["holder"],
+                    currency=data["currency"],
+                    idempotency_key=key,
                 )
             except ApplicationError as error:
                 service_error(request, error)
             else:
-                messages.success(request, f"Account {account.number} opened for {account.holder}.")
+                if account.replayed:
+                    messages.info(
+                        request, f"Account {account.number} for {account.holder} was opened by this form already."
+                    )
+                else:
+                    messages.success(request, f"Account {account.number} opened for {account.holder}.")
                 if data["opening_deposit"]:
+                    # Its own key, derived from the opening's: submitted again, it is booked once.
                     self._cash_submit(
-                        request, actor, "deposit", str(account.number), data["opening_deposit"], "Opening deposit", None
+                        request,
+                        actor,
+                        "deposit",
+                        str(account.number),
+                        data["opening_deposit"],
+                        "Opening deposit",
+                        opening_deposit_key(key) if key is not None else None,
                     )
                 return HttpResponseRedirect(reverse("admin:accounts_account_change", args=(account.number,)))
         return backoffice_render(

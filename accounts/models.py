@@ -43,11 +43,19 @@ class Account(models.Model):
     pending_debits = money_field(default=ZERO, editable=False)
     pending_credits = money_field(default=ZERO, editable=False)
     allow_overdraft = models.BooleanField(default=False)
+    # Who opened it (``Actor.client_id``) with which idempotency key: a form submitted twice opens
+    # one account. Kept on the account's own row, so the key and the account commit together.
+    opened_by = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Set by account_open when the key had opened this account already; not stored.
+    replayed: bool = False
+
     class Meta:
         constraints = [
+            models.UniqueConstraint(fields=["opened_by", "idempotency_key"], name="account_idempotency_key_unique"),
             models.CheckConstraint(condition=Q(pending_debits__gte=0), name="account_pending_debits_non_negative"),
             models.CheckConstraint(condition=Q(pending_credits__gte=0), name="account_pending_credits_non_negative"),
             models.CheckConstraint(

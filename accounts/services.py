@@ -8,6 +8,7 @@ cash account — so there is one way of moving money and one set of checks.
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 
 from django.conf import settings
@@ -28,7 +29,7 @@ from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
 from bankcore.money import currency_parse, money_parse
-from transfers.errors import AmountAboveMaximum
+from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused
 
 HOLDER_MAX_LENGTH = 200
 
@@ -101,33 +102,88 @@ def account_open(
     currency: str | None = None,
     allow_overdraft: bool = False,
     opening_deposit: Decimal | str | None = None,
+    idempotency_key: str | None = None,
 ) -> Account:
     """Open a customer account in ``ledger``. With ``opening_deposit``, also books a cash deposit
-    (a separate, audited money movement). Raises ``UnknownLedgerAlias``, ``InvalidHolder``,
-    ``InvalidCurrency``, ``InvalidAmount`` and ``AmountAboveMaximum`` before anything is written,
-    and whatever else the deposit refuses (frozen cash account, ledger busy…) after the account
+    (a separate, audited money movement). With ``idempotency_key``, the same client opening the
+    same account again gets the first one back, ``replayed`` set, and its opening deposit is
+    booked once (``opening_deposit_key``). Raises ``UnknownLedgerAlias``, ``InvalidHolder``,
+    ``InvalidCurrency``, ``InvalidAmount``, ``AmountAboveMaximum``, ``InvalidIdempotencyKey`` and
+    ``IdempotencyKeyReused`` (the key opened another account) before anything is written, and
+    whatever else the deposit refuses (frozen cash account, ledger busy…) after the account
     exists."""
+    from transfers.services import idempotency_key_clean
+
     if ledger not in settings.LEDGERS:
         raise UnknownLedgerAlias(f"There is no ledger {ledger!r}; configured: {', '.join(settings.LEDGERS)}.")
     holder = _holder_clean(holder)
     currency = currency_parse(currency or settings.DEFAULT_CURRENCY)
     if opening_deposit is not None:
         opening_deposit = opening_deposit_parse(opening_deposit)
-    cash_account_ensure(ledger=ledger, currency=currency)
-    with transaction.atomic(using="default"), transaction.atomic(using=ledger):
-        account = _account_insert(ledger=ledger, holder=holder, currency=currency, allow_overdraft=allow_overdraft)
-        audit_event_record(
-            actor=actor,
-            action="account.opened",
-            object_type="account",
-            object_id=str(account.number),
-            ledger=ledger,
-            changes={"holder": holder, "currency": currency, "allow_overdraft": allow_overdraft},
-        )
+    key = idempotency_key_clean(idempotency_key)
+    asked = (ledger, holder, currency, allow_overdraft)
+    account = _account_opened_with(actor, key, asked) if key is not None else None
+    if account is None:
+        cash_account_ensure(ledger=ledger, currency=currency)
+        try:
+            with transaction.atomic(using="default"), transaction.atomic(using=ledger):
+                account = _account_insert(
+                    ledger=ledger,
+                    holder=holder,
+                    currency=currency,
+                    allow_overdraft=allow_overdraft,
+                    opened_by=actor.client_id if key is not None else None,
+                    idempotency_key=key,
+                )
+                audit_event_record(
+                    actor=actor,
+                    action="account.opened",
+                    object_type="account",
+                    object_id=str(account.number),
+                    ledger=ledger,
+                    changes={"holder": holder, "currency": currency, "allow_overdraft": allow_overdraft},
+                )
+        except IntegrityError:
+            # The same key submitted twice at once: the other submission opened it first.
+            account = _account_opened_with(actor, key, asked) if key is not None else None
+            if account is None:
+                raise
     if opening_deposit is not None:
-        account_deposit(actor=actor, number=str(account.number), amount=opening_deposit, reference="Opening deposit")
+        deposit_key = opening_deposit_key(key) if key is not None else None
+        account_deposit(
+            actor=actor,
+            number=str(account.number),
+            amount=opening_deposit,
+            reference="Opening deposit",
+            idempotency_key=deposit_key,
+        )
         account.refresh_from_db(using=ledger)
     return account
+
+
+def _account_opened_with(actor: Actor, key: str, asked: tuple[str, str, str, bool]) -> Account | None:
+    """The account ``actor`` opened with ``key``, in any ledger, ``replayed`` set; None if none.
+    ``IdempotencyKeyReused`` if it is not the account ``asked`` (ledger, holder, currency,
+    overdraft)."""
+    for alias in settings.LEDGERS:
+        account = Account.objects.using(alias).filter(opened_by=actor.client_id, idempotency_key=key).first()
+        if account is None:
+            continue
+        if (alias, account.holder, account.currency, account.allow_overdraft) != asked:
+            raise IdempotencyKeyReused(
+                f"This idempotency key already opened account {account.number}, for a different request.",
+                extra={"account": str(account.number)},
+            )
+        account.replayed = True
+        return account
+    return None
+
+
+def opening_deposit_key(key: str) -> str:
+    """The idempotency key of the opening deposit of an account opened with ``key``: derived, so a
+    resubmitted opening books its deposit (or asks its approval) once; hashed, so it stays within
+    a key's 255 characters and apart from any key a client chose."""
+    return f"account-open:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def _account_change_status(

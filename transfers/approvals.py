@@ -36,7 +36,7 @@ from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavail
 from bankcore.money import money_parse
 from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
 from transfers.models import Approval, Transfer
-from transfers.services import _idempotency_key_clean, _reference_clean, text_is_visible, transfer_create
+from transfers.services import _reference_clean, idempotency_key_clean, text_is_visible, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -149,7 +149,7 @@ def approval_request(
         raise ValidationFailed(f"Unknown kind {kind!r}.")
     value = money_parse(amount)
     reference = _reference_clean(reference)
-    key = _idempotency_key_clean(idempotency_key)
+    key = idempotency_key_clean(idempotency_key)
     if key is not None:
         earlier = _approval_replay(maker_id=actor.user_id, key=key)
         if earlier is not None:

@@ -230,7 +230,8 @@ def _reference_clean(reference: object) -> str:
     return reference
 
 
-def _idempotency_key_clean(key: object) -> str | None:
+def idempotency_key_clean(key: object) -> str | None:
+    """An idempotency key as every door's requests carry it: None, or 1 to 255 printable ASCII."""
     if key is None:
         return None
     if not isinstance(key, str) or not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
@@ -275,7 +276,7 @@ def _transfer_submit(
     if currency is not None:
         currency = currency_parse(currency)
     reference = _reference_clean(reference)
-    key = _idempotency_key_clean(idempotency_key)
+    key = idempotency_key_clean(idempotency_key)
     src = account_number_parse(source)
     dst = account_number_parse(destination)
     if src.number == dst.number:

@@ -27,9 +27,10 @@ from accounts.services import (
     account_withdraw,
 )
 from audit.models import AuditEvent
+from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
 from conftest import balances, world_snapshot
-from transfers.errors import AmountAboveMaximum, InsufficientFunds
+from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, InsufficientFunds, InvalidIdempotencyKey
 from transfers.models import Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -120,6 +121,63 @@ def test_a_refused_deposit_in_another_currency_changes_nothing(actor):
 def test_open_with_the_largest_opening_deposit(actor):
     account = account_open(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=settings.MAX_TRANSFER_AMOUNT)
     assert balances(account) == [settings.MAX_TRANSFER_AMOUNT]
+
+
+def test_open_with_a_key_twice_opens_one_account_and_books_its_deposit_once(actor):
+    first = account_open(actor=actor, ledger="db2", holder="Li Wei", opening_deposit="30.00", idempotency_key="o-1")
+    before = untouched(first)
+    again = account_open(actor=actor, ledger="db2", holder=" Li  Wei ", opening_deposit="30.00", idempotency_key="o-1")
+    assert (again.pk, again.replayed, first.replayed) == (first.pk, True, False)
+    assert untouched(first) == before and balances(first) == [Decimal("30.00")]
+    assert AuditEvent.objects.filter(action="account.opened", object_id=first.number).count() == 1
+
+
+@pytest.mark.parametrize(
+    "changed", [{"holder": "Wang Fang"}, {"ledger": "db1"}, {"currency": "USD"}, {"allow_overdraft": True}]
+)
+def test_open_with_a_key_that_opened_another_account_is_refused(actor, changed):
+    first = account_open(actor=actor, ledger="db2", holder="Li Wei", idempotency_key="o-2")
+    before = untouched(first)
+    with pytest.raises(IdempotencyKeyReused) as raised:
+        account_open(actor=actor, **{"ledger": "db2", "holder": "Li Wei", **changed}, idempotency_key="o-2")
+    assert raised.value.code == "idempotency_key_reused" and first.number in raised.value.detail
+    assert untouched(first) == before
+
+
+def test_a_key_is_each_clients_own(actor):
+    other = Actor.system(Channel.COMMAND, "someone-else")
+    mine = account_open(actor=actor, ledger="db1", holder="Li Wei", idempotency_key="o-3")
+    theirs = account_open(actor=other, ledger="db1", holder="Li Wei", idempotency_key="o-3")
+    assert mine.pk != theirs.pk and not theirs.replayed
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "caf\u00e9", "tab\tkey"])
+def test_open_refuses_a_malformed_key_and_opens_nothing(actor, key):
+    before = untouched()
+    with pytest.raises(InvalidIdempotencyKey):
+        account_open(actor=actor, ledger="db1", holder="Li Wei", idempotency_key=key)
+    assert untouched() == before
+
+
+@pytest.mark.slow
+def test_one_key_raced_by_eight_workers_opens_one_account(actor):
+    from transfers.tests.test_concurrency import run_threads
+
+    numbers: list[str] = []
+
+    def work(index: int) -> None:
+        account = account_open(
+            actor=actor, ledger="db1", holder="Li Wei", opening_deposit="5.00", idempotency_key="o-race"
+        )
+        numbers.append(account.number)
+
+    errors = run_threads(8, work)
+    assert not errors, errors
+    assert len(set(numbers)) == 1 and len(numbers) == 8
+    opened = Account.objects.using("db1").get(number=numbers[0])
+    assert balances(opened) == [Decimal("5.00")]
+    assert Account.objects.using("db1").filter(kind=Account.Kind.CUSTOMER).count() == 1
+    assert AuditEvent.objects.filter(action="account.opened").count() == 1
 
 
 def test_deposit_and_withdraw(actor, make_account):
