@@ -169,7 +169,7 @@ def test_one_key_raced_by_eight_workers_opens_one_account(actor):
         account = account_open(
             actor=actor, ledger="db1", holder="Li Wei", opening_deposit="5.00", idempotency_key="o-race"
         )
-        numbers.append(account.number)
+        numbers.append(str(account.number))
 
     errors = run_threads(8, work)
     assert not errors, errors
