@@ -2,7 +2,7 @@
 application (WSGI, every middleware, DRF, the view) against ``transfer_create`` called directly,
 on the same servers, one request at a time.
 
-    .venv/bin/python bench/door.py [--requests 600] [--rounds 3] [--baseline-tree PATH]
+    .venv/bin/python bench/door.py [--requests 600] [--rounds 3] [--baseline-tree PATH] [--profile FILE]
 
 ``bench/api.py`` measures the door under gunicorn at 32 clients, where the machine's two CPUs are
 shared by clients, workers and servers and its speed drifts by a fifth between runs. This one
@@ -23,6 +23,7 @@ must reconcile afterwards.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
 import json
 import os
@@ -122,12 +123,20 @@ def _child(state_file: Path, requests: int) -> None:
             run()
     spent = dict.fromkeys(paths, 0.0)
     block = 50
+    profile_to = os.environ.get("BANKCORE_BENCH_DOOR_PROFILE")
+    profiler = cProfile.Profile(time.process_time) if profile_to else None
     for _ in range(max(1, requests // block)):
         for name, run in paths.items():
             started = time.process_time()
+            if profiler is not None and name == "api":
+                profiler.enable()
             for _ in range(block):
                 run()
+            if profiler is not None and name == "api":
+                profiler.disable()
             spent[name] += time.process_time() - started
+    if profiler is not None and profile_to:
+        profiler.dump_stats(profile_to)
     count = max(1, requests // block) * block
     expected = {"201 Created": 30 + count, "200 OK": 30 + count}
     if statuses != expected:
@@ -141,6 +150,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--baseline-tree", type=Path, help="another checkout, measured beside this one")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write cProfile stats (CPU clock) of this tree's api path, last round, to this file, and print "
+        "the top functions; the profiler's own cost inflates that round's figures",
+    )
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -181,9 +196,12 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             for name, tree in trees.items():
                 # This file's child code, run in the tree's own directory and import path.
+                child_env = {**env, "PYTHONPATH": str(tree), "BANKCORE_BENCH_DOOR": str(Path(__file__).resolve())}
+                if args.profile and name == "this tree" and number == args.rounds:
+                    child_env["BANKCORE_BENCH_DOOR_PROFILE"] = str(args.profile.resolve())
                 output = subprocess.run(
                     [sys.executable, "-c", _CHILD, str(state), str(args.requests)],
-                    env={**env, "PYTHONPATH": str(tree), "BANKCORE_BENCH_DOOR": str(Path(__file__).resolve())},
+                    env=child_env,
                     cwd=tree,
                     check=True,
                     capture_output=True,
@@ -197,6 +215,11 @@ def main() -> None:
                     f"| {figures['api read']:.2f} |",
                     flush=True,
                 )
+        if args.profile:
+            import pstats
+
+            print(f"\ncProfile of this tree's api path, round {args.rounds} ({args.profile}):")
+            pstats.Stats(str(args.profile), stream=sys.stdout).sort_stats("tottime").print_stats(30)
         print()
         for name, values in doors.items():
             print(f"{name}: door {sorted(values)[len(values) // 2]:.2f} CPU-ms per transfer (median of {len(values)})")
