@@ -27,6 +27,8 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.errors import InternalAccount
+from accounts.models import Account
 from accounts.selectors import account_get
 from accounts.services import account_deposit, account_withdraw
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
@@ -140,7 +142,7 @@ def approval_request(
     destination, a withdrawal the source. With ``idempotency_key``, the same maker submitting the
     same request again gets the first request back (never a second one to approve). Raises,
     storing nothing: ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``,
-    ``SameAccount``, ``AmountAboveMaximum``, ``InvalidReference``, ``InvalidIdempotencyKey``,
+    ``SameAccount``, ``InternalAccount`` (a transfer naming a ledger's cash account), ``AmountAboveMaximum``, ``InvalidReference``, ``InvalidIdempotencyKey``,
     ``IdempotencyKeyReused`` (same key, different request), ``ApprovalMakerRequired``. Funds,
     limits and account state are checked when it executes, as for any transfer."""
     if actor.user_id is None:
@@ -162,6 +164,9 @@ def approval_request(
         currency = destination.currency if kind == Kind.DEPOSIT else currency
     if kind == Kind.TRANSFER and source.number == destination.number:
         raise SameAccount("The source and destination accounts are the same.")
+    if kind == Kind.TRANSFER and Account.Kind.INTERNAL in (source.kind, destination.kind):
+        # An account's kind never changes: refused now, not by the engine once a supervisor approved.
+        raise InternalAccount("A ledger's internal account moves only by cash deposits and withdrawals.")
     if value > settings.MAX_TRANSFER_AMOUNT:
         raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
     try:

@@ -315,6 +315,16 @@ TRANSFER_AMOUNTS = [
     refused(
         "teller-above-the-threshold-to-nobody", "account_not_found", amount=ABOVE, destination_account="<missing2>"
     ),
+    # An account's kind never changes: a cash account is refused before anything waits.
+    refused(
+        "teller-above-the-threshold-from-the-cash-account", "internal_account", amount=ABOVE, source_account="<cash1>"
+    ),
+    refused(
+        "teller-above-the-threshold-to-the-cash-account",
+        "internal_account",
+        amount=ABOVE,
+        destination_account="<cash1>",
+    ),
     booked("supervisor-above-the-threshold-executes-at-once", role="supervisor", forged={"amount": ABOVE}),
     transfer(
         "supervisor-above-the-maximum", code("amount_above_maximum"), role="supervisor", forged={"amount": "50000.01"}
