@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _child(state_file: Path, requests: int) -> None:
+def _child(state_file: Path, requests: int, profile_to: str = "") -> None:
     """In a tree's own process: warm up, then time the paths in alternating blocks.
 
     Imports only the application (``bankcore``, ``transfers``) of the tree under test, never its
@@ -123,7 +123,6 @@ def _child(state_file: Path, requests: int) -> None:
             run()
     spent = dict.fromkeys(paths, 0.0)
     block = 50
-    profile_to = os.environ.get("BANKCORE_BENCH_DOOR_PROFILE")
     profiler = cProfile.Profile(time.process_time) if profile_to else None
     for _ in range(max(1, requests // block)):
         for name, run in paths.items():
@@ -135,7 +134,7 @@ def _child(state_file: Path, requests: int) -> None:
             if profiler is not None and name == "api":
                 profiler.disable()
             spent[name] += time.process_time() - started
-    if profiler is not None and profile_to:
+    if profiler is not None:
         profiler.dump_stats(profile_to)
     count = max(1, requests // block) * block
     expected = {"201 Created": 30 + count, "200 OK": 30 + count}
@@ -196,12 +195,17 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             for name, tree in trees.items():
                 # This file's child code, run in the tree's own directory and import path.
-                child_env = {**env, "PYTHONPATH": str(tree), "BANKCORE_BENCH_DOOR": str(Path(__file__).resolve())}
-                if args.profile and name == "this tree" and number == args.rounds:
-                    child_env["BANKCORE_BENCH_DOOR_PROFILE"] = str(args.profile.resolve())
+                profiled = args.profile and name == "this tree" and number == args.rounds
                 output = subprocess.run(
-                    [sys.executable, "-c", _CHILD, str(state), str(args.requests)],
-                    env=child_env,
+                    [
+                        sys.executable,
+                        "-c",
+                        _CHILD,
+                        str(state),
+                        str(args.requests),
+                        str(args.profile.resolve()) if profiled else "",
+                    ],
+                    env={**env, "PYTHONPATH": str(tree), "BANKCORE_BENCH_DOOR": str(Path(__file__).resolve())},
                     cwd=tree,
                     check=True,
                     capture_output=True,
@@ -242,7 +246,7 @@ sys.path.insert(0, os.getcwd())
 spec = importlib.util.spec_from_file_location("bench_door", os.environ["BANKCORE_BENCH_DOOR"])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-module._child(Path(sys.argv[1]), int(sys.argv[2]))
+module._child(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
 """
 
 
