@@ -163,3 +163,12 @@ def test_recover_transfers_command_reports_what_it_did(make_account):
     assert "transfer_aborted=1" in result.stdout
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.ABORTED
     assert reconcile().ok
+
+
+@pytest.mark.parametrize(
+    "arguments", [("--interval", "nan"), ("--interval", "0"), ("--grace", "-1"), ("--grace", "inf"), ("--grace", "x")]
+)
+def test_recover_transfers_refuses_seconds_that_are_no_duration(arguments):
+    """A usage error naming the option (exit 2), not a traceback; nothing is recovered."""
+    result = run_manage("recover_transfers", *arguments)
+    assert result.returncode == 2 and arguments[0] in result.stderr and "Traceback" not in result.stderr

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 import signal
 import time
+from collections.abc import Callable
 
 from django.core.management.base import BaseCommand
 
@@ -11,17 +14,36 @@ from bankcore.actors import Actor, Channel
 from transfers.recovery import DEFAULT_GRACE_SECONDS, transfers_recover
 
 
+def _seconds(*, least: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds from ``least`` to a day. ``nan``, ``inf`` and
+    negatives were a traceback (a sleep or a timedelta refusing them) instead of a usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value) or not least <= value <= DAY:
+            raise argparse.ArgumentTypeError(f"{text!r}: between {least:g} and {DAY:g} seconds")
+        return value
+
+    return parse
+
+
+DAY = 86400.0
+
+
 class Command(BaseCommand):
     help = "Finish committed transfers, void timed-out ones and orphan legs. Safe to run beside other workers."
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("--loop", action="store_true", help="keep running, one pass every --interval seconds")
-        parser.add_argument("--interval", type=float, default=2.0)
+        parser.add_argument("--interval", type=_seconds(least=0.01), default=2.0, help="0.01 to 86400")
         parser.add_argument(
             "--grace",
-            type=float,
+            type=_seconds(least=0),
             default=DEFAULT_GRACE_SECONDS,
-            help="seconds a committed transfer is left to its own coordinator",
+            help="seconds a committed transfer is left to its own coordinator (0 to 86400)",
         )
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
