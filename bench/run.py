@@ -65,13 +65,16 @@ def _create_databases(servers: list[MariaDBServer]) -> None:
 
 def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
     """Fund ``total`` accounts quickly (bulk inserts), keeping the books balanced: each opening
-    is an entry on the account and its mirror on the ledger's cash account."""
+    is an entry on the account and its mirror on the ledger's cash account, and each account has
+    its ``account.opened`` event, as reconciliation expects of every customer account."""
     from django.conf import settings
     from django.db import transaction
 
     from accounts.models import Account, Entry
     from accounts.numbers import account_number_make
     from accounts.services import cash_account_ensure
+    from audit.models import AuditEvent
+    from bankcore.actors import Channel
 
     per_ledger = total // len(settings.LEDGERS)
     result: dict[str, list[tuple[int, str]]] = {}
@@ -97,6 +100,21 @@ def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
                 )
             Entry.objects.using(ledger).bulk_create(entries, batch_size=2000)
             Account.objects.using(ledger).filter(pk=cash.pk).update(posted=-OPENING * len(accounts))
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(
+                    actor_name="bench",
+                    channel=Channel.COMMAND,
+                    action="account.opened",
+                    object_type="account",
+                    object_id=str(account.number),
+                    ledger=ledger,
+                    changes={"holder": account.holder, "currency": "CNY", "allow_overdraft": False},
+                )
+                for account in accounts
+            ],
+            batch_size=2000,
+        )
         result[ledger] = [(a.pk, a.number) for a in accounts]
     return result
 

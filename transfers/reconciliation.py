@@ -3,7 +3,10 @@
 For every ledger: each account's posted balance equals the sum of its entries; its pending
 counters equal the sum of its PREPARED legs; no account without overdraft is overdrawn. Across
 ledgers: Σ posted + money in flight = 0 (money enters only from the internal cash accounts, so the
-books sum to zero). And no transfer is unfinished past its deadline.
+books sum to zero). No transfer is unfinished past its deadline. And the audit trail explains every
+customer account's state: it has its ``account.opened`` event, and the last of its state events
+left it in the status it has — a status changed in the database by hand, or a ledger restored
+behind the trail, shows here (``_audited_states``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from accounts.models import Account, Entry
+from audit.models import AuditEvent
 from transfers.models import Transfer, TransferLeg
 
 ZERO = Decimal("0.00")
@@ -91,8 +95,32 @@ def consistent_snapshot(using: str) -> Iterator[None]:
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
-def _reconcile_ledger(ledger: str, report: ReconciliationReport, progress: Progress | None, chunk: int) -> None:
+# The status each account state event leaves an account in (accounts.services).
+STATE_EVENTS = {
+    "account.opened": Account.Status.ACTIVE,
+    "account.frozen": Account.Status.FROZEN,
+    "account.unfrozen": Account.Status.ACTIVE,
+    "account.closed": Account.Status.CLOSED,
+}
+# An account's change commits in its ledger, then its event in the control plane, milliseconds
+# apart: what changed this recently is left to the next run rather than reported half-written.
+AUDIT_GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class _AccountState:
+    ledger: str
+    number: str
+    status: str
+    created_at: datetime
+    seen_at: datetime  # when its ledger's snapshot was taken
+
+
+def _reconcile_ledger(
+    ledger: str, report: ReconciliationReport, progress: Progress | None, chunk: int, states: list[_AccountState]
+) -> None:
     summary = LedgerSummary(ledger=ledger)
+    seen_at = timezone.now()
     with consistent_snapshot(ledger):
         entry_sums = dict(
             Entry.objects.using(ledger)
@@ -131,6 +159,8 @@ def _reconcile_ledger(ledger: str, report: ReconciliationReport, progress: Progr
                 )
             if not account.allow_overdraft and account.posted - account.pending_debits < 0:
                 report.discrepancies.append(f"{ledger} account {account.number}: overdrawn ({account.available})")
+            if account.kind == Account.Kind.CUSTOMER:
+                states.append(_AccountState(ledger, str(account.number), account.status, account.created_at, seen_at))
             done += 1
             if progress and (done % chunk == 0 or done == total_accounts):
                 progress(ledger, done, total_accounts)
@@ -169,16 +199,58 @@ def _in_flight() -> Decimal:
     return total
 
 
+def _audited_states(states: list[_AccountState], report: ReconciliationReport, grace: timedelta, chunk: int) -> None:
+    """Each customer account's status against the audit trail, read after its ledger's snapshot
+    (so every event of a change the snapshot shows has committed, but for a crash between the two
+    commits): no ``account.opened`` event, or a status its last state event did not leave it in,
+    is a discrepancy. An account opened, or whose last event was written, within ``grace`` before
+    its ledger's snapshot is not judged: its event may still be on its way, or newer than the
+    snapshot."""
+    last: dict[str, tuple[str, datetime]] = {}
+    events = (
+        AuditEvent.objects.filter(object_type="account", action__in=list(STATE_EVENTS))
+        .order_by("id")
+        .values_list("object_id", "action", "created_at")
+    )
+    opened: set[str] = set()
+    for number, action, at in events.iterator(chunk_size=chunk):
+        last[number] = (action, at)
+        if action == "account.opened":
+            opened.add(number)
+    for state in states:
+        settled = state.seen_at - grace
+        event = last.get(state.number)
+        if state.number not in opened:
+            if state.created_at < settled:
+                report.discrepancies.append(
+                    f"{state.ledger} account {state.number}: no account.opened event in the audit trail"
+                )
+            continue
+        assert event is not None
+        action, at = event
+        if at < settled and STATE_EVENTS[action] != state.status:
+            report.discrepancies.append(
+                f"{state.ledger} account {state.number}: {state.status}, but its last state event in the audit "
+                f"trail ({action}, {at:%Y-%m-%d %H:%M:%S}) left it {STATE_EVENTS[action]}"
+            )
+
+
 def reconcile(
-    *, progress: Progress | None = None, chunk: int = 2000, now: datetime | None = None
+    *,
+    progress: Progress | None = None,
+    chunk: int = 2000,
+    now: datetime | None = None,
+    audit_grace: timedelta = AUDIT_GRACE,
 ) -> ReconciliationReport:
     """Check every invariant the books must satisfy. Read-only; safe beside live traffic (each
     ledger is read from one consistent snapshot; the cross-ledger sum is retried while transfers
-    are in flight)."""
+    are in flight; account changes younger than ``audit_grace`` are left to the next run)."""
     now = now or timezone.now()
     report = ReconciliationReport(started_at=now)
+    states: list[_AccountState] = []
     for ledger in settings.LEDGERS:
-        _reconcile_ledger(ledger, report, progress, chunk)
+        _reconcile_ledger(ledger, report, progress, chunk, states)
+    _audited_states(states, report, audit_grace, chunk)
     report.in_flight = _in_flight()
     report.grand_total = sum((s.posted_total for s in report.ledgers), ZERO) + report.in_flight
     if report.grand_total != ZERO:

@@ -157,6 +157,8 @@ def test_a_direct_database_edit_is_found_at_its_row(actor, make_account, make_st
     assert "BROKEN" in page and f"audit event id {victim.pk}" in page
 
 
+# The trail is tampered with on purpose: reconciliation then finds the account it no longer explains.
+@pytest.mark.books_may_not_balance
 def test_a_removed_row_and_a_relinked_row_are_found(actor, make_account):
     for n in range(3):
         make_account("db2", f"{n + 1}0.00")
@@ -204,6 +206,8 @@ def test_a_row_rewritten_and_rehashed_without_the_key_is_found(actor, make_accou
     assert not report.ok and report.broken_at == victim.pk
 
 
+# The trail is tampered with on purpose: reconciliation then finds the account it no longer explains.
+@pytest.mark.books_may_not_balance
 def test_the_newest_rows_cut_off_and_the_head_moved_back_are_found(actor, make_account):
     make_account("db1", "10.00")
     make_account("db2", "20.00")
@@ -233,6 +237,8 @@ def test_a_chain_checked_with_another_key_is_reported_not_extended(actor, make_a
     assert run_manage("verify_audit_chain").returncode == 0  # with the right key it holds
 
 
+# The trail is tampered with on purpose: reconciliation then finds the account it no longer explains.
+@pytest.mark.books_may_not_balance
 def test_an_unkeyed_chain_of_an_earlier_version_is_verified_then_keyed_without_rewriting(actor, make_account):
     # given a chain an earlier version sealed with plain SHA-256
     make_account("db1", "10.00")

@@ -56,6 +56,45 @@ def test_pending_counters_must_match_prepared_legs(make_account):
     Account.objects.using("db2").filter(pk=alice.pk).update(pending_debits=Decimal("0.00"))
 
 
+def test_a_status_changed_behind_the_services_back_is_found(actor, make_account):
+    """The audit trail explains every customer account's state: a status written in the database
+    by hand (an unfreeze with no event) is a discrepancy, and so is an account with no
+    ``account.opened`` event; a change younger than the grace is left to the next run."""
+    from accounts.services import account_freeze
+
+    alice = make_account("db1", "1.00")
+    account_freeze(actor=actor, number=alice.number, reason="fraud check")
+    assert reconcile(audit_grace=timedelta(0)).ok
+    Account.objects.using("db1").filter(pk=alice.pk).update(status=Account.Status.ACTIVE)
+    report = reconcile(audit_grace=timedelta(0))
+    assert [line for line in report.discrepancies if alice.number in line] == [
+        f"db1 account {alice.number}: active, but its last state event in the audit trail "
+        f"(account.frozen, {_last_event_at(alice)}) left it frozen"
+    ]
+    assert reconcile().ok  # within the default grace of the freeze: not judged yet
+    Account.objects.using("db1").filter(pk=alice.pk).update(status=Account.Status.FROZEN)
+    # An account that never had its event (inserted behind the service's back).
+    carol = Account.objects.using("db2").create(holder="Nobody Opened Me", currency="CNY")
+    carol.number = f"{carol.pk}"
+    Account.objects.using("db2").filter(pk=carol.pk).update(number=carol.number)
+    report = reconcile(audit_grace=timedelta(0))
+    assert report.discrepancies == [f"db2 account {carol.number}: no account.opened event in the audit trail"]
+    assert reconcile().ok  # opened just now: within the grace
+    Account.objects.using("db2").filter(pk=carol.pk).update(status=Account.Status.CLOSED)  # out of the books' way
+    assert reconcile(audit_grace=timedelta(0)).discrepancies == [
+        f"db2 account {carol.number}: no account.opened event in the audit trail"
+    ]
+    Account.objects.using("db2").filter(pk=carol.pk).update(kind=Account.Kind.INTERNAL)  # internal: not judged
+    assert reconcile(audit_grace=timedelta(0)).ok
+
+
+def _last_event_at(account) -> str:  # type: ignore[no-untyped-def]
+    from audit.models import AuditEvent
+
+    event = AuditEvent.objects.filter(object_type="account", object_id=account.number).latest("id")
+    return f"{event.created_at:%Y-%m-%d %H:%M:%S}"
+
+
 def _cross_transfer(alice, bob, **fields) -> Transfer:  # type: ignore[no-untyped-def]
     return Transfer.objects.create(
         source_account=alice.number,
