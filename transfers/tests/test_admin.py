@@ -247,3 +247,32 @@ def test_a_superuser_outside_the_roles_reads_but_moves_no_money_and_changes_no_a
         assert response.status_code == 403, url
         assert b"administration (users, groups) only" in response.content, url
     assert world_snapshot(alice, bob) == before
+
+
+def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(make_staff):
+    """The form carries the key it was shown with: a double click, or the page sent again, opens
+    one account and books its opening deposit once; the same form edited and sent again is
+    refused and opens nothing."""
+    import re
+
+    from accounts.models import Account
+
+    client = logged_in(make_staff("teller"))
+    page = client.get(reverse("admin:accounts_account_add")).content.decode()
+    [key] = re.findall(r'name="idempotency_key" value="([0-9a-f]{32})"', page)
+    fields = {"ledger": "db2", "holder": "Twice Clicked", "currency": "CNY", "opening_deposit": "25.00"}
+    first = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key})
+    again = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key}, follow=True)
+    [account] = Account.objects.using("db2").filter(holder="Twice Clicked")
+    assert first.status_code == 302 and first["Location"] == again.redirect_chain[-1][0]
+    assert ("info", f"Account {account.number} for Twice Clicked was opened by this form already.") in messages_of(
+        again
+    )
+    assert balances(account) == [Decimal("25.00")]
+    assert Transfer.objects.filter(destination_account=account.number).count() == 1
+    before = world_snapshot(account)
+    edited = client.post(
+        reverse("admin:accounts_account_add"), {**fields, "holder": "Someone Else", "idempotency_key": key}
+    )
+    assert edited.status_code == 200 and "idempotency_key_reused" in edited.content.decode()
+    assert world_snapshot(account) == before and not Account.objects.using("db2").filter(holder="Someone Else")
