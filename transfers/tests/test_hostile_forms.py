@@ -564,6 +564,41 @@ OPEN_ACCOUNT = [
     ),
     # Submitted twice (a double click), it opens one account.
     open_account("submitted-twice", "Hostile Holder", times=2, changes=("opened",)),
+    open_account(
+        "submitted-twice-with-an-opening-deposit",
+        "booked",
+        times=2,
+        forged={"opening_deposit": "5.00"},
+        changes=("opened", "moved"),
+    ),
+    open_account(
+        "teller-submitted-twice-with-a-deposit-above-the-threshold",
+        WAITS,
+        times=2,
+        forged={"opening_deposit": ABOVE},
+        changes=("opened", "approval"),
+    ),
+    # Its key with another request: refused, the first account stands.
+    submission(
+        "key-reused-for-another-holder",
+        "open",
+        200,
+        code("idempotency_key_reused"),
+        forged={"holder": "Another Holder"},
+        earlier=("open", "", {}),
+        changes=("opened",),
+    ),
+    submission(
+        "key-reused-in-another-ledger",
+        "open",
+        200,
+        code("idempotency_key_reused"),
+        forged={"ledger": "db2"},
+        earlier=("open", "", {}),
+        changes=("opened",),
+    ),
+    open_account("key-256", code("invalid_idempotency_key"), forged={"idempotency_key": "k" * 256}),
+    open_account("key-control", code("invalid_idempotency_key"), forged={"idempotency_key": "a\x1bb"}),
 ]
 
 
