@@ -86,6 +86,12 @@ def service_error(request: HttpRequest, error: ApplicationError) -> None:
     messages.error(request, f"{error.detail} ({error.code})")
 
 
+def sent_again(outcome: Any) -> str:
+    """What a message adds when its form's key had been seen: the page was sent again, nothing moved
+    twice."""
+    return " — this form had been sent already; nothing was done twice" if getattr(outcome, "replayed", False) else ""
+
+
 class IdempotentForm(forms.Form):
     """A hidden key minted when the form is shown: submitting it twice moves money once."""
 
@@ -321,12 +327,7 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             except ApplicationError as error:
                 service_error(request, error)
             else:
-                if account.replayed:
-                    messages.info(
-                        request, f"Account {account.number} for {account.holder} was opened by this form already."
-                    )
-                else:
-                    messages.success(request, f"Account {account.number} opened for {account.holder}.")
+                messages.success(request, f"Account {account.number} opened for {account.holder}{sent_again(account)}.")
                 if data["opening_deposit"]:
                     # Its own key, derived from the opening's: submitted again, it is booked once.
                     self._cash_submit(
@@ -373,7 +374,10 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 f"{settings.APPROVAL_THRESHOLD}: it waits for a supervisor's approval (request #{outcome.pk}).",
             )
         else:
-            messages.success(request, f"{label} of {outcome.amount} {outcome.currency} booked ({outcome.status}).")
+            messages.success(
+                request,
+                f"{label} of {outcome.amount} {outcome.currency} booked ({outcome.status}){sent_again(outcome)}.",
+            )
         return True
 
     def cash_view(self, request: HttpRequest, number: str, kind: str) -> HttpResponse:

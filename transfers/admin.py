@@ -28,6 +28,7 @@ from accounts.admin import (
     backoffice_render,
     may,
     require_perm,
+    sent_again,
     service_error,
 )
 from audit.services import audit_event_record
@@ -185,7 +186,8 @@ class TransferAdmin(ReadOnlyAdmin):
                     )
                     return HttpResponseRedirect(reverse("admin:transfers_approval_change", args=(outcome.pk,)))
                 messages.success(
-                    request, f"Transfer {outcome.id} of {outcome.amount} {outcome.currency}: {outcome.status}."
+                    request,
+                    f"Transfer {outcome.id} of {outcome.amount} {outcome.currency}: {outcome.status}{sent_again(outcome)}.",
                 )
                 return HttpResponseRedirect(reverse("admin:transfers_transfer_change", args=(outcome.pk,)))
         return backoffice_render(
@@ -217,7 +219,7 @@ class TransferAdmin(ReadOnlyAdmin):
             except ApplicationError as error:
                 service_error(request, error)
                 return HttpResponseRedirect(reverse("admin:transfers_transfer_change", args=(transfer.pk,)))
-            messages.success(request, f"Reversal {reversal.id}: {reversal.status}.")
+            messages.success(request, f"Reversal {reversal.id}: {reversal.status}{sent_again(reversal)}.")
             return HttpResponseRedirect(reverse("admin:transfers_transfer_change", args=(reversal.pk,)))
         return backoffice_render(
             request,

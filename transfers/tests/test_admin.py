@@ -265,9 +265,11 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     again = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key}, follow=True)
     [account] = Account.objects.using("db2").filter(holder="Twice Clicked")
     assert first.status_code == 302 and first["Location"] == again.redirect_chain[-1][0]
-    assert ("info", f"Account {account.number} for Twice Clicked was opened by this form already.") in messages_of(
-        again
-    )
+    assert (
+        "success",
+        f"Account {account.number} opened for Twice Clicked — this form had been sent already; nothing was done twice.",
+    ) in messages_of(again)
+    assert any("booked (completed) — this form had been sent already" in text for _, text in messages_of(again))
     assert balances(account) == [Decimal("25.00")]
     assert Transfer.objects.filter(destination_account=account.number).count() == 1
     before = world_snapshot(account)
