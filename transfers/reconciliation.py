@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from accounts.models import Account, Entry
@@ -28,7 +28,10 @@ from audit.models import AuditEvent
 from transfers.models import Transfer, TransferLeg
 
 ZERO = Decimal("0.00")
+# (what: a ledger's alias, or AUDIT_PHASE; how many done; of how many): accounts of a ledger, then
+# the audit trail's account events.
 Progress = Callable[[str, int, int], None]
+AUDIT_PHASE = "audit"
 
 
 @dataclass
@@ -199,7 +202,13 @@ def _in_flight() -> Decimal:
     return total
 
 
-def _audited_states(states: list[_AccountState], report: ReconciliationReport, grace: timedelta, chunk: int) -> None:
+def _audited_states(
+    states: list[_AccountState],
+    report: ReconciliationReport,
+    grace: timedelta,
+    chunk: int,
+    progress: Progress | None,
+) -> None:
     """Each customer account's status against the audit trail, read after its ledger's snapshot
     (so every event of a change the snapshot shows has committed, but for a crash between the two
     commits): no ``account.opened`` event, or a status its last state event did not leave it in,
@@ -207,16 +216,19 @@ def _audited_states(states: list[_AccountState], report: ReconciliationReport, g
     its ledger's snapshot is not judged: its event may still be on its way, or newer than the
     snapshot."""
     last: dict[str, tuple[str, datetime]] = {}
-    events = (
-        AuditEvent.objects.filter(object_type="account", action__in=list(STATE_EVENTS))
-        .order_by("id")
-        .values_list("object_id", "action", "created_at")
-    )
+    events = AuditEvent.objects.filter(object_type="account", action__in=list(STATE_EVENTS))
+    # Up to the newest event now: the count the progress shows holds while new ones are written.
+    newest = events.aggregate(newest=Max("id"))["newest"] or 0
+    events = events.filter(id__lte=newest)
+    total = events.count() if progress else 0
     opened: set[str] = set()
-    for number, action, at in events.iterator(chunk_size=chunk):
+    rows = events.order_by("id").values_list("object_id", "action", "created_at").iterator(chunk_size=chunk)
+    for done, (number, action, at) in enumerate(rows, start=1):
         last[number] = (action, at)
         if action == "account.opened":
             opened.add(number)
+        if progress and (done % chunk == 0 or done == total):
+            progress(AUDIT_PHASE, done, total)
     for state in states:
         settled = state.seen_at - grace
         event = last.get(state.number)
@@ -250,7 +262,7 @@ def reconcile(
     states: list[_AccountState] = []
     for ledger in settings.LEDGERS:
         _reconcile_ledger(ledger, report, progress, chunk, states)
-    _audited_states(states, report, audit_grace, chunk)
+    _audited_states(states, report, audit_grace, chunk, progress)
     report.in_flight = _in_flight()
     report.grand_total = sum((s.posted_total for s in report.ledgers), ZERO) + report.in_flight
     if report.grand_total != ZERO:

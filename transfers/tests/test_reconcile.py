@@ -27,7 +27,8 @@ def test_clean_books_reconcile_and_the_command_says_ok(actor, make_account):
     result = run_manage("reconcile")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: the books balance." in result.stdout
-    assert "accounts" in result.stderr  # the progress bar
+    assert "accounts" in result.stderr  # the progress bars: each ledger's accounts, then the trail's events
+    assert " audit [##############################] 2/2 account events" in result.stderr
     assert ReconciliationRun.objects.latest().ok
 
 

@@ -7,12 +7,13 @@ import sys
 from django.core.management.base import BaseCommand
 
 from bankcore.actors import Actor, Channel
-from transfers.reconciliation import reconciliation_run
+from transfers.reconciliation import AUDIT_PHASE, reconciliation_run
 
 
 class Command(BaseCommand):
     help = (
-        "Reconcile every ledger: balances vs entries, pending vs prepared legs, books sum to zero, no stuck transfer."
+        "Reconcile every ledger: balances vs entries, pending vs prepared legs, books sum to zero, no stuck "
+        "transfer, every customer account's state explained by the audit trail."
     )
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
@@ -26,8 +27,9 @@ class Command(BaseCommand):
                 return
             width = 30
             filled = int(width * done / total) if total else width
+            unit = "account events" if ledger == AUDIT_PHASE else "accounts"
             self.stderr.write(
-                f"\r{ledger:>6} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} accounts", ending=""
+                f"\r{ledger:>6} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}", ending=""
             )
             if done == total:
                 self.stderr.write("")
