@@ -30,6 +30,7 @@ from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
 from bankcore.money import currency_parse, money_parse
 from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused
+from transfers.faults import fault_point
 
 HOLDER_MAX_LENGTH = 200
 
@@ -126,15 +127,20 @@ def account_open(
     if account is None:
         cash_account_ensure(ledger=ledger, currency=currency)
         try:
-            with transaction.atomic(using="default"), transaction.atomic(using=ledger):
-                account = _account_insert(
-                    ledger=ledger,
-                    holder=holder,
-                    currency=currency,
-                    allow_overdraft=allow_overdraft,
-                    opened_by=actor.client_id if key is not None else None,
-                    idempotency_key=key,
-                )
+            # The account commits in its ledger, then its event in the control plane: a crash in
+            # between leaves an account without its event, which reconciliation reports (and a
+            # retry under the key finds the account, never a second one).
+            with transaction.atomic(using="default"):
+                with transaction.atomic(using=ledger):
+                    account = _account_insert(
+                        ledger=ledger,
+                        holder=holder,
+                        currency=currency,
+                        allow_overdraft=allow_overdraft,
+                        opened_by=actor.client_id if key is not None else None,
+                        idempotency_key=key,
+                    )
+                fault_point("after_account_insert")
                 audit_event_record(
                     actor=actor,
                     action="account.opened",

@@ -1,4 +1,4 @@
-"""Named fault points between the steps of the transfer protocol.
+"""Named fault points between the steps of the transfer protocol (and of opening an account).
 
 Off in production. The test settings switch them on, and a test process that sets
 ``BANKCORE_FAULT_AT=<name>`` exits hard (no cleanup, no atexit, no rollback) the first time it
@@ -25,6 +25,8 @@ FAULT_POINTS = (
     "after_decide_debit",
     # recovery (transfers.recovery): its own decision to abort, before the control plane knows
     "after_tombstone",
+    # accounts.services.account_open: the account committed in its ledger, its audit event not yet
+    "after_account_insert",
 )
 FAULT_EXIT_CODE = 86
 

@@ -89,7 +89,8 @@ HOME = [
 
 
 def test_every_fault_point_is_exercised():
-    exercised = {f for f, _ in CROSS + LOCAL} | {f for *_, f, _ in HOME} | {"after_decide_abort", "after_tombstone"}
+    exercised = {f for f, _ in CROSS + LOCAL} | {f for *_, f, _ in HOME}
+    exercised |= {"after_decide_abort", "after_tombstone", "after_account_insert"}
     assert exercised == set(FAULT_POINTS)
 
 
@@ -266,3 +267,43 @@ def test_a_leg_whose_transfer_the_control_plane_lost_follows_the_ledgers_decisio
         [Decimal("70.00"), Decimal("30.00")] if expected == "committed" else [Decimal("100.00"), Decimal("0.00")]
     )
     assert reconcile().ok
+
+
+@pytest.mark.books_may_not_balance
+def test_a_crash_between_an_accounts_commit_and_its_event_is_found_and_a_retry_opens_no_second_one():
+    """Opening commits the account in its ledger, then its ``account.opened`` event in the control
+    plane. Killed in between, the account is there without its event: reconciliation names it, and
+    the retry under the same key gets that account back rather than a second one."""
+    from accounts.services import account_open
+    from audit.models import AuditEvent
+    from bankcore.actors import Actor, Channel
+
+    code = (
+        "import django; django.setup();"
+        "from accounts.services import account_open;"
+        "from bankcore.actors import Actor, Channel;"
+        "account_open(actor=Actor.system(Channel.COMMAND, 'crash-worker'), ledger='db2', holder='Half Opened',"
+        " idempotency_key='open-crash')"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env(BANKCORE_FAULT_AT="after_account_insert"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+    assert child.returncode == FAULT_EXIT_CODE, child.stderr
+    [account] = Account.objects.using("db2").filter(idempotency_key="open-crash")
+    assert not AuditEvent.objects.filter(object_type="account", object_id=account.number).exists()
+    assert reconcile(audit_grace=timedelta(0)).discrepancies == [
+        f"db2 account {account.number}: no account.opened event in the audit trail"
+    ]
+    again = account_open(
+        actor=Actor.system(Channel.COMMAND, "crash-worker"),
+        ledger="db2",
+        holder="Half Opened",
+        idempotency_key="open-crash",
+    )
+    assert again.replayed and again.pk == account.pk
+    assert Account.objects.using("db2").filter(holder="Half Opened").count() == 1
