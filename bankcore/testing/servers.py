@@ -131,12 +131,21 @@ class MariaDBServer:
             ).stdout
             for zone in TIME_ZONES
         )
-        subprocess.run(
-            [_which("mariadb", "mysql"), "--no-defaults", "-uroot", "-h127.0.0.1", f"-P{self.port}", "mysql"],
-            input=sql,
-            capture_output=True,
-            text=True,
-            check=True,
+        # Retried: once in many CI runs the client failed (exit 1) on a server that had just
+        # answered _wait_ready; the error it printed is kept for the report.
+        for attempt in range(3):
+            loaded = subprocess.run(
+                [_which("mariadb", "mysql"), "--no-defaults", "-uroot", "-h127.0.0.1", f"-P{self.port}", "mysql"],
+                input=sql,
+                capture_output=True,
+                text=True,
+            )
+            if loaded.returncode == 0:
+                return
+            time.sleep(0.5 * (attempt + 1))
+        raise RuntimeError(
+            f"{self.name}: loading the time zones failed (exit {loaded.returncode}): "
+            f"{(loaded.stderr or loaded.stdout)[-2000:]}\nsee {self.log}:\n{self._log_tail()}"
         )
 
     def _wait_ready(self, timeout: float) -> None:
