@@ -15,14 +15,26 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now and not handed out before by this process: the OS may give a port it just
+    gave again, since nothing is bound to it until its server starts, and two servers started at
+    once must not share one."""
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 def _which(*names: str) -> str:
@@ -159,8 +171,21 @@ class MariaDBServer:
                     f"{self.name} exited with {self.process.returncode}; see {self.log}:\n{self._log_tail()}"
                 )
             try:
-                MySQLdb.connect(host="127.0.0.1", port=self.port, user="root", passwd="", connect_timeout=1).close()
-                return
+                connection = MySQLdb.connect(
+                    host="127.0.0.1", port=self.port, user="root", passwd="", connect_timeout=1
+                )
+                try:
+                    cursor = connection.cursor()
+                    cursor.execute("SELECT @@datadir")
+                    (datadir,) = cursor.fetchone()
+                finally:
+                    connection.close()
+                # Another server on this port (one that took it first) is not this one.
+                if Path(str(datadir)).resolve() == self.datadir.resolve():
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name}: port {self.port} answers for another server ({datadir})")
+                time.sleep(0.1)
             except MySQLdb.OperationalError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
