@@ -164,8 +164,9 @@ def approval_request(
         currency = destination.currency if kind == Kind.DEPOSIT else currency
     if kind == Kind.TRANSFER and source.number == destination.number:
         raise SameAccount("The source and destination accounts are the same.")
-    if kind == Kind.TRANSFER and Account.Kind.INTERNAL in (source.kind, destination.kind):
-        # An account's kind never changes: refused now, not by the engine once a supervisor approved.
+    if kind == Kind.TRANSFER and any(a.kind != Account.Kind.CUSTOMER for a in (source, destination)):
+        # The engine's rule (_check_account), checked at submit since an account's kind never
+        # changes: no supervisor is asked to approve what the engine would refuse.
         raise InternalAccount("A ledger's internal account moves only by cash deposits and withdrawals.")
     if value > settings.MAX_TRANSFER_AMOUNT:
         raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")

@@ -231,15 +231,13 @@ def _audited_states(
             progress(AUDIT_PHASE, done, total)
     for state in states:
         settled = state.seen_at - grace
-        event = last.get(state.number)
         if state.number not in opened:
             if state.created_at < settled:
                 report.discrepancies.append(
                     f"{state.ledger} account {state.number}: no account.opened event in the audit trail"
                 )
             continue
-        assert event is not None
-        action, at = event
+        action, at = last[state.number]  # opened: it has a last event
         if at < settled and STATE_EVENTS[action] != state.status:
             report.discrepancies.append(
                 f"{state.ledger} account {state.number}: {state.status}, but its last state event in the audit "
