@@ -57,6 +57,22 @@ def connection_lost(exc: BaseException) -> bool:
     return code in CONNECTION_LOST_ERRORS
 
 
+def once_more_if_connection_lost(using: str, work: Callable[[], T]) -> T:
+    """Run ``work`` — reads, or a whole transaction — on ``using``; if a connection opened before
+    turns out lost (its server restarted since), close it and run ``work`` once more on a new one.
+    Only for work that wrote nothing when it failed, as ``atomic_with_retry`` does for its
+    transactions; a new connection that fails is not retried (the server is down)."""
+    connection = connections[using]
+    was_connected = connection.connection is not None
+    try:
+        return work()
+    except OperationalError as exc:
+        if not was_connected or not connection_lost(exc) or isinstance(exc, CommitOutcomeUnknown):
+            raise
+        _close_quietly(connection)
+    return work()
+
+
 def is_retryable(exc: BaseException) -> bool:
     code = exc.args[0] if exc.args else None
     if code in RETRYABLE_MYSQL_ERRORS:
