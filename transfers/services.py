@@ -267,13 +267,21 @@ def _key_release(existing: Transfer, request_hash: str) -> bool:
     moved, and the same request retried under the key is carried out as a new transfer. The
     aborted one gives the key up (a conditional update: of two retries racing, one insert takes the
     key, the other replays it). False — replay it — for anything else: a refusal, a transfer that
-    moved money or may still, another request's key."""
+    moved money or may still, another request's key. Raises ``OperationalError`` when a ledger
+    the aborted transfer's legs live in does not answer (the retry is then refused as unavailable,
+    to be retried again)."""
     if (
         existing.request_hash != request_hash
         or existing.status != Status.ABORTED
         or existing.failure_code not in NOT_AN_OUTCOME
     ):
         return False
+    if existing.is_cross_ledger:
+        # What the aborted transfer may still hold (a void its coordinator could not finish, left
+        # to recovery) is released first: the retry must find the account as if it was never
+        # tried, not refuse it for funds the first attempt holds. Raises while a ledger is down.
+        for leg in (Leg.DEBIT, Leg.CREDIT):
+            leg_void(existing, leg)
     released = Transfer.objects.filter(
         pk=existing.pk, status=Status.ABORTED, idempotency_key=existing.idempotency_key
     ).update(idempotency_key=None)
