@@ -26,9 +26,6 @@ class ApplicationError(Exception):
         self.extra = extra or {}
         super().__init__(self.detail)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "title": self.title, "detail": self.detail, **self.extra}
-
 
 class ValidationFailed(ApplicationError):
     code = "validation_error"
