@@ -37,9 +37,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
-from accounts.numbers import InvalidAccountNumber
 from bankcore.db import FILTER_YEARS, LockConflictGaveUp
-from bankcore.errors import ApplicationError, ValidationFailed
+from bankcore.errors import ApplicationError, InvalidAccountNumber, ValidationFailed
 from bankcore.money import InvalidAmount, InvalidCurrency
 from bankcore.paths import is_api_request
 
@@ -220,7 +219,7 @@ def _problem_of(exc: Exception) -> tuple[int, str, str, str, dict[str, Any], dic
 
 
 def problem_response(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF's EXCEPTION_HANDLER (via ``bankcore.errors.problem_exception_handler``): any exception
+    """DRF's EXCEPTION_HANDLER (set in ``bankcore.settings.api``): any exception
     of an API view becomes a problem response. Unexpected ones are logged with their traceback and
     answered 500 ``internal_error`` without any detail."""
     request = context.get("request")

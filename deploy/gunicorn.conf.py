@@ -40,15 +40,15 @@ def _project_module(relative_path: str, name: str):  # type: ignore[no-untyped-d
 
 # The project's strict readers (bankcore/env.py): a malformed value stops gunicorn with
 # ImproperlyConfigured naming the variable, and every variable may be given as NAME_FILE.
-# bankcore/logging.py imports audit.masking (a module without Django): the project root must be
+# bankcore/logging.py imports bankcore.masking (a module without Django): the project root must be
 # importable even for a gunicorn started elsewhere (gunicorn itself only adds its working
 # directory, /app in the image).
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 _env = _project_module("bankcore/env.py", "_bankcore_env")
-# The audit file's masking of account numbers (audit/masking.py needs no Django), for access lines.
-_mask_text = _project_module("audit/masking.py", "_bankcore_masking").mask_text
+# The audit file's masking of account numbers (bankcore/masking.py needs no Django), for access lines.
+_mask_text = _project_module("bankcore/masking.py", "_bankcore_masking").mask_text
 
 
 def _cpus() -> int:
