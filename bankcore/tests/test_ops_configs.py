@@ -31,8 +31,8 @@ def env_example_names() -> set[str]:
     return set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
 
 
-def readme() -> str:
-    return (ROOT / "README.md").read_text()
+def operations_doc() -> str:
+    return (ROOT / "docs" / "operations.md").read_text()
 
 
 def require(name: str) -> str:
@@ -158,9 +158,9 @@ def test_every_service_named_exists_and_is_documented():
         for network in spec.get("networks", []):
             assert network in base["networks"]
     assert set(compose("docker-compose.scale.yml")["services"]) <= services
-    text = readme()
+    text = operations_doc()
     for service in services:
-        assert f"`{service}`" in text, f"README does not describe the service {service}"
+        assert f"`{service}`" in text, f"docs/operations.md does not describe the service {service}"
 
 
 def test_every_file_the_compose_files_name_exists():
