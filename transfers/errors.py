@@ -11,6 +11,10 @@ from __future__ import annotations
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
 
+# Defined in the kernel, which opening an account shares; refusals of the engine like the rest.
+from bankcore.idempotency import IdempotencyKeyReused as IdempotencyKeyReused
+from bankcore.idempotency import InvalidIdempotencyKey as InvalidIdempotencyKey
+
 
 class SameAccount(ValidationFailed):
     code = "same_account"
@@ -50,16 +54,6 @@ class LedgerUnavailable(ServiceUnavailable):
 class LedgerBusy(ServiceUnavailable):
     code = "ledger_busy"
     title = "The account is busy; try again"
-
-
-class IdempotencyKeyReused(Conflict):
-    code = "idempotency_key_reused"
-    title = "Idempotency key reused with a different request"
-
-
-class InvalidIdempotencyKey(ValidationFailed):
-    code = "invalid_idempotency_key"
-    title = "Invalid idempotency key"
 
 
 class TransferNotFound(ApplicationError):

@@ -61,6 +61,7 @@ from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
 from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, batching, same_server
 from bankcore.errors import ApplicationError
+from bankcore.idempotency import idempotency_key_clean
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
 from transfers import ledger_sql
@@ -71,7 +72,6 @@ from transfers.errors import (
     DailyLimitExceeded,
     IdempotencyKeyReused,
     InsufficientFunds,
-    InvalidIdempotencyKey,
     InvalidReference,
     LedgerBusy,
     LedgerUnavailable,
@@ -94,7 +94,6 @@ LegState = TransferLeg.State
 Status = Transfer.Status
 
 REFERENCE_MAX_LENGTH = 140
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
 ENTRY_KIND: dict[str, str] = {
     Transfer.Kind.TRANSFER: Entry.Kind.TRANSFER,
     Transfer.Kind.DEPOSIT: Entry.Kind.DEPOSIT,
@@ -228,17 +227,6 @@ def _reference_clean(reference: object) -> str:
     if not text_is_visible(reference):
         raise InvalidReference("The reference contains invisible or control characters.")
     return reference
-
-
-def idempotency_key_clean(key: object) -> str | None:
-    """An idempotency key as every door's requests carry it: None, or 1 to 255 printable ASCII."""
-    if key is None:
-        return None
-    if not isinstance(key, str) or not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise InvalidIdempotencyKey(f"An idempotency key is 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters.")
-    if not key.isascii() or not key.isprintable():
-        raise InvalidIdempotencyKey("An idempotency key is printable ASCII.")
-    return key
 
 
 def _request_hash(**fields: object) -> str:
