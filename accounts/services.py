@@ -28,10 +28,10 @@ from accounts.selectors import account_get, cash_account_get, cash_account_key
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
+from bankcore.faults import fault_point
 from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
 from bankcore.money import currency_parse, money_parse
 from transfers.errors import AmountAboveMaximum
-from transfers.faults import fault_point
 
 HOLDER_MAX_LENGTH = 200
 

@@ -29,7 +29,7 @@ with that *home* leg prepared; the other leg decided, COMMITTED in one commit (t
 debit when the credit is the home leg); the home leg finished with the transfer COMPLETED. The
 rule stays: decided once a leg is COMMITTED; recovery's tombstone goes on the leg never prepared.
 
-A named fault point (``transfers.faults``) sits between every two steps. Whatever a crash leaves
+A named fault point (``bankcore.faults``) sits between every two steps. Whatever a crash leaves
 behind, ``transfers.recovery`` finishes forward (credit leg committed) or voids (undecided past its
 deadline).
 """
@@ -61,6 +61,7 @@ from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
 from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, batching, same_server
 from bankcore.errors import ApplicationError
+from bankcore.faults import fault_point
 from bankcore.idempotency import idempotency_key_clean
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
@@ -82,7 +83,6 @@ from transfers.errors import (
     TransferRefused,
     TransferTimedOut,
 )
-from transfers.faults import fault_point
 from transfers.ledger_sql import LockedAccount, Verdict
 from transfers.models import Transfer, TransferLeg
 
