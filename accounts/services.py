@@ -30,8 +30,7 @@ from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
 from bankcore.faults import fault_point
 from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
-from bankcore.money import currency_parse, money_parse
-from transfers.errors import AmountAboveMaximum
+from bankcore.money import AmountAboveMaximum, currency_parse, money_parse
 
 HOLDER_MAX_LENGTH = 200
 

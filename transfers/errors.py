@@ -11,19 +11,15 @@ from __future__ import annotations
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
 
-# Defined in the kernel, which opening an account shares; refusals of the engine like the rest.
+# Defined in the kernel, as opening an account refuses them too; refusals of the engine all the same.
 from bankcore.idempotency import IdempotencyKeyReused as IdempotencyKeyReused
 from bankcore.idempotency import InvalidIdempotencyKey as InvalidIdempotencyKey
+from bankcore.money import AmountAboveMaximum as AmountAboveMaximum
 
 
 class SameAccount(ValidationFailed):
     code = "same_account"
     title = "Source and destination are the same account"
-
-
-class AmountAboveMaximum(BusinessRuleViolation):
-    code = "amount_above_maximum"
-    title = "Amount above the maximum per transfer"
 
 
 class InsufficientFunds(BusinessRuleViolation):
