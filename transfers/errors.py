@@ -11,15 +11,15 @@ from __future__ import annotations
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
 
+# Defined in the kernel, as opening an account refuses them too; refusals of the engine all the same.
+from bankcore.idempotency import IdempotencyKeyReused as IdempotencyKeyReused
+from bankcore.idempotency import InvalidIdempotencyKey as InvalidIdempotencyKey
+from bankcore.money import AmountAboveMaximum as AmountAboveMaximum
+
 
 class SameAccount(ValidationFailed):
     code = "same_account"
     title = "Source and destination are the same account"
-
-
-class AmountAboveMaximum(BusinessRuleViolation):
-    code = "amount_above_maximum"
-    title = "Amount above the maximum per transfer"
 
 
 class InsufficientFunds(BusinessRuleViolation):
@@ -50,16 +50,6 @@ class LedgerUnavailable(ServiceUnavailable):
 class LedgerBusy(ServiceUnavailable):
     code = "ledger_busy"
     title = "The account is busy; try again"
-
-
-class IdempotencyKeyReused(Conflict):
-    code = "idempotency_key_reused"
-    title = "Idempotency key reused with a different request"
-
-
-class InvalidIdempotencyKey(ValidationFailed):
-    code = "invalid_idempotency_key"
-    title = "Invalid idempotency key"
 
 
 class TransferNotFound(ApplicationError):

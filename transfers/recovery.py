@@ -35,9 +35,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
+from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
 from transfers.errors import TransferTimedOut
-from transfers.faults import fault_point
 from transfers.models import Transfer, TransferLeg
 from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
 

@@ -29,7 +29,7 @@ with that *home* leg prepared; the other leg decided, COMMITTED in one commit (t
 debit when the credit is the home leg); the home leg finished with the transfer COMPLETED. The
 rule stays: decided once a leg is COMMITTED; recovery's tombstone goes on the leg never prepared.
 
-A named fault point (``transfers.faults``) sits between every two steps. Whatever a crash leaves
+A named fault point (``bankcore.faults``) sits between every two steps. Whatever a crash leaves
 behind, ``transfers.recovery`` finishes forward (credit leg committed) or voids (undecided past its
 deadline).
 """
@@ -61,6 +61,8 @@ from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
 from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, batching, same_server
 from bankcore.errors import ApplicationError
+from bankcore.faults import fault_point
+from bankcore.idempotency import idempotency_key_clean
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
 from transfers import ledger_sql
@@ -72,7 +74,6 @@ from transfers.errors import (
     DailyLimitExceeded,
     IdempotencyKeyReused,
     InsufficientFunds,
-    InvalidIdempotencyKey,
     InvalidReference,
     LedgerBusy,
     LedgerUnavailable,
@@ -83,7 +84,6 @@ from transfers.errors import (
     TransferRefused,
     TransferTimedOut,
 )
-from transfers.faults import fault_point
 from transfers.ledger_sql import LockedAccount, Verdict
 from transfers.models import Transfer, TransferLeg
 
@@ -95,7 +95,6 @@ LegState = TransferLeg.State
 Status = Transfer.Status
 
 REFERENCE_MAX_LENGTH = 140
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
 ENTRY_KIND: dict[str, str] = {
     Transfer.Kind.TRANSFER: Entry.Kind.TRANSFER,
     Transfer.Kind.DEPOSIT: Entry.Kind.DEPOSIT,
@@ -229,17 +228,6 @@ def _reference_clean(reference: object) -> str:
     if not text_is_visible(reference):
         raise InvalidReference("The reference contains invisible or control characters.")
     return reference
-
-
-def idempotency_key_clean(key: object) -> str | None:
-    """An idempotency key as every door's requests carry it: None, or 1 to 255 printable ASCII."""
-    if key is None:
-        return None
-    if not isinstance(key, str) or not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise InvalidIdempotencyKey(f"An idempotency key is 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters.")
-    if not key.isascii() or not key.isprintable():
-        raise InvalidIdempotencyKey("An idempotency key is printable ASCII.")
-    return key
 
 
 def _request_hash(**fields: object) -> str:

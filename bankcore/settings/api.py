@@ -1,8 +1,7 @@
 """Partner API settings (DRF, JWT, OpenAPI, throttling).
 
-Imported at the end of ``base``: values come from the environment through ``bankcore.env``
-directly. ``base`` is still being executed when this module runs; the one value taken from it,
-``JWT_SECRET_KEY``, is defined before it imports this module.
+Applied after ``base`` (``bankcore.settings.common``): values come from the environment through
+``bankcore.env`` directly; the one value taken from ``base`` is ``JWT_SECRET_KEY``.
 """
 
 from __future__ import annotations

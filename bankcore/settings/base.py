@@ -1,5 +1,6 @@
-"""Settings shared by every environment. Everything that differs between deployments comes from
-the environment through the strict readers in ``bankcore.env`` (see ``.env.example``)."""
+"""Settings shared by every environment, before the topic modules (``bankcore.settings.common``
+adds them). Everything that differs between deployments comes from the environment through the
+strict readers in ``bankcore.env`` (see ``.env.example``)."""
 
 from __future__ import annotations
 
@@ -292,8 +293,3 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-
-# Topic modules: settings of one capability each, kept apart so they read (and change) alone.
-from bankcore.settings.api import *  # noqa: E402, F403
-from bankcore.settings.backoffice import *  # noqa: E402, F403
-from bankcore.settings.observability import *  # noqa: E402, F403
