@@ -12,7 +12,7 @@ Two kinds of metric:
 - **Events** (counters, the latency histogram) are counted in the process where they happen: a
   gunicorn worker, a Celery worker's pool process. With ``PROMETHEUS_MULTIPROC_DIR`` set,
   prometheus_client keeps them in files there, and /metrics adds up every process's files.
-- **State** (in flight, stuck, last reconciliation, ledgers up, audit chain) is read from the
+- **State** (in flight, stuck, last reconciliation, databases up, audit chain) is read from the
   databases when /metrics is scraped (``StateCollector``), so it is right however many replicas
   and workers run, and costs a few indexed queries per scrape. Each app replica reports the same
   values: dashboards take ``max``, not ``sum``.
@@ -48,6 +48,12 @@ TRANSFER_DURATION = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 RECOVERY_ACTIONS = Counter("bankcore_recovery_actions_total", "Recovery actions taken, by action.", ["action"])
+DB_RECONNECTS = Counter(
+    "bankcore_db_reconnects_total",
+    "Connections opened to replace one to the same database that failed (its server restarted or "
+    "dropped it), by database alias.",
+    ["alias"],
+)
 CELERY_TASKS = Counter(
     "bankcore_celery_tasks_total", "Celery tasks run by this worker, by task name and final state.", ["task", "state"]
 )
@@ -65,6 +71,20 @@ def record_transfer(*, kind: str, outcome: str, cross_ledger: bool, seconds: flo
 def record_recovery(actions: dict[str, int]) -> None:
     for action, count in actions.items():
         RECOVERY_ACTIONS.labels(action=action).inc(count)
+
+
+# This process's own reconnects, for /health (the counter above is summed over processes).
+_reconnects: dict[str, int] = {}
+
+
+def record_reconnect(*, alias: str) -> None:
+    DB_RECONNECTS.labels(alias=alias).inc()
+    _reconnects[alias] = _reconnects.get(alias, 0) + 1
+    logger.info("database %s: reconnected after a failed connection", alias)
+
+
+def reconnects_in_this_process() -> dict[str, int]:
+    return dict(_reconnects)
 
 
 def record_task(*, task: str, state: str) -> None:
@@ -160,10 +180,15 @@ class StateCollector:
         from django.conf import settings
         from django.db import DatabaseError
 
-        up = ledgers_up(settings.LEDGERS)
+        up = ledgers_up(["default", *settings.LEDGERS])
+        yield GaugeMetricFamily(
+            "bankcore_control_plane_up",
+            "1 if the control plane's database answers SELECT 1.",
+            value=float(up["default"]),
+        )
         ledger_up = GaugeMetricFamily("bankcore_ledger_up", "1 if the ledger answers SELECT 1.", labels=["ledger"])
-        for alias, is_up in up.items():
-            ledger_up.add_metric([alias], 1.0 if is_up else 0.0)
+        for alias in settings.LEDGERS:
+            ledger_up.add_metric([alias], 1.0 if up[alias] else 0.0)
         yield ledger_up
 
         for part in (*STATE_PARTS, self._audit):

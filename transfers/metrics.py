@@ -14,6 +14,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from transfers.models import ReconciliationRun, Transfer
 
 
+def transfers_stuck_count() -> int:
+    """Transfers neither completed nor aborted past their deadline (also in ``/health``)."""
+    open_statuses = [Transfer.Status.PENDING, Transfer.Status.COMMITTED]
+    return Transfer.objects.filter(status__in=open_statuses, deadline__lt=timezone.now()).count()
+
+
 def transfers_in_flight() -> Iterator[Metric]:
     """Transfers in flight (count and amount) and stuck past their deadline."""
     open_statuses = [Transfer.Status.PENDING, Transfer.Status.COMMITTED]
@@ -37,7 +43,7 @@ def transfers_in_flight() -> Iterator[Metric]:
         in_flight.add_metric([status], count)
     for currency, total in sorted(amounts.items()):
         amount.add_metric([currency], float(total))
-    stuck = Transfer.objects.filter(status__in=open_statuses, deadline__lt=timezone.now()).count()
+    stuck = transfers_stuck_count()
     yield in_flight
     yield amount
     yield GaugeMetricFamily(

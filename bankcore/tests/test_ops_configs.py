@@ -383,7 +383,7 @@ def test_every_metric_the_alerts_and_dashboard_use_is_exported(client, monkeypat
     import sys
 
     from bankcore.actors import Actor, Channel
-    from bankcore.metrics import exposition, record_recovery, record_task, record_transfer
+    from bankcore.metrics import exposition, record_reconnect, record_recovery, record_task, record_transfer
     from transfers.reconciliation import reconciliation_run
 
     module = type(sys)("bankcore_test_audit_chain_contract")
@@ -394,6 +394,7 @@ def test_every_metric_the_alerts_and_dashboard_use_is_exported(client, monkeypat
     record_transfer(kind="transfer", outcome="completed", cross_ledger=True, seconds=0.01)
     record_recovery({"leg_committed": 0})
     record_task(task="transfers.tasks.recover_transfers", state="success")
+    record_reconnect(alias="db1")
     assert client.get("/health").status_code in {200, 503}
 
     exported = exposition().decode()
