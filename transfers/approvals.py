@@ -30,7 +30,6 @@ from django.utils import timezone
 from accounts.errors import InternalAccount
 from accounts.models import Account
 from accounts.selectors import account_get
-from accounts.services import account_deposit, account_withdraw
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record
 from bankcore.actors import Actor
@@ -46,7 +45,7 @@ from transfers.errors import (
     SameAccount,
 )
 from transfers.models import Approval, Transfer
-from transfers.services import _reference_clean, text_is_visible, transfer_create
+from transfers.services import _reference_clean, text_is_visible, transfer_cash_movement, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -369,12 +368,22 @@ def _movement_execute(
     currency: str | None = None,
 ) -> Transfer:
     if kind == Kind.DEPOSIT:
-        return account_deposit(
-            actor=actor, number=destination_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        return transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.DEPOSIT,
+            number=destination_account,
+            amount=amount,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
     if kind == Kind.WITHDRAWAL:
-        return account_withdraw(
-            actor=actor, number=source_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        return transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.WITHDRAWAL,
+            number=source_account,
+            amount=amount,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
     return transfer_create(
         actor=actor,
