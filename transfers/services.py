@@ -65,6 +65,7 @@ from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
 from transfers import ledger_sql
 from transfers.errors import (
+    NOT_AN_OUTCOME,
     RECORDED_REFUSALS,
     AmountAboveMaximum,
     CurrencyMismatch,
@@ -260,6 +261,27 @@ def _replay(existing: Transfer, request_hash: str) -> Transfer:
     return existing
 
 
+def _key_release(existing: Transfer, request_hash: str) -> bool:
+    """An outage is not an outcome: when the transfer holding a key was aborted for a reason of the
+    moment (``NOT_AN_OUTCOME``: a server down, a lock given up on, its deadline missed), nothing was
+    moved, and the same request retried under the key is carried out as a new transfer. The
+    aborted one gives the key up (a conditional update: of two retries racing, one insert takes the
+    key, the other replays it). False — replay it — for anything else: a refusal, a transfer that
+    moved money or may still, another request's key."""
+    if (
+        existing.request_hash != request_hash
+        or existing.status != Status.ABORTED
+        or existing.failure_code not in NOT_AN_OUTCOME
+    ):
+        return False
+    released = Transfer.objects.filter(
+        pk=existing.pk, status=Status.ABORTED, idempotency_key=existing.idempotency_key
+    ).update(idempotency_key=None)
+    if released:
+        logger.info("transfer %s (%s): idempotency key released for a retry", existing.id, existing.failure_code)
+    return True
+
+
 def _transfer_submit(
     *,
     actor: Actor,
@@ -297,7 +319,7 @@ def _transfer_submit(
         # A reversal checks its original before inserting; a replay must answer before that check
         # (which a completed reversal would fail). Other kinds find a replay by the unique key.
         existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
-        if existing is not None:
+        if existing is not None and not _key_release(existing, request_hash):
             return _replay(existing, request_hash)
     if currency is None:
         currency = account_get(number=src.number).currency
@@ -334,10 +356,26 @@ def _transfer_submit(
     home = _home_leg(transfer)
     started = time.monotonic()
     try:
-        if home is None:
-            atomic_with_retry("default", accept)
+        for _attempt in range(3):
+            # What an attempt that lost the key to another request left on the transfer is undone.
+            transfer.status, transfer.committed_at, transfer.finished_at = Status.PENDING, None, None
+            transfer.failure_code, transfer.failure_detail = "", ""
+            try:
+                if home is None:
+                    atomic_with_retry("default", accept)
+                else:
+                    _accept_at_home(transfer, actor, accept, home)
+                break
+            except IntegrityError:
+                if key is None:
+                    raise
+                # The key is taken: the winner's transfer is the answer — unless it was aborted
+                # by an outage, which gives the key up to this request (``_key_release``).
+                existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
+                if existing is not None and not _key_release(existing, request_hash):
+                    return _replay(existing, request_hash)
         else:
-            _accept_at_home(transfer, actor, accept, home)
+            raise LedgerBusy("Other requests with this idempotency key are being made; try again.")
     except CommitOutcomeUnknown:
         logger.warning("transfer %s: the control plane's server failed while committing the accept", transfer.id)
         # Recorded or not is unknown: a local transfer at home may even be COMPLETED, a cross-ledger
@@ -350,11 +388,6 @@ def _transfer_submit(
     except OperationalError:
         logger.warning("transfer: control-plane database failed at accept")
         raise LedgerUnavailable("The control-plane database did not answer; nothing was moved.") from None
-    except IntegrityError:
-        if key is None:
-            raise
-        # Lost a race on the same key: the winner's transfer is the answer.
-        return _replay(Transfer.objects.get(client_id=client_id, idempotency_key=key), request_hash)
 
     try:
         if transfer.is_final:

@@ -20,6 +20,11 @@ moment ago, and a server that went away in that moment is found by the query its
 be in the moment between a ping and the query. An error marks the connection, and Django's own
 check at the end of the request closes it if it no longer answers. Idle connections, where a
 server restart or a ``wait_timeout`` may have dropped them, are pinged as before.
+
+``bankcore.db.server_transaction`` sends its transactions on the raw driver connection, past the
+cursor where Django runs that check: it asks for the same check before each transaction
+(``ensure_usable_connection``), so that a connection left dead by a server restart is replaced
+before a batch that carries a COMMIT is sent on it (whose failure would be an unknown outcome).
 """
 
 import time
@@ -52,6 +57,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
+
+    def ensure_usable_connection(self) -> None:
+        """Connected, and — unless it answered a moment ago without an error since — the
+        connection answers a ping; one that does not is closed and a new one opened."""
+        self.health_check_done = False
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+
+    def mark_answered(self) -> None:
+        """The server answered a round trip the raw path sent (``bankcore.db._send``)."""
+        self._used_at = time.monotonic()
 
     def get_connection_params(self):  # type: ignore[no-untyped-def]
         params = super().get_connection_params()

@@ -219,6 +219,22 @@ CELERY_TIMEZONE = "Asia/Shanghai"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Redis restarting must not need a worker or beat restart: connect at start-up even if Redis comes
+# up later, reconnect for as long as it takes, find a half-open socket by keepalive and a periodic
+# PING instead of waiting on it forever. Database connections: Celery's Django fix-up closes
+# every connection before and after each task, and the beat scheduler drops unusable ones before
+# each tick (django_celery_beat's close_old_connections), so a restarted ledger server is reached
+# again by the next task.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+}
 RECOVERY_INTERVAL_SECONDS = env_int("RECOVERY_INTERVAL_SECONDS", 5, minimum=1)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 300, minimum=10)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
