@@ -234,8 +234,8 @@ def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, comm
 
 def _literals(db: Any, args: Sequence[Any]) -> tuple[bytes, ...]:
     """The SQL literals MySQLdb's ``Connection.literal`` makes of the hot path's parameter types,
-    without its generic dispatch (a transfer binds ~110 parameters; that dispatch was a tenth of
-    the client's CPU). Anything else goes to ``literal`` itself. The connection speaks utf8mb4."""
+    without its generic dispatch, which is costly on the hot path: a transfer binds about 110
+    parameters (docs/performance.md). Anything else goes to ``literal`` itself. The connection speaks utf8mb4."""
     string_literal, literal = db.string_literal, db.literal
     out = []
     for arg in args:
@@ -305,8 +305,8 @@ def execute_all(using: str, statements: Sequence[Statement]) -> list[Result]:
     ``using`` in order, ``%s`` placeholders, and return their results. Inside
     ``server_transaction`` they go in one round trip, with whatever was deferred before them, on
     the transaction's raw MySQLdb cursor (Django's error translation kept, its cursor layers
-    skipped: those cost ~50 µs of CPU per statement here, more than the statement's own client
-    work). Elsewhere (SQLite, a Django ``atomic`` block, autocommit) one Django cursor runs them."""
+    skipped: they cost more CPU than the statement's own client work; docs/performance.md).
+    Elsewhere (SQLite, a Django ``atomic`` block, autocommit) one Django cursor runs them."""
     state = _open().get(using)
     if state is not None:
         return _send(state, statements)

@@ -1,4 +1,9 @@
-"""``GET /health``: is every database and Redis answering? 200 if so, 503 naming what is down."""
+"""``GET /health``: is every database and Redis answering? 200 if so, 503 naming what is down.
+
+Also, for an operator (not part of the verdict, which load balancers act on): how many times this
+process reconnected to each database after a connection failed, and how many transfers are past
+their deadline without being final (recovery finishes them within RECOVERY_INTERVAL_SECONDS; more
+than that means recovery is not running or a ledger is down)."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import time
 from django.conf import settings
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
+
+from bankcore.metrics import reconnects_in_this_process
 
 
 def _check_database(alias: str) -> dict[str, object]:
@@ -17,8 +24,25 @@ def _check_database(alias: str) -> dict[str, object]:
             cursor.fetchone()
     except Exception as exc:  # any failure means "down" here; the detail helps the operator
         connections[alias].close_if_unusable_or_obsolete()
-        return {"status": "down", "error": exc.__class__.__name__}
-    return {"status": "up", "ms": round((time.monotonic() - started) * 1000, 1)}
+        check: dict[str, object] = {"status": "down", "error": exc.__class__.__name__}
+    else:
+        check = {"status": "up", "ms": round((time.monotonic() - started) * 1000, 1)}
+    check["reconnects"] = reconnects_in_this_process().get(alias, 0)
+    return check
+
+
+def _transfers_stuck() -> int | None:
+    from django.db import DatabaseError
+    from django.utils import timezone
+
+    from transfers.models import Transfer
+
+    try:
+        return Transfer.objects.filter(
+            status__in=[Transfer.Status.PENDING, Transfer.Status.COMMITTED], deadline__lt=timezone.now()
+        ).count()
+    except DatabaseError:
+        return None  # the control plane is down, which its check says
 
 
 def _check_redis() -> dict[str, object]:
@@ -45,5 +69,5 @@ def health(request: HttpRequest) -> JsonResponse:
     if settings.REDIS_HOST:
         checks["redis"] = _check_redis()
     down = sorted(name for name, check in checks.items() if check["status"] != "up")
-    body = {"status": "down" if down else "ok", "down": down, "checks": checks}
+    body = {"status": "down" if down else "ok", "down": down, "checks": checks, "transfers_stuck": _transfers_stuck()}
     return JsonResponse(body, status=503 if down else 200)

@@ -1,8 +1,8 @@
 """The transfer engine: the one way money moves (API, admin, commands and tasks all call here).
 
-Inside one ledger a transfer is one local atomic block. Across ledgers it follows the two-phase
-protocol of DESIGN.md with each ledger's recovery table (``TransferLeg``), with the decision merged
-into the credit leg's commit (DESIGN.md allows merging steps):
+Inside one ledger a transfer is one local atomic block. Across ledgers it follows a two-phase
+protocol with each ledger's recovery table (``TransferLeg``), the decision merged into the credit
+leg's commit (docs/architecture.md):
 
 1. accept     — validate, claim the idempotency key, store the transfer PENDING (``default``)
 2. prepare    — the debit leg, one atomic block in the source ledger: lock the account, check it,
@@ -19,8 +19,8 @@ So: a transfer is decided if and only if its credit leg is COMMITTED in the dest
 (for a local transfer, too: both legs commit in one block). The control plane's COMMITTED status is
 only a hint, written when finishing had to be left to recovery.
 
-Five durable commits instead of seven (accept, prepare, decide, finish, complete), and the
-refusals found in the source ledger (funds, limit, frozen source) never touch the destination.
+Five durable commits (accept, prepare, decide, finish, complete), and the refusals found in the
+source ledger (funds, limit, frozen source) never touch the destination.
 
 When one of the two ledgers is a database on the control plane's own server (the designed
 topology: DB1 holds ``bank_core`` too), the steps on that server share transactions and a

@@ -1,5 +1,5 @@
-"""Django's MySQL backend, with one fix for servers that die mid-query, and multi-statement queries
-on.
+"""Django's MySQL backend, with one fix for servers that die mid-query, multi-statement queries
+on, and reconnects counted (``bankcore_db_reconnects_total``).
 
 ``bankcore.db.server_transaction`` sends a transaction's statements in as few round trips as it
 can, as one multi-statement query each, which the client must ask for (CLIENT.MULTI_STATEMENTS).
@@ -33,6 +33,8 @@ import MySQLdb
 from django.db.backends.mysql import base
 from MySQLdb.constants import CLIENT
 
+from bankcore.metrics import record_reconnect
+
 
 class CursorWrapper(base.CursorWrapper):
     def close(self) -> None:
@@ -47,6 +49,24 @@ HEALTH_CHECK_AFTER_IDLE = 1.0
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _used_at = float("-inf")
+    _lost = False  # the last connection failed: the next one opened is a reconnect
+
+    def connect(self) -> None:
+        super().connect()
+        if self._lost:
+            self._lost = False
+            record_reconnect(alias=self.alias)
+
+    def is_usable(self) -> bool:
+        usable: bool = super().is_usable()
+        self._lost = self._lost or not usable
+        return usable
+
+    def close(self) -> None:
+        # A connection closed after an error (by Django's request-boundary check, or by
+        # bankcore.db on a lost connection) is replaced, not retired.
+        self._lost = self._lost or (self.connection is not None and self.errors_occurred)
+        super().close()
 
     def close_if_health_check_failed(self) -> None:
         if (

@@ -55,7 +55,7 @@ REST_FRAMEWORK = {
     # nginx appends the client's address to X-Forwarded-For; trust exactly that many hops so a
     # client cannot pick its own throttle bucket with a forged header.
     "NUM_PROXIES": env_int("API_NUM_PROXIES", 1, minimum=0, maximum=5),
-    "EXCEPTION_HANDLER": "bankcore.errors.problem_exception_handler",
+    "EXCEPTION_HANDLER": "bankcore.api_errors.problem_response",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
 }
