@@ -55,6 +55,7 @@ from bankcore.testing.chaos import (  # noqa: E402
     percentile,
     requests_check,
     server_errors,
+    settle_time,
     stop_and_continue,
     transfers_unfinished,
 )
@@ -179,6 +180,7 @@ def main() -> None:
         faults: list[Fault] = []
         heals: dict[str, list[float]] = defaultdict(list)
         unhealed: list[str] = []
+        settle_times: list[float] = []
         late_total = 0
         left: list[str] = []
         crashes = armed()
@@ -202,14 +204,13 @@ def main() -> None:
             faults.append(fault)
             if choice != "kill redis":
                 crashes = armed()
-            time.sleep(max(0.0, fault.back + settle - time.monotonic()))
-            connections.close_all()
-            pending = transfers_unfinished(created_before=fault.back_at)
+            settled, pending = settle_time(fault, bound=settle)
+            if settled is not None:
+                settle_times.append(settled)
             new = [what for what in pending if what not in left]
             left += new
-            # the load carries on until the next fault, a calm of random length
-            calm = rng.uniform(2, 10)
-            time.sleep(calm)
+            # the load carries on until the next fault, after a calm of random length
+            time.sleep(max(0.0, fault.back + HEAL_BOUND + rng.uniform(2, 10) - time.monotonic()))
             attempts = load.attempts()
             healed = heal_time(fault, attempts)
             late = late_failures(fault, attempts, until=time.monotonic())
@@ -222,7 +223,8 @@ def main() -> None:
             print(
                 f"[{(time.monotonic() - started) / 60:5.1f} min] fault {len(faults)}: {fault.name}, away "
                 f"{fault.back - fault.injected:.1f} s; healed in {'-' if healed is None else f'{healed:.2f} s'}; "
-                f"5xx/unanswered {during}; late failures {len(late)}; left pending past the bound {len(new)}; "
+                f"5xx/unanswered {during}; late failures {len(late)}; its pending settled in "
+                f"{'-' if settled is None else f'{settled:.2f} s'} ({len(new)} left past the bound); "
                 f"{len(attempts)} requests so far",
                 flush=True,
             )
@@ -264,6 +266,11 @@ def main() -> None:
             )
             for name, values in sorted(heals.items()):
                 print(f"  {name}: p50 {statistics.median(values):.2f} s, max {max(values):.2f} s ({len(values)})")
+        if settle_times:
+            print(
+                f"pending settled (server answering again -> nothing left of what its outage left pending): p50 "
+                f"{statistics.median(settle_times):.2f} s, max {max(settle_times):.2f} s over {len(settle_times)} faults"
+            )
         print(
             f"left pending past TRANSACTION_TIMEOUT + RECOVERY_INTERVAL_SECONDS (+{SLACK:g} s) after a return: "
             f"{len(left)}; after the load stopped: {len(after_load)}"

@@ -373,6 +373,27 @@ def transfers_unfinished(*, created_before: datetime) -> list[str]:
     return found
 
 
+def settle_time(fault: Fault, *, bound: float, poll: float = 0.25) -> tuple[float | None, list[str]]:
+    """Seconds from the server answering again until nothing is left of what the outage left
+    pending (``transfers_unfinished`` of before its return), read every ``poll`` seconds; or None
+    and what is left, once ``bound`` seconds have passed. Reads on the caller's own connections,
+    which the fault may have broken: those are closed and opened again."""
+    from django.db import DatabaseError, connections
+
+    while True:
+        try:
+            left = transfers_unfinished(created_before=fault.back_at)
+        except DatabaseError as error:
+            connections.close_all()
+            left = [f"the books could not be read: {error}"]
+        else:
+            if not left:
+                return time.monotonic() - fault.back, []
+        if time.monotonic() > fault.back + bound:
+            return None, left
+        time.sleep(poll)
+
+
 @dataclass
 class Books:
     """Every account of every ledger: Σ posted, the pending counters, the overdrawn ones."""

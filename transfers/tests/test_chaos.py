@@ -40,6 +40,7 @@ from bankcore.testing.chaos import (
     outcomes,
     requests_check,
     server_errors,
+    settle_time,
     stop_and_continue,
     transfers_unfinished,
 )
@@ -58,6 +59,7 @@ LOCK_WAIT_TIMEOUT = 5  # MYSQL_LOCK_WAIT_TIMEOUT's default, which the app's conn
 # A recovery pass's own time and this test's reading of the books, on a busy two-CPU machine.
 SLACK = 2.0
 SETTLE = TRANSACTION_TIMEOUT + RECOVERY_INTERVAL + SLACK
+WATCH = 2.0
 OPENING = Decimal("50000.00")
 PASSWORD = "pw-chaos-partner"
 
@@ -129,14 +131,6 @@ def app(tmp_path):  # type: ignore[no-untyped-def]
         app.stack.stop()
 
 
-def _settled(fault: Fault) -> list[str]:
-    """What the outage left pending, once its bound has passed (read on this test's own
-    connections, which the faults broke too)."""
-    time.sleep(max(0.0, fault.back + SETTLE - time.monotonic()))
-    connections.close_all()
-    return [f"{fault.name}: {what}" for what in transfers_unfinished(created_before=fault.back_at)]
-
-
 def _armed(source: str, destination: str) -> list[ArmedCrash]:
     """Two coordinators to die just before a fault: one leaves its transfer PENDING with the debit
     prepared (voided once its deadline is past), the other with its credit leg decided COMMITTED
@@ -172,6 +166,7 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
     faults: list[Fault] = []
     pending: list[str] = []  # each thing left pending, under the first fault it outlived
     seen: set[str] = set()
+    settle_times: list[float | None] = []
     armed = _armed(crash_source, crash_destination)
     try:
         time.sleep(1.5)
@@ -186,8 +181,12 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
             faults.append(inject())
             # ready by the next fault: Django's set-up takes seconds on a busy machine
             armed = _armed(crash_source, crash_destination)
-            pending += [what for what in _settled(faults[-1]) if what.split(": ", 1)[1] not in seen]
-            seen.update(what.split(": ", 1)[1] for what in pending)
+            settled, left = settle_time(faults[-1], bound=SETTLE)
+            settle_times.append(settled)
+            pending += [f"{faults[-1].name}: {what}, {SETTLE:g}s after its return" for what in left if what not in seen]
+            seen.update(left)
+            # requests made HEAL_BOUND seconds after the return are watched for a while
+            time.sleep(max(0.0, faults[-1].back + HEAL_BOUND + WATCH - time.monotonic()))
     finally:
         for crash in armed:
             crash.cancel()
@@ -208,12 +207,13 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
         f"answers: {outcomes(attempts)}",
     ]
     problems: list[str] = []
-    for index, fault in enumerate(faults):
+    for index, (fault, settled) in enumerate(zip(faults, settle_times, strict=True)):
         until = faults[index + 1].injected if index + 1 < len(faults) else ended
         healed = heal_time(fault, attempts)
         late = late_failures(fault, attempts, until=until)
         report.append(
-            f"{fault.name}: healed in {'-' if healed is None else f'{healed:.2f}s'}, {len(late)} late failures"
+            f"{fault.name}: healed in {'-' if healed is None else f'{healed:.2f}s'}, {len(late)} late failures, "
+            f"what it left pending settled in {'-' if settled is None else f'{settled:.2f}s'}"
         )
         if healed is None or healed > HEAL_BOUND:
             problems.append(f"{fault.name}: no request succeeded within {HEAL_BOUND:g}s of its return")
