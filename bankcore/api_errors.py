@@ -505,7 +505,7 @@ COMMON_PROBLEMS: dict[int, list[str]] = {
     406: ["not_acceptable"],
     429: ["throttled"],
     500: ["internal_error"],
-    503: ["ledger_unavailable", "ledger_busy", "throttle_unavailable"],
+    503: ["ledger_unavailable", "ledger_busy"],
 }
 BODY_PROBLEMS: dict[int, list[str]] = {
     400: ["malformed_json", "unknown_field"],

@@ -201,14 +201,28 @@ def _redis_url(db: int) -> str:
 
 
 if REDIS_HOST:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": _redis_url(REDIS_DB),
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+                # A pooled connection that a Redis restart left dead is retried once on a new one,
+                # not failed: every command here (the throttle's count, sessions) may run twice.
+                "CONNECTION_POOL_KWARGS": {"retry_on_error": [_RedisConnectionError]},
+            },
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    # Redis down: a cache read answers "nothing there" and a write is dropped (logged), instead
+    # of a 500. A back-office session then reads as none (the teller is sent to the login page);
+    # the partner API keeps working (bankcore.api_throttling counts in-process meanwhile).
+    # docs/operations.md, "When Redis is down".
+    DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
     CELERY_BROKER_URL = _redis_url(REDIS_DB)
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
