@@ -156,12 +156,13 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
     app.start()
     workers = app.workers()
     token = app.token()
-    load = PartnerLoad(url=app.url, token=lambda: token, accounts=accounts, clients=4, rate=25, give_up_after=45)
+    load = PartnerLoad(url=app.url, token=lambda: token, accounts=accounts, clients=4, rate=15, give_up_after=45)
     control_plane, ledger_only = ledger_servers()
     redis = redis_server()
     assert redis is not None
 
     # when the servers fail, one after another, under load
+    began = time.monotonic()
     load.start()
     faults: list[Fault] = []
     pending: list[str] = []  # each thing left pending, under the first fault it outlived
@@ -212,7 +213,8 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
         healed = heal_time(fault, attempts)
         late = late_failures(fault, attempts, until=until)
         report.append(
-            f"{fault.name}: healed in {'-' if healed is None else f'{healed:.2f}s'}, {len(late)} late failures, "
+            f"{fault.name} at {fault.injected - began:.1f}s, away {fault.back - fault.injected:.1f}s: healed in "
+            f"{'-' if healed is None else f'{healed:.2f}s'}, {len(late)} late failures, "
             f"what it left pending settled in {'-' if settled is None else f'{settled:.2f}s'}"
         )
         if healed is None or healed > HEAL_BOUND:
