@@ -11,6 +11,9 @@ request made after that which succeeded) and the requests that failed although t
 ``HEAL_BOUND`` seconds or more after the server's return. What is checked at rest: every key
 answered without a 5xx in the end, each key one transfer, every acknowledged transfer final as
 answered, the balances explained by the completed transfers, nothing pending.
+
+The checks read the apps' models, imported inside the functions: this module is loaded before
+Django is set up (by the benchmark), and ``bankcore`` imports no app at import time.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ class Request:
 
 class PartnerLoad:
     """``clients`` threads, each making one request after another (a new key once the last one has
-    its answer) from ``sources`` to an account of another ledger. ``rate`` bounds the requests per
+    its answer) from one of ``accounts`` (by ledger; all linked to the partner whose ``token`` is
+    sent) to one of another ledger. ``rate`` bounds the requests per
     second of all clients together (first attempts only); retries wait ``retry_pause``. A key
     retried for ``give_up_after`` seconds without an answer is given up (and reported)."""
 
@@ -269,8 +273,11 @@ class ArmedCrash:
         from transfers.faults import FAULT_EXIT_CODE
 
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it died before it was fired: its exit status and output say why
+            pass
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
