@@ -12,8 +12,8 @@ request made after that which succeeded) and the requests that failed although t
 answered without a 5xx in the end, each key one transfer, every acknowledged transfer final as
 answered, the balances explained by the completed transfers, nothing pending.
 
-The checks read the apps' models, imported inside the functions: this module is loaded before
-Django is set up (by the benchmark), and ``bankcore`` imports no app at import time.
+Test support, so it may read the apps' models; it imports them inside the functions, since the
+benchmark loads this module before Django is set up.
 """
 
 from __future__ import annotations
