@@ -32,7 +32,8 @@ def env_example_names() -> set[str]:
 
 
 def readme() -> str:
-    return (ROOT / "README.md").read_text()
+    """The operator's documentation: README.md and docs/*.md."""
+    return "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 
 
 def require(name: str) -> str:
@@ -160,7 +161,7 @@ def test_every_service_named_exists_and_is_documented():
     assert set(compose("docker-compose.scale.yml")["services"]) <= services
     text = readme()
     for service in services:
-        assert f"`{service}`" in text, f"README does not describe the service {service}"
+        assert f"`{service}`" in text, f"neither README nor docs/ describe the service {service}"
 
 
 def test_every_file_the_compose_files_name_exists():
