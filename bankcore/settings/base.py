@@ -230,7 +230,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "transfers.tasks.reconcile_ledgers",
         "schedule": float(RECONCILE_INTERVAL_SECONDS),
     },
+    # Beat's liveness, exported on /metrics (bankcore.heartbeat).
+    "beat-heartbeat": {
+        "task": "bankcore.heartbeat.beat_heartbeat",
+        "schedule": float(env_int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 30, minimum=5)),
+    },
 }
+# Task modules outside the installed apps' tasks.py.
+CELERY_IMPORTS = ["bankcore.heartbeat"]
 
 # --- Money rules (seed §5.1) -------------------------------------------------------------------
 MAX_TRANSFER_AMOUNT = env_decimal("MAX_TRANSFER_AMOUNT", "50000.00")
