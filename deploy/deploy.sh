@@ -19,7 +19,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SECRET_VARS=(SECRET_KEY JWT_SECRET_KEY AUDIT_CHAIN_KEY MYSQL_ROOT_PASSWORD DB1_PASSWORD DB2_PASSWORD
-    REDIS_PASSWORD MYSQL_EXPORTER_PASSWORD GRAFANA_ADMIN_PASSWORD)
+    REDIS_PASSWORD MYSQL_EXPORTER_PASSWORD GRAFANA_ADMIN_PASSWORD ELASTIC_PASSWORD KIBANA_SYSTEM_PASSWORD)
 SSL_DIR="deploy/nginx/ssl"
 BUILD=1
 HOST=""
@@ -120,8 +120,16 @@ is_secret() {
 }
 
 write_env() {
+    local name
     if [[ -f .env ]]; then
         log ".env exists: keeping it (delete it yourself to regenerate secrets)"
+        # A secret this version introduced (ELASTIC_PASSWORD …) is added; none is ever replaced.
+        for name in "${SECRET_VARS[@]}"; do
+            if [[ -z $(env_value "$name") ]]; then
+                env_file_set "$name" "$(openssl rand -hex 32)"
+                log "Added the new secret $name to .env"
+            fi
+        done
         return
     fi
     [[ -f .env.example ]] || die ".env.example not found in $ROOT"
