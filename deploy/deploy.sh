@@ -300,10 +300,11 @@ check_https() {
 }
 
 print_urls() {
-    local https_port grafana_port prometheus_port app_url
+    local https_port grafana_port prometheus_port alertmanager_port app_url
     https_port=$(env_value HTTPS_PORT 443)
     grafana_port=$(env_value GRAFANA_PORT 3000)
     prometheus_port=$(env_value PROMETHEUS_PORT 9090)
+    alertmanager_port=$(env_value ALERTMANAGER_PORT 9093)
     app_url="https://$(env_value SERVER_NAME localhost)"
     [[ $https_port == 443 ]] || app_url="${app_url}:${https_port}"
     cat <<URLS
@@ -312,6 +313,8 @@ print_urls() {
   Application (admin at /admin/):  ${app_url}
   Grafana (loopback only):         http://localhost:${grafana_port}  (user $(env_value GRAFANA_ADMIN_USER admin), password GRAFANA_ADMIN_PASSWORD in .env)
   Prometheus (loopback only):      http://localhost:${prometheus_port}
+  Alertmanager (loopback only):    http://localhost:${alertmanager_port}  (receivers: ALERT_EMAIL_TO / ALERT_WEBHOOK_URL in .env)
+  Log aggregation (optional):      docker compose --profile logging up -d  (Kibana on 127.0.0.1:5601)
 
   First staff (in a role; a superuser is not a teller):
       docker compose exec banking-app python manage.py create_staff alice --role teller
@@ -373,7 +376,7 @@ main() {
 
     log "Starting every service"
     docker compose up -d
-    wait_healthy banking-app celery-worker nginx prometheus
+    wait_healthy banking-app celery-worker nginx prometheus alertmanager
     check_https
     if ((INSTALL_BACKUP_TIMER)); then
         install_backup_timer
