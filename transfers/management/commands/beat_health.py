@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
         last = beat_heartbeat_last()
         if last is None:
-            raise CommandError("no beat heartbeat recorded yet")
+            raise CommandError("no beat heartbeat recorded yet (beat never ran one, or Redis is unreachable)")
         age = time.time() - last
         if age > options["max_age"]:
             raise CommandError(f"the last beat heartbeat ran {age:.0f}s ago (more than {options['max_age']}s)")
