@@ -12,7 +12,12 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from accounts.api import AccountDetailApi, AccountEntriesApi, AccountListApi
-from bankcore.api_auth import PartnerTokenObtainPairSerializer, PartnerTokenRefreshSerializer
+from bankcore.api_auth import (
+    PartnerTokenObtainPairSerializer,
+    PartnerTokenRefreshSerializer,
+    TokenPairOutput,
+    TokenRefreshOutput,
+)
 from bankcore.api_errors import api_not_found, problems
 from bankcore.api_throttling import AnonymousRateThrottle
 from transfers.api import TransferDetailApi, TransferListCreateApi, TransferReverseApi
@@ -21,6 +26,8 @@ from transfers.api import TransferDetailApi, TransferListCreateApi, TransferReve
 @extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_create",
+        request=PartnerTokenObtainPairSerializer,
+        responses={200: TokenPairOutput},
         extensions=problems({401: ["invalid_credentials"]}),
         description="A short-lived access token and a refresh token for a username and password.",
     )
@@ -33,6 +40,8 @@ class TokenApi(TokenObtainPairView):
 @extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_refresh",
+        request=PartnerTokenRefreshSerializer,
+        responses={200: TokenRefreshOutput},
         description="A new access token for a valid refresh token.",
     )
 )

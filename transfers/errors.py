@@ -12,7 +12,10 @@ from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, Inter
 from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
 
 
-class SameAccount(ValidationFailed):
+class SameAccount(BusinessRuleViolation):
+    """Well-formed, each field valid, but a transfer needs two accounts (422, as the schema cannot
+    state that two fields differ)."""
+
     code = "same_account"
     title = "Source and destination are the same account"
 
