@@ -33,6 +33,7 @@ from bankcore.testing.native import ROOT, Stack, http
 from bankcore.testing.plugin import ledger_servers, redis_server
 from bankcore.testing.servers import free_port
 from conftest import api_user, balances, run_manage, subprocess_env
+from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]
 
@@ -129,29 +130,26 @@ def _dictionary(values: list[str]) -> str:
     return "values = [" + ", ".join(json.dumps(value) for value in values) + "]"
 
 
-def test_schemathesis_finds_no_failure_and_no_warning(live, make_account, api_throttle_reset, tmp_path):
-    # given: a partner with two accounts (one per ledger), an outsider's account, and transfers
-    # the partner may reverse (each once: enough that every phase finds one not yet reversed)
-    a1 = make_account("db1", "50000.00", holder="Contract one")
-    a2 = make_account("db2", "50000.00", holder="Contract two")
-    c2 = make_account("db2", "0.00", holder="Contract outsider")
+def test_schemathesis_finds_no_failure_and_no_warning(live, make_account, actor, api_throttle_reset, tmp_path):
+    # given: a partner with two accounts (one per ledger), funded by an outsider's account, and
+    # transfers into them the partner may reverse (each once: enough that every phase finds one not
+    # yet reversed). Every transfer the partner sees stays reversible while its funds are there.
+    a1 = make_account("db1", "0.00", holder="Contract one")
+    a2 = make_account("db2", "0.00", holder="Contract two")
+    c2 = make_account("db2", "50000.00", holder="Contract outsider")
+    for account in (a1, a2):
+        transfer_create(actor=actor, source_account=c2.number, destination_account=account.number, amount="20000.00")
+    made = [
+        str(transfer_create(actor=actor, source_account=c2.number, destination_account=a2.number, amount="1.00").id)
+        for _ in range(SEED_TRANSFERS)
+    ]
     partner("contract-partner", a1.number, a2.number)
     tokens = [live.login("contract-partner") for _ in range(3)]
-    made = []
-    for index in range(SEED_TRANSFERS):
-        answer = live.call(
-            "POST",
-            "/api/v1/transfers/",
-            token=tokens[0]["access"],
-            body={"source_account": a1.number, "destination_account": a2.number, "amount": "1.00"},
-            headers={"Idempotency-Key": f"contract-seed-{index}"},
-        )
-        assert answer.status == 201, answer.body
-        made.append(answer.json()["id"])
 
-    # Known values, drawn half the time in place of generated ones, so that valid requests reach
-    # real accounts and transfers (a made-up number is a 404) and the stateful phase has
-    # transfers to follow: create, then read or reverse.
+    # Known values, drawn in place of generated ones, so that valid requests reach real accounts
+    # (a made-up number is a 404): half the time, and a transfer id always one of the seeds, which
+    # the partner may reverse. The stateful phase follows the links of the transfers it makes:
+    # create, then read or reverse.
     config = tmp_path / "schemathesis.toml"
     config.write_text(
         textwrap.dedent(
@@ -188,7 +186,7 @@ def test_schemathesis_finds_no_failure_and_no_warning(live, make_account, api_th
             "body.password" = {{ dictionary = "password", probability = 0.5 }}
             "body.refresh" = {{ dictionary = "refresh", probability = 0.5 }}
             "path.number" = {{ dictionary = "own", probability = 0.5 }}
-            "path.transfer_id" = {{ dictionary = "transfer", probability = 0.5 }}
+            "path.transfer_id" = {{ dictionary = "transfer", probability = 1.0 }}
             "query.account" = {{ dictionary = "own", probability = 0.5 }}
             """
         )
