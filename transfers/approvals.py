@@ -37,10 +37,11 @@ from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record, audit_refusal_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from bankcore.idempotency import idempotency_key_clean
 from bankcore.money import money_parse
 from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
 from transfers.models import Approval, Transfer
-from transfers.services import _reference_clean, idempotency_key_clean, text_is_visible, transfer_create
+from transfers.services import _reference_clean, text_is_visible, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
