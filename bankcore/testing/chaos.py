@@ -270,7 +270,7 @@ class ArmedCrash:
         )
 
     def fire(self, timeout: float = 60.0) -> None:
-        from transfers.faults import FAULT_EXIT_CODE
+        from bankcore.faults import FAULT_EXIT_CODE
 
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
