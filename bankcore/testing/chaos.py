@@ -253,7 +253,7 @@ def stop_and_continue(server: Server, *, target: str, seconds: float) -> Fault:
 class ArmedCrash:
     """A coordinator that will die mid-transfer: a process of its own that sets Django up, waits
     for ``fire()``, then makes one transfer and exits hard at the fault point ``at``
-    (``transfers.faults``; ``env`` must switch fault points on). Fired just before a fault, it
+    (``bankcore.faults``; ``env`` must switch fault points on). Fired just before a fault, it
     leaves a transfer that only the recovery loop can finish, and whose grace or deadline runs out
     while the server is away: proof that the loop works again after the server's return."""
 
