@@ -370,8 +370,8 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if isinstance(outcome, Approval):
             messages.warning(
                 request,
-                f"{label} of {outcome.amount} {outcome.currency} is above the approval threshold of "
-                f"{settings.APPROVAL_THRESHOLD}: it waits for a supervisor's approval (request #{outcome.pk}).",
+                f"{label} of {outcome.amount} {outcome.currency} waits for a supervisor's approval "
+                f"(request #{outcome.pk}): {outcome.why}.",
             )
         else:
             messages.success(

@@ -181,8 +181,8 @@ class TransferAdmin(ReadOnlyAdmin):
                 if isinstance(outcome, Approval):
                     messages.warning(
                         request,
-                        f"Transfer of {outcome.amount} {outcome.currency} is above the approval threshold of "
-                        f"{settings.APPROVAL_THRESHOLD}: it waits for a supervisor's approval (request #{outcome.pk}).",
+                        f"Transfer of {outcome.amount} {outcome.currency} waits for a supervisor's approval "
+                        f"(request #{outcome.pk}): {outcome.why}.",
                     )
                     return HttpResponseRedirect(reverse("admin:transfers_approval_change", args=(outcome.pk,)))
                 messages.success(

@@ -1,4 +1,5 @@
-"""Four eyes: money movements above ``APPROVAL_THRESHOLD`` made by a teller wait for a supervisor.
+"""Four eyes: a movement made by bank staff waits for a supervisor other than its maker when it,
+or what its maker has moved that business day, passes a limit.
 
 ``approval_request`` checks what can be checked before anyone approves (amount, accounts,
 maximum) and stores the request PENDING; ``approval_approve`` (a holder of
@@ -7,38 +8,64 @@ services, with the *maker* as the transfer's creator and the checker named in th
 ``approval_reject`` closes it with a reason. Execution uses the idempotency key ``approval:<id>``
 in the maker's namespace, so running it twice (a retry after a ledger outage) moves money once.
 
-Who waits: staff (``audit.roles.acts_for_bank``) who may not approve. A supervisor's own movement
-above the threshold executes at once — the role is the second pair of eyes; making supervisors wait
-for one another would leave a one-supervisor branch unable to work. A partner of the API is not
-staff: it debits only the accounts linked to it, on its customers' authority, within the engine's
-limits. The rule is ``approval_required``, whatever the door: the back office queues what needs
-approval (``money_movement_submit``); the partner API has no queue and refuses it
-(``money_movement_execute``: ``ApprovalRequired``). A superuser outside the roles is refused at
-both (``RoleRequired``).
+Who waits, and when (``approval_required``): staff (``audit.roles.acts_for_bank``) whose movement
+would take past its limit either the maker's total on one account in the business day
+(Asia/Shanghai; the account debited, or credited by a deposit) or the maker's total of the day
+over all accounts. Totals count the maker's movements of the day that were not aborted and every
+request of theirs still waiting (pending or approved), so two slips of 9,000 from one account
+wait as one of 18,000 would. The per-account limit is ``APPROVAL_THRESHOLD`` for a teller and
+``SOLO_LIMIT`` for a supervisor (whose request another supervisor decides); the daily one is
+``APPROVAL_MAKER_DAILY_THRESHOLD`` for both. One maker's decisions are serialised (``named_lock``),
+so two submissions at once cannot both read the total from before the other.
+
+A partner of the API is not staff: it debits only the accounts linked to it, on its customers'
+authority, within the engine's limits (staff cannot authenticate there: ``bankcore.api_auth``).
+The rule is the same whatever the door: the back office queues what needs approval
+(``money_movement_submit``); a door without a queue refuses it (``money_movement_execute``:
+``ApprovalRequired``). A superuser outside the roles is refused at both (``RoleRequired``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import DecimalField, Q, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.errors import InternalAccount
 from accounts.models import Account
+from accounts.numbers import InvalidAccountNumber, account_number_parse
 from accounts.selectors import account_get
 from accounts.services import account_deposit, account_withdraw
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record
 from bankcore.actors import Actor
+from bankcore.db import named_lock
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.money import money_parse
-from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
+from transfers.errors import (
+    AmountAboveMaximum,
+    ApprovalRequired,
+    IdempotencyKeyReused,
+    LedgerBusy,
+    RoleRequired,
+    SameAccount,
+)
 from transfers.models import Approval, Transfer
-from transfers.services import _reference_clean, idempotency_key_clean, text_is_visible, transfer_create
+from transfers.services import (
+    _reference_clean,
+    business_date_today,
+    idempotency_key_clean,
+    text_is_visible,
+    transfer_create,
+)
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -90,10 +117,68 @@ MOVEMENT_PERMISSIONS: dict[str, str] = {
 }
 
 
-def approval_required(*, user: Any, amount: Decimal) -> bool:
-    """Whether ``user``'s movement of ``amount`` must wait for a second pair of eyes: above the
-    threshold, made by staff who may not approve."""
-    return amount > settings.APPROVAL_THRESHOLD and acts_for_bank(user) and not is_checker(user)
+def approval_required(*, user: Any, amount: Decimal, kind: str = Kind.TRANSFER, account: str = "") -> str | None:
+    """Why ``user``'s movement of ``amount`` must wait for a second pair of eyes, or None when it
+    may execute at once. ``account`` is the customer account the movement debits (a transfer's or
+    withdrawal's source) or credits (a deposit's destination). See the module's docstring."""
+    if not acts_for_bank(user):
+        return None
+    supervisor = is_checker(user)
+    limit = settings.SOLO_LIMIT if supervisor else settings.APPROVAL_THRESHOLD
+    name = "SOLO_LIMIT" if supervisor else "APPROVAL_THRESHOLD"
+    if amount > limit:
+        return f"{amount} is above {name} ({limit})"
+    on_account, of_day = _maker_day_totals(maker_id=user.pk, account=account)
+    if on_account + amount > limit:
+        return (
+            f"with what you moved on this account today or asked to ({on_account}), {on_account + amount} "
+            f"is above {name} ({limit})"
+        )
+    daily = settings.APPROVAL_MAKER_DAILY_THRESHOLD
+    if of_day + amount > daily:
+        return (
+            f"with what you moved today or asked to ({of_day}), {of_day + amount} is above "
+            f"APPROVAL_MAKER_DAILY_THRESHOLD ({daily})"
+        )
+    return None
+
+
+def _on_account(number: str) -> Q:
+    """A movement of ``number``: debiting it (transfer, withdrawal) or crediting it by a deposit."""
+    return Q(kind__in=[Kind.TRANSFER, Kind.WITHDRAWAL], source_account=number) | Q(
+        kind=Kind.DEPOSIT, destination_account=number
+    )
+
+
+_ZERO = Value(Decimal("0.00"), output_field=DecimalField(max_digits=20, decimal_places=2))
+
+
+def _maker_day_totals(*, maker_id: int, account: str) -> tuple[Decimal, Decimal]:
+    """(on ``account``, over all accounts): the maker's movements of this business day that were
+    not aborted, plus their requests still waiting (pending or approved, whatever their day).
+    Reversals are a supervisor's correction of a movement already counted, and are not."""
+    try:
+        number = account_number_parse(account).number if account else ""
+    except InvalidAccountNumber:
+        number = ""  # refused by the service that runs it; nothing of it to count
+    on_account = _on_account(number) if number else Q(pk__in=[])
+    totals = []
+    for rows in (
+        Transfer.objects.filter(created_by_id=maker_id, business_date=business_date_today())
+        .exclude(status=Transfer.Status.ABORTED)
+        .exclude(kind=Transfer.Kind.REVERSAL),
+        Approval.objects.filter(maker_id=maker_id, status__in=[Status.PENDING, Status.APPROVED]),
+    ):
+        totals.append(
+            rows.aggregate(
+                account=Coalesce(Sum("amount", filter=on_account), _ZERO),
+                day=Coalesce(Sum("amount"), _ZERO),
+            )
+        )
+    return (
+        Decimal(totals[0]["account"]) + Decimal(totals[1]["account"]),
+        Decimal(totals[0]["day"]) + Decimal(totals[1]["day"]),
+    )
 
 
 def is_checker(user: Any) -> bool:
@@ -137,8 +222,9 @@ def approval_request(
     destination_account: str = "",
     reference: str = "",
     idempotency_key: str | None = None,
+    why: str = "",
 ) -> Approval:
-    """Store a movement PENDING approval. A transfer names both accounts, a deposit the
+    """Store a movement PENDING approval (``why``: the rule that made it wait, for the audit trail). A transfer names both accounts, a deposit the
     destination, a withdrawal the source. With ``idempotency_key``, the same maker submitting the
     same request again gets the first request back (never a second one to approve). Raises,
     storing nothing: ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``,
@@ -183,7 +269,7 @@ def approval_request(
                 maker_channel=actor.channel,
                 idempotency_key=key,
             )
-            _event(approval, actor, "approval.requested", threshold=str(settings.APPROVAL_THRESHOLD))
+            _event(approval, actor, "approval.requested", why=why)
     except IntegrityError:
         # The same key submitted twice at once: the other submission stored it first.
         earlier = _approval_replay(maker_id=actor.user_id, key=key) if key is not None else None
@@ -376,13 +462,49 @@ def _movement_execute(
     )
 
 
-def _movement_gate(*, user: Any, kind: str, amount: Decimal | str) -> tuple[Decimal, bool]:
-    """The amount, and whether the movement waits for approval; what every door's entry asks first."""
+def _movement_account(kind: str, source_account: str, destination_account: str) -> str:
+    return destination_account if kind == Kind.DEPOSIT else source_account
+
+
+@contextmanager
+def _maker_serialised(user: Any) -> Iterator[None]:
+    """One decision at a time per maker: the totals read by ``approval_required`` include the
+    maker's movement decided just before. A partner's movements need no totals."""
+    if not acts_for_bank(user):
+        yield
+        return
+    with named_lock(f"bankcore.approval.maker.{user.pk}") as taken:
+        if not taken:
+            raise LedgerBusy("Another movement of yours is being decided; nothing was done. Please retry.")
+        yield
+
+
+def _movement_gate(
+    *,
+    actor: Actor,
+    user: Any,
+    kind: str,
+    amount: Decimal | str,
+    source_account: str,
+    destination_account: str,
+    idempotency_key: str | None,
+) -> tuple[Decimal, str | None]:
+    """The amount, and why the movement waits for approval (None: it executes at once); what
+    every door's entry asks first, holding the maker's lock (``_maker_serialised``). A request
+    sent again under its idempotency key takes the way it took the first time, whatever the
+    totals say now (they include it): its replay, never a second movement."""
     if kind not in MOVEMENT_PERMISSIONS:
         raise ValidationFailed(f"Unknown kind {kind!r}.")
     role_check(user=user, permission=MOVEMENT_PERMISSIONS[kind])
     value = money_parse(amount)
-    return value, approval_required(user=user, amount=value)
+    key = idempotency_key_clean(idempotency_key)
+    if key is not None and actor.user_id is not None:
+        if _approval_replay(maker_id=actor.user_id, key=key) is not None:
+            return value, "sent again: it waits as it did the first time"
+        if Transfer.objects.filter(client_id=actor.client_id, idempotency_key=key).exists():
+            return value, None
+    account = _movement_account(kind, source_account, destination_account)
+    return value, approval_required(user=user, amount=value, kind=kind, account=account)
 
 
 def money_movement_submit(
@@ -397,12 +519,34 @@ def money_movement_submit(
     idempotency_key: str | None = None,
 ) -> Transfer | Approval:
     """The doors' entry for a movement that may need four eyes: executes it at once (returning
-    the ``Transfer``) or, above the threshold for a user who may not approve, stores it PENDING
-    (returning the ``Approval``). ``idempotency_key`` makes either safe to submit twice. Raises what
-    the chosen service raises, and ``RoleRequired`` (see ``role_check``)."""
-    value, waits = _movement_gate(user=user, kind=kind, amount=amount)
-    if waits:
-        return approval_request(
+    the ``Transfer``) or, when ``approval_required`` says why it must wait, stores it PENDING
+    (returning the ``Approval``, whose ``why`` attribute says why). ``idempotency_key`` makes
+    either safe to submit twice. Raises what the chosen service raises, ``RoleRequired`` (see
+    ``role_check``) and ``LedgerBusy`` (the maker's other movement held the lock too long)."""
+    with _maker_serialised(user):
+        value, why = _movement_gate(
+            actor=actor,
+            user=user,
+            kind=kind,
+            amount=amount,
+            source_account=source_account,
+            destination_account=destination_account,
+            idempotency_key=idempotency_key,
+        )
+        if why is not None:
+            approval = approval_request(
+                actor=actor,
+                kind=kind,
+                amount=value,
+                source_account=source_account,
+                destination_account=destination_account,
+                reference=reference,
+                idempotency_key=idempotency_key,
+                why=why,
+            )
+            approval.why = why
+            return approval
+        return _movement_execute(
             actor=actor,
             kind=kind,
             amount=value,
@@ -411,15 +555,6 @@ def money_movement_submit(
             reference=reference,
             idempotency_key=idempotency_key,
         )
-    return _movement_execute(
-        actor=actor,
-        kind=kind,
-        amount=value,
-        source_account=source_account,
-        destination_account=destination_account,
-        reference=reference,
-        idempotency_key=idempotency_key,
-    )
 
 
 def money_movement_execute(
@@ -434,24 +569,32 @@ def money_movement_execute(
     reference: str = "",
     idempotency_key: str | None = None,
 ) -> Transfer:
-    """The entry of a door without an approval queue (the partner API): executes the movement at
-    once, or refuses what would need four eyes with ``ApprovalRequired`` — nothing moved, nothing
-    stored; the maker submits it in the back office, where it waits for a supervisor. Raises
-    ``RoleRequired`` (see ``role_check``) and what the engine raises."""
-    value, waits = _movement_gate(user=user, kind=kind, amount=amount)
-    if waits:
-        raise ApprovalRequired(
-            f"Above {settings.APPROVAL_THRESHOLD} a movement by bank staff needs a supervisor's approval, "
-            "and this door executes at once: submit it in the back office, where it waits for one. "
-            "Nothing was moved."
+    """The entry of a door without an approval queue: executes the movement at once, or refuses
+    what would need four eyes with ``ApprovalRequired`` — nothing moved, nothing stored; the maker
+    submits it in the back office, where it waits for a supervisor. Raises ``RoleRequired`` (see
+    ``role_check``), ``LedgerBusy`` and what the engine raises."""
+    with _maker_serialised(user):
+        value, why = _movement_gate(
+            actor=actor,
+            user=user,
+            kind=kind,
+            amount=amount,
+            source_account=source_account,
+            destination_account=destination_account,
+            idempotency_key=idempotency_key,
         )
-    return _movement_execute(
-        actor=actor,
-        kind=kind,
-        amount=value,
-        source_account=source_account,
-        destination_account=destination_account,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        currency=currency,
-    )
+        if why is not None:
+            raise ApprovalRequired(
+                f"This movement needs a supervisor's approval ({why}), and this door executes at once: "
+                "submit it in the back office, where it waits for one. Nothing was moved."
+            )
+        return _movement_execute(
+            actor=actor,
+            kind=kind,
+            amount=value,
+            source_account=source_account,
+            destination_account=destination_account,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            currency=currency,
+        )

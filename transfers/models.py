@@ -141,9 +141,10 @@ class ReconciliationRun(models.Model):
 
 
 class Approval(models.Model):
-    """Four eyes (control plane, ``default``): a teller's transfer, deposit or withdrawal above
-    ``APPROVAL_THRESHOLD`` waits here until a supervisor other than its maker approves it (then it
-    executes, with the maker as its creator) or rejects it with a reason.
+    """Four eyes (control plane, ``default``): a staff member's transfer, deposit or withdrawal that
+    ``transfers.approvals.approval_required`` holds back waits here until a supervisor other than
+    its maker approves it (then it executes, with the maker as its creator) or rejects it with a
+    reason.
 
     PENDING → APPROVED → EXECUTED (or FAILED, when the engine refused it); PENDING → REJECTED.
     """
@@ -184,6 +185,9 @@ class Approval(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True, editable=False)
     executed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # Not a column: set by money_movement_submit to say why the movement waits.
+    why: str = ""
 
     class Meta:
         constraints = [

@@ -80,7 +80,7 @@ def test_a_teller_transfer_above_the_threshold_waits_and_moves_nothing(people, m
     assert (event.actor_id, event.channel, event.ip) == (teller.pk, Channel.ADMIN, "10.1.2.3")
 
 
-def test_at_the_threshold_and_for_a_supervisor_it_executes_at_once(people, make_account):
+def test_at_the_threshold_it_executes_at_once_and_a_supervisor_above_solo_limit_waits(people, make_account, settings):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     at_threshold = money_movement_submit(
         actor=as_actor(people["teller"]),
@@ -98,9 +98,21 @@ def test_at_the_threshold_and_for_a_supervisor_it_executes_at_once(people, make_
         source_account=alice.number,
     )
     assert isinstance(at_threshold, Transfer) and at_threshold.status == Transfer.Status.COMPLETED
-    assert isinstance(by_supervisor, Transfer) and by_supervisor.status == Transfer.Status.COMPLETED
+    # SOLO_LIMIT defaults to APPROVAL_THRESHOLD: above it a second supervisor looks.
+    assert isinstance(by_supervisor, Approval) and by_supervisor.status == Approval.Status.PENDING
+    assert "SOLO_LIMIT" in by_supervisor.why
+    assert balances(alice, bob) == [Decimal("20000.00"), Decimal("10000.00")]
+
+    settings.SOLO_LIMIT = Decimal("20000.00")  # a branch with one supervisor
+    alone = money_movement_submit(
+        actor=as_actor(people["supervisor2"]),
+        user=people["supervisor2"],
+        kind=Approval.Kind.WITHDRAWAL,
+        amount="15000.00",
+        source_account=alice.number,
+    )
+    assert isinstance(alone, Transfer) and alone.status == Transfer.Status.COMPLETED
     assert balances(alice, bob) == [Decimal("5000.00"), Decimal("10000.00")]
-    assert not Approval.objects.exists()
 
 
 @pytest.mark.parametrize("kind", ["transfer", "deposit", "withdrawal"])
@@ -193,7 +205,8 @@ def test_reject_needs_a_reason_and_moves_nothing(people, make_account):
     assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
 
 
-def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people, make_account):
+def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people, make_account, settings):
+    settings.SOLO_LIMIT = Decimal("50000.00")
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     approval = ask(people["teller"], alice, bob)
     # The money left the account while the request waited.
@@ -299,18 +312,28 @@ def test_a_superuser_in_a_role_acts_as_the_role(people, make_account):
         actor=as_actor(root),
         user=root,
         kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
+        amount="9000.00",
         source_account=alice.number,
         destination_account=bob.number,
     )
     assert isinstance(done, Transfer) and done.status == Transfer.Status.COMPLETED
-    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
+    waits = money_movement_submit(
+        actor=as_actor(root),
+        user=root,
+        kind=Approval.Kind.TRANSFER,
+        amount="1000.01",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    assert isinstance(waits, Approval) and "SOLO_LIMIT" in waits.why  # a supervisor's rule, not a superuser's
+    assert balances(alice, bob) == [Decimal("21000.00"), Decimal("9000.00")]
 
 
 def test_who_needs_four_eyes(people, make_staff, settings):
     from conftest import api_user
 
     settings.APPROVAL_THRESHOLD = Decimal("100.00")
+    settings.SOLO_LIMIT = Decimal("500.00")
     partner = api_user("partner")
     staff_by_permission = api_user("staff", permissions=("transfers.add_transfer",))  # not flagged is_staff
     above, at = Decimal("100.01"), Decimal("100.00")
@@ -318,7 +341,8 @@ def test_who_needs_four_eyes(people, make_staff, settings):
     assert approval_required(user=staff_by_permission, amount=above)
     assert not approval_required(user=people["teller"], amount=at)
     assert not approval_required(user=people["supervisor"], amount=above)
-    assert not approval_required(user=partner, amount=above)  # acts on its customers' authority
+    assert approval_required(user=people["supervisor"], amount=Decimal("500.01"))
+    assert not approval_required(user=partner, amount=Decimal("500.01"))  # acts on its customers' authority
 
 
 def test_a_door_without_a_queue_refuses_what_needs_four_eyes_and_stores_nothing(people, make_account):
@@ -342,10 +366,14 @@ def test_a_door_without_a_queue_refuses_what_needs_four_eyes_and_stores_nothing(
     assert refused.value.http_status == 403 and "back office" in refused.value.detail
     assert world_snapshot(alice, bob) == before  # no approval, no transfer, no audit event
 
+    with pytest.raises(ApprovalRequired):
+        execute(people["supervisor"], "10000.01")  # above SOLO_LIMIT
+    assert world_snapshot(alice, bob) == before
+
     at_threshold = execute(teller, "10000.00")
-    by_supervisor = execute(people["supervisor"], "15000.00")
+    by_supervisor = execute(people["supervisor"], "10000.00")
     assert at_threshold.status == by_supervisor.status == Transfer.Status.COMPLETED
-    assert balances(alice, bob) == [Decimal("5000.00"), Decimal("25000.00")]
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
     assert not Approval.objects.exists()
 
 
