@@ -135,6 +135,7 @@ _AUTH_CODES = {
     "user_not_found": "token_not_valid",
     "user_inactive": "token_not_valid",
     "password_changed": "token_not_valid",
+    "not_partner": "token_not_valid",
     "bad_authorization_header": "token_not_valid",
 }
 
@@ -158,6 +159,8 @@ def _problem_of(exc: Exception) -> tuple[int, str, str, str, dict[str, Any], dic
             headers["Idempotent-Replayed"] = "true"
         if exc.http_status == 503:
             headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+        if exc.http_status == 429:
+            headers["Retry-After"] = str(exc.extra.get("retry_after", 1))
         return exc.http_status, exc.code, exc.title, str(exc.detail), dict(exc.extra), headers
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -70,6 +70,13 @@ SIMPLE_JWT = {
     # A password change (or deactivation) invalidates the tokens issued before it.
     "CHECK_REVOKE_TOKEN": True,
     "CHECK_USER_IS_ACTIVE": True,
+    # Partners only: staff and superusers get no token, and a token of a user made staff since
+    # is refused (bankcore.api_auth).
+    "USER_AUTHENTICATION_RULE": "audit.roles.may_use_partner_api",
+    # A refresh token is used once: exchanged for a new pair and blacklisted (token_blacklist),
+    # and POST auth/token/revoke/ blacklists one.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     # simplejwt's, with an expiry no date can hold refused (bankcore.api_auth).
     "AUTH_TOKEN_CLASSES": ("bankcore.api_auth.PartnerAccessToken",),
