@@ -23,6 +23,7 @@ from bankcore.api_errors import (
     DateTimeCursorPagination,
     StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
     problems,
 )
 
@@ -87,7 +88,7 @@ class AccountFilter(StrictInputSerializer):
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     after = AccountNumberField(required=False)
     before = AccountNumberField(required=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX, default=PAGE_SIZE_DEFAULT)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX, default=PAGE_SIZE_DEFAULT)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("after") and attrs.get("before"):
@@ -99,7 +100,7 @@ class EntryFilter(StrictInputSerializer):
     created_from = BoundedDateTimeField(required=False, help_text="Inclusive.")
     created_to = BoundedDateTimeField(required=False, help_text="Exclusive.")
     cursor = serializers.CharField(required=False, max_length=500)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
 
 
 def _page_link(request: Request, **params: str) -> str:

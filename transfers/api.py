@@ -36,9 +36,11 @@ from bankcore.api_errors import (
     IdempotencyKeyRequired,
     StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
     problems,
     replayable,
 )
+from bankcore.api_throttling import NotFoundRateThrottle
 from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute
 from transfers.models import Approval, Transfer
@@ -110,7 +112,7 @@ class TransferFilter(StrictInputSerializer):
     created_from = BoundedDateTimeField(required=False, help_text="Inclusive.")
     created_to = BoundedDateTimeField(required=False, help_text="Exclusive.")
     cursor = serializers.CharField(required=False, max_length=500)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
 
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
@@ -230,9 +232,9 @@ class TransferListCreateApi(APIView):
             "retrying with the same key replays the same problem, marked `Idempotent-Replayed`. A "
             "refusal of the request itself (invalid input, `same_account`, `amount_above_maximum`, "
             "an account you may not debit, `approval_required`) is not stored: a retry is checked "
-            "again and answers the same while your links and the configuration stay the same. Bank "
-            "staff above `APPROVAL_THRESHOLD` who may not approve (tellers) are refused with 403 "
-            "`approval_required`, nothing moved or stored: four eyes are given in the back office."
+            "again and answers the same while your links and the configuration stay the same. A "
+            "destination that does not exist is 404 `account_not_found`; after `API_THROTTLE_NOT_FOUND_RATE` "
+            "of those, every transfer you post is 429 `throttled` until the allowance refills."
         ),
     )
     def post(self, request: Request) -> Response:
@@ -240,19 +242,26 @@ class TransferListCreateApi(APIView):
         data = TransferCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
+        not_found = NotFoundRateThrottle()
+        if not not_found.allow_request(request, self):
+            self.throttled(request, not_found.wait() or 1.0)
         if not account_may_debit(user=request.user, number=params["source_account"]):
             raise AccountNotFound(f"No account {params['source_account']}.")
-        transfer = money_movement_execute(
-            actor=actor_from_request(request, channel=Channel.API),
-            user=request.user,
-            kind=Approval.Kind.TRANSFER,
-            source_account=params["source_account"],
-            destination_account=params["destination_account"],
-            amount=params["amount"],
-            currency=params.get("currency"),
-            reference=params["reference"],
-            idempotency_key=key,
-        )
+        try:
+            transfer = money_movement_execute(
+                actor=actor_from_request(request, channel=Channel.API),
+                user=request.user,
+                kind=Approval.Kind.TRANSFER,
+                source_account=params["source_account"],
+                destination_account=params["destination_account"],
+                amount=params["amount"],
+                currency=params.get("currency"),
+                reference=params["reference"],
+                idempotency_key=key,
+            )
+        except AccountNotFound:
+            not_found.record(request, self)  # the destination: any account of the bank
+            raise
         return _transfer_response(transfer)
 
 

@@ -51,6 +51,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": _env_rate("API_THROTTLE_ANON_RATE", "60/min"),
         "user": _env_rate("API_THROTTLE_USER_RATE", "600/min"),
+        # Answers that an account does not exist (a transfer's destination), per partner: the
+        # bank's account numbers are not to be walked (bankcore.api_throttling.NotFoundRateThrottle).
+        "not_found": _env_rate("API_THROTTLE_NOT_FOUND_RATE", "30/hour"),
     },
     # nginx appends the client's address to X-Forwarded-For; trust exactly that many hops so a
     # client cannot pick its own throttle bucket with a forged header.

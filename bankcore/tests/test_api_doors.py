@@ -129,3 +129,57 @@ def test_a_lockout_is_by_username_and_address_and_says_so(api_world):
     elsewhere = login("partner-a", "pw-partner-a", ip="198.51.100.20")
     assert elsewhere.status_code == 200 and "access" in elsewhere.json()
     assert world_snapshot(w.a1, w.a2)["accounts"] == before["accounts"]
+
+
+# --- strict input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (
+            b'{"source_account": "<a1>", "destination_account": "<c2>", "amount": "1.00", "amount": "2.00"}',
+            "duplicate_field",
+        ),
+        (b'{"source_account": "<a1>", "destination_account": "<c2>", "amount": " 12 "}', "invalid_amount"),
+        (b'{"source_account": "<a1>", "destination_account": "<c2>", "amount": "1.00\\n"}', "invalid_amount"),
+    ],
+)
+def test_input_is_taken_as_sent_or_refused(api_world, body, code):
+    w = api_world
+    raw = body.replace(b"<a1>", w.a1.number.encode()).replace(b"<c2>", w.c2.number.encode())
+    before = world_snapshot(w.a1, w.c2)
+
+    response = w.a.post(TRANSFERS, raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="strict")
+
+    assert response.status_code == 400 and response["Content-Type"] == PROBLEM
+    assert response.json()["code"] == code
+    assert world_snapshot(w.a1, w.c2) == before
+
+
+def test_walking_the_account_numbers_is_throttled(api_world):
+    from accounts.numbers import account_number_make
+    from bankcore.tests.test_api_errors import rates
+
+    w = api_world
+    missing = [account_number_make(ledger_code=settings.LEDGERS["db2"], serial=10**10 - n) for n in range(1, 4)]
+    with rates(not_found="2/hour"):
+        answers = [
+            w.a.post(
+                TRANSFERS,
+                transfer_body(w.a1, type("A", (), {"number": number})),
+                format="json",
+                HTTP_IDEMPOTENCY_KEY=f"walk-{n}",
+            )
+            for n, number in enumerate(missing)
+        ]
+        before = world_snapshot(w.a1, w.c2)
+        # Once the allowance is spent, an existing destination is refused too: nothing tells them apart.
+        existing = w.a.post(TRANSFERS, transfer_body(w.a1, w.c2), format="json", HTTP_IDEMPOTENCY_KEY="walk-real")
+        other_partner = w.b.post(TRANSFERS, transfer_body(w.b1, w.c2), format="json", HTTP_IDEMPOTENCY_KEY="walk-b")
+
+    assert [a.status_code for a in answers] == [404, 404, 429]
+    assert answers[0].json()["code"] == "account_not_found" and answers[2].json()["code"] == "throttled"
+    assert existing.status_code == 429 and int(existing["Retry-After"]) > 0
+    assert world_snapshot(w.a1, w.c2)["accounts"][0] == before["accounts"][0]  # a1 untouched
+    assert other_partner.status_code == 201  # the count is per partner

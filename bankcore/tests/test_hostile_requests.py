@@ -222,8 +222,10 @@ JSON_BODIES = [
     post("array", 400, "validation_error", body=b"[]"),
     post("string", 400, "validation_error", body=b'"pay me"'),
     post("null", 400, "validation_error", body=b"null"),
-    # Python's parser keeps the last of duplicate keys, and the last is what is checked.
-    post("duplicate-key-last-foreign", 404, "account_not_found", body=transfer()[:-1] + b', "source_account": "<b1>"}'),
+    # A key given twice is refused: readers differ on which one counts (Python's keeps the last).
+    post("duplicate-key-last-foreign", 400, "duplicate_field", body=transfer()[:-1] + b', "source_account": "<b1>"}'),
+    post("duplicate-key-amount", 400, "duplicate_field", body=transfer()[:-1] + b', "amount": "2.00"}'),
+    post("duplicate-key-nested", 400, "duplicate_field", body=transfer(reference='{"a": 1, "a": 2}')),
     post("nested-arrays-10000", 400, "malformed_json", body=b"[" * 10_000 + b"]" * 10_000),
     post("nested-in-a-field-5000", 400, "malformed_json", body=transfer(reference="[" * 5000 + "]" * 5000)),
     post("nested-in-a-field-100", 400, "validation_error", body=transfer(reference="[" * 100 + "]" * 100)),
@@ -246,6 +248,10 @@ AMOUNTS = [
     amount("negative", '"-5.00"'),
     amount("empty", '""'),
     amount("spaces-only", '"   "'),
+    # Nothing is trimmed: what was sent is exactly what is booked, or it is refused.
+    amount("surrounding-spaces", '" 12 "'),
+    amount("trailing-newline", r'"1.00\n"'),
+    amount("leading-tab", r'"\t1.00"'),
     amount("thousands-comma", '"1,000.00"'),
     amount("zero-width-space", '"1.00\u200b"'),
     amount("nan", '"NaN"'),
@@ -421,9 +427,11 @@ QUERIES = [
     get("accounts-limit-4301-digits", f"{ACCOUNTS}?limit=" + "9" * 4301, 400, "validation_error"),
     get("accounts-limit-fraction", f"{ACCOUNTS}?limit=1.5", 400, "validation_error"),
     get("accounts-limit-nul", f"{ACCOUNTS}?limit=%00", 400, "validation_error"),
-    # int() reads any decimal digit and DRF drops a trailing ".0": harmless for a page size.
-    get("accounts-limit-arabic-indic", f"{ACCOUNTS}?limit=" + quote("\u0665"), 200),
-    get("accounts-limit-point-zero", f"{ACCOUNTS}?limit=5.0", 200),
+    # A number is its ASCII digits: int() would read any decimal digit, spaces around and "5.0".
+    get("accounts-limit-arabic-indic", f"{ACCOUNTS}?limit=" + quote("\u0665"), 400, "validation_error"),
+    get("accounts-limit-point-zero", f"{ACCOUNTS}?limit=5.0", 400, "validation_error"),
+    get("accounts-limit-spaces", f"{ACCOUNTS}?limit=%2012%20", 400, "validation_error"),
+    get("accounts-limit-underscore", f"{ACCOUNTS}?limit=1_0", 400, "validation_error"),
     # Of a repeated parameter the last counts.
     get("accounts-limit-repeated-last-bad", f"{ACCOUNTS}?limit=5&limit=-1", 400, "validation_error"),
     get("accounts-limit-repeated-last-good", f"{ACCOUNTS}?limit=-1&limit=5", 200),
