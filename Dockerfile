@@ -63,6 +63,10 @@ RUN SECRET_KEY=build-only-collectstatic-secret-not-used-at-runtime-0000 \
 
 USER bankcore
 
+# Inside a container every interface is the container's own: the app and the worker's metrics
+# listen on all of them (the settings' defaults are loopback, for native runs).
+ENV GUNICORN_BIND=0.0.0.0:8000 CELERY_METRICS_ADDR=0.0.0.0
+
 EXPOSE 8000
 
 # The image has no curl: ask the app's health endpoint with the Python standard library.

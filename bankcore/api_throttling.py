@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
+from bankcore.actors import client_ip
 from bankcore.errors import ServiceUnavailable
 
 
@@ -96,6 +97,11 @@ def _gcra(key: str, interval: float, period: float, *, peek: bool = False) -> fl
 
 
 class CellRateThrottle(SimpleRateThrottle):
+    def get_ident(self, request: Any) -> str:
+        """An anonymous client's address as ``client_ip`` trusts it (``TRUSTED_PROXIES``): a forged
+        X-Forwarded-For from anyone else is no fresh bucket."""
+        return client_ip(request) or ""
+
     def get_rate(self) -> str | None:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
         return None if rate is None else str(rate)

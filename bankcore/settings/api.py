@@ -55,9 +55,6 @@ REST_FRAMEWORK = {
         # bank's account numbers are not to be walked (bankcore.api_throttling.NotFoundRateThrottle).
         "not_found": _env_rate("API_THROTTLE_NOT_FOUND_RATE", "30/hour"),
     },
-    # nginx appends the client's address to X-Forwarded-For; trust exactly that many hops so a
-    # client cannot pick its own throttle bucket with a forged header.
-    "NUM_PROXIES": env_int("API_NUM_PROXIES", 1, minimum=0, maximum=5),
     "EXCEPTION_HANDLER": "bankcore.errors.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,

@@ -34,7 +34,7 @@ AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS: list[str | list[str]] = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_REAL_IP", "REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "bankcore.actors.client_ip"
 AXES_VERBOSE = False
 
 # --- Audit trail -------------------------------------------------------------------------------

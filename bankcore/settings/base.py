@@ -3,6 +3,7 @@ the environment through the strict readers in ``bankcore.env`` (see ``.env.examp
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -22,12 +23,23 @@ from bankcore.money import InvalidCurrency, currency_parse
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR: Path = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
 
+
+def _networks(name: str, values: list[str]) -> list[str]:
+    try:
+        return [str(ipaddress.ip_network(value.strip(), strict=False)) for value in values]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc} (addresses or networks, comma-separated)") from None
+
+
 # Overridden (and refused when left at this value) in production settings.
 INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-0123456789"
 SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET)
 JWT_SECRET_KEY: str = env_str("JWT_SECRET_KEY", INSECURE_DEFAULT_SECRET + "-jwt")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS: list[str] = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# Peers whose X-Real-IP / X-Forwarded-For name the client (bankcore.actors.client_ip): the reverse
+# proxy's addresses or networks. From any other peer those headers are ignored.
+TRUSTED_PROXIES: list[str] = _networks("TRUSTED_PROXIES", env_list("TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"]))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 BANKCORE_ENVIRONMENT = env_str("BANKCORE_ENVIRONMENT", "development")
 
