@@ -28,9 +28,9 @@ from accounts.selectors import account_get, cash_account_get, cash_account_key
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
-from bankcore.money import currency_parse, money_parse
-from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused
-from transfers.faults import fault_point
+from bankcore.faults import fault_point
+from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
+from bankcore.money import AmountAboveMaximum, currency_parse, money_parse
 
 HOLDER_MAX_LENGTH = 200
 
@@ -113,8 +113,6 @@ def account_open(
     ``IdempotencyKeyReused`` (the key opened another account) before anything is written, and
     whatever else the deposit refuses (frozen cash account, ledger busy…) after the account
     exists."""
-    from transfers.services import idempotency_key_clean
-
     if ledger not in settings.LEDGERS:
         raise UnknownLedgerAlias(f"There is no ledger {ledger!r}; configured: {', '.join(settings.LEDGERS)}.")
     holder = _holder_clean(holder)

@@ -49,6 +49,7 @@ from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.db import named_lock
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from bankcore.idempotency import idempotency_key_clean
 from bankcore.money import money_parse
 from transfers.errors import (
     AmountAboveMaximum,
@@ -59,13 +60,7 @@ from transfers.errors import (
     SameAccount,
 )
 from transfers.models import Approval, Transfer
-from transfers.services import (
-    _reference_clean,
-    business_date_today,
-    idempotency_key_clean,
-    text_is_visible,
-    transfer_create,
-)
+from transfers.services import _reference_clean, business_date_today, text_is_visible, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status

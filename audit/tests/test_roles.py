@@ -19,7 +19,7 @@ from transfers.services import transfer_create
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 ROLE_NAMES = ["teller", "supervisor", "auditor", "outsider"]
-# A superuser in no role (as README says they are): it reads what Django lets it, and acts on nothing.
+# A superuser in no role (as docs/backoffice.md says they are): it reads what Django lets it, and acts on nothing.
 PERSONAS = [*ROLE_NAMES, "superuser"]
 READERS = [*ROLE_NAMES[:3], "superuser"]
 

@@ -1,9 +1,9 @@
-"""Settings shared by every environment. Everything that differs between deployments comes from
-the environment through the strict readers in ``bankcore.env`` (see ``.env.example``)."""
+"""Settings shared by every environment, before the topic modules (``bankcore.settings.common``
+adds them). Everything that differs between deployments comes from the environment through the
+strict readers in ``bankcore.env`` (see ``.env.example``)."""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -14,6 +14,7 @@ from bankcore.env import (
     env_int,
     env_list,
     env_names_set,
+    env_networks,
     env_optional,
     env_str,
     mysql_server,
@@ -24,13 +25,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR: Path = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
 
 
-def _networks(name: str, values: list[str]) -> list[str]:
-    try:
-        return [str(ipaddress.ip_network(value.strip(), strict=False)) for value in values]
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}: {exc} (addresses or networks, comma-separated)") from None
-
-
 # Overridden (and refused when left at this value) in production settings.
 INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-0123456789"
 SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET)
@@ -39,7 +33,7 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS: list[str] = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 # Peers whose X-Real-IP / X-Forwarded-For name the client (bankcore.actors.client_ip): the reverse
 # proxy's addresses or networks. From any other peer those headers are ignored.
-TRUSTED_PROXIES: list[str] = _networks("TRUSTED_PROXIES", env_list("TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"]))
+TRUSTED_PROXIES: list[str] = env_networks("TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 BANKCORE_ENVIRONMENT = env_str("BANKCORE_ENVIRONMENT", "development")
 
@@ -215,14 +209,28 @@ def _redis_url(db: int) -> str:
 
 
 if REDIS_HOST:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": _redis_url(REDIS_DB),
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+                # A pooled connection that a Redis restart left dead is retried once on a new one,
+                # not failed: every command here (the throttle's count, sessions) may run twice.
+                "CONNECTION_POOL_KWARGS": {"retry_on_error": [_RedisConnectionError]},
+            },
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    # Redis down: a cache read answers "nothing there" and a write is dropped (logged), instead
+    # of a 500. A back-office session then reads as none (the teller is sent to the login page);
+    # the partner API keeps working (bankcore.api_throttling counts in-process meanwhile).
+    # docs/operations.md, "When Redis is down".
+    DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
     CELERY_BROKER_URL = _redis_url(REDIS_DB)
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -233,6 +241,22 @@ CELERY_TIMEZONE = "Asia/Shanghai"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Redis restarting must not need a worker or beat restart: connect at start-up even if Redis comes
+# up later, reconnect for as long as it takes, find a half-open socket by keepalive and a periodic
+# PING instead of waiting on it forever. Database connections: Celery's Django fix-up closes
+# every connection before and after each task, and the beat scheduler drops unusable ones before
+# each tick (django_celery_beat's close_old_connections), so a restarted ledger server is reached
+# again by the next task.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+}
 RECOVERY_INTERVAL_SECONDS = env_int("RECOVERY_INTERVAL_SECONDS", 5, minimum=1)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 300, minimum=10)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
@@ -283,8 +307,3 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-
-# Topic modules: settings of one capability each, kept apart so they read (and change) alone.
-from bankcore.settings.api import *  # noqa: E402, F403
-from bankcore.settings.backoffice import *  # noqa: E402, F403
-from bankcore.settings.observability import *  # noqa: E402, F403

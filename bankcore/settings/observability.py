@@ -17,11 +17,11 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from bankcore.env import env_bool, env_int, env_list, env_optional, env_str
+from bankcore.env import env_bool, env_int, env_networks, env_optional, env_str
 
-# Imported at the end of base.py, which is then already initialised up to that line.
+# Applied after base (bankcore.settings.common), whose ALLOWED_HOSTS this one may extend.
 from bankcore.settings.base import ALLOWED_HOSTS as _ALLOWED_HOSTS
-from bankcore.settings.base import VAR_DIR, _networks
+from bankcore.settings.base import VAR_DIR
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -72,9 +72,7 @@ CELERY_METRICS_ADDR = env_str("CELERY_METRICS_ADDR", "127.0.0.1")
 # Who may read the app's /metrics (bankcore.metrics.metrics_view): a client (as client_ip sees it)
 # in METRICS_ALLOWED_NETWORKS, or one sending "Authorization: Bearer <METRICS_TOKEN>" when a token
 # is set (Prometheus: authorization.credentials_file). Anyone else gets a 404.
-METRICS_ALLOWED_NETWORKS: list[str] = _networks(
-    "METRICS_ALLOWED_NETWORKS", env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
-)
+METRICS_ALLOWED_NETWORKS: list[str] = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
 METRICS_TOKEN = env_optional("METRICS_TOKEN") or ""
 # Where /metrics reads the audit chain's last verification from: a callable returning True, False
 # or None (never verified). Provided by the audit app; while it is not, bankcore_audit_chain_ok
