@@ -19,7 +19,8 @@ RUN apt-get update \
 
 WORKDIR /build
 COPY requirements/ requirements/
-RUN pip wheel --wheel-dir /wheels -r requirements/prod.txt
+# The lock (make lock): every package pinned with its hashes; a file that does not match stops the build.
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/prod.lock
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
