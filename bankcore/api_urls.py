@@ -17,6 +17,8 @@ from bankcore.api_auth import (
     PartnerTokenBlacklistSerializer,
     PartnerTokenObtainPairSerializer,
     PartnerTokenRefreshSerializer,
+    TokenPairOutput,
+    TokenRefreshOutput,
 )
 from bankcore.api_errors import api_not_found, problems
 from bankcore.api_throttling import AnonymousRateThrottle
@@ -25,6 +27,8 @@ from bankcore.api_throttling import AnonymousRateThrottle
 @extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_create",
+        request=PartnerTokenObtainPairSerializer,
+        responses={200: TokenPairOutput},
         extensions=problems({401: ["invalid_credentials"], 429: ["login_locked"]}),
         description=(
             "A short-lived access token and a refresh token for a partner's username and password "
@@ -42,6 +46,8 @@ class TokenApi(TokenObtainPairView):
 @extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_refresh",
+        request=PartnerTokenRefreshSerializer,
+        responses={200: TokenRefreshOutput},
         description=(
             "A new access token and a new refresh token for a valid refresh token, which is then "
             "blacklisted: each refresh token is used once."

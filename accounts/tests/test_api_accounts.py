@@ -88,13 +88,19 @@ def test_list_filters(api_world, actor):
     assert numbers(w.a.get(URL, {"status": "frozen"})) == [w.a2.number]
     assert numbers(w.a.get(URL, {"status": "active"})) == [w.a1.number]
     assert numbers(w.a.get(URL, {"currency": "USD"})) == []
+    wide = api_client_for(api_user("partner-wide", links=tuple(a.number for a in (w.a1, w.a2, w.b1, w.c2))))
+    wide_active_02 = numbers(wide.get(URL, {"ledger": "02", "status": "active"}))
+    assert wide_active_02 == [w.c2.number]  # a2 is frozen
+    # after and before together: the accounts between them
+    assert numbers(wide.get(URL, {"after": w.a1.number, "before": w.a2.number})) == sorted(
+        n for n in numbers(wide.get(URL, {"limit": 200})) if w.a1.number < n < w.a2.number
+    )
     for params, code in [
         ({"status": "sleeping"}, "validation_error"),
         ({"currency": "yen"}, "validation_error"),
-        ({"after": "1"}, "invalid_account_number"),
+        ({"after": "1"}, "validation_error"),  # a position: any 14 digits
         ({"limit": "500"}, "validation_error"),
         ({"limit": "x"}, "validation_error"),
-        ({"after": w.a1.number, "before": w.a2.number}, "validation_error"),
         ({"sort": "holder"}, "unknown_field"),
     ]:
         response = w.a.get(URL, params)
