@@ -64,6 +64,7 @@ class LiveServer:
             # Room for a fuzzer: see the module's docstring.
             API_THROTTLE_ANON_RATE="100000/min",
             API_THROTTLE_USER_RATE="100000/min",
+            API_THROTTLE_NOT_FOUND_RATE="100000/hour",
             AXES_FAILURE_LIMIT="100000",
             JWT_ACCESS_TOKEN_MINUTES="60",
         )
