@@ -19,7 +19,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SECRET_VARS=(SECRET_KEY JWT_SECRET_KEY AUDIT_CHAIN_KEY MYSQL_ROOT_PASSWORD DB1_PASSWORD DB2_PASSWORD
-    REDIS_PASSWORD MYSQL_EXPORTER_PASSWORD GRAFANA_ADMIN_PASSWORD ELASTIC_PASSWORD KIBANA_SYSTEM_PASSWORD)
+    DB_MIGRATE_PASSWORD REDIS_PASSWORD MYSQL_EXPORTER_PASSWORD GRAFANA_ADMIN_PASSWORD ELASTIC_PASSWORD
+    KIBANA_SYSTEM_PASSWORD)
 SSL_DIR="deploy/nginx/ssl"
 BUILD=1
 HOST=""
@@ -359,7 +360,7 @@ main() {
     record_host
     ensure_certificate
     # mysqld silently ignores a world-writable option file.
-    chmod go-w deploy/mysql/my.cnf deploy/mysql/init-db1.sql
+    chmod go-w deploy/mysql/my.cnf deploy/mysql/init-db1.sql deploy/mysql/init-migrator.sh
 
     if ((BUILD)); then
         log "Building the application image"

@@ -172,6 +172,12 @@ else:
         DATABASES[f"{LEDGER_PREFIX}{_n}"] = _sqlite_database(VAR_DIR / f"ledger{_n}.sqlite3")
         LEDGERS[f"{LEDGER_PREFIX}{_n}"] = f"{_n:02d}"
 
+# The migrator's user (DDL, GRANT OPTION): `manage.py migrate_ledgers` runs the migrations as it
+# and then grants the application's user (DBn_USER, DB_DEFAULT_USER) exactly the DML it needs
+# (bankcore.privileges). Unset: migrations run as the application's user (the embedded mode).
+DB_MIGRATE_USER = env_optional("DB_MIGRATE_USER")
+DB_MIGRATE_PASSWORD = env_str("DB_MIGRATE_PASSWORD", "")
+
 # A ledger variable past the last DBn_HOST would be ignored: DB3_HOST with DB2_HOST unset (a gap),
 # DB2_PORT without DB2_HOST, DB1_… in the embedded mode. A ledger that silently is not there, or
 # SQLite where a server was meant, is worse than not starting.

@@ -54,6 +54,10 @@ def _which(*names: str) -> str:
 
 # UTC and the project's TIME_ZONE (bankcore/settings/base.py; bankcore/tests/test_db.py checks).
 TIME_ZONES = ("UTC", "Asia/Shanghai")
+# The two users a deployment has (deploy/mysql): the application's, which holds only what
+# `migrate_ledgers` grants it (bankcore.privileges), and the migrator's (DDL, GRANT OPTION).
+APP_USER, APP_PASSWORD = "bank_user", "app-password"
+MIGRATE_USER, MIGRATE_PASSWORD = "bank_migrator", "migrate-password"
 
 
 class MariaDBServer:
@@ -143,6 +147,28 @@ class MariaDBServer:
         self._wait_ready(timeout)
         if fresh:
             self._load_time_zones()
+            self._create_users()
+
+    def _create_users(self) -> None:
+        """The application's and the migrator's users. The migrator may do anything on any
+        database (the suite's are named by Django's test runner); the application's holds nothing
+        until ``migrate_ledgers`` grants it its tables."""
+        self.sql(
+            f"CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; "
+            f"CREATE USER '{MIGRATE_USER}'@'%' IDENTIFIED BY '{MIGRATE_PASSWORD}'; "
+            f"GRANT ALL PRIVILEGES ON *.* TO '{MIGRATE_USER}'@'%' WITH GRANT OPTION;"
+        )
+
+    def sql(self, statements: str) -> None:
+        """Run ``statements`` as root with the command-line client."""
+        result = subprocess.run(
+            [_which("mariadb", "mysql"), "--no-defaults", "-uroot", "-h127.0.0.1", f"-P{self.port}"],
+            input=statements,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name}: {statements!r} failed: {result.stderr[-2000:]}")
 
     def _load_time_zones(self) -> None:
         """The named time zones Django's MySQL backend converts with (CONVERT_TZ from 'UTC' to
