@@ -459,3 +459,6 @@ def account_link(number: str) -> Any:
     if not number:
         return "—"
     return format_html('<a href="{}">{}</a>', reverse("admin:accounts_account_change", args=(number,)), number)
+
+
+from accounts import admin_partners  # noqa: E402,F401  (the partner page registers itself)

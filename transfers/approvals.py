@@ -32,16 +32,22 @@ from django.utils import timezone
 from accounts.errors import InternalAccount
 from accounts.models import Account
 from accounts.selectors import account_get
-from accounts.services import account_deposit, account_withdraw
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record, audit_refusal_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.idempotency import idempotency_key_clean
 from bankcore.money import money_parse
-from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
+from transfers.errors import (
+    NOT_AN_OUTCOME,
+    AmountAboveMaximum,
+    ApprovalRequired,
+    IdempotencyKeyReused,
+    RoleRequired,
+    SameAccount,
+)
 from transfers.models import Approval, Transfer
-from transfers.services import _reference_clean, text_is_visible, transfer_create
+from transfers.services import _reference_clean, text_is_visible, transfer_cash_movement, transfer_create
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -321,7 +327,8 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     """Run an APPROVED request through the transfer engine, as its maker, exactly once. On success
     → EXECUTED with the transfer (which recovery finishes if a ledger failed mid-way). On a refusal
     (funds, limits, account state) → FAILED with the reason, and the refusal is raised. When a
-    database did not answer it stays APPROVED and the error is raised: run this again later (a
+    database did not answer (or the transfer missed its deadline because of it,
+    ``NOT_AN_OUTCOME``) it stays APPROVED and the error is raised: run this again later (a
     supervisor other than the maker: ``ApprovalSelfApproval``, ``ApprovalNotAllowed`` otherwise)."""
     approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
     if approval is None:
@@ -342,6 +349,8 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     except ServiceUnavailable:
         raise
     except ApplicationError as error:
+        if error.code in NOT_AN_OUTCOME:
+            raise  # nothing was moved for a reason of the moment: it stays APPROVED, to run again
         refused = error.transfer if isinstance(error.transfer, Transfer) else None
         with transaction.atomic(using="default"):
             failed = Approval.objects.filter(pk=approval.pk, status=Status.APPROVED).update(
@@ -396,12 +405,22 @@ def _movement_execute(
     currency: str | None = None,
 ) -> Transfer:
     if kind == Kind.DEPOSIT:
-        return account_deposit(
-            actor=actor, number=destination_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        return transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.DEPOSIT,
+            number=destination_account,
+            amount=amount,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
     if kind == Kind.WITHDRAWAL:
-        return account_withdraw(
-            actor=actor, number=source_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        return transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.WITHDRAWAL,
+            number=source_account,
+            amount=amount,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
     return transfer_create(
         actor=actor,

@@ -57,6 +57,7 @@ from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, Inter
 from accounts.models import Account, Entry
 from accounts.numbers import account_number_parse, account_number_serial
 from accounts.selectors import account_get
+from accounts.services import account_open, opening_deposit_key, opening_deposit_parse
 from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
 from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, batching, same_server
@@ -172,6 +173,47 @@ def transfer_cash_movement(
         reference=reference,
         idempotency_key=idempotency_key,
     )
+
+
+def account_open_with_deposit(
+    *,
+    actor: Actor,
+    ledger: str,
+    holder: str,
+    opening_deposit: Decimal | str | None,
+    currency: str | None = None,
+    allow_overdraft: bool = False,
+    idempotency_key: str | None = None,
+) -> Account:
+    """``account_open``, then ``opening_deposit`` (if not None) booked as a cash deposit: a
+    transfer of its own, committed after the account. The deposit is refused (``InvalidAmount``,
+    ``AmountAboveMaximum``) before the account is opened. With ``idempotency_key``, the same
+    opening submitted again gets the first account back, ``replayed`` set, and its deposit is
+    booked once (``opening_deposit_key``). Raises what ``account_open`` refuses before anything is
+    written, and whatever else the deposit refuses (frozen cash account, ledger busy…) after the
+    account exists."""
+    if opening_deposit is not None:
+        opening_deposit = opening_deposit_parse(opening_deposit)
+    account = account_open(
+        actor=actor,
+        ledger=ledger,
+        holder=holder,
+        currency=currency,
+        allow_overdraft=allow_overdraft,
+        idempotency_key=idempotency_key,
+    )
+    if opening_deposit is not None:
+        key = idempotency_key_clean(idempotency_key)
+        transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.DEPOSIT,
+            number=str(account.number),
+            amount=opening_deposit,
+            reference="Opening deposit",
+            idempotency_key=opening_deposit_key(key) if key is not None else None,
+        )
+        account.refresh_from_db(using=ledger)
+    return account
 
 
 def transfer_reverse(

@@ -64,8 +64,17 @@ class MariaDBServer:
     # Tests: flush the redo log at commit to the OS, not the disk. A killed server process loses
     # nothing that way (only an OS crash would), and fsync-bound tests run several times faster.
     # The benchmark passes durable=True for the production settings.
-    def __init__(self, base_dir: Path, name: str, *, durable: bool = False, port: int | None = None):
+    def __init__(
+        self,
+        base_dir: Path,
+        name: str,
+        *,
+        durable: bool = False,
+        port: int | None = None,
+        options: tuple[str, ...] = (),
+    ):
         self.name = name
+        self.options = options  # further mariadbd options (TLS tests: --ssl-cert …)
         self.dir = Path(base_dir) / name
         self.datadir = self.dir / "data"
         self.socket = self.dir / "mysqld.sock"
@@ -123,6 +132,7 @@ class MariaDBServer:
             ]
         else:
             command += ["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"]
+        command += self.options
         if os.geteuid() == 0:
             command.append("--user=root")
         self.process = subprocess.Popen(

@@ -919,12 +919,12 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor):  # type: 
 
     from accounts.numbers import account_number_make
     from accounts.selectors import cash_account_get
-    from accounts.services import account_close, account_freeze, account_withdraw
+    from accounts.services import account_close, account_freeze
     from bankcore.actors import Actor, Channel
     from bankcore.errors import ApplicationError
     from transfers.approvals import approval_approve, approval_reject, approval_request
     from transfers.models import Approval, Transfer
-    from transfers.services import transfer_create, transfer_reverse
+    from transfers.services import transfer_cash_movement, transfer_create, transfer_reverse
 
     users = {role: make_staff(role) for role in ("teller", "supervisor", "auditor", "outsider")}
     users["supervisor2"] = make_staff("supervisor", "supervisor2")
@@ -946,7 +946,7 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor):  # type: 
     paid, reversed_, legit, legit2 = pay(a1, a2, "10.00"), pay(a1, a2, "4.00"), pay(a1, a2, "3.00"), pay(a1, a2, "2.00")
     reversal = transfer_reverse(actor=actor, transfer_id=reversed_.pk)
     drained = pay(a1, drained2, "5.00")
-    account_withdraw(actor=actor, number=drained2.number, amount="5.00")
+    transfer_cash_movement(actor=actor, kind=Transfer.Kind.WITHDRAWAL, number=drained2.number, amount="5.00")
     with pytest.raises(ApplicationError):
         pay(b1, a2, "999.00")
     aborted = Transfer.objects.get(status=Transfer.Status.ABORTED)
