@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 import pytest
 from django.apps import apps
-from django.core.management import get_commands
+from django.core.management import get_commands, load_command_class
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -132,6 +132,26 @@ def test_manage_py_commands_exist(doc: Path) -> None:
     named = {name for code in _code(doc) for name in MANAGE.findall(code)}
     unknown = sorted(named - set(commands))
     assert not unknown, f"{_id(doc)} names management commands that do not exist: {unknown}"
+
+
+# A command and what follows it up to the end of the span or line, a comment or a shell operator.
+MANAGE_CALL = re.compile(r"manage\.py\s+([A-Za-z_][\w-]*)([^#|&;`\n]*)")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_id)
+def test_manage_py_options_exist(doc: Path) -> None:
+    commands = get_commands()
+    unknown = []
+    for code in _code(doc):
+        for name, rest in MANAGE_CALL.findall(code):
+            if name not in commands:
+                continue  # test_manage_py_commands_exist names it
+            parser = load_command_class(commands[name], name).create_parser("manage.py", name)
+            options = set(parser._option_string_actions)
+            unknown += [
+                f"{name} {flag}" for flag in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", rest) if flag not in options
+            ]
+    assert not unknown, f"{_id(doc)} names options the commands do not have: {sorted(set(unknown))}"
 
 
 @cache
