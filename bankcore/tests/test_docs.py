@@ -2,10 +2,11 @@
 
 Every relative link points at a file of the repository and every ``#anchor`` at a heading of its
 target (GitHub's slugs); a link leaving the repository is an http(s) URL. Every ``manage.py
-<command>`` is a management command of the project, every ``make <target>`` a target of the
-Makefile, every repository path in a code span exists, and every dotted name of the project's
-packages in a code span resolves to a module, an attribute, a model or a permission. No text points
-outside the repository.
+<command>`` is a management command of the project and takes the options given it, every ``make
+<target>`` a target of the Makefile, every URL path (``/api/…``, ``/admin/``, ``/health``) one the
+application serves, every repository path in a code span exists, and every dotted name of the
+project's packages in a code span resolves to a module, an attribute, a model or a permission. No
+text points outside the repository.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import unquote
 import pytest
 from django.apps import apps
 from django.core.management import get_commands, load_command_class
+from django.urls import Resolver404, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -252,6 +254,57 @@ def test_dotted_names_resolve(doc: Path) -> None:
     }
     unresolved = sorted(name for name in named if not _resolves(name))
     assert not unresolved, f"{_id(doc)} names what does not exist: {unresolved}"
+
+
+# A path of the application: in a code span or block, or an endpoint of api.md's table (under /api/v1/).
+APP_PATH = re.compile(r"(?<![\w.])/(?:api|admin|health|metrics)(?:\{[^}\n]*\}|[^\s`'\"?)\]{])*")
+ENDPOINT = re.compile(r"^\| `(?:GET|POST|PUT|PATCH|DELETE) ([a-z][^`\s]*)`", re.MULTILINE)
+PLACEHOLDER = re.compile(r"[{}$<>…]")
+SAMPLE = {"accounts": "01000000000017", "transfers": "3fa85f64-5717-4562-b3fc-2c963f66afa6"}
+
+
+def _app_paths(doc: Path) -> set[str]:
+    paths = {match.group(0) for code in _code(doc) for match in APP_PATH.finditer(code)}
+    if doc.name == "api.md":
+        paths |= {"/api/v1/" + match.group(1) for match in ENDPOINT.finditer(_prose(doc))}
+    return paths
+
+
+def _concrete(path: str) -> str:
+    """The path with each placeholder segment (``{number}``, ``$ID``, ``…``) made a sample value."""
+    segments = path.split("/")
+    for i, segment in enumerate(segments):
+        if PLACEHOLDER.search(segment):
+            segments[i] = SAMPLE.get(segments[i - 1], "x")
+    concrete = "/".join(segments)
+    return concrete + "/" if PLACEHOLDER.search(path.split("/")[-1]) else concrete
+
+
+def _served(path: str) -> bool:
+    from bankcore.api_errors import api_not_found
+
+    try:
+        return resolve(path).func is not api_not_found
+    except Resolver404:
+        return False
+
+
+@cache
+def served_anywhere() -> frozenset[str]:
+    return frozenset(c for doc in DOCS for c in map(_concrete, _app_paths(doc)) if _served(c))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_id)
+def test_application_paths_resolve(doc: Path) -> None:
+    paths = {path: _concrete(path) for path in _app_paths(doc)}
+    served = served_anywhere()
+    # A prefix (``/api/v1/``) is right when a path the docs name under it is served.
+    wrong = sorted(
+        path
+        for path, concrete in paths.items()
+        if concrete not in served and not (concrete.endswith("/") and any(s.startswith(concrete) for s in served))
+    )
+    assert not wrong, f"{_id(doc)} names URLs the application does not serve: {wrong}"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_id)
