@@ -278,3 +278,28 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     )
     assert edited.status_code == 200 and "idempotency_key_reused" in edited.content.decode()
     assert world_snapshot(account) == before and not Account.objects.using("db2").filter(holder="Someone Else")
+
+
+def test_a_form_refused_for_a_missing_permission_is_on_record(make_staff, make_account):
+    """A 403 in the back office is an audit event: who, which page, which permissions were missing."""
+    from audit.models import AuditEvent
+
+    auditor = make_staff("auditor")
+    alice = make_account("db1", "100.00")
+    client = logged_in(auditor)
+    before = world_snapshot(alice)
+
+    response = client.post(
+        reverse("admin:transfers_transfer_add"),
+        {"source_account": alice.number, "destination_account": alice.number, "amount": "1.00"},
+    )
+
+    assert response.status_code == 403 and world_snapshot(alice) == before
+    refusal = AuditEvent.objects.get(action="backoffice.refused")
+    assert (refusal.actor_id, refusal.object_type, refusal.object_id) == (
+        auditor.pk,
+        "page",
+        "admin:transfers_transfer_add",
+    )
+    assert refusal.changes["code"] == "permission_denied"
+    assert refusal.changes["missing"] == ["transfers.add_transfer"]
