@@ -19,26 +19,45 @@ both (``RoleRequired``).
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.errors import InternalAccount
+from accounts.errors import AccountClosed, AccountFrozen, InternalAccount
 from accounts.models import Account
 from accounts.selectors import account_get
-from accounts.services import account_deposit, account_withdraw
+from accounts.services import account_deposit, account_withdraw, cash_account_ensure
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.money import money_parse
-from transfers.errors import AmountAboveMaximum, ApprovalRequired, IdempotencyKeyReused, RoleRequired, SameAccount
+from transfers.errors import (
+    AmountAboveMaximum,
+    ApprovalRequired,
+    CurrencyMismatch,
+    IdempotencyKeyReused,
+    RoleRequired,
+    SameAccount,
+)
 from transfers.models import Approval, Transfer
-from transfers.services import _reference_clean, idempotency_key_clean, text_is_visible, transfer_create
+from transfers.services import (
+    _reference_clean,
+    idempotency_key_clean,
+    text_is_visible,
+    transfer_create,
+    transfer_held_execute,
+    transfer_hold,
+    transfer_hold_abort,
+    transfer_hold_release,
+)
 
 APPROVE_PERMISSION = "transfers.approve_approval"
 Status = Approval.Status
@@ -80,6 +99,28 @@ class ApprovalReasonRequired(ValidationFailed):
 class ApprovalMakerRequired(ValidationFailed):
     code = "approval_maker_required"
     title = "Only a signed-in user can ask for approval"
+
+
+class ApprovalNotMaker(ApplicationError):
+    code = "approval_not_maker"
+    title = "Only the maker can withdraw a request"
+    http_status = 403
+
+
+class ApprovalExpired(Conflict):
+    code = "approval_expired"
+    title = "The request expired"
+
+
+# Why a held amount was released: the reason its hold transfer was aborted with.
+class ApprovalRejected(Conflict):
+    code = "approval_rejected"
+    title = "The request was rejected"
+
+
+class ApprovalWithdrawn(Conflict):
+    code = "approval_withdrawn"
+    title = "The request was withdrawn by its maker"
 
 
 # The permission each kind of movement needs, for staff.
@@ -138,13 +179,19 @@ def approval_request(
     reference: str = "",
     idempotency_key: str | None = None,
 ) -> Approval:
-    """Store a movement PENDING approval. A transfer names both accounts, a deposit the
-    destination, a withdrawal the source. With ``idempotency_key``, the same maker submitting the
-    same request again gets the first request back (never a second one to approve). Raises,
-    storing nothing: ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``,
-    ``SameAccount``, ``InternalAccount`` (a transfer naming a ledger's cash account), ``AmountAboveMaximum``, ``InvalidReference``, ``InvalidIdempotencyKey``,
-    ``IdempotencyKeyReused`` (same key, different request), ``ApprovalMakerRequired``. Funds,
-    limits and account state are checked when it executes, as for any transfer."""
+    """Store a movement PENDING approval, its amount held on the account it leaves
+    (``transfers.services.transfer_hold``: the debit leg prepared, the amount in pending debits)
+    until a supervisor decides, its maker withdraws it, or ``APPROVAL_HOLD_SECONDS`` pass. A
+    transfer names both accounts, a deposit the destination, a withdrawal the source. With
+    ``idempotency_key``, the same maker submitting the same request again gets the first request
+    back (never a second one to approve). Checks at submit what will be checked when it executes,
+    so that no supervisor is asked to approve what must fail. Raises, storing nothing:
+    ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``, ``SameAccount``,
+    ``InternalAccount`` (a transfer naming a ledger's cash account), ``AmountAboveMaximum``,
+    ``AccountFrozen``, ``AccountClosed``, ``CurrencyMismatch`` (the account credited),
+    ``InvalidReference``, ``InvalidIdempotencyKey``, ``IdempotencyKeyReused`` (same key, different
+    request), ``ApprovalMakerRequired``; and, recorded on the aborted hold, the source's refusals
+    (funds, daily limit, state)."""
     if actor.user_id is None:
         raise ApprovalMakerRequired()
     if kind not in Kind.values:
@@ -170,6 +217,22 @@ def approval_request(
         raise InternalAccount("A ledger's internal account moves only by cash deposits and withdrawals.")
     if value > settings.MAX_TRANSFER_AMOUNT:
         raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+    if kind in (Kind.TRANSFER, Kind.DEPOSIT):
+        # The account credited is checked again when the request executes; the hold checks the other.
+        _credit_check(destination, currency)
+    held = source if kind != Kind.DEPOSIT else cash_account_ensure(ledger=destination.ledger, currency=currency)
+    credited = destination if kind != Kind.WITHDRAWAL else cash_account_ensure(ledger=source.ledger, currency=currency)
+    hold = transfer_hold(
+        actor=actor,
+        kind=kind,
+        source_account=str(held.number),
+        destination_account=str(credited.number),
+        amount=value,
+        currency=currency,
+        reference=reference,
+        idempotency_key=_hold_key(key),
+        until=timezone.now() + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS),
+    )
     try:
         with transaction.atomic(using="default"):
             approval = Approval.objects.create(
@@ -182,15 +245,38 @@ def approval_request(
                 maker_id=actor.user_id,
                 maker_channel=actor.channel,
                 idempotency_key=key,
+                transfer=hold,
             )
-            _event(approval, actor, "approval.requested", threshold=str(settings.APPROVAL_THRESHOLD))
+            _event(
+                approval,
+                actor,
+                "approval.requested",
+                threshold=str(settings.APPROVAL_THRESHOLD),
+                held_until=hold.deadline.isoformat(),
+            )
     except IntegrityError:
-        # The same key submitted twice at once: the other submission stored it first.
+        # The same key submitted twice at once: the other submission stored it first (with the
+        # same hold, which the key made one).
         earlier = _approval_replay(maker_id=actor.user_id, key=key) if key is not None else None
         if earlier is None:
             raise
         return _approval_same_request(earlier, kind, value, source_account, destination_account, reference)
     return approval
+
+
+def _hold_key(key: str | None) -> str | None:
+    """The hold's idempotency key, from the request's: one request, one hold."""
+    return None if key is None else "hold:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _credit_check(account: Account, currency: str) -> None:
+    """What the engine checks of the account credited (``_check_account``), at submit."""
+    if account.status == Account.Status.FROZEN:
+        raise AccountFrozen(f"The destination account {account.number} is frozen.")
+    if account.status == Account.Status.CLOSED:
+        raise AccountClosed(f"The destination account {account.number} is closed.")
+    if account.currency != currency:
+        raise CurrencyMismatch(f"The destination account {account.number} holds {account.currency}, not {currency}.")
 
 
 def _approval_replay(*, maker_id: int, key: str) -> Approval | None:
@@ -244,6 +330,17 @@ def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
         approval = _approval_lock(approval_id)
         _check_checker(actor, approval, verb="approve")
         now = timezone.now()
+        hold = _hold_of(approval)
+        expired = hold is not None and (hold.status != Transfer.Status.PENDING or hold.deadline <= now)
+        if expired:
+            _close(approval, actor, Status.EXPIRED, ApprovalExpired("The request expired before it was approved."))
+    if expired:
+        _release(approval)
+        raise ApprovalExpired("This request expired before it was approved; its amount is no longer held.")
+    with transaction.atomic(using="default"):
+        approval = _approval_lock(approval_id)
+        _check_checker(actor, approval, verb="approve")
+        now = timezone.now()
         Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(
             status=Status.APPROVED, checker_id=actor.user_id, decided_at=now
         )
@@ -276,7 +373,79 @@ def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approv
             reason,
         )
         _event(approval, actor, "approval.rejected", checker=actor.user_id, reason=reason)
+        _hold_abort(approval, actor, ApprovalRejected(f"Rejected by a supervisor: {reason}"))
+    _release(approval)
     return approval
+
+
+def approval_withdraw(*, actor: Actor, approval_id: object) -> Approval:
+    """PENDING → WITHDRAWN by its maker, who no longer wants it; nothing moves and the amount held
+    is released. Raises ``ApprovalNotFound``, ``ApprovalNotPending``, ``ApprovalNotMaker`` (only the
+    maker may), changing nothing."""
+    with transaction.atomic(using="default"):
+        approval = _approval_lock(approval_id)
+        if actor.user_id is None or actor.user_id != approval.maker_id:
+            raise ApprovalNotMaker("Only the teller who made this request can withdraw it.")
+        if approval.status != Status.PENDING:
+            raise ApprovalNotPending(f"This request is already {approval.get_status_display().lower()}.")
+        _close(approval, actor, Status.WITHDRAWN, ApprovalWithdrawn("Withdrawn by its maker."))
+    _release(approval)
+    return approval
+
+
+def approvals_expire(*, actor: Actor, now: datetime | None = None) -> int:
+    """PENDING requests whose hold has ended (recovery aborted it past its deadline) or is past
+    its deadline → EXPIRED, their amount released. Run with recovery; returns how many."""
+    now = now or timezone.now()
+    due = Approval.objects.filter(status=Status.PENDING, transfer__isnull=False).filter(
+        Q(transfer__status=Transfer.Status.ABORTED) | Q(transfer__deadline__lte=now)
+    )
+    count = 0
+    for pk in list(due.values_list("pk", flat=True)[:500]):
+        with transaction.atomic(using="default"):
+            approval = _approval_lock(pk)
+            if approval.status != Status.PENDING:
+                continue
+            _close(approval, actor, Status.EXPIRED, ApprovalExpired("Not decided before its hold ended."))
+        _release(approval)
+        count += 1
+    return count
+
+
+def _hold_of(approval: Approval) -> Transfer | None:
+    """The transfer holding a PENDING or APPROVED request's amount (None: a request stored before
+    amounts were held, which executes as a new transfer)."""
+    if approval.transfer_id is None or approval.status not in (Status.PENDING, Status.APPROVED):
+        return None
+    return Transfer.objects.get(pk=approval.transfer_id)
+
+
+def _hold_abort(approval: Approval, actor: Actor, error: ApplicationError) -> None:
+    """Inside the transaction that closes the request: its hold decided ABORTED with it."""
+    if approval.transfer_id is not None:
+        hold = Transfer.objects.get(pk=approval.transfer_id)
+        if hold.status == Transfer.Status.PENDING:
+            transfer_hold_abort(actor=actor, transfer=hold, error=error)
+
+
+def _close(approval: Approval, actor: Actor, status: str, error: ApplicationError) -> None:
+    """PENDING → ``status`` (withdrawn, expired), with its event and its hold aborted."""
+    now = timezone.now()
+    Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(
+        status=status, decided_at=now, reason=error.detail[:500]
+    )
+    approval.status, approval.decided_at, approval.reason = status, now, error.detail[:500]
+    _event(approval, actor, f"approval.{status}")
+    _hold_abort(approval, actor, error)
+
+
+def _release(approval: Approval) -> None:
+    """After the commit that aborted a request's hold: release the amount (recovery does it if
+    this cannot)."""
+    if approval.transfer_id is not None:
+        hold = Transfer.objects.get(pk=approval.transfer_id)
+        if hold.status == Transfer.Status.ABORTED:
+            transfer_hold_release(transfer=hold)
 
 
 def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
@@ -299,12 +468,13 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
         request_id=actor.request_id,
     )
     key = f"approval:{approval.pk}"
+    hold = _hold_of(approval)
     try:
-        transfer = _execute(approval, maker, key)
+        transfer = _execute(approval, maker, key) if hold is None else transfer_held_execute(actor=maker, transfer=hold)
     except ServiceUnavailable:
         raise
     except ApplicationError as error:
-        refused = error.transfer if isinstance(error.transfer, Transfer) else None
+        refused = error.transfer if isinstance(error.transfer, Transfer) else hold
         with transaction.atomic(using="default"):
             failed = Approval.objects.filter(pk=approval.pk, status=Status.APPROVED).update(
                 status=Status.FAILED,
