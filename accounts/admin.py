@@ -11,6 +11,9 @@ the forms below, each calling one service (``accounts.services``, ``transfers.ap
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import uuid
 from typing import Any
 
@@ -82,8 +85,41 @@ def backoffice_render(
 
 
 def service_error(request: HttpRequest, error: ApplicationError) -> None:
-    """A service's refusal, as the teller reads it."""
+    """A service's refusal, as the teller reads it, on a page that has no form to show it on."""
     messages.error(request, f"{error.detail} ({error.code})")
+
+
+# The field a service's refusal is about, by its code; an account's refusal names its side.
+REFUSAL_FIELDS: dict[str, str] = {
+    "invalid_amount": "amount",
+    "amount_above_maximum": "amount",
+    "insufficient_funds": "amount",
+    "daily_limit_exceeded": "amount",
+    "invalid_reference": "reference",
+    "same_account": "destination_account",
+    "invalid_holder": "holder",
+    "invalid_currency": "currency",
+}
+ACCOUNT_REFUSALS = {
+    "invalid_account_number",
+    "account_not_found",
+    "account_frozen",
+    "account_closed",
+    "internal_account",
+    "currency_mismatch",
+}
+
+
+def refusal_on_form(form: forms.Form, error: ApplicationError) -> None:
+    """A service's refusal beside the field it is about, in words; its code stays on the page,
+    small, for whoever reports it. One about no field of the form goes above the fields."""
+    field = REFUSAL_FIELDS.get(error.code)
+    if error.code in ACCOUNT_REFUSALS:
+        field = "destination_account" if "destination" in error.detail else "source_account"
+    if field == "amount" and "amount" not in form.fields and "opening_deposit" in form.fields:
+        field = "opening_deposit"
+    message = forms.ValidationError(error.detail.replace("%", "%%"), code=error.code, params={"shown_code": error.code})
+    form.add_error(field if field in form.fields else None, message)
 
 
 def sent_again(outcome: Any) -> str:
@@ -93,7 +129,9 @@ def sent_again(outcome: Any) -> str:
 
 
 class IdempotentForm(forms.Form):
-    """A hidden key minted when the form is shown: submitting it twice moves money once."""
+    """A hidden nonce minted when the form is shown. The idempotency key is the nonce and a digest
+    of what the form says: sent twice as it is (a double click, a reload) it moves money once;
+    corrected after a refusal and sent again, it is a new request."""
 
     idempotency_key = forms.CharField(widget=forms.HiddenInput, required=False)
 
@@ -103,7 +141,33 @@ class IdempotentForm(forms.Form):
             self.initial.setdefault("idempotency_key", uuid.uuid4().hex)
 
     def key(self) -> str | None:
-        return self.cleaned_data.get("idempotency_key") or None
+        nonce = self.cleaned_data.get("idempotency_key")
+        if not nonce:
+            return None
+        content = {name: str(value) for name, value in self.cleaned_data.items() if name != "idempotency_key"}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{nonce}.{digest}"
+
+
+# Digits grouped by threes as a teller types them: "1,000.00", "1 000.00" (a space or a no-break space).
+GROUPED_AMOUNT = re.compile(r"\d{1,3}(?:([, \u00a0])\d{3})(?:\1\d{3})*(?:\.\d+)?")
+ACCOUNT_SEPARATORS = str.maketrans("", "", " -\u00a0")
+
+
+class AmountField(forms.CharField):
+    """An amount as typed: grouping separators dropped where they group digits by three; the rest
+    is the service's to judge (``bankcore.money.money_parse``)."""
+
+    def to_python(self, value: Any) -> str:
+        text = str(super().to_python(value))
+        return re.sub(r"[, \u00a0]", "", text) if GROUPED_AMOUNT.fullmatch(text) else text
+
+
+class AccountNumberField(forms.CharField):
+    """An account number as typed, in groups with spaces or dashes as on paper."""
+
+    def to_python(self, value: Any) -> str:
+        return str(super().to_python(value)).translate(ACCOUNT_SEPARATORS)
 
 
 # --- forms -----------------------------------------------------------------------------------
@@ -117,7 +181,7 @@ class OpenAccountForm(IdempotentForm):
     ledger = forms.ChoiceField(choices=_ledger_choices)
     holder = forms.CharField(max_length=200)
     currency = forms.CharField(max_length=3, initial=lambda: settings.DEFAULT_CURRENCY)
-    opening_deposit = forms.CharField(
+    opening_deposit = AmountField(
         required=False, help_text="Optional cash paid in now, e.g. 500.00 (above the approval threshold it waits)."
     )
 
@@ -133,7 +197,7 @@ class OpenAccountForm(IdempotentForm):
 
 
 class CashForm(IdempotentForm):
-    amount = forms.CharField(help_text='A decimal amount, e.g. "125.50".')
+    amount = AmountField(help_text='For example "1,250.50".')
     reference = forms.CharField(max_length=140, required=False)
 
 
@@ -325,7 +389,7 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     idempotency_key=key,
                 )
             except ApplicationError as error:
-                service_error(request, error)
+                refusal_on_form(form, error)
             else:
                 messages.success(request, f"Account {account.number} opened for {account.holder}{sent_again(account)}.")
                 if data["opening_deposit"]:
@@ -347,8 +411,18 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     # --- cash at the counter ---------------------------------------------------------------
 
     def _cash_submit(
-        self, request: HttpRequest, actor: Actor, kind: str, number: str, amount: str, reference: str, key: str | None
+        self,
+        request: HttpRequest,
+        actor: Actor,
+        kind: str,
+        number: str,
+        amount: str,
+        reference: str,
+        key: str | None,
+        form: forms.Form | None = None,
     ) -> bool:
+        """Book a cash movement (or ask for its approval); a refusal goes on ``form`` if given,
+        otherwise into the page's messages."""
         from transfers.approvals import money_movement_submit
         from transfers.models import Approval
 
@@ -364,7 +438,10 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 idempotency_key=key,
             )
         except ApplicationError as error:
-            service_error(request, error)
+            if form is None:
+                service_error(request, error)
+            else:
+                refusal_on_form(form, error)
             return False
         label = "Cash deposit" if kind == "deposit" else "Cash withdrawal"
         if isinstance(outcome, Approval):
@@ -387,10 +464,18 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             messages.error(request, f"No account {number}.")
             return HttpResponseRedirect(reverse("admin:accounts_account_find"))
         form = CashForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
+        valid = request.method == "POST" and form.is_valid()
+        if valid:
             data = form.cleaned_data
             if self._cash_submit(
-                request, admin_actor(request), kind, str(account.number), data["amount"], data["reference"], form.key()
+                request,
+                admin_actor(request),
+                kind,
+                str(account.number),
+                data["amount"],
+                data["reference"],
+                form.key(),
+                form,
             ):
                 return HttpResponseRedirect(reverse("admin:accounts_account_change", args=(account.number,)))
         title = ("Cash deposit to " if kind == "deposit" else "Cash withdrawal from ") + str(account)
@@ -401,7 +486,7 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             form=form,
             account=account,
             opts=self.model._meta,
-            status=200 if request.method == "GET" or form.is_valid() else 400,
+            status=200 if request.method == "GET" or valid else 400,
         )
 
     # --- freeze, unfreeze, close -----------------------------------------------------------

@@ -21,12 +21,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.admin import (
+    AccountNumberField,
+    AmountField,
     IdempotentForm,
     ReasonForm,
     account_link,
     admin_actor,
     backoffice_render,
     may,
+    refusal_on_form,
     require_perm,
     sent_again,
     service_error,
@@ -40,9 +43,9 @@ from transfers.services import transfer_reverse
 
 
 class TransferForm(IdempotentForm):
-    source_account = forms.CharField(max_length=20)
-    destination_account = forms.CharField(max_length=20)
-    amount = forms.CharField(help_text='A decimal amount, e.g. "125.50".')
+    source_account = AccountNumberField(max_length=20, label="From account")
+    destination_account = AccountNumberField(max_length=20, label="To account")
+    amount = AmountField(help_text='For example "1,250.50".')
     reference = forms.CharField(max_length=140, required=False)
 
 
@@ -170,13 +173,13 @@ class TransferAdmin(ReadOnlyAdmin):
                     user=request.user,
                     kind=Approval.Kind.TRANSFER,
                     amount=data["amount"],
-                    source_account=data["source_account"].replace(" ", ""),
-                    destination_account=data["destination_account"].replace(" ", ""),
+                    source_account=data["source_account"],
+                    destination_account=data["destination_account"],
                     reference=data["reference"],
                     idempotency_key=form.key(),
                 )
             except ApplicationError as error:
-                service_error(request, error)
+                refusal_on_form(form, error)
             else:
                 if isinstance(outcome, Approval):
                     messages.warning(

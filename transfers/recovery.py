@@ -136,7 +136,7 @@ def _recover_pending(
     fault_point("after_tombstone")
     # A local transfer's legs commit together, except a hold's (``transfer_hold``): its debit leg
     # alone is prepared, and is released here.
-    held = [Leg.DEBIT] if states[Leg.DEBIT] == LegState.PREPARED else []
+    held: list[str] = [Leg.DEBIT] if states[Leg.DEBIT] == LegState.PREPARED else []
     if _decide_abort(
         transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT] if transfer.is_cross_ledger else held
     ):

@@ -31,3 +31,14 @@ def backoffice_counts(user: Any) -> dict[str, int]:
     if user.has_perm("transfers.view_transfer"):
         counts["stuck"] = stuck_transfers().count()
     return counts
+
+
+@register.filter
+def error_lines(errors: Any) -> list[tuple[str, str]]:
+    """A field's errors as (words, code): the code of a service's refusal, kept small beside its
+    words for whoever reports it; none for the form's own checks."""
+    lines: list[tuple[str, str]] = []
+    for error in errors.as_data() if errors else []:
+        shown = (error.params or {}).get("shown_code", "") if isinstance(error.params, dict) else ""
+        lines.extend((str(text), shown) for text in error)
+    return lines

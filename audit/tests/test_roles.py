@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
+from accounts.services import account_deposit
 from audit.roles import ROLES
 from bankcore.actors import Actor, Channel
 from conftest import api_client_for, api_user, world_snapshot
@@ -44,6 +45,8 @@ def world(make_staff, make_account, actor, api_throttle_reset):
     users = {role: make_staff(role) for role in ROLE_NAMES}
     users["superuser"] = User.objects.create_superuser("root", password="root-password-123")
     alice = make_account("db1", "50000.00", holder="Alice Matrix")
+    # The two requests below hold 40,000.00 of it while they wait.
+    account_deposit(actor=actor, number=alice.number, amount="40000.00")
     bob, carol = make_account("db2", "100.00"), make_account("db2", "0.00")
     # A partner of the API with alice's and bob's accounts; a completed payment alice → bob.
     users["partner"] = api_user("partner", links=(alice.number, bob.number))
