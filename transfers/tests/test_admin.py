@@ -61,7 +61,10 @@ def test_the_account_page_shows_balances_statement_and_transfers(make_staff, mak
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'id="balance-posted">535.00 CNY' in html and 'id="balance-available">535.00 CNY' in html
+    # Once each, grouped, with the currency; the statement signed as the transfers table is.
+    assert 'id="balance-posted">535.00\u00a0CNY' in html and 'id="balance-available">535.00\u00a0CNY' in html
+    assert 'id="balance-pending-debits"' not in html and "field-posted" not in html  # nothing held; no repeat
+    assert "-30.00\u00a0CNY" in html and "+1,000.00\u00a0CNY" in html
     statement = page.context["statement"]
     assert statement.paginator.count == 31 and len(statement) == 25
     amounts = [e.amount for e in statement]

@@ -144,7 +144,7 @@ BASES: dict[str, dict[str, str]] = {
     "unfreeze": {"reason": "cleared"},
     "close": {"reason": "customer left"},
     "state": {"reason": "whatever"},
-    "reverse": {"reference": "", "idempotency_key": "<key>"},
+    "reverse": {"reference": "paid twice", "idempotency_key": "<key>"},
     "decide": {"decision": "approve"},
 }
 TARGETS = {"deposit": "<a1>", "withdraw": "<b1>", "reverse": "<tx_paid>", "decide": "<ap_pending>"}
@@ -722,11 +722,11 @@ DECISIONS = [
         "decision-repeated-last-reject", code("approval_reason_required"), forged={"decision": ["approve", "reject"]}
     ),
     # A GET decides nothing: back to the approval's page.
-    decide("decide-by-get", "Approve and execute", method="GET"),
+    decide("decide-by-get", "Approve and move the money", method="GET"),
     # Forged fields name neither the checker nor the outcome: executed, by supervisor2, as its maker.
     decide(
         "approve-forged-checker-and-status",
-        "Approved and executed",
+        "Approved: 10,000.01\u00a0CNY moved",
         target="<ap_legit>",
         forged={"checker": "<teller_id>", "status": "rejected", "maker": "<supervisor2_id>", "reason": "x"},
         changes=("executed",),
