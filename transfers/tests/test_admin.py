@@ -287,3 +287,17 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     assert edited.status_code == 302
     [other] = Account.objects.using("db2").filter(holder="Someone Else")
     assert world_snapshot(account)["accounts"] == before["accounts"] and balances(other) == [Decimal("25.00")]
+
+
+def test_check_the_books_from_the_back_office(make_staff, make_account):
+    make_account("db1", "10.00")
+    url = reverse("admin:transfers_reconciliationrun_check")
+    assert logged_in(make_staff("teller")).post(url).status_code == 403
+    assert not ReconciliationRun.objects.exists()
+
+    page = logged_in(make_staff("auditor")).post(url)
+
+    assert page.status_code == 200 and "Books balance" in page.content.decode() and "Intact" in page.content.decode()
+    run = ReconciliationRun.objects.get()
+    assert run.ok and run.triggered_by == "admin:auditor"
+    assert AuditEvent.objects.filter(action="books.checked", actor_name="auditor").count() == 1

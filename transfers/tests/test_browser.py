@@ -6,7 +6,7 @@ walking what each role does in a day, and asserting what the pages say:
   (its amount held at once), withdraws a second request, asks for a large deposit;
 - a supervisor approves one request, rejects another, reverses a transfer and freezes an account,
   each with its reason;
-- an auditor reads the audit trail.
+- an auditor reads the audit trail and checks the books (reconciliation and the audit chain).
 
 Screenshots of every step are saved under the test's tmp directory, or in the directory
 ``BANKCORE_SCREENSHOTS`` names (``docs/img/backoffice`` holds the ones docs/backoffice.md shows:
@@ -272,6 +272,11 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     w.get("/admin/audit/auditevent/")
     w.no_horizontal_scroll()
     w.shot("auditor-trail")
+    w.click("#check-books")
+    w.click("#run-check")
+    result = w.text("#check-result")
+    assert "Books balance" in result and "Intact" in result, result
+    w.shot("auditor-books-checked")
     w.get("/admin/accounts/account/not-a-number/deposit/")
     assert "403" in browser.title or "permission" in w.text("#content").lower()
 
