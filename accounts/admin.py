@@ -32,7 +32,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts.models import Account, Entry
-from accounts.selectors import accounts_by_number, accounts_search
+from accounts.selectors import accounts_by_number, accounts_search, ledger_for_new_account
 from accounts.services import (
     account_close,
     account_freeze,
@@ -263,15 +263,21 @@ def review_or_form(
 
 
 def _ledger_choices() -> list[tuple[str, str]]:
-    return [(alias, f"{alias} (ledger {code})") for alias, code in settings.LEDGERS.items()]
+    return [(alias, f"ledger {code}") for alias, code in settings.LEDGERS.items()]
 
 
 class OpenAccountForm(IdempotentForm):
-    ledger = forms.ChoiceField(choices=_ledger_choices)
-    holder = forms.CharField(max_length=200)
+    """A new account for a customer: who, in which currency, and what they pay in. The ledger it
+    lives in is the system's choice (``ledger_for_new_account``)."""
+
+    holder = forms.CharField(
+        max_length=200, label="Customer's full name", widget=forms.TextInput(attrs={"autofocus": True})
+    )
     currency = forms.CharField(max_length=3, initial=lambda: settings.DEFAULT_CURRENCY)
     opening_deposit = AmountField(
-        required=False, help_text="Optional cash paid in now, e.g. 500.00 (above the approval threshold it waits)."
+        required=False,
+        label="Cash paid in now",
+        help_text="Optional, e.g. 500.00 (above the approval threshold it waits for a supervisor).",
     )
 
     def clean_opening_deposit(self) -> str:
@@ -484,7 +490,7 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
         require_perm(request, "accounts.add_account")
-        form = OpenAccountForm(request.POST or None)
+        form = OpenAccountForm(request.POST or None, initial={"holder": request.GET.get("holder", "")[:200]})
         if request.method == "POST" and form.is_valid():
             actor = admin_actor(request)
             data = form.cleaned_data
@@ -492,7 +498,7 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             try:
                 account = account_open(
                     actor=actor,
-                    ledger=data["ledger"],
+                    ledger=ledger_for_new_account(holder=data["holder"]),
                     holder=data["holder"],
                     currency=data["currency"],
                     idempotency_key=key,
@@ -514,7 +520,12 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     )
                 return HttpResponseRedirect(reverse("admin:accounts_account_change", args=(account.number,)))
         return backoffice_render(
-            request, template="admin/backoffice/form.html", title="Open an account", form=form, opts=self.model._meta
+            request,
+            template="admin/backoffice/form.html",
+            title="Open an account",
+            form=form,
+            opts=self.model._meta,
+            submit_label="Open the account",
         )
 
     # --- cash at the counter ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
@@ -88,3 +89,12 @@ def accounts_by_number(*, numbers: Iterable[str]) -> dict[str, Account]:
         for account in Account.objects.using(ledger).filter(pk__in=serials):
             found[str(account.number)] = account
     return found
+
+
+def ledger_for_new_account(*, holder: str) -> str:
+    """The ledger a new customer account is opened in: chosen from the holder's name (a stable
+    hash of it, spaces and case aside), so that ledgers fill evenly and one customer's accounts
+    share a ledger, whose transfers between them are then local. Nobody at the counter chooses."""
+    aliases = list(settings.LEDGERS)
+    key = " ".join(holder.split()).casefold().encode()
+    return aliases[zlib.crc32(key) % len(aliases)]

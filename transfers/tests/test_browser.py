@@ -1,7 +1,7 @@
 """A real browser (headless Debian Chromium driven by Selenium) against a live server, one session
 walking what each role does in a day, and asserting what the pages say:
 
-- a teller finds a customer, pays cash in and out (each through its review page), sends a
+- a teller opens an account for a new customer, finds another, pays cash in and out (each through its review page), sends a
   transfer that is refused, corrects it and sends it again, asks for approval of a large transfer
   (its amount held at once), withdraws a second request, asks for a large deposit;
 - a supervisor approves one request, rejects another, reverses a transfer and freezes an account,
@@ -134,6 +134,21 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     assert w.text("#find-summary").startswith("1 account found")
     assert "30,000.00 CNY" in w.text("#find-results")
     w.shot("teller-found")
+    # A new customer: found nowhere, an account opened for her from the search (the ledger is
+    # the system's choice).
+    w.type("#find-q", "Dora Browser")
+    w.click("#find-account input[type=submit]")
+    assert w.text("#find-summary").startswith("0 accounts found")
+    w.click("#open-for")
+    assert w.el("#id_holder").get_attribute("value") == "Dora Browser" and w.focused_id() == "id_holder"
+    assert not w.els("#id_ledger")
+    w.type("#id_opening_deposit", "2,500.00")
+    w.shot("teller-open-account")
+    w.click("#submit")
+    assert "opened for Dora Browser" in w.message() and w.text("#balance-posted") == "2,500.00 CNY"
+    w.get("/admin/")
+    w.type("#find-q", "alice brow")
+    w.click("#find-account input[type=submit]")
     w.link("Alice Browser")
     assert w.text("#balance-posted") == "30,000.00 CNY" and w.text("#balance-available") == "30,000.00 CNY"
     assert w.text("#account-number") == " ".join([alice.number[i : i + 4] for i in range(0, 14, 4)])

@@ -555,8 +555,11 @@ def opening_deposit(case_id: str, error_code: str, raw: str) -> ParameterSet:
 
 
 OPEN_ACCOUNT = [
-    open_account("ledger-unknown", "Select a valid choice", forged={"ledger": "db99"}),
-    open_account("ledger-repeated-last-unknown", "Select a valid choice", forged={"ledger": ["db1", "db99"]}),
+    # The ledger is the system's choice: one named by the form is a forged field, ignored.
+    open_account("ledger-unknown-is-ignored", "Hostile Holder", forged={"ledger": "db99"}, changes=("opened",)),
+    open_account(
+        "ledger-repeated-is-ignored", "Hostile Holder", forged={"ledger": ["db1", "db99"]}, changes=("opened",)
+    ),
     open_account("holder-blank", REQUIRED, forged={"holder": "  "}),
     open_account("holder-201", at_most(200), forged={"holder": "h" * 201}),
     open_account("holder-nul", NUL, forged={"holder": "Mallory\x00"}),
@@ -1162,6 +1165,7 @@ def effect_faults(w: Any, row: Submission, before: dict[str, Any]) -> list[str]:
     """What is wrong with what ``row`` made: the transfers it booked or recorded, the approval it
     asked for, the account it opened."""
     from accounts.models import Account
+    from accounts.selectors import ledger_for_new_account
     from transfers.models import Approval, Transfer
 
     user = w.users.get(row.role)
@@ -1213,7 +1217,7 @@ def effect_faults(w: Any, row: Submission, before: dict[str, Any]) -> list[str]:
         if (approval.maker_id, approval.kind) != (user.pk, KINDS.get(form)):
             faults.append(f"approval #{approval.pk} by {approval.maker_id}, a {approval.kind}")
     if "opened" in row.changes:
-        account = Account.objects.using(sent["ledger"]).latest("pk")
+        account = Account.objects.using(ledger_for_new_account(holder=sent["holder"])).latest("pk")
         got_account = (account.kind, account.status, account.allow_overdraft, account.holder, account.currency)
         wanted_account = ("customer", "active", False, " ".join(sent["holder"].split()), sent["currency"])
         if got_account != wanted_account:
