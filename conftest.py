@@ -30,11 +30,11 @@ def ledgers() -> list[str]:
 
 @pytest.fixture
 def make_account(actor):  # type: ignore[no-untyped-def]
-    from accounts.services import account_open
+    from transfers.services import account_open_with_deposit
 
     def make(ledger: str = "db1", balance: str | Decimal = "0.00", **fields):  # type: ignore[no-untyped-def]
         amount = Decimal(balance)
-        account = account_open(
+        account = account_open_with_deposit(
             actor=actor,
             ledger=ledger,
             holder=fields.pop("holder", f"Holder {ledger}"),

@@ -42,8 +42,8 @@ from accounts.services import (
     opening_deposit_parse,
 )
 from audit.roles import SUPERUSER_WITHOUT_ROLE, role_permits
-from audit.templatetags.backoffice import account_no, in_words, money, status_badge
 from bankcore.actors import Actor, Channel, actor_from_request
+from bankcore.display import account_no, in_words, money, status_badge
 from bankcore.errors import ApplicationError
 
 admin.site.site_header = "bankcore back office"

@@ -9,15 +9,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from bankcore.errors import NotFound, ValidationFailed
+from bankcore.errors import InvalidAccountNumber as InvalidAccountNumber
+from bankcore.errors import NotFound
 
 NUMBER_LENGTH = 14
 SERIAL_DIGITS = 10
-
-
-class InvalidAccountNumber(ValidationFailed):
-    code = "invalid_account_number"
-    title = "Invalid account number"
 
 
 class UnknownLedger(NotFound):

@@ -1,9 +1,10 @@
-"""Writes to accounts: opening, state changes, cash movements.
+"""Writes to accounts: opening and state changes.
 
 Every service takes an ``Actor`` (who, through which door), refuses with an ``ApplicationError``
-that carries a stable code, and changes nothing when it refuses. Money moves only through
-``transfers.services.transfer_create`` — a cash deposit is a transfer from the ledger's internal
-cash account — so there is one way of moving money and one set of checks.
+that carries a stable code, and changes nothing when it refuses. No money moves here: a cash
+deposit or withdrawal, an opening deposit included, is a transfer to or from the ledger's internal
+cash account (``transfers.services.transfer_cash_movement``, ``account_open_with_deposit``), so
+there is one way of moving money and one set of checks.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from accounts.selectors import account_get, cash_account_get, cash_account_key
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ValidationFailed
-from bankcore.money import currency_parse, money_parse
-from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused
-from transfers.faults import fault_point
+from bankcore.faults import fault_point
+from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
+from bankcore.money import AmountAboveMaximum, currency_parse, money_parse
 
 HOLDER_MAX_LENGTH = 200
 
@@ -102,25 +103,17 @@ def account_open(
     holder: str,
     currency: str | None = None,
     allow_overdraft: bool = False,
-    opening_deposit: Decimal | str | None = None,
     idempotency_key: str | None = None,
 ) -> Account:
-    """Open a customer account in ``ledger``. With ``opening_deposit``, also books a cash deposit
-    (a separate, audited money movement). With ``idempotency_key``, the same client opening the
-    same account again gets the first one back, ``replayed`` set, and its opening deposit is
-    booked once (``opening_deposit_key``). Raises ``UnknownLedgerAlias``, ``InvalidHolder``,
-    ``InvalidCurrency``, ``InvalidAmount``, ``AmountAboveMaximum``, ``InvalidIdempotencyKey`` and
-    ``IdempotencyKeyReused`` (the key opened another account) before anything is written, and
-    whatever else the deposit refuses (frozen cash account, ledger busy…) after the account
-    exists."""
-    from transfers.services import idempotency_key_clean
-
+    """Open a customer account in ``ledger``, empty (``transfers.services.account_open_with_deposit``
+    opens one with money in it). With ``idempotency_key``, the same client opening the same
+    account again gets the first one back, ``replayed`` set. Raises ``UnknownLedgerAlias``,
+    ``InvalidHolder``, ``InvalidCurrency``, ``InvalidIdempotencyKey`` and ``IdempotencyKeyReused``
+    (the key opened another account) before anything is written."""
     if ledger not in settings.LEDGERS:
         raise UnknownLedgerAlias(f"There is no ledger {ledger!r}; configured: {', '.join(settings.LEDGERS)}.")
     holder = _holder_clean(holder)
     currency = currency_parse(currency or settings.DEFAULT_CURRENCY)
-    if opening_deposit is not None:
-        opening_deposit = opening_deposit_parse(opening_deposit)
     key = idempotency_key_clean(idempotency_key)
     asked = (ledger, holder, currency, allow_overdraft)
     account = _account_opened_with(actor, key, asked) if key is not None else None
@@ -154,16 +147,6 @@ def account_open(
             account = _account_opened_with(actor, key, asked) if key is not None else None
             if account is None:
                 raise
-    if opening_deposit is not None:
-        deposit_key = opening_deposit_key(key) if key is not None else None
-        account_deposit(
-            actor=actor,
-            number=str(account.number),
-            amount=opening_deposit,
-            reference="Opening deposit",
-            idempotency_key=deposit_key,
-        )
-        account.refresh_from_db(using=ledger)
     return account
 
 
@@ -262,39 +245,4 @@ def account_close(*, actor: Actor, number: str, reason: str = "") -> Account:
         reason=reason,
         allowed_from={Account.Status.ACTIVE, Account.Status.FROZEN},
         to=Account.Status.CLOSED,
-    )
-
-
-def account_deposit(
-    *, actor: Actor, number: str, amount: Decimal | str, reference: str = "", idempotency_key: str | None = None
-):  # type: ignore[no-untyped-def]
-    """Cash paid in at the counter: a transfer from the ledger's cash account. Returns the
-    completed ``Transfer``; raises the refusal (frozen, closed, limits…) otherwise."""
-    from transfers.models import Transfer
-    from transfers.services import transfer_cash_movement
-
-    return transfer_cash_movement(
-        actor=actor,
-        kind=Transfer.Kind.DEPOSIT,
-        number=number,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
-    )
-
-
-def account_withdraw(
-    *, actor: Actor, number: str, amount: Decimal | str, reference: str = "", idempotency_key: str | None = None
-):  # type: ignore[no-untyped-def]
-    """Cash paid out at the counter: a transfer to the ledger's cash account; refuses overdraft."""
-    from transfers.models import Transfer
-    from transfers.services import transfer_cash_movement
-
-    return transfer_cash_movement(
-        actor=actor,
-        kind=Transfer.Kind.WITHDRAWAL,
-        number=number,
-        amount=amount,
-        reference=reference,
-        idempotency_key=idempotency_key,
     )

@@ -7,18 +7,14 @@ class AuditConfig(AppConfig):
 
     def ready(self) -> None:
         # django-auditlog records field-level changes of the registered models (who, from where);
-        # our own AuditEvent records every money movement and state change by name.
+        # our own AuditEvent records every money movement and state change by name. Each app
+        # registers its own models (AccountsConfig, TransfersConfig); here, the users and groups.
         from auditlog.registry import auditlog
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group
 
-        from accounts.models import Account
         from audit import signals  # noqa: F401  (connects the sign-in receivers)
-        from transfers.models import Approval, Transfer
 
-        auditlog.register(Account)
-        auditlog.register(Transfer, exclude_fields=["request_hash"])
-        auditlog.register(Approval)
         # Roles are groups (audit.roles): who put a user in "supervisor", or gave a group or a user
         # a permission, is a change of who may move money, logged like any field change.
         auditlog.register(

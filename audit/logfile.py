@@ -24,8 +24,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils import timezone
 
-from audit.masking import mask
 from bankcore.logging import ProcessSafeRotatingFileHandler, json_line
+from bankcore.masking import mask
 
 _lock = threading.Lock()
 _settings_read = False  # False: read the settings below again before the next line

@@ -37,9 +37,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
-from accounts.numbers import InvalidAccountNumber
 from bankcore.db import FILTER_YEARS, LockConflictGaveUp
-from bankcore.errors import ApplicationError, ValidationFailed
+from bankcore.errors import ApplicationError, InvalidAccountNumber, ValidationFailed
 from bankcore.money import InvalidAmount, InvalidCurrency
 from bankcore.paths import is_api_request
 
@@ -220,7 +219,7 @@ def _problem_of(exc: Exception) -> tuple[int, str, str, str, dict[str, Any], dic
 
 
 def problem_response(exc: Exception, context: dict[str, Any]) -> Response:
-    """DRF's EXCEPTION_HANDLER (via ``bankcore.errors.problem_exception_handler``): any exception
+    """DRF's EXCEPTION_HANDLER (set in ``bankcore.settings.api``): any exception
     of an API view becomes a problem response. Unexpected ones are logged with their traceback and
     answered 500 ``internal_error`` without any detail."""
     request = context.get("request")
@@ -335,8 +334,8 @@ class LimitedJSONParser(JSONParser):
 class JSONNegotiation(DefaultContentNegotiation):
     """DRF's content negotiation, answered at once where it can only pick JSON: a view whose one
     renderer is JSON, asked with no ``Accept``, ``*/*`` or ``application/json`` and no format
-    override. Every other request, ``Accept: text/html`` (406) included, goes through DRF's. DRF
-    parses the header into media types for every request, 1 % of an API transfer's CPU."""
+    override. Every other request, ``Accept: text/html`` (406) included, goes through DRF's, which
+    parses the header into media types for every request (docs/performance.md)."""
 
     _AT_ONCE = frozenset({"*/*", "application/json"})
 
@@ -362,7 +361,7 @@ class StrictInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
     def fields(self) -> Any:
         """The class's one set of fields, bound to a template instance with no data, no context and
         not partial. DRF deep-copies every declared field for every instance (re-running each
-        field's ``__init__``), 7 % of the workers' CPU of a POST /api/v1/transfers/ here. Sharing
+        field's ``__init__``), a large share of an API transfer's CPU (docs/performance.md). Sharing
         is safe because a field keeps only its configuration: what validation finds lives on the
         serializer (``_validated_data``, ``_errors``), and what a field reads from its root
         (``partial``, ``context``) is the template's. An instance that is partial or has a context
@@ -506,7 +505,7 @@ COMMON_PROBLEMS: dict[int, list[str]] = {
     406: ["not_acceptable"],
     429: ["throttled"],
     500: ["internal_error"],
-    503: ["ledger_unavailable", "ledger_busy", "throttle_unavailable"],
+    503: ["ledger_unavailable", "ledger_busy"],
 }
 BODY_PROBLEMS: dict[int, list[str]] = {
     400: ["malformed_json", "unknown_field"],

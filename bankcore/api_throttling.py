@@ -15,10 +15,19 @@ one fits, never more than the period.
 
 The rates are read at each request (DRF's classes copy them once, at import), so a changed
 setting, and a test's ``override_settings``, take effect.
+
+When Redis does not answer, the throttle **fails open to this process's own meter**: the same
+algorithm, counted in memory, so a client is still held to the rate by each process (at most the
+rate times the number of app processes in all) and money keeps moving. Refusing every request
+instead would turn a cache outage into a payment outage, while the throttle guards capacity, not
+money (the amount and daily limits are checked in the ledgers, under the account's lock). Redis is
+tried again ``REDIS_RETRY_SECONDS`` after it failed, not by every request (a connect timeout
+each). docs/operations.md, "When Redis is down".
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -29,15 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
-from bankcore.errors import ServiceUnavailable
-
-
-class ThrottleUnavailable(ServiceUnavailable):
-    """Redis, where the counts live, did not answer. The request is refused (503, Retry-After)
-    rather than let through uncounted: nothing was done."""
-
-    code = "throttle_unavailable"
-    title = "The request counter is unavailable"
+logger = logging.getLogger(__name__)
 
 
 # KEYS[1]: the client's key; ARGV: T, D and the slack (_SLACK) in seconds. Returns {1, ""} if the
@@ -57,14 +58,21 @@ _script: Any = None
 # A millisecond of slack in both paths: the N-th request of a burst waits exactly 0 on paper, and
 # the rounding of the times stored (to the microsecond) and added up must not refuse it.
 _SLACK = 0.001
+REDIS_RETRY_SECONDS = 5.0
+_redis_failed_at = float("-inf")  # time.monotonic() of Redis's last failure in this process
 _local_lock = threading.Lock()
+_local_due: dict[str, float] = {}  # this process's meter: each client's next due time
+_LOCAL_KEYS_MAX = 100_000
 
 
 def _gcra(key: str, interval: float, period: float) -> float:
     """0 if one more request fits now (and it is counted), else the seconds until one does."""
+    global _script, _redis_failed_at
     cache = caches["default"]
-    if cache.__class__.__module__.startswith("django_redis"):
-        global _script
+    if (
+        cache.__class__.__module__.startswith("django_redis")
+        and time.monotonic() - _redis_failed_at >= REDIS_RETRY_SECONDS
+    ):
         client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
         if _script is None:
             _script = client.register_script(_GCRA)  # EVALSHA, loaded again if the server lost it
@@ -72,19 +80,27 @@ def _gcra(key: str, interval: float, period: float) -> float:
             allowed, wait = _script(
                 keys=[cache.make_key(key)], args=[repr(interval), repr(period), repr(_SLACK)], client=client
             )
-        except (RedisConnectionError, RedisTimeoutError):
-            raise ThrottleUnavailable(
-                "The request counter did not answer; nothing was done. Please retry shortly."
-            ) from None
-        return 0.0 if int(allowed) else float(wait)
-    # Any other cache (the local-memory one of a development run) is this process's own.
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            _redis_failed_at = time.monotonic()
+            logger.warning("throttle: Redis did not answer (%s); counting in this process", exc.__class__.__name__)
+        else:
+            return 0.0 if int(allowed) else float(wait)
+    return _local_gcra(key, interval, period)
+
+
+def _local_gcra(key: str, interval: float, period: float) -> float:
+    """``_gcra`` in this process's memory: a development run's (no Redis), or while Redis is down."""
     with _local_lock:
         now = time.time()
-        due = max(float(cache.get(key) or now), now)
+        due = max(_local_due.get(key, now), now)
         wait = due + interval - period - now
         if wait > _SLACK:
             return wait
-        cache.set(key, due + interval, timeout=due + interval - now + 1)
+        if len(_local_due) >= _LOCAL_KEYS_MAX:
+            # A client whose due time has passed has no state worth keeping (it is "now").
+            for stale in [k for k, v in _local_due.items() if v <= now]:
+                del _local_due[stale]
+        _local_due[key] = due + interval
         return 0.0
 
 

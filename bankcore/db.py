@@ -45,6 +45,34 @@ class CommitOutcomeUnknown(OperationalError):
     as a refusal; this one it must leave to recovery."""
 
 
+# The client library's codes for a connection that could not be made or was lost: 2002/2003 cannot
+# connect, 2006 server has gone away, 2013 lost during a query, 2055 lost at handshake; MySQL 8's
+# 4031 is a connection the server closed for inactivity.
+CONNECTION_LOST_ERRORS = {2002, 2003, 2006, 2013, 2055, 4031}
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The error says the connection to the server failed, not that a statement was refused."""
+    code = exc.args[0] if exc.args else None
+    return code in CONNECTION_LOST_ERRORS
+
+
+def once_more_if_connection_lost(using: str, work: Callable[[], T]) -> T:
+    """Run ``work`` — reads, or a whole transaction — on ``using``; if a connection opened before
+    turns out lost (its server restarted since), close it and run ``work`` once more on a new one.
+    Only for work that wrote nothing when it failed, as ``atomic_with_retry`` does for its
+    transactions; a new connection that fails is not retried (the server is down)."""
+    connection = connections[using]
+    was_connected = connection.connection is not None
+    try:
+        return work()
+    except OperationalError as exc:
+        if not was_connected or not connection_lost(exc) or isinstance(exc, CommitOutcomeUnknown):
+            raise
+        _close_quietly(connection)
+    return work()
+
+
 def is_retryable(exc: BaseException) -> bool:
     code = exc.args[0] if exc.args else None
     if code in RETRYABLE_MYSQL_ERRORS:
@@ -59,7 +87,13 @@ def atomic_with_retry(
     """Run ``work`` in one transaction on ``using``, retrying the whole block on a deadlock or lock
     wait timeout. Must be the outermost transaction for ``using``; ``work`` must not open atomic
     blocks of its own on ``using`` (on MySQL it runs in ``server_transaction``). ``join``: aliases
-    on the same server (``same_server``) whose statements go into this transaction too."""
+    on the same server (``same_server``) whose statements go into this transaction too.
+
+    A connection opened earlier that turns out lost (the server restarted since) is run again
+    once, on a new connection: nothing of the block was committed (the server rolls back a
+    transaction whose client is gone), unless the COMMIT itself was under way, which is
+    ``CommitOutcomeUnknown`` and never run again. A new connection that fails is not retried:
+    the server is down, and the caller says so."""
     connection = connections[using]
     for alias in (using, *join):
         if connections[alias].in_atomic_block:
@@ -72,13 +106,21 @@ def atomic_with_retry(
             return server_transaction(using, join=join)
         return transaction.atomic(using=using)
 
+    reconnected = False
     for attempt in range(attempts):
+        was_connected = connection.connection is not None
         try:
             with begin():
                 return work()
         except OperationalError as exc:
             # A commit that may have happened is never run again.
-            if isinstance(exc, CommitOutcomeUnknown) or not is_retryable(exc):
+            if isinstance(exc, CommitOutcomeUnknown):
+                raise
+            if was_connected and not reconnected and connection_lost(exc):
+                reconnected = True
+                _close_quietly(connection)
+                continue
+            if not is_retryable(exc):
                 raise
             if attempt == attempts - 1:
                 raise LockConflictGaveUp(*exc.args) from exc
@@ -172,6 +214,7 @@ def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, comm
                     results.append(Result(raw.rowcount, raw.lastrowid, list(raw.fetchall()) if raw.description else []))
                     if not raw.nextset():
                         break
+                connection.mark_answered()
             except MySQLdb.OperationalError as exc:
                 # As Django's MySQL cursor does: constraint failures the driver files elsewhere.
                 if exc.args and exc.args[0] in MySQLCursorWrapper.codes_for_integrityerror:
@@ -191,8 +234,8 @@ def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, comm
 
 def _literals(db: Any, args: Sequence[Any]) -> tuple[bytes, ...]:
     """The SQL literals MySQLdb's ``Connection.literal`` makes of the hot path's parameter types,
-    without its generic dispatch (a transfer binds ~110 parameters; that dispatch was a tenth of
-    the client's CPU). Anything else goes to ``literal`` itself. The connection speaks utf8mb4."""
+    without its generic dispatch, which is costly on the hot path: a transfer binds about 110
+    parameters (docs/performance.md). Anything else goes to ``literal`` itself. The connection speaks utf8mb4."""
     string_literal, literal = db.string_literal, db.literal
     out = []
     for arg in args:
@@ -262,8 +305,8 @@ def execute_all(using: str, statements: Sequence[Statement]) -> list[Result]:
     ``using`` in order, ``%s`` placeholders, and return their results. Inside
     ``server_transaction`` they go in one round trip, with whatever was deferred before them, on
     the transaction's raw MySQLdb cursor (Django's error translation kept, its cursor layers
-    skipped: those cost ~50 µs of CPU per statement here, more than the statement's own client
-    work). Elsewhere (SQLite, a Django ``atomic`` block, autocommit) one Django cursor runs them."""
+    skipped: they cost more CPU than the statement's own client work; docs/performance.md).
+    Elsewhere (SQLite, a Django ``atomic`` block, autocommit) one Django cursor runs them."""
     state = _open().get(using)
     if state is not None:
         return _send(state, statements)
@@ -323,8 +366,9 @@ def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None
     atomic blocks on ``using`` (their commit would commit this transaction early) and must register
     after-commit work with this module's ``on_commit``, not Django's (which would run it at once).
     An ORM query inside is fine: it first sends what is pending, so it runs inside the transaction
-    and after the writes before it. A connection that fails is closed, so that the next use
-    reconnects instead of finding a dead socket.
+    and after the writes before it. A connection idle for a moment is pinged first
+    (``ensure_usable_connection``); one that fails is closed, so that the next use reconnects
+    instead of finding a dead socket, and Django's wrapper marks it (``errors_occurred``).
 
     ``join``: other aliases on the same server (``same_server``) whose statements run in this
     transaction, on this connection, their tables qualified with their database (``table``): one
@@ -338,7 +382,9 @@ def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None
         if alias != using and not same_server(using, alias):
             raise RuntimeError(f"{alias!r} is not on {using!r}'s server: it cannot join its transaction")
     try:
-        connection.ensure_connection()
+        # A connection a restarted server left dead is replaced now, not found out by a batch
+        # that may carry the COMMIT (its failure would be an unknown outcome).
+        connection.ensure_usable_connection()  # type: ignore[attr-defined]  # bankcore.mysql_backend
         with connection.wrap_database_errors:
             raw = connection.connection.cursor()
         for alias in join:

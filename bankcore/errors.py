@@ -26,9 +26,6 @@ class ApplicationError(Exception):
         self.extra = extra or {}
         super().__init__(self.detail)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "title": self.title, "detail": self.detail, **self.extra}
-
 
 class ValidationFailed(ApplicationError):
     code = "validation_error"
@@ -62,8 +59,8 @@ class ServiceUnavailable(ApplicationError):
     http_status = 503
 
 
-def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
-    # Imported lazily so that non-API code can import the error classes without DRF settings.
-    from bankcore.api_errors import problem_response
+class InvalidAccountNumber(ValidationFailed):
+    """Raised by ``accounts.numbers``; here so that the API door can name its field code."""
 
-    return problem_response(exc, context)
+    code = "invalid_account_number"
+    title = "Invalid account number"

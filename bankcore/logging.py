@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 # No Django in it: gunicorn's config loads this module on its own (deploy/gunicorn.conf.py).
-from audit.masking import mask, mask_text
+from bankcore.masking import mask, mask_text
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("bankcore_request_id", default="")
 
@@ -71,7 +71,7 @@ _RECORD_ATTRIBUTES = frozenset(
 
 
 def _masked(value: object) -> object:
-    """A log line's field with account numbers down to their last 4 digits (``audit.masking``, as
+    """A log line's field with account numbers down to their last 4 digits (``bankcore.masking``, as
     in the audit file): Django's own lines carry request paths and reprs. Numbers stay numbers."""
     if value is None or isinstance(value, (bool, int, float)):
         return value

@@ -12,7 +12,7 @@ Two kinds of metric:
 - **Events** (counters, the latency histogram) are counted in the process where they happen: a
   gunicorn worker, a Celery worker's pool process. With ``PROMETHEUS_MULTIPROC_DIR`` set,
   prometheus_client keeps them in files there, and /metrics adds up every process's files.
-- **State** (in flight, stuck, last reconciliation, ledgers up, audit chain) is read from the
+- **State** (in flight, stuck, last reconciliation, databases up, audit chain) is read from the
   databases when /metrics is scraped (``StateCollector``), so it is right however many replicas
   and workers run, and costs a few indexed queries per scrape. Each app replica reports the same
   values: dashboards take ``max``, not ``sum``.
@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from decimal import Decimal
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
@@ -49,6 +48,12 @@ TRANSFER_DURATION = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 RECOVERY_ACTIONS = Counter("bankcore_recovery_actions_total", "Recovery actions taken, by action.", ["action"])
+DB_RECONNECTS = Counter(
+    "bankcore_db_reconnects_total",
+    "Connections opened to replace one to the same database that failed (its server restarted or "
+    "dropped it), by database alias.",
+    ["alias"],
+)
 CELERY_TASKS = Counter(
     "bankcore_celery_tasks_total", "Celery tasks run by this worker, by task name and final state.", ["task", "state"]
 )
@@ -66,6 +71,20 @@ def record_transfer(*, kind: str, outcome: str, cross_ledger: bool, seconds: flo
 def record_recovery(actions: dict[str, int]) -> None:
     for action, count in actions.items():
         RECOVERY_ACTIONS.labels(action=action).inc(count)
+
+
+# This process's own reconnects, for /health (the counter above is summed over processes).
+_reconnects: dict[str, int] = {}
+
+
+def record_reconnect(*, alias: str) -> None:
+    DB_RECONNECTS.labels(alias=alias).inc()
+    _reconnects[alias] = _reconnects.get(alias, 0) + 1
+    logger.info("database %s: reconnected after a failed connection", alias)
+
+
+def reconnects_in_this_process() -> dict[str, int]:
+    return dict(_reconnects)
 
 
 def record_task(*, task: str, state: str) -> None:
@@ -143,6 +162,16 @@ def _audit_chain_status() -> bool | None:
     return function()
 
 
+# The apps' own gauges, read at scrape time: each app adds its parts when it is ready
+# (``state_part_add`` in its AppConfig), so that the kernel imports no app.
+STATE_PARTS: list[Callable[[], Iterator[Metric]]] = []
+
+
+def state_part_add(part: Callable[[], Iterator[Metric]]) -> None:
+    if part not in STATE_PARTS:
+        STATE_PARTS.append(part)
+
+
 class StateCollector:
     """Gauges computed from the databases at scrape time. A part whose database fails is left
     out (and logged) rather than failing the scrape; ``bankcore_ledger_up`` says which is down."""
@@ -151,72 +180,24 @@ class StateCollector:
         from django.conf import settings
         from django.db import DatabaseError
 
-        up = ledgers_up(settings.LEDGERS)
+        up = ledgers_up(["default", *settings.LEDGERS])
+        yield GaugeMetricFamily(
+            "bankcore_control_plane_up",
+            "1 if the control plane's database answers SELECT 1.",
+            value=float(up["default"]),
+        )
         ledger_up = GaugeMetricFamily("bankcore_ledger_up", "1 if the ledger answers SELECT 1.", labels=["ledger"])
-        for alias, is_up in up.items():
-            ledger_up.add_metric([alias], 1.0 if is_up else 0.0)
+        for alias in settings.LEDGERS:
+            ledger_up.add_metric([alias], 1.0 if up[alias] else 0.0)
         yield ledger_up
 
-        for part in (self._transfers, self._reconciliation, self._audit):
+        for part in (*STATE_PARTS, self._audit):
             try:
                 yield from part()
             except DatabaseError as exc:
                 logger.warning("metrics: %s skipped: %s", part.__name__.strip("_"), exc)
             except Exception:
                 logger.exception("metrics: %s failed", part.__name__.strip("_"))
-
-    def _transfers(self) -> Iterator[Metric]:
-        from django.conf import settings
-        from django.db.models import Count, Sum
-        from django.utils import timezone
-
-        from transfers.models import Transfer
-
-        open_statuses = [Transfer.Status.PENDING, Transfer.Status.COMMITTED]
-        in_flight = GaugeMetricFamily(
-            "bankcore_transfers_in_flight", "Transfers not yet final (pending or committed).", labels=["status"]
-        )
-        amount = GaugeMetricFamily(
-            "bankcore_transfers_in_flight_amount", "Total amount of the transfers in flight.", labels=["currency"]
-        )
-        counts: dict[str, int] = {str(status): 0 for status in open_statuses}
-        amounts: dict[str, Decimal] = {settings.DEFAULT_CURRENCY: Decimal(0)}
-        for status, currency, count, total in (
-            Transfer.objects.filter(status__in=open_statuses)
-            .values("status", "currency")
-            .annotate(count=Count("pk"), total=Sum("amount"))
-            .values_list("status", "currency", "count", "total")
-        ):
-            counts[str(status)] += count
-            amounts[currency] = amounts.get(currency, Decimal(0)) + (total or 0)
-        for status, count in counts.items():
-            in_flight.add_metric([status], count)
-        for currency, total in sorted(amounts.items()):
-            amount.add_metric([currency], float(total))
-        stuck = Transfer.objects.filter(status__in=open_statuses, deadline__lt=timezone.now()).count()
-        yield in_flight
-        yield amount
-        yield GaugeMetricFamily(
-            "bankcore_transfers_stuck", "Transfers neither completed nor aborted past their deadline.", value=stuck
-        )
-
-    def _reconciliation(self) -> Iterator[Metric]:
-        from transfers.models import ReconciliationRun
-
-        # Latest by primary key: runs are appended in time order, and the pk is indexed.
-        last = ReconciliationRun.objects.order_by("-pk").only("finished_at", "ok", "discrepancy_count").first()
-        if last is None:
-            return
-        yield GaugeMetricFamily(
-            "bankcore_reconciliation_discrepancies",
-            "Discrepancies found by the last reconciliation (0: the books balance).",
-            value=last.discrepancy_count if not last.ok else 0,
-        )
-        yield GaugeMetricFamily(
-            "bankcore_reconciliation_last_run_timestamp_seconds",
-            "Unix time the last reconciliation finished.",
-            value=last.finished_at.timestamp(),
-        )
 
     def _audit(self) -> Iterator[Metric]:
         from django.apps import apps

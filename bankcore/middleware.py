@@ -83,7 +83,7 @@ class CsrfViewMiddleware(_BackOfficeOnly, DjangoCsrfViewMiddleware):
 class _LabelledOnce:
     """django-prometheus' ``label_metric``, with the child of each metric and set of label values
     kept after its first use: ``metric.labels()`` validates and builds its key on every call, ten
-    times per request, 1 % of an API transfer's CPU. prometheus_client keeps every child it made
+    times per request (docs/performance.md). prometheus_client keeps every child it made
     anyway (``metric.labels`` returns the same one each time), so this keeps no more than it does."""
 
     _children: dict[tuple[Any, ...], Any] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from bankcore.errors import ValidationFailed
+from bankcore.errors import BusinessRuleViolation, ValidationFailed
 
 CENT = Decimal("0.01")
 # DecimalField(max_digits=20, decimal_places=2): at most 18 digits before the point.
@@ -22,6 +22,13 @@ class InvalidAmount(ValidationFailed):
 class InvalidCurrency(ValidationFailed):
     code = "invalid_currency"
     title = "Invalid currency"
+
+
+class AmountAboveMaximum(BusinessRuleViolation):
+    """More than ``MAX_TRANSFER_AMOUNT`` in one movement of money (an opening deposit included)."""
+
+    code = "amount_above_maximum"
+    title = "Amount above the maximum per transfer"
 
 
 def money_parse(value: object) -> Decimal:

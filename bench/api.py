@@ -106,8 +106,8 @@ def _api_read_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], flo
 
 class _Connection:
     """A keep-alive HTTP/1.1 client with as little of its own CPU as it can: the clients share the
-    machine's two CPUs with the server they measure, and http.client spent ~0.5 ms of CPU per
-    request (its header parsing goes through the email package), a twentieth of a transfer's.
+    machine's two CPUs with the server they measure, and http.client's header parsing (through the
+    email package) would add a noticeable share of a transfer's CPU.
     Reads a Content-Length or chunked response; reconnects when the server closes."""
 
     def __init__(self, port: int):

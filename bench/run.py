@@ -237,7 +237,7 @@ def _raw_worker(
 _START_AT = 0.0
 # Whole-machine CPU of the last measured window (clients, servers and kernel together), from
 # /proc/stat: busy fraction and CPU-milliseconds per transfer. Tells a CPU-bound run from an
-# fsync- or lock-bound one (README "Performance").
+# fsync- or lock-bound one (docs/performance.md).
 LAST_WINDOW_CPU: dict[str, float] = {}
 
 

@@ -40,15 +40,15 @@ def _project_module(relative_path: str, name: str):  # type: ignore[no-untyped-d
 
 # The project's strict readers (bankcore/env.py): a malformed value stops gunicorn with
 # ImproperlyConfigured naming the variable, and every variable may be given as NAME_FILE.
-# bankcore/logging.py imports audit.masking (a module without Django): the project root must be
+# bankcore/logging.py imports bankcore.masking (a module without Django): the project root must be
 # importable even for a gunicorn started elsewhere (gunicorn itself only adds its working
 # directory, /app in the image).
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 _env = _project_module("bankcore/env.py", "_bankcore_env")
-# The audit file's masking of account numbers (audit/masking.py needs no Django), for access lines.
-_mask_text = _project_module("audit/masking.py", "_bankcore_masking").mask_text
+# The audit file's masking of account numbers (bankcore/masking.py needs no Django), for access lines.
+_mask_text = _project_module("bankcore/masking.py", "_bankcore_masking").mask_text
 
 
 def _cpus() -> int:
@@ -69,10 +69,9 @@ timeout = 30
 # On SIGTERM (rolling update, `docker compose stop`) workers stop accepting and get this long to
 # finish in-flight requests; compose's stop_grace_period for banking-app is longer than this.
 graceful_timeout = 30
-# A worker is replaced after this many requests (a guard against slow leaks), at a cost: the new
-# one imports the app again, 1.1 s of CPU measured here, and its threads open new database
-# connections. The seed's 1000 replaced each worker every ~25 s at the partner API's full load on
-# two CPUs (about a tenth of the machine); 20000 replaces one every ~8 minutes there.
+# A worker is replaced after this many requests (a guard against slow leaks). Each replacement
+# imports the app again and opens new database connections, so it is kept rare under full load
+# (docs/performance.md).
 max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 20000, minimum=0)
 max_requests_jitter = max_requests // 10
 # Heartbeat files in memory: a container's overlay filesystem can stall and get workers killed.

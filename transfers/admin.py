@@ -42,8 +42,8 @@ from accounts.selectors import accounts_by_number
 from audit.chain import audit_chain_check
 from audit.models import AuditChainHead
 from audit.services import audit_event_record
-from audit.templatetags.backoffice import account_no, in_words, local_time, money, short_id, status_badge
 from bankcore.actors import Channel
+from bankcore.display import account_no, in_words, local_time, money, short_id, status_badge
 from bankcore.errors import ApplicationError
 from transfers.approvals import (
     approval_approve,

@@ -8,7 +8,9 @@ with the first outcome (marked ``Idempotent-Replayed: true``) and a reuse with a
 ``idempotency_key_reused``. Only what the engine recorded is replayed: a refusal found before the
 transfer is accepted (invalid input, ``same_account``, ``amount_above_maximum``, an account the
 client may not debit, ``approval_required``) depends only on the request, the client's links and
-the configuration, and is answered again, the same while those stay the same.
+the configuration, and is answered again, the same while those stay the same. An outage is not
+recorded as an outcome (``transfers.errors.NOT_AN_OUTCOME``): a retry of a transfer a server's
+failure aborted is carried out (docs/api.md, "Retries, outages and idempotency").
 """
 
 from __future__ import annotations
@@ -226,8 +228,10 @@ class TransferListCreateApi(APIView):
         extensions=CREATE_PROBLEMS,
         description=(
             "Move money out of an account linked to you into any account. A refusal found once the "
-            "transfer is accepted (funds, limit, account state, timeout, a ledger down) is recorded: "
-            "retrying with the same key replays the same problem, marked `Idempotent-Replayed`. A "
+            "transfer is accepted (funds, limit, account state) is recorded: retrying with the same "
+            "key replays the same problem, marked `Idempotent-Replayed`. An outage is not an outcome: "
+            "a transfer that failed with 503 (`ledger_unavailable`, `ledger_busy`) or 422 "
+            "`transfer_timed_out` moved nothing, and retrying it with the same key makes it, once. A "
             "refusal of the request itself (invalid input, `same_account`, `amount_above_maximum`, "
             "an account you may not debit, `approval_required`) is not stored: a retry is checked "
             "again and answers the same while your links and the configuration stay the same. Bank "

@@ -33,13 +33,15 @@ from django.utils import timezone
 from accounts.errors import AccountClosed, AccountFrozen, InternalAccount
 from accounts.models import Account
 from accounts.selectors import account_get
-from accounts.services import account_deposit, account_withdraw, cash_account_ensure
+from accounts.services import cash_account_ensure
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from bankcore.idempotency import idempotency_key_clean
 from bankcore.money import money_parse
 from transfers.errors import (
+    NOT_AN_OUTCOME,
     AmountAboveMaximum,
     ApprovalRequired,
     CurrencyMismatch,
@@ -50,8 +52,8 @@ from transfers.errors import (
 from transfers.models import Approval, Transfer
 from transfers.services import (
     _reference_clean,
-    idempotency_key_clean,
     text_is_visible,
+    transfer_cash_movement,
     transfer_create,
     transfer_held_execute,
     transfer_hold,
@@ -452,7 +454,8 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     """Run an APPROVED request through the transfer engine, as its maker, exactly once. On success
     → EXECUTED with the transfer (which recovery finishes if a ledger failed mid-way). On a refusal
     (funds, limits, account state) → FAILED with the reason, and the refusal is raised. When a
-    database did not answer it stays APPROVED and the error is raised: run this again later (a
+    database did not answer (or the transfer missed its deadline because of it,
+    ``NOT_AN_OUTCOME``) it stays APPROVED and the error is raised: run this again later (a
     supervisor other than the maker: ``ApprovalSelfApproval``, ``ApprovalNotAllowed`` otherwise)."""
     approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
     if approval is None:
@@ -474,6 +477,8 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     except ServiceUnavailable:
         raise
     except ApplicationError as error:
+        if error.code in NOT_AN_OUTCOME and (hold is None or hold.status != Transfer.Status.ABORTED):
+            raise  # nothing was moved for a reason of the moment: it stays APPROVED, to run again
         refused = error.transfer if isinstance(error.transfer, Transfer) else hold
         with transaction.atomic(using="default"):
             failed = Approval.objects.filter(pk=approval.pk, status=Status.APPROVED).update(
@@ -528,12 +533,22 @@ def _movement_execute(
     currency: str | None = None,
 ) -> Transfer:
     if kind == Kind.DEPOSIT:
-        return account_deposit(
-            actor=actor, number=destination_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        return transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.DEPOSIT,
+            number=destination_account,
+            amount=amount,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
     if kind == Kind.WITHDRAWAL:
-        return account_withdraw(
-            actor=actor, number=source_account, amount=amount, reference=reference, idempotency_key=idempotency_key
+        return transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.WITHDRAWAL,
+            number=source_account,
+            amount=amount,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
     return transfer_create(
         actor=actor,

@@ -11,15 +11,15 @@ from __future__ import annotations
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
 
+# Defined in the kernel, as opening an account refuses them too; refusals of the engine all the same.
+from bankcore.idempotency import IdempotencyKeyReused as IdempotencyKeyReused
+from bankcore.idempotency import InvalidIdempotencyKey as InvalidIdempotencyKey
+from bankcore.money import AmountAboveMaximum as AmountAboveMaximum
+
 
 class SameAccount(ValidationFailed):
     code = "same_account"
     title = "Source and destination are the same account"
-
-
-class AmountAboveMaximum(BusinessRuleViolation):
-    code = "amount_above_maximum"
-    title = "Amount above the maximum per transfer"
 
 
 class InsufficientFunds(BusinessRuleViolation):
@@ -50,16 +50,6 @@ class LedgerUnavailable(ServiceUnavailable):
 class LedgerBusy(ServiceUnavailable):
     code = "ledger_busy"
     title = "The account is busy; try again"
-
-
-class IdempotencyKeyReused(Conflict):
-    code = "idempotency_key_reused"
-    title = "Idempotency key reused with a different request"
-
-
-class InvalidIdempotencyKey(ValidationFailed):
-    code = "invalid_idempotency_key"
-    title = "Invalid idempotency key"
 
 
 class TransferNotFound(ApplicationError):
@@ -121,6 +111,14 @@ RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
         LedgerBusy,
     )
 }
+
+
+# Recorded codes that are not an answer to the request but to the moment it came in: a server that
+# did not answer, a lock given up on, a deadline missed because of either. Nothing was moved (the
+# transfer is ABORTED), and a retry under the same idempotency key is carried out anew
+# (``transfers.services``) instead of replaying the failure. Every other recorded code is a refusal
+# of the request itself and is final for its key.
+NOT_AN_OUTCOME: frozenset[str] = frozenset({LedgerUnavailable.code, LedgerBusy.code, TransferTimedOut.code})
 
 
 class TransferRefused(Exception):

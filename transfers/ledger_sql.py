@@ -1,8 +1,7 @@
 """The statements of the transfer engine's hot path, written once as SQL.
 
-Why not the ORM here: Django compiles every queryset anew, 0.3–0.5 ms of CPU per statement on this
-class of machine, and a cross-ledger transfer makes about 25 statements. Compiling cost more than
-the databases' own work and held the engine to ~5 % of the raw-SQL baseline (``bench/run.py``).
+Why not the ORM here: Django compiles every queryset anew, and a cross-ledger transfer makes about
+25 statements: compiling them would cost more than the databases' own work (docs/performance.md).
 These statements never change shape, so they are plain SQL on the ORM's own tables, run on
 Django's connections through ``bankcore.db``: same transactions (``atomic_with_retry``), same error
 translation (IntegrityError, OperationalError), same retry on 1213/1205. A write whose result

@@ -7,6 +7,10 @@ books sum to zero). No transfer is unfinished past its deadline. And the audit t
 customer account's state: it has its ``account.opened`` event, and the last of its state events
 left it in the status it has — a status changed in the database by hand, or a ledger restored
 behind the trail, shows here (``_audited_states``).
+
+A server that does not answer is reported as unreachable (``ReconciliationReport.unreachable``),
+not as a traceback: the run goes on with the others, is not OK, and the books are not summed (a
+sum without one ledger proves nothing).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Count, Max, Sum
 from django.utils import timezone
 
 from accounts.models import Account, Entry
 from audit.models import AuditEvent
+from bankcore.db import once_more_if_connection_lost
 from transfers.models import Transfer, TransferLeg
 
 ZERO = Decimal("0.00")
@@ -52,10 +57,18 @@ class ReconciliationReport:
     in_flight: Decimal = ZERO
     grand_total: Decimal = ZERO
     discrepancies: list[str] = field(default_factory=list)
+    # Aliases whose server did not answer ("default": the control plane), with the error.
+    unreachable: dict[str, str] = field(default_factory=dict)
+    recorded: bool = False  # the run is kept in ReconciliationRun (not when the control plane is down)
 
     @property
     def ok(self) -> bool:
-        return not self.discrepancies
+        return not self.discrepancies and not self.unreachable
+
+    def _unreachable(self, alias: str, exc: DatabaseError) -> None:
+        self.unreachable[alias] = str(exc)
+        what = "the control plane" if alias == "default" else f"ledger {alias}"
+        self.discrepancies.append(f"{what} is unreachable, not checked: {exc}")
 
     def as_dict(self) -> dict:  # type: ignore[type-arg]
         return {
@@ -76,6 +89,7 @@ class ReconciliationReport:
                 for s in self.ledgers
             ],
             "discrepancies": self.discrepancies,
+            "unreachable": self.unreachable,
         }
 
 
@@ -258,23 +272,46 @@ def reconcile(
     now = now or timezone.now()
     report = ReconciliationReport(started_at=now)
     states: list[_AccountState] = []
+
+    def checked(alias: str, check: Callable[[], None]) -> bool:
+        # What a failed attempt appended is dropped: a retry on a new connection appends it again.
+        marks = len(report.discrepancies), len(states), len(report.ledgers)
+
+        def attempt() -> None:
+            del report.discrepancies[marks[0] :], states[marks[1] :], report.ledgers[marks[2] :]
+            check()
+
+        try:
+            once_more_if_connection_lost(alias, attempt)
+        except DatabaseError as exc:
+            del report.discrepancies[marks[0] :], states[marks[1] :], report.ledgers[marks[2] :]
+            report._unreachable(alias, exc)
+            return False
+        return True
+
     for ledger in settings.LEDGERS:
-        _reconcile_ledger(ledger, report, progress, chunk, states)
-    _audited_states(states, report, audit_grace, chunk, progress)
-    report.in_flight = _in_flight()
-    report.grand_total = sum((s.posted_total for s in report.ledgers), ZERO) + report.in_flight
-    if report.grand_total != ZERO:
-        report.discrepancies.append(
-            f"the books do not balance: Σ posted + in flight = {report.grand_total} (expected 0)"
+        checked(ledger, lambda ledger=ledger: _reconcile_ledger(ledger, report, progress, chunk, states))  # type: ignore[misc]
+    if not report.unreachable:
+        # Reads every ledger: only with all of them answering.
+        report.in_flight = _in_flight()
+        report.grand_total = sum((s.posted_total for s in report.ledgers), ZERO) + report.in_flight
+        if report.grand_total != ZERO:
+            report.discrepancies.append(
+                f"the books do not balance: Σ posted + in flight = {report.grand_total} (expected 0)"
+            )
+
+    def control_plane() -> None:
+        _audited_states(states, report, audit_grace, chunk, progress)
+        overdue = now - timedelta(seconds=settings.TRANSACTION_TIMEOUT)
+        stuck = Transfer.objects.filter(
+            status__in=[Transfer.Status.PENDING, Transfer.Status.COMMITTED], deadline__lt=overdue
         )
-    overdue = now - timedelta(seconds=settings.TRANSACTION_TIMEOUT)
-    stuck = Transfer.objects.filter(
-        status__in=[Transfer.Status.PENDING, Transfer.Status.COMMITTED], deadline__lt=overdue
-    )
-    for transfer in stuck[:100]:
-        report.discrepancies.append(
-            f"transfer {transfer.id} is {transfer.status} past its deadline {transfer.deadline:%Y-%m-%d %H:%M:%S}"
-        )
+        for transfer in stuck[:100]:
+            report.discrepancies.append(
+                f"transfer {transfer.id} is {transfer.status} past its deadline {transfer.deadline:%Y-%m-%d %H:%M:%S}"
+            )
+
+    checked("default", control_plane)
     report.finished_at = timezone.now()
     return report
 
@@ -284,12 +321,22 @@ def reconciliation_run(*, actor, progress: Progress | None = None) -> Reconcilia
     from transfers.models import ReconciliationRun
 
     report = reconcile(progress=progress)
-    ReconciliationRun.objects.create(
-        started_at=report.started_at,
-        finished_at=report.finished_at or timezone.now(),
-        ok=report.ok,
-        discrepancy_count=len(report.discrepancies),
-        report=report.as_dict(),
-        triggered_by=f"{actor.channel}:{actor.username}",
-    )
+
+    def record() -> None:
+        ReconciliationRun.objects.create(
+            started_at=report.started_at,
+            finished_at=report.finished_at or timezone.now(),
+            ok=report.ok,
+            discrepancy_count=len(report.discrepancies),
+            report=report.as_dict(),
+            triggered_by=f"{actor.channel}:{actor.username}",
+        )
+
+    try:
+        once_more_if_connection_lost("default", record)
+    except DatabaseError as exc:
+        if "default" not in report.unreachable:
+            report._unreachable("default", exc)
+    else:
+        report.recorded = True
     return report

@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
+from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
 from transfers.approvals import approvals_expire
 from transfers.errors import TransferTimedOut
-from transfers.faults import fault_point
 from transfers.models import Transfer, TransferLeg
 from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
 
@@ -214,6 +214,16 @@ def _expire_approvals(actor: Actor, report: RecoveryReport, now: datetime) -> No
     expired = approvals_expire(actor=actor, now=now)
     if expired:
         report.actions["approval_expired"] += expired
+
+
+def transfers_recover_pass(**options) -> RecoveryReport:  # type: ignore[no-untyped-def]
+    """One pass of a long-running recovery worker (``recover_transfers --loop``): what Django does
+    at every request's boundaries first — a connection that failed and no longer answers (its
+    server restarted), or has outlived CONN_MAX_AGE, is closed, so the pass opens a new one instead
+    of failing on a dead socket until the process is restarted — then ``transfers_recover``.
+    Not for use inside a transaction (closing a connection there breaks it)."""
+    close_old_connections()
+    return transfers_recover(**options)
 
 
 def _void_orphan_legs(ledger: str, grace: datetime, actor: Actor, report: RecoveryReport, batch_size: int) -> None:

@@ -1,8 +1,8 @@
 """The transfer engine: the one way money moves (API, admin, commands and tasks all call here).
 
-Inside one ledger a transfer is one local atomic block. Across ledgers it follows the two-phase
-protocol of DESIGN.md with each ledger's recovery table (``TransferLeg``), with the decision merged
-into the credit leg's commit (DESIGN.md allows merging steps):
+Inside one ledger a transfer is one local atomic block. Across ledgers it follows a two-phase
+protocol with each ledger's recovery table (``TransferLeg``), the decision merged into the credit
+leg's commit (docs/architecture.md):
 
 1. accept     — validate, claim the idempotency key, store the transfer PENDING (``default``)
 2. prepare    — the debit leg, one atomic block in the source ledger: lock the account, check it,
@@ -19,8 +19,8 @@ So: a transfer is decided if and only if its credit leg is COMMITTED in the dest
 (for a local transfer, too: both legs commit in one block). The control plane's COMMITTED status is
 only a hint, written when finishing had to be left to recovery.
 
-Five durable commits instead of seven (accept, prepare, decide, finish, complete), and the
-refusals found in the source ledger (funds, limit, frozen source) never touch the destination.
+Five durable commits (accept, prepare, decide, finish, complete), and the refusals found in the
+source ledger (funds, limit, frozen source) never touch the destination.
 
 When one of the two ledgers is a database on the control plane's own server (the designed
 topology: DB1 holds ``bank_core`` too), the steps on that server share transactions and a
@@ -29,7 +29,7 @@ with that *home* leg prepared; the other leg decided, COMMITTED in one commit (t
 debit when the credit is the home leg); the home leg finished with the transfer COMPLETED. The
 rule stays: decided once a leg is COMMITTED; recovery's tombstone goes on the leg never prepared.
 
-A named fault point (``transfers.faults``) sits between every two steps. Whatever a crash leaves
+A named fault point (``bankcore.faults``) sits between every two steps. Whatever a crash leaves
 behind, ``transfers.recovery`` finishes forward (credit leg committed) or voids (undecided past its
 deadline).
 """
@@ -57,21 +57,24 @@ from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, Inter
 from accounts.models import Account, Entry
 from accounts.numbers import account_number_parse, account_number_serial
 from accounts.selectors import account_get
+from accounts.services import account_open, opening_deposit_key, opening_deposit_parse
 from audit.services import audit_event_record, auditlog_entry_created
 from bankcore.actors import Actor
 from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry, batching, same_server
 from bankcore.errors import ApplicationError
+from bankcore.faults import fault_point
+from bankcore.idempotency import idempotency_key_clean
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
 from transfers import ledger_sql
 from transfers.errors import (
+    NOT_AN_OUTCOME,
     RECORDED_REFUSALS,
     AmountAboveMaximum,
     CurrencyMismatch,
     DailyLimitExceeded,
     IdempotencyKeyReused,
     InsufficientFunds,
-    InvalidIdempotencyKey,
     InvalidReference,
     LedgerBusy,
     LedgerUnavailable,
@@ -82,7 +85,6 @@ from transfers.errors import (
     TransferRefused,
     TransferTimedOut,
 )
-from transfers.faults import fault_point
 from transfers.ledger_sql import LockedAccount, Verdict
 from transfers.models import Transfer, TransferLeg
 
@@ -94,7 +96,6 @@ LegState = TransferLeg.State
 Status = Transfer.Status
 
 REFERENCE_MAX_LENGTH = 140
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
 ENTRY_KIND: dict[str, str] = {
     Transfer.Kind.TRANSFER: Entry.Kind.TRANSFER,
     Transfer.Kind.DEPOSIT: Entry.Kind.DEPOSIT,
@@ -172,6 +173,47 @@ def transfer_cash_movement(
         reference=reference,
         idempotency_key=idempotency_key,
     )
+
+
+def account_open_with_deposit(
+    *,
+    actor: Actor,
+    ledger: str,
+    holder: str,
+    opening_deposit: Decimal | str | None,
+    currency: str | None = None,
+    allow_overdraft: bool = False,
+    idempotency_key: str | None = None,
+) -> Account:
+    """``account_open``, then ``opening_deposit`` (if not None) booked as a cash deposit: a
+    transfer of its own, committed after the account. The deposit is refused (``InvalidAmount``,
+    ``AmountAboveMaximum``) before the account is opened. With ``idempotency_key``, the same
+    opening submitted again gets the first account back, ``replayed`` set, and its deposit is
+    booked once (``opening_deposit_key``). Raises what ``account_open`` refuses before anything is
+    written, and whatever else the deposit refuses (frozen cash account, ledger busy…) after the
+    account exists."""
+    if opening_deposit is not None:
+        opening_deposit = opening_deposit_parse(opening_deposit)
+    account = account_open(
+        actor=actor,
+        ledger=ledger,
+        holder=holder,
+        currency=currency,
+        allow_overdraft=allow_overdraft,
+        idempotency_key=idempotency_key,
+    )
+    if opening_deposit is not None:
+        key = idempotency_key_clean(idempotency_key)
+        transfer_cash_movement(
+            actor=actor,
+            kind=Transfer.Kind.DEPOSIT,
+            number=str(account.number),
+            amount=opening_deposit,
+            reference="Opening deposit",
+            idempotency_key=opening_deposit_key(key) if key is not None else None,
+        )
+        account.refresh_from_db(using=ledger)
+    return account
 
 
 def transfer_reverse(
@@ -315,17 +357,6 @@ def _reference_clean(reference: object) -> str:
     return reference
 
 
-def idempotency_key_clean(key: object) -> str | None:
-    """An idempotency key as every door's requests carry it: None, or 1 to 255 printable ASCII."""
-    if key is None:
-        return None
-    if not isinstance(key, str) or not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise InvalidIdempotencyKey(f"An idempotency key is 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters.")
-    if not key.isascii() or not key.isprintable():
-        raise InvalidIdempotencyKey("An idempotency key is printable ASCII.")
-    return key
-
-
 def _request_hash(**fields: object) -> str:
     canonical = json.dumps({k: str(v) if v is not None else None for k, v in fields.items()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -343,6 +374,35 @@ def _replay(existing: Transfer, request_hash: str) -> Transfer:
         error.replayed = True
         raise error
     return existing
+
+
+def _key_release(existing: Transfer, request_hash: str) -> bool:
+    """An outage is not an outcome: when the transfer holding a key was aborted for a reason of the
+    moment (``NOT_AN_OUTCOME``: a server down, a lock given up on, its deadline missed), nothing was
+    moved, and the same request retried under the key is carried out as a new transfer. The
+    aborted one gives the key up (a conditional update: of two retries racing, one insert takes the
+    key, the other replays it). False — replay it — for anything else: a refusal, a transfer that
+    moved money or may still, another request's key. Raises ``OperationalError`` when a ledger
+    the aborted transfer's legs live in does not answer (the retry is then refused as unavailable,
+    to be retried again)."""
+    if (
+        existing.request_hash != request_hash
+        or existing.status != Status.ABORTED
+        or existing.failure_code not in NOT_AN_OUTCOME
+    ):
+        return False
+    if existing.is_cross_ledger:
+        # What the aborted transfer may still hold (a void its coordinator could not finish, left
+        # to recovery) is released first: the retry must find the account as if it was never
+        # tried, not refuse it for funds the first attempt holds. Raises while a ledger is down.
+        for leg in (Leg.DEBIT, Leg.CREDIT):
+            leg_void(existing, leg)
+    released = Transfer.objects.filter(
+        pk=existing.pk, status=Status.ABORTED, idempotency_key=existing.idempotency_key
+    ).update(idempotency_key=None)
+    if released:
+        logger.info("transfer %s (%s): idempotency key released for a retry", existing.id, existing.failure_code)
+    return True
 
 
 def _transfer_submit(
@@ -384,7 +444,7 @@ def _transfer_submit(
         # A reversal checks its original before inserting; a replay must answer before that check
         # (which a completed reversal would fail). Other kinds find a replay by the unique key.
         existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
-        if existing is not None:
+        if existing is not None and not _key_release(existing, request_hash):
             return _replay(existing, request_hash)
     if currency is None:
         currency = account_get(number=src.number).currency
@@ -422,10 +482,26 @@ def _transfer_submit(
     home = None if hold_until is not None else _home_leg(transfer)
     started = time.monotonic()
     try:
-        if home is None:
-            atomic_with_retry("default", accept)
+        for _attempt in range(3):
+            # What an attempt that lost the key to another request left on the transfer is undone.
+            transfer.status, transfer.committed_at, transfer.finished_at = Status.PENDING, None, None
+            transfer.failure_code, transfer.failure_detail = "", ""
+            try:
+                if home is None:
+                    atomic_with_retry("default", accept)
+                else:
+                    _accept_at_home(transfer, actor, accept, home)
+                break
+            except IntegrityError:
+                if key is None:
+                    raise
+                # The key is taken: the winner's transfer is the answer — unless it was aborted
+                # by an outage, which gives the key up to this request (``_key_release``).
+                existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
+                if existing is not None and not _key_release(existing, request_hash):
+                    return _replay(existing, request_hash)
         else:
-            _accept_at_home(transfer, actor, accept, home)
+            raise LedgerBusy("Other requests with this idempotency key are being made; try again.")
     except CommitOutcomeUnknown:
         logger.warning("transfer %s: the control plane's server failed while committing the accept", transfer.id)
         # Recorded or not is unknown: a local transfer at home may even be COMPLETED, a cross-ledger
@@ -438,11 +514,6 @@ def _transfer_submit(
     except OperationalError:
         logger.warning("transfer: control-plane database failed at accept")
         raise LedgerUnavailable("The control-plane database did not answer; nothing was moved.") from None
-    except IntegrityError:
-        if key is None:
-            raise
-        # Lost a race on the same key: the winner's transfer is the answer.
-        return _replay(Transfer.objects.get(client_id=client_id, idempotency_key=key), request_hash)
 
     try:
         if transfer.is_final:

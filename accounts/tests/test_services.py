@@ -20,11 +20,9 @@ from accounts.selectors import account_entries_sum, account_get, cash_account_ge
 from accounts.services import (
     UnknownLedgerAlias,
     account_close,
-    account_deposit,
     account_freeze,
     account_open,
     account_unfreeze,
-    account_withdraw,
 )
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
@@ -32,6 +30,7 @@ from bankcore.money import InvalidAmount, InvalidCurrency
 from conftest import balances, world_snapshot
 from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, InsufficientFunds, InvalidIdempotencyKey
 from transfers.models import Transfer
+from transfers.services import account_open_with_deposit, transfer_cash_movement
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -40,6 +39,14 @@ ABOVE_MAXIMUM = str(settings.MAX_TRANSFER_AMOUNT + Decimal("0.01"))
 # Amounts ``money_parse`` refuses (the big ones need more digits than the decimal context's 28 once
 # quantized to cents: refused by their size, never an InvalidOperation).
 BAD_AMOUNTS = ["0", "-1", "-5.00", "1.001", "NaN", "1e3", "", 1.5, True, "9" * 27, 10**30, "9" * 30 + ".001"]
+
+
+def cash_deposit(**kwargs):  # type: ignore[no-untyped-def]
+    return transfer_cash_movement(kind=Transfer.Kind.DEPOSIT, **kwargs)
+
+
+def cash_withdrawal(**kwargs):  # type: ignore[no-untyped-def]
+    return transfer_cash_movement(kind=Transfer.Kind.WITHDRAWAL, **kwargs)
 
 
 def entry_count(account) -> int:
@@ -67,7 +74,7 @@ def test_open_account_in_every_ledger(actor, ledgers):
 
 
 def test_open_with_opening_deposit_books_an_entry(actor):
-    account = account_open(actor=actor, ledger="db2", holder="Wang Fang", opening_deposit="250.75")
+    account = account_open_with_deposit(actor=actor, ledger="db2", holder="Wang Fang", opening_deposit="250.75")
     assert account.posted == Decimal("250.75")
     assert account_entries_sum(account=account) == Decimal("250.75")
     cash = cash_account_get(ledger="db2", currency="CNY")
@@ -94,7 +101,9 @@ def test_open_refusals_create_nothing(actor, fields, error):
     before = untouched()
     # when
     with pytest.raises(error) as raised:
-        account_open(actor=actor, **{"ledger": "db1", "holder": "Li Wei", **fields})
+        account_open_with_deposit(
+            actor=actor, **{"ledger": "db1", "holder": "Li Wei", "opening_deposit": None, **fields}
+        )
     # then: no account (customer or cash), no entry, no transfer, no audit event
     assert raised.value.code == error.code
     assert untouched() == before
@@ -105,7 +114,7 @@ def test_open_refuses_a_bad_deposit_even_where_a_cash_account_exists(actor, make
     before = untouched()
     for amount, error in (("-1", InvalidAmount), (ABOVE_MAXIMUM, AmountAboveMaximum)):
         with pytest.raises(error):
-            account_open(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=amount)
+            account_open_with_deposit(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=amount)
     assert untouched() == before
 
 
@@ -114,19 +123,25 @@ def test_a_refused_deposit_in_another_currency_changes_nothing(actor):
     before = untouched(account)
     for amount, error in (("-1", InvalidAmount), (ABOVE_MAXIMUM, AmountAboveMaximum)):
         with pytest.raises(error):
-            account_deposit(actor=actor, number=account.number, amount=amount)
+            cash_deposit(actor=actor, number=account.number, amount=amount)
     assert untouched(account) == before
 
 
 def test_open_with_the_largest_opening_deposit(actor):
-    account = account_open(actor=actor, ledger="db1", holder="Li Wei", opening_deposit=settings.MAX_TRANSFER_AMOUNT)
+    account = account_open_with_deposit(
+        actor=actor, ledger="db1", holder="Li Wei", opening_deposit=settings.MAX_TRANSFER_AMOUNT
+    )
     assert balances(account) == [settings.MAX_TRANSFER_AMOUNT]
 
 
 def test_open_with_a_key_twice_opens_one_account_and_books_its_deposit_once(actor):
-    first = account_open(actor=actor, ledger="db2", holder="Li Wei", opening_deposit="30.00", idempotency_key="o-1")
+    first = account_open_with_deposit(
+        actor=actor, ledger="db2", holder="Li Wei", opening_deposit="30.00", idempotency_key="o-1"
+    )
     before = untouched(first)
-    again = account_open(actor=actor, ledger="db2", holder=" Li  Wei ", opening_deposit="30.00", idempotency_key="o-1")
+    again = account_open_with_deposit(
+        actor=actor, ledger="db2", holder=" Li  Wei ", opening_deposit="30.00", idempotency_key="o-1"
+    )
     assert (again.pk, again.replayed, first.replayed) == (first.pk, True, False)
     assert untouched(first) == before and balances(first) == [Decimal("30.00")]
     assert AuditEvent.objects.filter(action="account.opened", object_id=first.number).count() == 1
@@ -166,7 +181,7 @@ def test_one_key_raced_by_eight_workers_opens_one_account(actor):
     numbers: list[str] = []
 
     def work(index: int) -> None:
-        account = account_open(
+        account = account_open_with_deposit(
             actor=actor, ledger="db1", holder="Li Wei", opening_deposit="5.00", idempotency_key="o-race"
         )
         numbers.append(str(account.number))
@@ -182,14 +197,14 @@ def test_one_key_raced_by_eight_workers_opens_one_account(actor):
 
 def test_deposit_and_withdraw(actor, make_account):
     account = make_account("db1", "100.00")
-    account_deposit(actor=actor, number=account.number, amount="0.10")
-    account_withdraw(actor=actor, number=account.number, amount="50.05")
+    cash_deposit(actor=actor, number=account.number, amount="0.10")
+    cash_withdrawal(actor=actor, number=account.number, amount="50.05")
     assert balances(account) == [Decimal("50.05")]
     assert entry_count(account) == 3
     assert account_entries_sum(account=account) == Decimal("50.05")
 
 
-@pytest.mark.parametrize(("service", "ledger"), [(account_withdraw, "db2"), (account_deposit, "db1")])
+@pytest.mark.parametrize(("service", "ledger"), [(cash_withdrawal, "db2"), (cash_deposit, "db1")])
 @pytest.mark.parametrize(
     ("amount", "error"),
     [
@@ -211,7 +226,7 @@ def test_withdraw_beyond_the_balance_moves_nothing_and_records_the_refusal(actor
     account = make_account("db2", "100.00")
     before = untouched(account)
     with pytest.raises(InsufficientFunds) as raised:
-        account_withdraw(actor=actor, number=account.number, amount="100.01")
+        cash_withdrawal(actor=actor, number=account.number, amount="100.01")
     assert raised.value.code == "insufficient_funds"
     # A refusal found while preparing is recorded on an ABORTED transfer, so that a replay
     # answers the same, with its audit event; nothing else changes.
@@ -226,7 +241,7 @@ def test_withdraw_beyond_the_balance_moves_nothing_and_records_the_refusal(actor
 
 def test_deposit_of_the_largest_amount(actor, make_account):
     account = make_account("db1", "0.00")
-    account_deposit(actor=actor, number=account.number, amount=str(settings.MAX_TRANSFER_AMOUNT))
+    cash_deposit(actor=actor, number=account.number, amount=str(settings.MAX_TRANSFER_AMOUNT))
     assert balances(account) == [settings.MAX_TRANSFER_AMOUNT]
 
 
@@ -238,12 +253,12 @@ def test_freeze_blocks_money_both_ways_until_unfrozen(actor, make_account):
         account_freeze(actor=actor, number=account.number)
     assert raised.value.code == "invalid_account_state"
     assert untouched(account) == before
-    for move in (account_deposit, account_withdraw):
+    for move in (cash_deposit, cash_withdrawal):
         with pytest.raises(AccountFrozen):
             move(actor=actor, number=account.number, amount="1.00")
     assert balances(account) == [Decimal("100.00")]
     account_unfreeze(actor=actor, number=account.number)
-    account_withdraw(actor=actor, number=account.number, amount="1.00")
+    cash_withdrawal(actor=actor, number=account.number, amount="1.00")
     assert balances(account) == [Decimal("99.00")]
     actions = list(AuditEvent.objects.filter(object_id=account.number).values_list("action", flat=True))
     assert "account.frozen" in actions and "account.unfrozen" in actions
@@ -269,10 +284,10 @@ def test_close_only_at_zero(actor, make_account):
         account_close(actor=actor, number=account.number)
     assert raised.value.code == "account_not_empty"
     assert untouched(account) == before
-    account_withdraw(actor=actor, number=account.number, amount="10.00")
+    cash_withdrawal(actor=actor, number=account.number, amount="10.00")
     account_close(actor=actor, number=account.number, reason="customer request")
     with pytest.raises(AccountClosed):
-        account_deposit(actor=actor, number=account.number, amount="1.00")
+        cash_deposit(actor=actor, number=account.number, amount="1.00")
     with pytest.raises(AccountClosed):
         account_unfreeze(actor=actor, number=account.number)
     assert balances(account) == [Decimal("0.00")]
@@ -318,7 +333,7 @@ def test_close_refuses_a_closed_account(actor, make_account):
 
 @pytest.mark.parametrize(
     "service",
-    [account_freeze, account_unfreeze, account_close, account_deposit, account_withdraw],
+    [account_freeze, account_unfreeze, account_close, cash_deposit, cash_withdrawal],
     ids=lambda service: service.__name__,
 )
 def test_account_services_refuse_an_unknown_account(actor, make_account, ledgers, service):
@@ -328,7 +343,7 @@ def test_account_services_refuse_an_unknown_account(actor, make_account, ledgers
     before = untouched(existing)
     for ledger in ledgers:
         number = account_number_make(ledger_code=settings.LEDGERS[ledger], serial=10**9 + 7)
-        kwargs = {"amount": "1.00"} if service in (account_deposit, account_withdraw) else {}
+        kwargs = {"amount": "1.00"} if service in (cash_deposit, cash_withdrawal) else {}
         # when
         with pytest.raises(AccountNotFound) as raised:
             service(actor=actor, number=number, **kwargs)
@@ -349,7 +364,9 @@ def test_internal_cash_account_cannot_be_frozen_or_closed(actor, make_account):
 
 
 def test_other_currency_gets_its_own_cash_account(actor):
-    account = account_open(actor=actor, ledger="db1", holder="Usd Holder", currency="USD", opening_deposit="5.00")
+    account = account_open_with_deposit(
+        actor=actor, ledger="db1", holder="Usd Holder", currency="USD", opening_deposit="5.00"
+    )
     cash = cash_account_get(ledger="db1", currency="USD")
     assert cash is not None and balances(cash) == [Decimal("-5.00")]
     assert balances(account) == [Decimal("5.00")]

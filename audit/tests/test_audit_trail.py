@@ -13,9 +13,9 @@ from django.urls import reverse
 
 from accounts.models import Account
 from accounts.services import account_freeze
-from audit.masking import MASK, mask
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
+from bankcore.masking import MASK, mask
 from conftest import STAFF_PASSWORD, run_manage
 from transfers.models import Transfer
 from transfers.services import transfer_create

@@ -9,8 +9,8 @@ import pytest
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from audit.masking import mask, mask_text
 from audit.middleware import AuditRequestMiddleware
+from bankcore.masking import mask, mask_text
 
 PASSWORD = "hunter2-Secret"
 NUMBER = "01000000000742"

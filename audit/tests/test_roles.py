@@ -9,18 +9,17 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from django.urls import reverse
 
-from accounts.services import account_deposit
 from audit.roles import ROLES
 from bankcore.actors import Actor, Channel
 from conftest import api_client_for, api_user, world_snapshot
 from transfers.approvals import approval_request
 from transfers.models import Approval
-from transfers.services import transfer_create
+from transfers.services import transfer_cash_movement, transfer_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 ROLE_NAMES = ["teller", "supervisor", "auditor", "outsider"]
-# A superuser in no role (as README says they are): it reads what Django lets it, and acts on nothing.
+# A superuser in no role (as docs/backoffice.md says they are): it reads what Django lets it, and acts on nothing.
 PERSONAS = [*ROLE_NAMES, "superuser"]
 READERS = [*ROLE_NAMES[:3], "superuser"]
 
@@ -46,7 +45,7 @@ def world(make_staff, make_account, actor, api_throttle_reset):
     users["superuser"] = User.objects.create_superuser("root", password="root-password-123")
     alice = make_account("db1", "50000.00", holder="Alice Matrix")
     # The two requests below hold 40,000.00 of it while they wait.
-    account_deposit(actor=actor, number=alice.number, amount="40000.00")
+    transfer_cash_movement(actor=actor, kind="deposit", number=alice.number, amount="40000.00")
     bob, carol = make_account("db2", "100.00"), make_account("db2", "0.00")
     # A partner of the API with alice's and bob's accounts; a completed payment alice → bob.
     users["partner"] = api_user("partner", links=(alice.number, bob.number))

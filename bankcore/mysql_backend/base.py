@@ -1,5 +1,5 @@
-"""Django's MySQL backend, with one fix for servers that die mid-query, and multi-statement queries
-on.
+"""Django's MySQL backend, with one fix for servers that die mid-query, multi-statement queries
+on, and reconnects counted (``bankcore_db_reconnects_total``).
 
 ``bankcore.db.server_transaction`` sends a transaction's statements in as few round trips as it
 can, as one multi-statement query each, which the client must ask for (CLIENT.MULTI_STATEMENTS).
@@ -20,6 +20,11 @@ moment ago, and a server that went away in that moment is found by the query its
 be in the moment between a ping and the query. An error marks the connection, and Django's own
 check at the end of the request closes it if it no longer answers. Idle connections, where a
 server restart or a ``wait_timeout`` may have dropped them, are pinged as before.
+
+``bankcore.db.server_transaction`` sends its transactions on the raw driver connection, past the
+cursor where Django runs that check: it asks for the same check before each transaction
+(``ensure_usable_connection``), so that a connection left dead by a server restart is replaced
+before a batch that carries a COMMIT is sent on it (whose failure would be an unknown outcome).
 """
 
 import time
@@ -27,6 +32,8 @@ import time
 import MySQLdb
 from django.db.backends.mysql import base
 from MySQLdb.constants import CLIENT
+
+from bankcore.metrics import record_reconnect
 
 
 class CursorWrapper(base.CursorWrapper):
@@ -42,6 +49,24 @@ HEALTH_CHECK_AFTER_IDLE = 1.0
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _used_at = float("-inf")
+    _lost = False  # the last connection failed: the next one opened is a reconnect
+
+    def connect(self) -> None:
+        super().connect()
+        if self._lost:
+            self._lost = False
+            record_reconnect(alias=self.alias)
+
+    def is_usable(self) -> bool:
+        usable: bool = super().is_usable()
+        self._lost = self._lost or not usable
+        return usable
+
+    def close(self) -> None:
+        # A connection closed after an error (by Django's request-boundary check, or by
+        # bankcore.db on a lost connection) is replaced, not retired.
+        self._lost = self._lost or (self.connection is not None and self.errors_occurred)
+        super().close()
 
     def close_if_health_check_failed(self) -> None:
         if (
@@ -52,6 +77,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
+
+    def ensure_usable_connection(self) -> None:
+        """Connected, and — unless it answered a moment ago without an error since — the
+        connection answers a ping; one that does not is closed and a new one opened."""
+        self.health_check_done = False
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+
+    def mark_answered(self) -> None:
+        """The server answered a round trip the raw path sent (``bankcore.db._send``)."""
+        self._used_at = time.monotonic()
 
     def get_connection_params(self):  # type: ignore[no-untyped-def]
         params = super().get_connection_params()

@@ -1,8 +1,7 @@
 """Partner API settings (DRF, JWT, OpenAPI, throttling).
 
-Imported at the end of ``base``: values come from the environment through ``bankcore.env``
-directly. ``base`` is still being executed when this module runs; the one value taken from it,
-``JWT_SECRET_KEY``, is defined before it imports this module.
+Applied after ``base`` (``bankcore.settings.common``): values come from the environment through
+``bankcore.env`` directly; the one value taken from ``base`` is ``JWT_SECRET_KEY``.
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ REST_FRAMEWORK = {
     # nginx appends the client's address to X-Forwarded-For; trust exactly that many hops so a
     # client cannot pick its own throttle bucket with a forged header.
     "NUM_PROXIES": env_int("API_NUM_PROXIES", 1, minimum=0, maximum=5),
-    "EXCEPTION_HANDLER": "bankcore.errors.problem_exception_handler",
+    "EXCEPTION_HANDLER": "bankcore.api_errors.problem_response",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bankcore.env import env_bool, env_int, env_list, env_optional, env_str
 
-# Read from the half-imported base module: both are defined there above the topic-module imports.
+# Applied after base (bankcore.settings.common), whose schedule this one extends.
 from bankcore.settings.base import CELERY_BEAT_SCHEDULE as _BEAT_SCHEDULE
 from bankcore.settings.base import INSECURE_DEFAULT_SECRET as _INSECURE_DEFAULT_SECRET
 from bankcore.settings.base import VAR_DIR as _VAR_DIR

@@ -1,5 +1,6 @@
-"""Settings shared by every environment. Everything that differs between deployments comes from
-the environment through the strict readers in ``bankcore.env`` (see ``.env.example``)."""
+"""Settings shared by every environment, before the topic modules (``bankcore.settings.common``
+adds them). Everything that differs between deployments comes from the environment through the
+strict readers in ``bankcore.env`` (see ``.env.example``)."""
 
 from __future__ import annotations
 
@@ -201,14 +202,28 @@ def _redis_url(db: int) -> str:
 
 
 if REDIS_HOST:
+    from redis.exceptions import ConnectionError as _RedisConnectionError
+
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": _redis_url(REDIS_DB),
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+            "OPTIONS": {
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+                # A pooled connection that a Redis restart left dead is retried once on a new one,
+                # not failed: every command here (the throttle's count, sessions) may run twice.
+                "CONNECTION_POOL_KWARGS": {"retry_on_error": [_RedisConnectionError]},
+            },
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    # Redis down: a cache read answers "nothing there" and a write is dropped (logged), instead
+    # of a 500. A back-office session then reads as none (the teller is sent to the login page);
+    # the partner API keeps working (bankcore.api_throttling counts in-process meanwhile).
+    # docs/operations.md, "When Redis is down".
+    DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
     CELERY_BROKER_URL = _redis_url(REDIS_DB)
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -219,6 +234,22 @@ CELERY_TIMEZONE = "Asia/Shanghai"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Redis restarting must not need a worker or beat restart: connect at start-up even if Redis comes
+# up later, reconnect for as long as it takes, find a half-open socket by keepalive and a periodic
+# PING instead of waiting on it forever. Database connections: Celery's Django fix-up closes
+# every connection before and after each task, and the beat scheduler drops unusable ones before
+# each tick (django_celery_beat's close_old_connections), so a restarted ledger server is reached
+# again by the next task.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    "health_check_interval": 10,
+    "retry_on_timeout": True,
+}
 RECOVERY_INTERVAL_SECONDS = env_int("RECOVERY_INTERVAL_SECONDS", 5, minimum=1)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 300, minimum=10)
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
@@ -265,8 +296,3 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-
-# Topic modules: settings of one capability each, kept apart so they read (and change) alone.
-from bankcore.settings.api import *  # noqa: E402, F403
-from bankcore.settings.backoffice import *  # noqa: E402, F403
-from bankcore.settings.observability import *  # noqa: E402, F403

@@ -1,6 +1,6 @@
 """`make run`: the embedded default, debug on (unless DEBUG says otherwise), no server to install."""
 
 from bankcore.env import env_bool
-from bankcore.settings.base import *  # noqa: F403
+from bankcore.settings.common import *  # noqa: F403
 
 DEBUG = env_bool("DEBUG", True)

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_bool, env_int, env_optional, env_str
 
-# Imported at the end of base.py, which is then already initialised up to that line.
+# Applied after base (bankcore.settings.common), whose ALLOWED_HOSTS this one may extend.
 from bankcore.settings.base import ALLOWED_HOSTS as _ALLOWED_HOSTS
 from bankcore.settings.base import VAR_DIR
 

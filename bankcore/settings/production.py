@@ -3,8 +3,8 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_str
-from bankcore.settings.base import *  # noqa: F403
-from bankcore.settings.base import (
+from bankcore.settings.common import *  # noqa: F403
+from bankcore.settings.common import (
     AUDIT_CHAIN_KEY,
     AUDIT_CHAIN_RETIRED_KEYS,
     INSECURE_DEFAULT_SECRET,

@@ -213,38 +213,45 @@ def test_throttle_state_that_is_not_a_time_counts_as_none(api_world):
     assert _gcra("throttle_odd", 12.0, 60.0) == 0.0
 
 
-def test_redis_down_is_503_throttle_unavailable_and_moves_nothing(api_world, monkeypatch):
-    """Without its counter the API refuses (503, Retry-After) rather than let requests through
-    uncounted; the refusal is a problem with its own code, never a 500, and nothing moves."""
-    import redis
+def test_redis_down_the_money_path_keeps_working_and_the_throttle_counts_in_process(api_world, monkeypatch):
+    """Redis really stops: the throttle fails open to each process's own meter (docs/operations.md,
+    "When Redis is down") — transfers are made, exactly once per key, and a client is still held to
+    its rate by this process. Once Redis is back, the counts are shared there again."""
     from django.core.cache import caches
 
     import bankcore.api_throttling as throttling
-    from bankcore.testing.servers import free_port
+    from bankcore.testing.plugin import redis_server
 
     w = api_world
-    before = balances(w.a1, w.c2)
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
-    monkeypatch.setattr(caches["default"].client, "get_client", lambda write=True: dead)  # type: ignore[attr-defined]
-    monkeypatch.setattr(throttling, "_script", None)
-    for response in (
-        w.a.get(f"/api/v1/accounts/{w.a1.number}/"),
-        w.a.post(
-            "/api/v1/transfers/",
-            {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "5.00"},
-            format="json",
-            HTTP_IDEMPOTENCY_KEY="redis-down-1",
-        ),
-    ):
-        assert response.status_code == 503, response.content
-        assert response["Content-Type"] == PROBLEM
-        assert response.json()["code"] == "throttle_unavailable"
-        assert response["Retry-After"] == "1"
-    monkeypatch.undo()
-    assert balances(w.a1, w.c2) == before
-    from transfers.models import Transfer
+    server = redis_server()
+    assert server is not None
+    monkeypatch.setattr(throttling, "REDIS_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(throttling, "_redis_failed_at", float("-inf"))  # the next test starts on Redis
+    body = {"source_account": w.a1.number, "destination_account": w.c2.number, "amount": "5.00"}
+    server.stop()
+    try:
+        with rates(user="3/min"):
+            made = w.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="redis-down-1")
+            replayed = w.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY="redis-down-1")
+            read = w.a.get(f"/api/v1/accounts/{w.a1.number}/")
+            limited = w.a.get(f"/api/v1/accounts/{w.a1.number}/")
+    finally:
+        server.start()
+    assert made.status_code == 201, made.content
+    assert (replayed.status_code, replayed["Idempotent-Replayed"]) == (201, "true")
+    assert read.status_code == 200 and read.json()["posted"] == "995.00"
+    assert limited.status_code == 429 and limited["Retry-After"]
+    assert balances(w.a1, w.c2) == [Decimal("995.00"), Decimal("5.00")]
 
-    assert not Transfer.objects.filter(idempotency_key="redis-down-1").exists()
+    # Back: after REDIS_RETRY_SECONDS the meter is Redis's again.
+    cache = caches["default"]
+    cache.clear()
+    import time
+
+    time.sleep(0.6)
+    with rates(user="3/min"):
+        assert w.a.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200
+    assert cache.keys("throttle_user_*")  # type: ignore[attr-defined]
 
 
 def test_throttle_lets_one_more_through_each_interval(monkeypatch):

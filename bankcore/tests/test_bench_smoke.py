@@ -1,7 +1,7 @@
 """The benchmarks still run: ``bench/api.py``, ``bench/run.py`` and ``bench/door.py`` briefly on tiny
-data, each starting its own servers. Figures are not checked (these machines are noisy; README
-"Benchmark" and "Performance"), only that every path answered what it should (no 401 from an
-expired token, no non-201), that the table came out and that the books reconciled afterwards."""
+data, each starting its own servers. Figures are not checked (these machines are noisy;
+docs/performance.md), only that every path answered what it should (no 401 from an expired token,
+no non-201), that the table came out and that the books reconciled afterwards."""
 
 from __future__ import annotations
 

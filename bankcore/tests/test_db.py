@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, OperationalError, connections
 
-from bankcore.db import CommitOutcomeUnknown, defer, execute, on_commit, server_transaction
+from bankcore.db import CommitOutcomeUnknown, atomic_with_retry, defer, execute, on_commit, server_transaction
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -194,6 +194,61 @@ def test_a_connection_dropped_by_the_server_fails_one_request_and_the_next_recon
     _request_boundary(LEDGER)  # the failed request's end: the connection no longer answers, closed
     _select_one(LEDGER)
     assert connection.connection.thread_id() != thread_id
+
+
+def _server_drops(alias: str) -> int:
+    """The server closes the alias's connection (as a restart does to every one); its thread id."""
+    import MySQLdb
+
+    connection = connections[alias]
+    thread_id = connection.connection.thread_id()
+    settings = connection.settings_dict
+    killer = MySQLdb.connect(
+        host=settings["HOST"], port=int(settings["PORT"]), user=settings["USER"], password=settings["PASSWORD"]
+    )
+    try:
+        killer.cursor().execute(f"KILL CONNECTION {int(thread_id)}")
+    finally:
+        killer.close()
+    return int(thread_id)
+
+
+def test_a_transaction_that_finds_its_connection_dropped_before_the_commit_runs_again_on_a_new_one(
+    scratch, monkeypatch
+):
+    """Used a moment ago, the connection is not pinged; its first round trip (no COMMIT in it)
+    finds it dead. Nothing was written, so the block runs once more, on a new connection."""
+    connection = connections[LEDGER]
+    _select_one(LEDGER)
+    monkeypatch.setattr(connection, "close_at", None)
+    dropped = _server_drops(LEDGER)
+    runs: list[int] = []
+
+    def work() -> None:
+        runs.append(1)
+        assert execute(LEDGER, "SELECT COUNT(*) FROM db_test_scratch", []).rows == [(0,)]
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "once"])
+
+    atomic_with_retry(LEDGER, work)
+    assert len(runs) == 2 and rows() == [(1, "once")]
+    assert connection.connection.thread_id() != dropped
+
+
+def test_a_connection_idle_for_a_while_is_checked_before_a_batch_that_carries_the_commit(scratch, monkeypatch):
+    """A one-round-trip transaction (START … COMMIT in one batch) on a connection a server restart
+    left dead would be an unknown outcome; the ping before it finds the connection dead first."""
+    from bankcore.mysql_backend.base import HEALTH_CHECK_AFTER_IDLE
+
+    connection = connections[LEDGER]
+    _select_one(LEDGER)
+    monkeypatch.setattr(connection, "close_at", None)
+    dropped = _server_drops(LEDGER)
+    connection._used_at -= HEALTH_CHECK_AFTER_IDLE  # type: ignore[attr-defined]
+
+    with server_transaction(LEDGER):
+        defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "sure"])
+    assert rows() == [(1, "sure")]
+    assert connection.connection.thread_id() != dropped
 
 
 def test_the_test_servers_hold_the_time_zones_django_converts_with(settings):

@@ -31,8 +31,8 @@ def env_example_names() -> set[str]:
     return set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
 
 
-def readme() -> str:
-    return (ROOT / "README.md").read_text()
+def operations_doc() -> str:
+    return (ROOT / "docs" / "operations.md").read_text()
 
 
 def require(name: str) -> str:
@@ -158,9 +158,9 @@ def test_every_service_named_exists_and_is_documented():
         for network in spec.get("networks", []):
             assert network in base["networks"]
     assert set(compose("docker-compose.scale.yml")["services"]) <= services
-    text = readme()
+    text = operations_doc()
     for service in services:
-        assert f"`{service}`" in text, f"README does not describe the service {service}"
+        assert f"`{service}`" in text, f"docs/operations.md does not describe the service {service}"
 
 
 def test_every_file_the_compose_files_name_exists():
@@ -383,7 +383,7 @@ def test_every_metric_the_alerts_and_dashboard_use_is_exported(client, monkeypat
     import sys
 
     from bankcore.actors import Actor, Channel
-    from bankcore.metrics import exposition, record_recovery, record_task, record_transfer
+    from bankcore.metrics import exposition, record_reconnect, record_recovery, record_task, record_transfer
     from transfers.reconciliation import reconciliation_run
 
     module = type(sys)("bankcore_test_audit_chain_contract")
@@ -394,6 +394,7 @@ def test_every_metric_the_alerts_and_dashboard_use_is_exported(client, monkeypat
     record_transfer(kind="transfer", outcome="completed", cross_ledger=True, seconds=0.01)
     record_recovery({"leg_committed": 0})
     record_task(task="transfers.tasks.recover_transfers", state="success")
+    record_reconnect(alias="db1")
     assert client.get("/health").status_code in {200, 503}
 
     exported = exposition().decode()

@@ -273,7 +273,7 @@ def test_gunicorn_access_lines_stay_json_whatever_the_client_sent():
 
 def test_gunicorn_access_lines_mask_account_numbers_in_the_path_and_query():
     """What a client typed into the URL may carry account numbers; the access line keeps their
-    last 4 digits, as the audit file does (``audit.masking``)."""
+    last 4 digits, as the audit file does (``bankcore.masking``)."""
     number = "01000000000742"
     line = _gunicorn_access_line(
         request_headers=[("Referer", f"https://partner.example/?a={number}")],

@@ -91,19 +91,26 @@ def test_a_locked_account_makes_the_transfer_give_up_cleanly(make_account, impat
     assert world(source, destination) == before
 
 
-def test_the_api_answers_503_ledger_busy_and_moves_nothing(api_world, impatient_engine):
+def test_the_api_answers_503_ledger_busy_and_moves_nothing_then_the_retry_is_made_once(api_world, impatient_engine):
     before = world(api_world.a1, api_world.c2)
+    body = {"source_account": api_world.a1.number, "destination_account": api_world.c2.number, "amount": "5.00"}
+    key = uuid.uuid4().hex
 
     with row_locked(api_world.a1):
-        response = api_world.a.post(
-            "/api/v1/transfers/",
-            {"source_account": api_world.a1.number, "destination_account": api_world.c2.number, "amount": "5.00"},
-            format="json",
-            HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex,
-        )
+        response = api_world.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
     assert response.status_code == 503
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "ledger_busy"
     assert response["Retry-After"]
     assert world(api_world.a1, api_world.c2) == before
+
+    # A busy account is not an answer to the request: retried under its key, it is made, once.
+    retried = api_world.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert retried.status_code == 201, retried.content
+    again = api_world.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    assert (again.status_code, again["Idempotent-Replayed"]) == (201, "true")
+    assert again.json()["id"] == retried.json()["id"]
+    [(a1_posted, _, _), (c2_posted, _, _)] = before[0]  # type: ignore[misc]
+    after = world(api_world.a1, api_world.c2)
+    assert after[0] == [(a1_posted - 5, 0, 0), (c2_posted + 5, 0, 0)]

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import account_freeze
+from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from conftest import NOTHING_HELD, balances, held, subprocess_env
-from transfers.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation import reconcile
 from transfers.recovery import transfers_recover

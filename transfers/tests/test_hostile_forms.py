@@ -942,12 +942,12 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):
 
     from accounts.numbers import account_number_make
     from accounts.selectors import cash_account_get
-    from accounts.services import account_close, account_deposit, account_freeze, account_withdraw
+    from accounts.services import account_close, account_freeze
     from bankcore.actors import Actor, Channel
     from bankcore.errors import ApplicationError
     from transfers.approvals import approval_approve, approval_reject, approval_request
     from transfers.models import Approval, Transfer
-    from transfers.services import transfer_create, transfer_reverse
+    from transfers.services import transfer_cash_movement, transfer_create, transfer_reverse
 
     users = {role: make_staff(role) for role in ("teller", "supervisor", "auditor", "outsider")}
     users["supervisor2"] = make_staff("supervisor", "supervisor2")
@@ -957,7 +957,7 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):
     # transfers: the world's requests and the rows' together need more than one day's limit.
     settings.DAILY_TRANSFER_LIMIT = Decimal("10000000.00")
     for _ in range(5):
-        account_deposit(actor=actor, number=a1.number, amount="40000.00")
+        transfer_cash_movement(actor=actor, kind=Transfer.Kind.DEPOSIT, number=a1.number, amount="40000.00")
     a2 = make_account("db2", "100.00", holder="Hostile A two")
     b1 = make_account("db1", "50.00", holder="Hostile B one")
     frozen1, closed2 = make_account("db1", "10.00", holder="Frozen"), make_account("db2", holder="Closed")
@@ -974,7 +974,7 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):
     paid, reversed_, legit, legit2 = pay(a1, a2, "10.00"), pay(a1, a2, "4.00"), pay(a1, a2, "3.00"), pay(a1, a2, "2.00")
     reversal = transfer_reverse(actor=actor, transfer_id=reversed_.pk)
     drained = pay(a1, drained2, "5.00")
-    account_withdraw(actor=actor, number=drained2.number, amount="5.00")
+    transfer_cash_movement(actor=actor, kind=Transfer.Kind.WITHDRAWAL, number=drained2.number, amount="5.00")
     with pytest.raises(ApplicationError):
         pay(b1, a2, "999.00")
     aborted = Transfer.objects.get(status=Transfer.Status.ABORTED)

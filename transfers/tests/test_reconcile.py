@@ -212,3 +212,26 @@ def test_recover_transfers_refuses_seconds_that_are_no_duration(arguments):
     """A usage error naming the option (exit 2), not a traceback; nothing is recovered."""
     result = run_manage("recover_transfers", *arguments)
     assert result.returncode == 2 and arguments[0] in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_ledger_server_down_is_reported_unreachable_and_the_run_recorded(make_account):
+    from bankcore.testing.plugin import ledger_servers
+
+    make_account("db2", "10.00")
+    server = ledger_servers()[1]  # db2's; the control plane lives with db1
+    server.kill()
+    try:
+        result = run_manage("reconcile", "--no-progress")
+    finally:
+        server.start()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "UNREACHABLE: ledger db2 did not answer" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "in flight: not summed" in result.stdout
+    run = ReconciliationRun.objects.latest()
+    assert not run.ok and list(run.report["unreachable"]) == ["db2"]
+    assert [ledger["ledger"] for ledger in run.report["ledgers"]] == [x for x in settings.LEDGERS if x != "db2"]
+    # This process's connection to the restarted server is dead: reconciliation reconnects itself.
+    report = reconcile()
+    assert report.ok, report.discrepancies

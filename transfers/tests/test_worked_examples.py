@@ -8,7 +8,7 @@ from django.conf import settings
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
 from accounts.models import Account, Entry
 from accounts.numbers import InvalidAccountNumber, account_number_make
-from accounts.services import account_close, account_deposit, account_freeze, account_open, account_withdraw
+from accounts.services import account_close, account_freeze, account_open
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
@@ -26,7 +26,7 @@ from transfers.errors import (
     TransferNotReversible,
 )
 from transfers.models import Transfer, TransferLeg
-from transfers.services import transfer_create, transfer_reverse
+from transfers.services import transfer_cash_movement, transfer_create, transfer_reverse
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -277,7 +277,7 @@ def test_a_cash_deposit_is_reversed_through_the_cash_account(actor, make_account
     """A reversal is no plain transfer: a deposit's reversal takes the money back to the cash
     account it came from."""
     alice = make_account("db2")
-    deposit = account_deposit(actor=actor, number=alice.number, amount="40.00")
+    deposit = transfer_cash_movement(actor=actor, kind=Transfer.Kind.DEPOSIT, number=alice.number, amount="40.00")
     reversal = transfer_reverse(actor=actor, transfer_id=deposit.id)
     assert reversal.status == Transfer.Status.COMPLETED
     assert balances(alice) == [Decimal("0.00")]
@@ -313,7 +313,7 @@ def test_daily_limit_counts_pending_and_completed_debits_of_the_business_day(act
     with pytest.raises(DailyLimitExceeded):
         transfer_create(actor=actor, source_account=carol.number, destination_account=bob.number, amount="10.01")
     # Withdrawals at the counter are not transfers: the daily transfer limit does not apply.
-    account_withdraw(actor=actor, number=alice.number, amount="500.00")
+    transfer_cash_movement(actor=actor, kind=Transfer.Kind.WITHDRAWAL, number=alice.number, amount="500.00")
     from transfers.recovery import transfers_recover
 
     Transfer.objects.filter(pk=transfer.pk).update(
@@ -366,7 +366,7 @@ def test_a_refusal_is_replayed_not_retried(actor, make_account):
             idempotency_key="k-2",
         )
 
-    account_deposit(actor=actor, number=alice.number, amount="100.00")
+    transfer_cash_movement(actor=actor, kind=Transfer.Kind.DEPOSIT, number=alice.number, amount="100.00")
     with pytest.raises(InsufficientFunds) as replay:
         transfer_create(
             actor=actor,

@@ -1,4 +1,5 @@
-"""Check that the books balance; exit 1 and list every discrepancy when they don't."""
+"""Check that the books balance; exit 1 and list every discrepancy when they don't, 2 when a
+server did not answer (what could be read is still checked and listed)."""
 
 from __future__ import annotations
 
@@ -50,11 +51,19 @@ class Command(BaseCommand):
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.stdout.write("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=False)))
-        self.stdout.write(f"in flight: {report.in_flight}   Σ posted + in flight: {report.grand_total}")
+        if report.unreachable:
+            self.stdout.write("in flight: not summed (a server is unreachable)")
+        else:
+            self.stdout.write(f"in flight: {report.in_flight}   Σ posted + in flight: {report.grand_total}")
+        if not report.recorded:
+            self.stderr.write("This run could not be recorded: the control plane is unreachable.")
         if report.ok:
             self.stdout.write(self.style.SUCCESS("OK: the books balance."))
             return
+        for alias, error in report.unreachable.items():
+            what = "the control plane" if alias == "default" else f"ledger {alias}"
+            self.stderr.write(self.style.ERROR(f"UNREACHABLE: {what} did not answer ({error})."))
         self.stdout.write(self.style.ERROR(f"{len(report.discrepancies)} discrepancies:"))
         for line in report.discrepancies:
             self.stdout.write(f"  - {line}")
-        sys.exit(1)
+        sys.exit(2 if report.unreachable else 1)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from django.core.management.base import BaseCommand
 
 from bankcore.actors import Actor, Channel
-from transfers.recovery import DEFAULT_GRACE_SECONDS, transfers_recover
+from transfers.recovery import DEFAULT_GRACE_SECONDS, transfers_recover_pass
 
 
 def _seconds(*, least: float) -> Callable[[str], float]:
@@ -57,7 +57,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         while True:
-            report = transfers_recover(actor=actor, grace_seconds=options["grace"])
+            report = transfers_recover_pass(actor=actor, grace_seconds=options["grace"])
             if report.total or report.errors or not options["loop"]:
                 summary = ", ".join(f"{k}={v}" for k, v in sorted(report.actions.items())) or "nothing to do"
                 self.stdout.write(f"recovery: {summary}")

@@ -8,9 +8,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from accounts.models import Account, Entry, PartnerAccountLink
-from accounts.services import account_withdraw
 from audit.models import AuditEvent
 from transfers.models import Transfer
+from transfers.services import transfer_cash_movement
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -47,7 +47,7 @@ def test_seed_demo_is_idempotent(ledgers, monkeypatch, actor):
     _seed(accounts_per_ledger=2, opening_balance="500.00")
     # a demo account spent down to zero was funded once: a rerun must not fund it again
     spent = _demo(ledgers[0]).first()
-    account_withdraw(actor=actor, number=spent.number, amount="500.00")
+    transfer_cash_movement(actor=actor, kind=Transfer.Kind.WITHDRAWAL, number=spent.number, amount="500.00")
     before = _everything()
     second = _seed(accounts_per_ledger=2, opening_balance="500.00")
     assert "0 new accounts" in second and "funded" not in second
@@ -68,17 +68,17 @@ def test_seed_demo_is_idempotent(ledgers, monkeypatch, actor):
 def test_seed_demo_funds_what_an_interrupted_run_left_unfunded(ledgers, monkeypatch):
     # given: a run killed after opening an account and before booking its opening deposit (the
     # two are separate commits), here after the first account of the first ledger was funded
-    import accounts.services
+    import transfers.services
 
-    real_deposit = accounts.services.account_deposit
+    real_movement = transfers.services.transfer_cash_movement
     deposits = []
 
     def deposit_then_die(**kwargs):
         if deposits:
             raise Killed
-        deposits.append(real_deposit(**kwargs))
+        deposits.append(real_movement(**kwargs))
 
-    monkeypatch.setattr(accounts.services, "account_deposit", deposit_then_die)
+    monkeypatch.setattr(transfers.services, "transfer_cash_movement", deposit_then_die)
     with pytest.raises(Killed):
         _seed(accounts_per_ledger=3, opening_balance="250.00")
     monkeypatch.undo()

@@ -12,12 +12,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Exists, OuterRef
 
 from accounts.models import Account, Entry, PartnerAccountLink
-from accounts.services import account_deposit, account_open
 from audit.roles import roles_sync
 from bankcore.actors import Actor, Channel
 from bankcore.env import env_optional
 from bankcore.errors import ApplicationError
 from bankcore.money import money_parse
+from transfers.models import Transfer
+from transfers.services import account_open_with_deposit, transfer_cash_movement
 
 DEMO_USERS = ("teller", "supervisor", "auditor", "demo-partner")
 # Back-office demo users, each in the group of its name (the roles: audit.roles).
@@ -59,11 +60,17 @@ class Command(BaseCommand):
                 .order_by("pk")
                 .values_list("number", flat=True)
             ):
-                account_deposit(actor=actor, number=str(number), amount=opening, reference="Opening deposit")
+                transfer_cash_movement(
+                    actor=actor,
+                    kind=Transfer.Kind.DEPOSIT,
+                    number=str(number),
+                    amount=opening,
+                    reference="Opening deposit",
+                )
                 funded += 1
             for index in range(demo.count(), per_ledger):
                 holder = f"Demo {HOLDERS[index % len(HOLDERS)]} {ledger.upper()}-{index + 1:03d}"
-                account_open(actor=actor, ledger=ledger, holder=holder, opening_deposit=opening)
+                account_open_with_deposit(actor=actor, ledger=ledger, holder=holder, opening_deposit=opening)
                 created += 1
                 if created % 100 == 0:
                     self.stdout.write(f"  {created} accounts created…")
