@@ -99,6 +99,20 @@ APPROVAL_TONES: dict[str, str] = {
 }
 
 
+# What a recovery pass did, as the stuck transfers' page says it.
+RECOVERY_WORDS = {
+    "transfer_completed": "transfers completed",
+    "transfer_aborted": "transfers cancelled, their money released",
+    "leg_committed": "halves of transfers finished",
+    "leg_voided": "held amounts released",
+    "skipped": "not due yet",
+    "orphan_leg_committed": "halves without a transfer finished",
+    "orphan_leg_voided": "held amounts without a transfer released",
+    "approval_expired": "requests expired",
+    "orphan_hold_released": "held amounts without a request released",
+}
+
+
 def live_reversals(transfer: Transfer) -> QuerySet[Transfer]:
     return Transfer.objects.filter(reversal_of=transfer).exclude(status=Transfer.Status.ABORTED)
 
@@ -388,7 +402,10 @@ class TransferAdmin(ReadOnlyAdmin):
                     object_id=f"{len(ids)} transfers",
                     changes={"transfers": ids, "actions": dict(report.actions), "errors": report.errors},
                 )
-                summary = ", ".join(f"{n} {what}" for what, n in sorted(report.actions.items())) or "nothing to do"
+                summary = (
+                    "; ".join(f"{RECOVERY_WORDS.get(what, what)}: {n}" for what, n in sorted(report.actions.items()))
+                    or "nothing to do"
+                )
                 if report.errors:
                     messages.error(request, f"Recovery: {summary}; errors: {'; '.join(report.errors)}")
                 else:

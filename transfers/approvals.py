@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.errors import AccountClosed, AccountFrozen, InternalAccount
@@ -411,6 +411,27 @@ def approvals_expire(*, actor: Actor, now: datetime | None = None) -> int:
             _close(approval, actor, Status.EXPIRED, ApprovalExpired("Not decided before its hold ended."))
         _release(approval)
         count += 1
+    return count
+
+
+def holds_orphaned_release(*, actor: Actor, now: datetime | None = None) -> int:
+    """Holds no request refers to (the process stopped between holding the amount and storing
+    the request, and the form was not sent again): aborted and released once older than
+    ``TRANSACTION_TIMEOUT``, rather than holding the money until their deadline. A hold is a
+    PENDING transfer whose deadline lies beyond a transfer's timeout. Run with recovery; returns
+    how many."""
+    now = now or timezone.now()
+    timeout = timedelta(seconds=settings.TRANSACTION_TIMEOUT)
+    orphans = (
+        Transfer.objects.filter(status=Transfer.Status.PENDING, created_at__lt=now - timeout)
+        .filter(deadline__gt=F("created_at") + timeout)
+        .exclude(pk__in=Approval.objects.filter(transfer__isnull=False).values("transfer_id"))
+    )
+    count = 0
+    for hold in list(orphans[:500]):
+        if transfer_hold_abort(actor=actor, transfer=hold, error=ApprovalExpired("No request holds this amount.")):
+            transfer_hold_release(transfer=hold)
+            count += 1
     return count
 
 

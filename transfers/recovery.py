@@ -37,7 +37,7 @@ from django.utils import timezone
 from bankcore.actors import Actor, Channel
 from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
-from transfers.approvals import approvals_expire
+from transfers.approvals import approvals_expire, holds_orphaned_release
 from transfers.errors import TransferTimedOut
 from transfers.models import Transfer, TransferLeg
 from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
@@ -210,10 +210,14 @@ def transfers_recover(
 
 
 def _expire_approvals(actor: Actor, report: RecoveryReport, now: datetime) -> None:
-    """Requests for approval whose hold ended, or is past its deadline: expired, amounts released."""
+    """Requests for approval whose hold ended, or is past its deadline: expired, amounts released;
+    and holds no request refers to, released."""
     expired = approvals_expire(actor=actor, now=now)
     if expired:
         report.actions["approval_expired"] += expired
+    orphaned = holds_orphaned_release(actor=actor, now=now)
+    if orphaned:
+        report.actions["orphan_hold_released"] += orphaned
 
 
 def transfers_recover_pass(**options) -> RecoveryReport:  # type: ignore[no-untyped-def]

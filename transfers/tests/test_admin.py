@@ -162,7 +162,7 @@ def test_stuck_transfers_and_recovery(make_staff, make_account, make_stuck_trans
 
     done = client.post(reverse("admin:transfers_transfer_stuck"), {"transfer": [str(transfer.pk)]}, follow=True)
 
-    assert any("transfer_aborted" in text for _, text in messages_of(done))
+    assert any("transfers cancelled, their money released: 1" in text for _, text in messages_of(done))
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.ABORTED
     assert done.context["stuck"] == []
     event = AuditEvent.objects.get(action="recovery.run")

@@ -477,3 +477,38 @@ def test_approving_past_the_hold_s_deadline_expires_the_request(people, make_acc
     assert approval.status == Approval.Status.EXPIRED
     assert world_snapshot(alice)["accounts"] == [(Decimal("30000.00"), Decimal("0.00"), Decimal("0.00"), "active")]
     assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+
+
+def test_a_hold_no_request_refers_to_is_released_by_recovery(people, make_account, settings):
+    # The process stopped between holding the amount and storing the request.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.reconciliation import reconcile
+    from transfers.recovery import transfers_recover
+    from transfers.services import transfer_hold
+
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    hold = transfer_hold(
+        actor=as_actor(people["teller"]),
+        kind=Transfer.Kind.TRANSFER,
+        source_account=alice.number,
+        destination_account=bob.number,
+        amount="12000.00",
+        until=timezone.now() + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS),
+    )
+    waiting = ask(people["teller"], alice, bob, amount="10000.50")  # a hold its request refers to
+    assert world_snapshot(alice)["accounts"][0][1] == Decimal("22000.50")
+
+    soon = transfers_recover(now=timezone.now() + timedelta(seconds=1))
+    assert "orphan_hold_released" not in soon.actions  # a request may still be on its way
+    later = transfers_recover(now=timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 1))
+
+    assert later.actions["orphan_hold_released"] == 1, later.actions
+    hold.refresh_from_db()
+    assert (hold.status, hold.failure_code) == (Transfer.Status.ABORTED, "approval_expired")
+    waiting.refresh_from_db()
+    assert waiting.status == Approval.Status.PENDING
+    assert world_snapshot(alice)["accounts"][0][1] == Decimal("10000.50")
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")] and reconcile().ok

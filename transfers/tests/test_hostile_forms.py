@@ -790,11 +790,11 @@ def recovery(case_id: str, ids: list[str] | None, shows: str, status: int = 302,
 
 RECOVERY = [
     recovery("nothing-selected", None, "Select the transfers to recover"),
-    recovery("the-nil-uuid", ["00000000-0000-0000-0000-000000000000"], "0 skipped", changes=("audited",)),
-    recovery("a-completed-transfer", ["<tx_paid>"], "1 skipped", changes=("audited",)),
+    recovery("the-nil-uuid", ["00000000-0000-0000-0000-000000000000"], "not due yet: 0", changes=("audited",)),
+    recovery("a-completed-transfer", ["<tx_paid>"], "not due yet: 1", changes=("audited",)),
     # Ids of no transfer at all: skipped as an unknown one is, once the fault is fixed.
     *(
-        recovery(f"id-{name}", ids, "skipped", changes=("audited",))
+        recovery(f"id-{name}", ids, "not due yet", changes=("audited",))
         for name, ids in (
             ("not-a-uuid", ["garbage"]),
             ("empty", [""]),
