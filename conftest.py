@@ -207,7 +207,8 @@ def make_staff():  # type: ignore[no-untyped-def]
 
 def world_snapshot(*accounts):  # type: ignore[no-untyped-def]
     """Everything a refused back-office action must leave untouched: the accounts' balances and
-    status, every ledger's entries and live legs, transfers, approvals and audit events."""
+    status, every ledger's entries and live legs, transfers, approvals and audit events (but the
+    record of a refusal itself, ``<action>.refused``: audit.services.audit_refusal_record)."""
     from accounts.models import Account, Entry
     from audit.models import AuditEvent
     from transfers.models import Approval, Transfer, TransferLeg
@@ -224,7 +225,7 @@ def world_snapshot(*accounts):  # type: ignore[no-untyped-def]
         ),
         "transfers": Transfer.objects.count(),
         "approvals": list(Approval.objects.order_by("pk").values_list("pk", "status")),
-        "audit_events": AuditEvent.objects.count(),
+        "audit_events": AuditEvent.objects.exclude(action__endswith=".refused").count(),
     }
 
 

@@ -42,6 +42,7 @@ from accounts.services import (
     opening_deposit_parse,
 )
 from audit.roles import SUPERUSER_WITHOUT_ROLE, role_permits
+from audit.services import audit_refusal_record
 from bankcore.actors import Actor, Channel, actor_from_request
 from bankcore.display import account_no, in_words, money, status_badge
 from bankcore.errors import ApplicationError
@@ -76,11 +77,24 @@ def may(request: HttpRequest, perm: str) -> bool:
 
 def require_perm(request: HttpRequest, *perms: str) -> None:
     """Refuse (403, nothing done) unless the user may do all that is named (see ``may``); a
-    superuser outside the roles is told why."""
-    if not all(may(request, perm) for perm in perms):
-        if request.user.is_superuser:
-            raise PermissionDenied(SUPERUSER_WITHOUT_ROLE)
-        raise PermissionDenied
+    superuser outside the roles is told why. The refusal is an audit event (``backoffice.refused``:
+    who, which page, which permissions were missing)."""
+    missing = [perm for perm in perms if not may(request, perm)]
+    if not missing:
+        return
+    code = "superuser_without_role" if request.user.is_superuser else "permission_denied"
+    match = request.resolver_match
+    audit_refusal_record(
+        actor=admin_actor(request),
+        action="backoffice",
+        object_type="page",
+        object_id=(match.view_name if match else request.path)[:64],
+        code=code,
+        changes={"method": request.method, "path": request.path[:200], "missing": missing},
+    )
+    if request.user.is_superuser:
+        raise PermissionDenied(SUPERUSER_WITHOUT_ROLE)
+    raise PermissionDenied
 
 
 def backoffice_render(
@@ -697,3 +711,6 @@ def person(user: Any) -> str:
     if user is None:
         return "—"
     return user.get_full_name() or user.get_username()
+
+
+from accounts import admin_partners  # noqa: E402,F401  (the partner page registers itself)

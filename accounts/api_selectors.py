@@ -63,7 +63,8 @@ def accounts_page(
 ) -> tuple[list[Account], bool]:
     """One page of the accounts ``scope`` may see, ordered by number across every ledger, and
     whether there are more in that direction. Keyset paging: ``after`` a number (forward) or
-    ``before`` one (backward). A number starts with its ledger's code, so ordering by number is
+    ``before`` one (backward); both, the accounts between them, the last page before ``before``.
+    A number starts with its ledger's code, so ordering by number is
     ordering by ledger, then account: each ledger is queried in turn, each for at most what the
     page still needs."""
     backward = before is not None
@@ -87,6 +88,8 @@ def accounts_page(
             qs = qs.filter(currency=currency)
         if backward:
             qs = qs.filter(number__lt=before).order_by("-number")
+            if after:
+                qs = qs.filter(number__gt=after)
         else:
             qs = qs.filter(number__gt=after).order_by("number") if after else qs.order_by("number")
         found.extend(qs[: limit + 1 - len(found)])

@@ -1,5 +1,6 @@
 """The audit trail. Rows are append-only: the app never updates or deletes them, and the database's
-triggers refuse it too (migration 0005), but for the sealer's one filling-in of the chain fields."""
+triggers refuse it too (migration 0007), but for the sealer's one filling-in of the chain fields
+(or its mark on a row it refuses)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ class AuditEvent(models.Model):
     changes = models.JSONField(default=dict)
     ip = models.GenericIPAddressField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # The row's own MAC under AUDIT_CHAIN_KEY, written with it (audit.chain.audit_event_mac): what
+    # tells the sealer a row the application wrote from one inserted behind its back.
+    row_mac = models.CharField(max_length=64, blank=True, default="", editable=False)
     # Hash chain: filled in id order by the sealer (audit.chain), so writers never contend on the
-    # chain's tail. ``seq`` is the row's place in the chain: NULL until sealed, then 1, 2, 3…
+    # chain's tail. ``seq`` is the row's place in the chain: NULL until sealed, then 1, 2, 3…; a row
+    # the sealer refused keeps NULL and has ``hash`` = audit.chain.REFUSED.
     seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
     prev_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
     hash = models.CharField(max_length=64, blank=True, default="", editable=False)
@@ -63,17 +68,13 @@ class AuditChainHead(models.Model):
     """The one row that says where the sealed chain ends. The sealer locks it ``FOR UPDATE``, so
     two sealers never extend the chain at once; writers of audit events never touch it.
 
-    ``head_mac`` is the chain key's HMAC of (``keyed_from``, ``last_seq``, ``last_hash`` and, once
-    the key was rotated, ``key_epochs``): without the key nobody can move the end of the chain back
-    (the newest rows removed), the point where keyed sealing began, or where a key took over
-    (``audit.chain``)."""
+    ``head_mac`` is the chain key's HMAC of (``last_seq``, ``last_hash`` and, once the key was
+    rotated, ``key_epochs``): without the key nobody can move the end of the chain back (the newest
+    rows removed), or where a key took over (``audit.chain``)."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, blank=True, default="")
-    # The seq of the first row sealed with the key (HMAC-SHA256); rows before it were sealed with
-    # plain SHA-256 by an earlier version. NULL: not keyed yet (see ``key_audit_chain``).
-    keyed_from = models.BigIntegerField(null=True, blank=True)
     head_mac = models.CharField(max_length=64, blank=True, default="")
     # Which key sealed which rows, once the key was rotated (``rotate_audit_chain_key``): a list of
     # [first seq, key fingerprint], each key sealing up to the next one's first row. Empty: every

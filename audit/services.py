@@ -12,10 +12,11 @@ from auditlog.diff import get_fields_in_model
 from auditlog.models import LogEntry
 from auditlog.registry import auditlog
 from django.contrib.contenttypes.models import ContentType
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.utils import timezone
 from django.utils.encoding import smart_str
 
+from audit.chain import audit_event_mac
 from audit.logfile import audit_log_write
 from audit.models import AuditEvent
 from bankcore.actors import Actor
@@ -40,8 +41,9 @@ def audit_event_record(
     When called inside a ledger's atomic block, wrap the ledger block in
     ``transaction.atomic(using="default")`` first: the ledger commits first and the event commits
     only if it did (a crash between the two commits can lose the event, never invent one). The row
-    is inserted unsealed (``audit.chain`` hashes it shortly after) and copied to the audit file once
-    its transaction commits.
+    is inserted unsealed with its own MAC (``audit.chain.audit_event_mac``: the sealer chains only
+    rows that carry a right one; ``audit.chain`` hashes it shortly after) and copied to the audit
+    file once its transaction commits.
 
     One INSERT written out, not ``objects.create()``: every transfer writes an event, and the
     ORM's compile and save machinery cost more CPU than the statement (``bench/run.py``).
@@ -61,22 +63,23 @@ def audit_event_record(
         ip=actor.ip,
         request_id=actor.request_id,
     )
+    event.row_mac = audit_event_mac(event)
 
     def set_pk(result: Result) -> None:
         if result.rowcount == 1:
             event.pk = result.lastrowid
 
     values = (
-        "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '' FROM DUAL WHERE " + only_if
+        "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '' FROM DUAL WHERE " + only_if
         if only_if
-        else ("VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '')")
+        else ("VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', '')")
     )
     # Deferred: inside the engine's server_transaction it rides on the COMMIT's round trip; the
     # audit file line, written after the commit, finds the id set by then.
     defer(
         "default",
         f"INSERT INTO {_EVENT_TABLE} (created_at, actor_id, actor_name, channel, action, object_type, "
-        f"object_id, ledger, changes, ip, request_id, prev_hash, hash) {values}",
+        f"object_id, ledger, changes, ip, request_id, row_mac, prev_hash, hash) {values}",
         [
             connections["default"].ops.adapt_datetimefield_value(event.created_at),
             event.actor_id,
@@ -89,6 +92,7 @@ def audit_event_record(
             json.dumps(event.changes),
             event.ip,
             event.request_id,
+            event.row_mac,
         ],
         on_result=set_pk,
     )
@@ -100,6 +104,29 @@ def audit_event_record(
 
     on_commit("default", write_line)
     return event
+
+
+def audit_refusal_record(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: str,
+    code: str,
+    changes: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """A staff action refused for who asked (a permission missing, a maker deciding their own
+    request): the audit event ``<action>.refused`` naming the actor and the refusal's stable
+    ``code``, committed on its own, after the refused change rolled back: the attempt stays on
+    record though nothing changed. Call it outside the refused change's transaction."""
+    with transaction.atomic(using="default"):
+        return audit_event_record(
+            actor=actor,
+            action=f"{action}.refused",
+            object_type=object_type,
+            object_id=object_id,
+            changes={"code": code, **(changes or {})},
+        )
 
 
 def _file_record(event: AuditEvent) -> dict[str, Any]:

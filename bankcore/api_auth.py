@@ -142,14 +142,29 @@ class PartnerJWTScheme(SimpleJWTScheme):
     target_class = "bankcore.api_auth.PartnerJWTAuthentication"
 
 
+# simplejwt's serializer, with the username bounded by the user model's ``max_length``, as the
+# admin's login form bounds it. A longer name is no user's; unbounded, it reached django-axes, whose
+# record of the failed login could not store it (a DataError, a 500) — now it is 400
+# ``validation_error`` on ``username`` before any lookup, and no attempt is recorded.
 class PartnerTokenObtainPairSerializer(TokenObtainPairSerializer):
-    """simplejwt's, with the username bounded by the user model's ``max_length``, as the admin's
-    login form bounds it. A longer name is no user's; unbounded, it reached django-axes, whose
-    record of the failed login could not store it (a DataError, a 500) — now it is 400
-    ``validation_error`` on ``username`` before any lookup, and no attempt is recorded."""
+    """A partner's username and password."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         longest = getattr(get_user_model()._meta.get_field(self.username_field), "max_length", None)
         bound = {"max_length": longest} if longest else {}  # a field without one stays unbounded
         self.fields[self.username_field] = serializers.CharField(write_only=True, **bound)
+
+
+class TokenPairOutput(serializers.Serializer):  # type: ignore[type-arg]
+    """What ``POST auth/token/`` answers (for the schema: simplejwt builds the dict itself)."""
+
+    access = serializers.CharField(help_text="A JWT for `Authorization: Bearer …`, valid for minutes.")
+    refresh = serializers.CharField(help_text="A JWT for `POST auth/token/refresh/`, valid for hours.")
+
+
+class TokenRefreshOutput(serializers.Serializer):  # type: ignore[type-arg]
+    """What ``POST auth/token/refresh/`` answers."""
+
+    access = serializers.CharField(help_text="A new access token.")
+    refresh = serializers.CharField(required=False, help_text="A new refresh token, when refresh tokens rotate.")

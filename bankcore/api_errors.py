@@ -16,7 +16,9 @@ import codecs
 import io
 import logging
 import math
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +30,7 @@ from django.utils.functional import cached_property
 from django.utils.html import escape
 from django.views import defaults as django_defaults
 from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -389,6 +392,19 @@ class StrictInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return super().to_internal_value(data)
 
 
+class StrictInputSerializerScheme(OpenApiSerializerExtension):
+    """In the schema, a strict input serializer's object takes no other property
+    (``additionalProperties: false``), as it refuses them (400 ``unknown_field``)."""
+
+    target_class = StrictInputSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        schema["additionalProperties"] = False
+        return schema
+
+
 class StrictCharField(serializers.CharField):
     """Text only: DRF's CharField would turn a JSON number or boolean into its string."""
 
@@ -398,9 +414,16 @@ class StrictCharField(serializers.CharField):
         return str(super().to_internal_value(data))
 
 
-@extend_schema_field({"type": "string", "pattern": r"^[0-9]{1,18}(\.[0-9]{1,2})?$", "example": "125.50"})
+# A positive amount in its plain form: no sign, no leading zero, at most 18 digits before the point
+# (what the column holds) and two after. The schema states it and the door holds the API to it.
+AMOUNT_PATTERN = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,17}(\.[0-9]{1,2})?)$"
+_AMOUNT_FORM = re.compile(AMOUNT_PATTERN)
+
+
+@extend_schema_field({"type": "string", "pattern": AMOUNT_PATTERN, "maxLength": 21, "example": "125.50"})
 class AmountField(serializers.Field):  # type: ignore[type-arg]
-    """An amount: a JSON string only ("125.50"), checked by ``bankcore.money.money_parse``."""
+    """An amount: a JSON string in the form ``AMOUNT_PATTERN`` ("125.50"), checked by
+    ``bankcore.money.money_parse``."""
 
     def to_internal_value(self, data: Any) -> Any:
         from bankcore.money import money_parse
@@ -409,6 +432,12 @@ class AmountField(serializers.Field):  # type: ignore[type-arg]
             raise serializers.ValidationError(
                 'Amounts are JSON strings, e.g. "125.50", never numbers.', code=InvalidAmount.code
             )
+        if not _AMOUNT_FORM.fullmatch(data):
+            raise serializers.ValidationError(
+                "An amount is a positive decimal string with at most two decimal places and no leading "
+                'zero, e.g. "125.50".',
+                code=InvalidAmount.code,
+            )
         try:
             return money_parse(data)
         except InvalidAmount as refused:
@@ -416,6 +445,22 @@ class AmountField(serializers.Field):  # type: ignore[type-arg]
 
     def to_representation(self, value: Any) -> str:
         return str(value)
+
+
+class ExactRegexField(serializers.RegexField):
+    """DRF's RegexField held to the whole text, untrimmed, as the schema's ECMA pattern reads: DRF
+    trims surrounding whitespace first and its validator searches, so ``^[0-9]{2}$`` let "01\\n"
+    through."""
+
+    def __init__(self, regex: str, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(regex, **kwargs)
+        self._whole = re.compile(regex)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or not self._whole.fullmatch(data):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
 
 
 @extend_schema_field({"type": "string", "pattern": "^[A-Z]{3}$", "example": "CNY"})
@@ -436,20 +481,35 @@ class CurrencyField(serializers.Field):  # type: ignore[type-arg]
 
 class BoundedDateTimeField(serializers.DateTimeField):
     """An ISO 8601 date or date-time (a date means its midnight in ``TIME_ZONE``), within years
-    that every time zone conversion on the way to the database survives."""
+    that every time zone conversion on the way to the database survives.
+
+    A value outside them is refused (``overflow``), or, with ``clamp=True``, taken as the nearest
+    end of them: for a filter's bound, where every row lies within those years, that selects the
+    same rows, so any date-time the schema allows is answered."""
+
+    def __init__(self, *, clamp: bool = False, **kwargs: Any) -> None:
+        self.clamp = clamp
+        super().__init__(**kwargs)
+
+    def _outside(self, value: Any) -> Any:
+        if not self.clamp:
+            self.fail("overflow")
+        if value.year < FILTER_YEARS.start:
+            return timezone.make_aware(datetime(FILTER_YEARS.start, 1, 1))
+        return timezone.make_aware(datetime(FILTER_YEARS.stop - 1, 12, 31, 23, 59, 59, 999999))
 
     def enforce_timezone(self, value: Any) -> Any:
-        # A naive value is local time: checked before DRF makes it aware, whose check of the result
-        # converts it to UTC uncaught (year 1 at +08:00 is year 0 there: an OverflowError, a 500).
-        # An aware one is checked after, in local time (DRF catches its conversion's overflow).
-        if timezone.is_naive(value) and value.year not in FILTER_YEARS:
-            self.fail("overflow")
+        # Checked before DRF makes a naive value aware (local time), whose check of the result
+        # converts it to UTC uncaught (year 1 at +08:00 is year 0 there: an OverflowError, a 500),
+        # and before DRF converts an aware one to local time (which overflows the same way).
+        if value.year not in FILTER_YEARS:
+            return self._outside(value)
         return super().enforce_timezone(value)
 
     def to_internal_value(self, value: Any) -> Any:
         parsed = super().to_internal_value(value)
-        if parsed.year not in FILTER_YEARS:
-            self.fail("overflow")
+        if parsed.year not in FILTER_YEARS:  # in local time: 9000-12-31T23:59-12:00 is 9001 here
+            return self._outside(parsed)
         return parsed
 
 
@@ -512,6 +572,11 @@ BODY_PROBLEMS: dict[int, list[str]] = {
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
 }
+# On every problem response: the codes it may carry, machine-readable (the description says the same
+# to a person). The contract test holds each answer's ``code`` to its response's list.
+PROBLEM_CODES_EXTENSION = "x-problem-codes"
+# Those of operations with query parameters (``StrictInputSerializer`` filters).
+QUERY_PROBLEMS: dict[int, list[str]] = {400: ["unknown_field"]}
 _RETRY_AFTER_HEADER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 # The answer to a retry with an idempotency key already seen: the first request's outcome, replayed.
@@ -538,6 +603,18 @@ def problems(responses: dict[int, list[str]]) -> dict[str, Any]:
     return {"x-problems": {str(status): codes for status, codes in responses.items()}}
 
 
+def links(responses: dict[int, dict[str, tuple[str, str]]]) -> dict[str, Any]:
+    """``extend_schema(extensions=... | links({201: {"transfer": ("transfers_retrieve", "transfer_id")}}))``:
+    OpenAPI links from a response to the operations that take the ``id`` it carries as the named
+    parameter (a client, and a stateful test, follow them: create, then get or reverse)."""
+    return {
+        "x-links": {
+            str(status): {name: [operation_id, parameter] for name, (operation_id, parameter) in targets.items()}
+            for status, targets in responses.items()
+        }
+    }
+
+
 def replayable(*statuses: int) -> dict[str, Any]:
     """``extend_schema(extensions=problems(...) | replayable(201, 422))``: the statuses a
     retry with the same idempotency key may answer with the first request's stored outcome, which
@@ -558,6 +635,8 @@ def problem_schema_postprocess(result: dict[str, Any], generator: Any, request: 
                 continue
             merged: dict[int, list[str]] = {status: list(codes) for status, codes in COMMON_PROBLEMS.items()}
             sources = [BODY_PROBLEMS] if "requestBody" in operation else []
+            if any(parameter.get("in") == "query" for parameter in operation.get("parameters", [])):
+                sources.append(QUERY_PROBLEMS)
             own = {int(status): codes for status, codes in operation.pop("x-problems", {}).items()}
             for source in [*sources, own]:
                 for status, codes in source.items():
@@ -567,6 +646,7 @@ def problem_schema_postprocess(result: dict[str, Any], generator: Any, request: 
                 response: dict[str, Any] = {
                     "description": "Problem; `code` is one of: " + ", ".join(f"`{c}`" for c in merged[status]),
                     "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    PROBLEM_CODES_EXTENSION: merged[status],
                 }
                 if status in (429, 503):
                     response["headers"] = _RETRY_AFTER_HEADER
@@ -574,4 +654,9 @@ def problem_schema_postprocess(result: dict[str, Any], generator: Any, request: 
             for status in operation.pop("x-replayed", []):
                 response = operation["responses"][status]
                 response["headers"] = {**response.get("headers", {}), **_REPLAYED_HEADER}
+            for status, targets in operation.pop("x-links", {}).items():
+                operation["responses"][status]["links"] = {
+                    name: {"operationId": operation_id, "parameters": {parameter: "$response.body#/id"}}
+                    for name, (operation_id, parameter) in targets.items()
+                }
     return result

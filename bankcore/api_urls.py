@@ -12,7 +12,12 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from bankcore.api_auth import PartnerTokenObtainPairSerializer, PartnerTokenRefreshSerializer
+from bankcore.api_auth import (
+    PartnerTokenObtainPairSerializer,
+    PartnerTokenRefreshSerializer,
+    TokenPairOutput,
+    TokenRefreshOutput,
+)
 from bankcore.api_errors import api_not_found, problems
 from bankcore.api_throttling import AnonymousRateThrottle
 
@@ -20,6 +25,8 @@ from bankcore.api_throttling import AnonymousRateThrottle
 @extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_create",
+        request=PartnerTokenObtainPairSerializer,
+        responses={200: TokenPairOutput},
         extensions=problems({401: ["invalid_credentials"]}),
         description="A short-lived access token and a refresh token for a username and password.",
     )
@@ -32,6 +39,8 @@ class TokenApi(TokenObtainPairView):
 @extend_schema_view(
     post=extend_schema(
         operation_id="auth_token_refresh",
+        request=PartnerTokenRefreshSerializer,
+        responses={200: TokenRefreshOutput},
         description="A new access token for a valid refresh token.",
     )
 )

@@ -130,3 +130,76 @@ def mysql_server(prefix: str, *, default_name: str, fallback: MySQLServer | None
         user=env_str(f"{prefix}_USER", fallback.user if fallback else "bank_user"),
         password=env_str(f"{prefix}_PASSWORD", fallback.password if fallback else ""),
     )
+
+
+# --- TLS to the databases and Redis --------------------------------------------------------------
+
+MYSQL_SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+
+def _readable_file(name: str, path: str) -> str:
+    if not Path(path).is_file():
+        raise ImproperlyConfigured(f"{name}={path!r} is not a readable file")
+    return path
+
+
+def mysql_tls_options(prefix: str) -> dict[str, object]:
+    """mysqlclient connection options for TLS to the server ``{prefix}_…`` (``DB1``, ``DB_DEFAULT``):
+    ``{prefix}_SSL_MODE``, ``_SSL_CA``, ``_SSL_CERT``, ``_SSL_KEY``, each defaulting to the same
+    name with the ``DB_`` prefix (``DB_SSL_MODE`` …), which applies to every server. Unset: no TLS
+    options (the client library's default). A CA without a mode means VERIFY_IDENTITY; a mode
+    that verifies needs a CA."""
+
+    def value(suffix: str) -> str | None:
+        return env_optional(f"{prefix}_{suffix}") or env_optional(f"DB_{suffix}")
+
+    mode, ca, cert, key = value("SSL_MODE"), value("SSL_CA"), value("SSL_CERT"), value("SSL_KEY")
+    if mode is None and ca is None and cert is None and key is None:
+        return {}
+    mode = (mode or ("VERIFY_IDENTITY" if ca else "REQUIRED")).upper().replace("-", "_")
+    if mode not in MYSQL_SSL_MODES:
+        raise ImproperlyConfigured(
+            f"{prefix}_SSL_MODE / DB_SSL_MODE={mode!r} is not one of {', '.join(MYSQL_SSL_MODES)}"
+        )
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and not ca:
+        raise ImproperlyConfigured(f"SSL mode {mode} for {prefix} needs DB_SSL_CA (or {prefix}_SSL_CA)")
+    if bool(cert) != bool(key):
+        raise ImproperlyConfigured(f"DB_SSL_CERT and DB_SSL_KEY (client certificate) for {prefix} go together")
+    options: dict[str, object] = {"ssl_mode": mode}
+    if mode != "DISABLED":
+        ssl: dict[str, str] = {}
+        if ca:
+            ssl["ca"] = _readable_file("DB_SSL_CA", ca)
+        if cert and key:
+            ssl["cert"], ssl["key"] = _readable_file("DB_SSL_CERT", cert), _readable_file("DB_SSL_KEY", key)
+        if ssl:
+            options["ssl"] = ssl
+    return options
+
+
+def redis_tls_options() -> dict[str, object] | None:
+    """redis-py (and Celery's broker) keyword arguments for TLS to Redis, from ``REDIS_TLS``
+    (true/false), ``REDIS_TLS_CA`` (the CA that signed Redis' certificate; the certificate is always
+    verified) and an optional client certificate ``REDIS_TLS_CERT`` / ``REDIS_TLS_KEY`` (for
+    ``tls-auth-clients yes``). None when REDIS_TLS is off."""
+    import ssl
+
+    if not env_bool("REDIS_TLS", False):
+        for name in ("REDIS_TLS_CA", "REDIS_TLS_CERT", "REDIS_TLS_KEY"):
+            if env_optional(name):
+                raise ImproperlyConfigured(f"{name} is set but REDIS_TLS is not true")
+        return None
+    ca = env_optional("REDIS_TLS_CA")
+    if not ca:
+        raise ImproperlyConfigured("REDIS_TLS=true needs REDIS_TLS_CA, the CA that signed Redis' certificate")
+    cert, key = env_optional("REDIS_TLS_CERT"), env_optional("REDIS_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise ImproperlyConfigured("REDIS_TLS_CERT and REDIS_TLS_KEY (client certificate) go together")
+    options: dict[str, object] = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": _readable_file("REDIS_TLS_CA", ca),
+    }
+    if cert and key:
+        options["ssl_certfile"] = _readable_file("REDIS_TLS_CERT", cert)
+        options["ssl_keyfile"] = _readable_file("REDIS_TLS_KEY", key)
+    return options

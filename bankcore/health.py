@@ -64,6 +64,8 @@ def _check_redis() -> dict[str, object]:
             password=settings.REDIS_PASSWORD,
             socket_connect_timeout=1,
             socket_timeout=1,
+            # TLS when REDIS_TLS is on (settings.REDIS_TLS_OPTIONS: CA, client certificate).
+            **({"ssl": True, **settings.REDIS_TLS_OPTIONS} if settings.REDIS_TLS_OPTIONS else {}),  # type: ignore[arg-type]
         )
         client.ping()
     except Exception as exc:

@@ -191,7 +191,7 @@ class StateCollector:
             ledger_up.add_metric([alias], 1.0 if up[alias] else 0.0)
         yield ledger_up
 
-        for part in (*STATE_PARTS, self._audit):
+        for part in (*STATE_PARTS, self._audit, self._beat):
             try:
                 yield from part()
             except DatabaseError as exc:
@@ -219,6 +219,21 @@ class StateCollector:
                 "bankcore_audit_events_unsealed",
                 "Audit events not yet sealed into the hash chain.",
                 value=event.objects.filter(seq__isnull=True).count(),
+            )
+
+    def _beat(self) -> Iterator[Metric]:
+        from bankcore.heartbeat import beat_heartbeat_last
+
+        try:
+            last = beat_heartbeat_last()
+        except Exception as exc:  # the cache (Redis) is down: the gauge is absent, which alerts too
+            logger.warning("metrics: beat heartbeat skipped: %s", exc)
+            return
+        if last is not None:
+            yield GaugeMetricFamily(
+                "bankcore_beat_heartbeat_timestamp_seconds",
+                "Unix time a worker last ran Celery beat's heartbeat task.",
+                value=last,
             )
 
 

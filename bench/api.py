@@ -59,6 +59,7 @@ from bench.run import (  # noqa: E402
     _create_databases,
     _engine_worker,
     _measure,
+    _raw_servers,
     _raw_worker,
     _seed_accounts,
 )
@@ -314,7 +315,7 @@ def main() -> None:
         # A short warm-up: gunicorn workers import the app and open connections on first use.
         _measure(n, _api_worker, lambda i: (port, _access_token(partner), accounts, 2.0, 10_000 + i))
 
-        raw_servers = [{"port": servers[0].port, "db": "bank_source"}, {"port": servers[1].port, "db": "bank_dest"}]
+        raw_servers = _raw_servers(servers)
         runs = {
             "api": (_api_worker, lambda i: (port, _access_token(partner), accounts, args.seconds, i)),
             "api read": (_api_read_worker, lambda i: (port, _access_token(partner), accounts, args.seconds, 3000 + i)),

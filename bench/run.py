@@ -20,6 +20,7 @@ to the raw baseline at the same concurrency. Not a test: figures, not assertions
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import random
@@ -63,18 +64,51 @@ def _create_databases(servers: list[MariaDBServer]) -> None:
         connection.close()
 
 
+RAW_DATABASE = "bench_raw"
+
+
+def _raw_servers(servers: list[MariaDBServer]) -> list[dict[str, object]]:
+    """The raw baseline's own copy of each ledger's account and entry tables, taken after seeding:
+    its entries name no transfer of the control plane, so they stay out of the books that
+    reconciliation reads after the run."""
+    import MySQLdb
+
+    result: list[dict[str, object]] = []
+    for server, ledger in zip(servers, ("bank_source", "bank_dest"), strict=True):
+        connection = MySQLdb.connect(host="127.0.0.1", port=server.port, user="root", passwd="")
+        cursor = connection.cursor()
+        cursor.execute(f"CREATE DATABASE {RAW_DATABASE} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        for table in ("accounts_account", "accounts_entry"):
+            cursor.execute(f"CREATE TABLE {RAW_DATABASE}.{table} LIKE {ledger}.{table}")
+        cursor.execute(f"INSERT INTO {RAW_DATABASE}.accounts_account SELECT * FROM {ledger}.accounts_account")
+        cursor.execute(
+            f"ALTER TABLE {RAW_DATABASE}.accounts_entry ADD FOREIGN KEY (account_id) "
+            f"REFERENCES {RAW_DATABASE}.accounts_account (id)"
+        )
+        connection.commit()
+        connection.close()
+        result.append({"port": server.port, "db": RAW_DATABASE})
+    return result
+
+
 def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
     """Fund ``total`` accounts quickly (bulk inserts), keeping the books balanced: each opening
-    is an entry on the account and its mirror on the ledger's cash account, and each account has
-    its ``account.opened`` event, as reconciliation expects of every customer account."""
+    is a completed cash deposit in the control plane, an entry on the account and its mirror on
+    the ledger's cash account, and each account has its ``account.opened`` event, as reconciliation
+    expects of every customer account."""
+    from datetime import timedelta
+
     from django.conf import settings
-    from django.db import transaction
+    from django.db import connections, transaction
+    from django.utils import timezone
 
     from accounts.models import Account, Entry
     from accounts.numbers import account_number_make
     from accounts.services import cash_account_ensure
+    from audit.chain import audit_event_mac
     from audit.models import AuditEvent
     from bankcore.actors import Channel
+    from transfers.models import Transfer
 
     per_ledger = total // len(settings.LEDGERS)
     result: dict[str, list[tuple[int, str]]] = {}
@@ -89,32 +123,73 @@ def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
             for account in accounts:
                 account.number = account_number_make(ledger_code=code, serial=account.pk)
             Account.objects.using(ledger).bulk_update(accounts, ["number"], batch_size=2000)
-            entries = []
+            entries, deposits = [], []
+            now = timezone.now()
             for account in accounts:
                 opening = uuid.uuid4()
+                deposits.append(
+                    Transfer(
+                        id=opening,
+                        kind=Transfer.Kind.DEPOSIT,
+                        status=Transfer.Status.COMPLETED,
+                        source_account=cash.number,
+                        source_ledger=ledger,
+                        destination_account=account.number,
+                        destination_ledger=ledger,
+                        amount=OPENING,
+                        currency="CNY",
+                        client_id="command:bench",
+                        request_hash="bench",
+                        business_date=now.date(),
+                        deadline=now + timedelta(seconds=60),
+                        channel=Channel.COMMAND,
+                        committed_at=now,
+                        finished_at=now,
+                    )
+                )
                 entries.append(
                     Entry(account=account, amount=OPENING, balance_after=OPENING, kind="deposit", transfer_id=opening)
                 )
                 entries.append(
                     Entry(account=cash, amount=-OPENING, balance_after=0, kind="deposit", transfer_id=opening)
                 )
+            Transfer.objects.bulk_create(deposits, batch_size=2000)
             Entry.objects.using(ledger).bulk_create(entries, batch_size=2000)
             Account.objects.using(ledger).filter(pk=cash.pk).update(posted=-OPENING * len(accounts))
-        AuditEvent.objects.bulk_create(
-            [
-                AuditEvent(
-                    actor_name="bench",
-                    channel=Channel.COMMAND,
-                    action="account.opened",
-                    object_type="account",
-                    object_id=str(account.number),
-                    ledger=ledger,
-                    changes={"holder": account.holder, "currency": "CNY", "allow_overdraft": False},
-                )
-                for account in accounts
-            ],
-            batch_size=2000,
-        )
+        events = [
+            AuditEvent(
+                created_at=now,
+                actor_name="bench",
+                channel=Channel.COMMAND,
+                action="account.opened",
+                object_type="account",
+                object_id=str(account.number),
+                ledger=ledger,
+                changes={"holder": account.holder, "currency": "CNY", "allow_overdraft": False},
+            )
+            for account in accounts
+        ]
+        # Written out, not bulk_create: auto_now_add would replace the time the row MAC covers.
+        with connections["default"].cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {AuditEvent._meta.db_table} (created_at, actor_name, channel, action, object_type, "
+                "object_id, ledger, changes, request_id, row_mac, prev_hash, hash) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, '', %s, '', '')",
+                [
+                    (
+                        connections["default"].ops.adapt_datetimefield_value(event.created_at),
+                        event.actor_name,
+                        event.channel,
+                        event.action,
+                        event.object_type,
+                        event.object_id,
+                        event.ledger,
+                        json.dumps(event.changes),
+                        audit_event_mac(event),
+                    )
+                    for event in events
+                ],
+            )
         result[ledger] = [(a.pk, a.number) for a in accounts]
     return result
 
@@ -401,7 +476,7 @@ def main() -> None:
             f"{args.accounts} accounts seeded in {time.monotonic() - started:.1f}s; {args.seconds:.0f}s per run; "
             f"{os.cpu_count()} CPUs"
         )
-        raw_servers = [{"port": servers[0].port, "db": "bank_source"}, {"port": servers[1].port, "db": "bank_dest"}]
+        raw_servers = _raw_servers(servers)
         raw: dict[int, float] = {}
         rows = []
         for n in workers:

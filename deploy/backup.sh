@@ -19,7 +19,18 @@
 # Output: BACKUP_ROOT/<UTC timestamp>/<target>__<database>.sql.gz, backup.info and SHA256SUMS
 # (verify with `cd DIR && sha256sum -c SHA256SUMS`). Passwords travel only in MYSQL_PWD, never
 # on a command line. The seed's version dumped as root with the password on the command line,
-# without --single-transaction (inconsistent under load), uncompressed and unverified.
+# without --single-transaction (inconsistent under load), uncompressed and unverified, into
+# ./backups on the same host, unscheduled and kept forever.
+#
+# Encryption: with BACKUP_AGE_RECIPIENTS (age public keys) each dump is encrypted as it is written
+# (<target>__<database>.sql.gz.age); no plaintext touches the disk, and the private key, which
+# only a restore needs, stays off this host. SHA256SUMS covers the encrypted files, so a backup is
+# verified without the key.
+#
+# --scheduled (what deploy/systemd/bankcore-backup.timer runs daily): refuses to run without
+# encryption, backs up, copies the backup off the host (BACKUP_RSYNC_TARGET and/or BACKUP_S3_URI)
+# and prunes BACKUP_ROOT to BACKUP_KEEP_DAILY / _WEEKLY / _MONTHLY backups (docs/operations.md
+# "Backups").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,12 +38,15 @@ cd "$ROOT"
 
 MODE=docker
 OUTPUT=""
+SCHEDULED=0
+PRUNE_ONLY=0
+AGE_ARGS=()
 DUMP_OPTIONS=(--single-transaction --routines --triggers --hex-blob --no-tablespaces
     --default-character-set=utf8mb4)
 
 usage() {
     cat <<'USAGE'
-Usage: deploy/backup.sh [--native] [--output DIR] [--help]
+Usage: deploy/backup.sh [--native] [--output DIR] [--scheduled | --prune] [--help]
 
 Dumps every ledger database and the control-plane database into
 BACKUP_ROOT/<UTC timestamp>/ (default BACKUP_ROOT=backups), gzip-compressed, with a SHA256SUMS
@@ -50,9 +64,20 @@ Native mode (--native): connects directly with mysqldump or mariadb-dump (MYSQLD
   for which MySQL's mysqldump needs the RELOAD and REPLICATION CLIENT privileges (MariaDB's
   needs neither together with --single-transaction).
 
+Encryption (.env): BACKUP_AGE_RECIPIENTS  age public keys (age1…), space- or comma-separated,
+  or BACKUP_AGE_RECIPIENTS_FILE, a file of them; each dump is written encrypted (.sql.gz.age).
+Retention (--scheduled, --prune): keep the newest backup of each of the last BACKUP_KEEP_DAILY
+  days (7), BACKUP_KEEP_WEEKLY ISO weeks (4) and BACKUP_KEEP_MONTHLY months (12); older
+  <UTC timestamp> directories of BACKUP_ROOT are deleted.
+Off-host copy (--scheduled): BACKUP_RSYNC_TARGET (rsync destination, e.g.
+  backup@vault.example.com:/srv/bankcore) and/or BACKUP_S3_URI (s3://bucket/prefix, with
+  BACKUP_S3_ENDPOINT for an S3-compatible store; the aws CLI and its usual credentials).
+
 Options:
   --native       native mode (see above)
   --output DIR   write into DIR instead of BACKUP_ROOT/<UTC timestamp>
+  --scheduled    encrypted backup, off-host copy, then retention (fails without encryption)
+  --prune        only apply the retention to BACKUP_ROOT
   -h, --help     show this help
 USAGE
 }
@@ -104,8 +129,23 @@ binlog_option() {
     fi
 }
 
+# encrypt: stdin to stdout, through age when recipients are configured.
+encrypt() {
+    if ((${#AGE_ARGS[@]})); then
+        age "${AGE_ARGS[@]}"
+    else
+        cat
+    fi
+}
+
+# coordinates_tee FILE: copy stdin to stdout, and the dump's binlog coordinates comment (near its
+# top) to FILE: read before compression and encryption, so backup.info can name them.
+coordinates_tee() {
+    awk -v out="$1" '!found && /^-- CHANGE (MASTER|REPLICATION SOURCE) TO / { print > out; found = 1 } { print }'
+}
+
 dump_one() { # dump_one TARGET FILE
-    local target=$1 file=$2 label database host port user prefix password log_bin
+    local target=$1 file=$2 label database host port user prefix password log_bin coordinates=${2%.partial}.binlog
     IFS='|' read -r label database host port user prefix <<<"$target"
     if [[ $MODE == docker ]]; then
         # The container's own client and dump tool decide (inside it) whether, and how, to ask for
@@ -121,7 +161,7 @@ dump_one() { # dump_one TARGET FILE
                 esac
             fi
             exec mysqldump -uroot "$@"' sh \
-            "${DUMP_OPTIONS[@]}" "$database" | gzip -c >"$file"
+            "${DUMP_OPTIONS[@]}" "$database" | coordinates_tee "$coordinates" | gzip -c | encrypt >"$file"
     else
         password=$(getenv "${prefix}_PASSWORD")
         if [[ $prefix == DB_DEFAULT && -z $password ]]; then
@@ -135,23 +175,109 @@ dump_one() { # dump_one TARGET FILE
             options+=("$BINLOG_OPTION")
         fi
         MYSQL_PWD="$password" "$DUMP" "${conn[@]}" --user="$user" "${options[@]}" \
-            "$database" | gzip -c >"$file"
+            "$database" | coordinates_tee "$coordinates" | gzip -c | encrypt >"$file"
     fi
 }
 
-# binlog_coordinates FILE: "<binlog file> <position>" from the dump's comment, or nothing.
+# binlog_coordinates FILE: "<binlog file> <position>" from the comment coordinates_tee kept, or
+# nothing.
 binlog_coordinates() {
-    # sed stops at the comment (or at the first table), near the top: gzip's broken pipe is
-    # expected then.
-    gzip -dc -- "$1" 2>/dev/null | sed -n -E \
-        -e "/^-- CHANGE (MASTER|REPLICATION SOURCE) TO /{s/.*_LOG_FILE='([^']+)', *[A-Z_]*_LOG_POS=([0-9]+).*/\\1 \\2/p;q;}" \
-        -e '/^-- Table structure/q' || true
+    [[ -s $1 ]] || return 0
+    sed -n -E "s/.*_LOG_FILE='([^']+)', *[A-Z_]*_LOG_POS=([0-9]+).*/\\1 \\2/p" -- "$1"
+}
+
+# age_setup: AGE_ARGS from BACKUP_AGE_RECIPIENTS(_FILE).
+age_setup() {
+    local recipients file recipient
+    recipients=$(env_value BACKUP_AGE_RECIPIENTS)
+    file=$(env_value BACKUP_AGE_RECIPIENTS_FILE)
+    [[ -n $recipients || -n $file ]] || return 0
+    command -v age >/dev/null 2>&1 || die "BACKUP_AGE_RECIPIENTS is set but age is not installed (sudo apt-get install age)"
+    for recipient in ${recipients//,/ }; do
+        [[ $recipient =~ ^age1[0-9a-z]{58}$ ]] || die "BACKUP_AGE_RECIPIENTS: '$recipient' is not an age public key (age1…)"
+        AGE_ARGS+=(-r "$recipient")
+    done
+    if [[ -n $file ]]; then
+        [[ -r $file ]] || die "BACKUP_AGE_RECIPIENTS_FILE=$file cannot be read"
+        AGE_ARGS+=(-R "$file")
+    fi
+}
+
+# prune_backups ROOT: keep the newest backup of each of the last BACKUP_KEEP_DAILY days,
+# BACKUP_KEEP_WEEKLY ISO weeks and BACKUP_KEEP_MONTHLY months; delete the other complete
+# backups (a directory named by its UTC timestamp, with SHA256SUMS). Anything else is left alone.
+prune_backups() {
+    local root=$1 daily weekly monthly name day week month keep
+    daily=$(env_value BACKUP_KEEP_DAILY 7)
+    weekly=$(env_value BACKUP_KEEP_WEEKLY 4)
+    monthly=$(env_value BACKUP_KEEP_MONTHLY 12)
+    for keep in "$daily" "$weekly" "$monthly"; do
+        [[ $keep =~ ^[0-9]+$ ]] || die "BACKUP_KEEP_DAILY/WEEKLY/MONTHLY must be whole numbers"
+    done
+    ((daily >= 1)) || die "BACKUP_KEEP_DAILY must be at least 1 (the newest backup is always kept)"
+    [[ -d $root ]] || return 0
+    local -A days=() weeks=() months=()
+    local -a backups=()
+    mapfile -t backups < <(find "$root" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended \
+        -regex '.*/[0-9]{8}T[0-9]{6}Z' -printf '%f\n' | sort -r)
+    for name in "${backups[@]}"; do
+        [[ -f $root/$name/SHA256SUMS ]] || continue
+        day=${name:0:8}
+        week=$(date -u -d "${day:0:4}-${day:4:2}-${day:6:2}" +%G-W%V)
+        month=${name:0:6}
+        keep=0
+        if [[ -z ${days[$day]-} ]] && ((${#days[@]} < daily)); then
+            days[$day]=1
+            keep=1
+        fi
+        if [[ -z ${weeks[$week]-} ]] && ((${#weeks[@]} < weekly)); then
+            weeks[$week]=1
+            keep=1
+        fi
+        if [[ -z ${months[$month]-} ]] && ((${#months[@]} < monthly)); then
+            months[$month]=1
+            keep=1
+        fi
+        if ((!keep)); then
+            log "Retention: deleting $root/$name"
+            rm -rf -- "${root:?}/$name"
+        fi
+    done
+}
+
+# copy_off_host DIR: the backup to BACKUP_RSYNC_TARGET and/or BACKUP_S3_URI.
+copy_off_host() {
+    local dir=$1 rsync_target s3_uri endpoint copied=0
+    rsync_target=$(env_value BACKUP_RSYNC_TARGET)
+    s3_uri=$(env_value BACKUP_S3_URI)
+    if [[ -n $rsync_target ]]; then
+        command -v rsync >/dev/null 2>&1 || die "BACKUP_RSYNC_TARGET is set but rsync is not installed"
+        log "Copying $dir to $rsync_target"
+        rsync -a --partial -- "$dir" "${rsync_target%/}/" || die "rsync to $rsync_target failed; the local backup $dir is complete"
+        copied=1
+    fi
+    if [[ -n $s3_uri ]]; then
+        [[ $s3_uri == s3://* ]] || die "BACKUP_S3_URI must start with s3://"
+        command -v aws >/dev/null 2>&1 || die "BACKUP_S3_URI is set but the aws CLI is not installed"
+        endpoint=$(env_value BACKUP_S3_ENDPOINT)
+        local -a extra=()
+        [[ -z $endpoint ]] || extra=(--endpoint-url "$endpoint")
+        log "Copying $dir to ${s3_uri%/}/$(basename "$dir")/"
+        aws "${extra[@]}" s3 cp --recursive --only-show-errors -- "$dir" "${s3_uri%/}/$(basename "$dir")/" ||
+            die "copy to $s3_uri failed; the local backup $dir is complete"
+        copied=1
+    fi
+    if ((!copied)); then
+        log "warning: no off-host copy (set BACKUP_RSYNC_TARGET or BACKUP_S3_URI): this backup dies with this host"
+    fi
 }
 
 main() {
     while (($#)); do
         case $1 in
             --native) MODE=native ;;
+            --scheduled) SCHEDULED=1 ;;
+            --prune) PRUNE_ONLY=1 ;;
             --output)
                 (($# >= 2)) || die "--output needs a directory"
                 OUTPUT=$2
@@ -169,6 +295,15 @@ main() {
         shift
     done
 
+    if ((PRUNE_ONLY)); then
+        prune_backups "$(env_value BACKUP_ROOT backups)"
+        return 0
+    fi
+    age_setup
+    if ((SCHEDULED && ${#AGE_ARGS[@]} == 0)); then
+        die "--scheduled needs BACKUP_AGE_RECIPIENTS (or _FILE): scheduled backups are encrypted (docs/operations.md \"Backups\")"
+    fi
+
     if [[ $MODE == docker ]]; then
         command -v docker >/dev/null 2>&1 || die "docker is not installed (use --native for direct connections)"
         docker_targets
@@ -179,7 +314,8 @@ main() {
         native_targets
     fi
 
-    local stamp dir target label database tmp
+    local stamp dir target label database tmp suffix=.sql.gz
+    ((${#AGE_ARGS[@]} == 0)) || suffix=.sql.gz.age
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     dir=${OUTPUT:-$(env_value BACKUP_ROOT backups)/$stamp}
     [[ ! -e $dir || -z $(ls -A "$dir" 2>/dev/null) ]] || die "$dir exists and is not empty"
@@ -190,7 +326,7 @@ main() {
     local -a pids=() files=()
     for target in "${TARGETS[@]}"; do
         IFS='|' read -r label database _ <<<"$target"
-        tmp="$dir/${label}__${database}.sql.gz.partial"
+        tmp="$dir/${label}__${database}${suffix}.partial"
         files+=("$tmp")
         dump_one "$target" "$tmp" &
         pids+=($!)
@@ -206,27 +342,37 @@ main() {
         die "backup incomplete; partial files left in $dir for inspection"
     fi
     for tmp in "${files[@]}"; do
-        gzip -t "$tmp" || die "$tmp is not a valid gzip file"
+        if [[ $suffix == .sql.gz ]]; then
+            gzip -t "$tmp" || die "$tmp is not a valid gzip file"
+        else
+            [[ $(head -c 21 "$tmp") == "age-encryption.org/v1" ]] || die "$tmp is not an age-encrypted file"
+        fi
         mv "$tmp" "${tmp%.partial}"
     done
 
     {
         printf 'created_at=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         printf 'mode=%s\n' "$MODE"
+        printf 'encrypted=%s\n' "$([[ $suffix == .sql.gz.age ]] && echo age || echo no)"
         printf 'git_commit=%s\n' "$(git rev-parse HEAD 2>/dev/null || echo unknown)"
         local coordinates
         for target in "${TARGETS[@]}"; do
             IFS='|' read -r label database _ <<<"$target"
             printf 'target=%s %s\n' "$label" "$database"
-            coordinates=$(binlog_coordinates "$dir/${label}__${database}.sql.gz")
+            coordinates=$(binlog_coordinates "$dir/${label}__${database}${suffix}.binlog")
+            rm -f -- "$dir/${label}__${database}${suffix}.binlog"
             if [[ -n $coordinates ]]; then
                 printf 'binlog=%s %s %s\n' "$label" "$database" "$coordinates"
             fi
         done
     } >"$dir/backup.info"
 
-    (cd "$dir" && sha256sum -- *.sql.gz backup.info >SHA256SUMS)
+    (cd "$dir" && sha256sum -- *"$suffix" backup.info >SHA256SUMS)
     log "Backup complete: $dir"
+    if ((SCHEDULED)); then
+        copy_off_host "$dir"
+        prune_backups "$(dirname "$dir")"
+    fi
     printf '%s\n' "$dir"
 }
 

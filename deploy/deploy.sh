@@ -3,7 +3,12 @@
 #
 # Differences from the seed's script, on purpose:
 #   - never pipes a download into sudo: missing prerequisites are reported with what to install;
-#   - uses `docker compose` (v2 plugin), not the retired `docker-compose` v1;
+#   - uses `docker compose` (v2 plugin), not the retired `docker-compose` v1, and checks the
+#     versions the specification requires (Docker Engine 20.10+, Compose 2.0+), not only presence;
+#   - asks for the public host name (--host), which nginx, the certificate, ALLOWED_HOSTS and
+#     CSRF_TRUSTED_ORIGINS then use (the seed's certificate said CN=localhost);
+#   - creates no superuser as "the first teller": a superuser has no role (audit/roles.py); the
+#     first staff are created in their role with `manage.py create_staff` (docs/operations.md);
 #   - writes .env with random secrets on the first run only, and never overwrites it;
 #   - makes a self-signed certificate only when deploy/nginx/ssl has none;
 #   - waits for health checks with a bounded timeout instead of `sleep 30`;
@@ -14,26 +19,38 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 SECRET_VARS=(SECRET_KEY JWT_SECRET_KEY AUDIT_CHAIN_KEY MYSQL_ROOT_PASSWORD DB1_PASSWORD DB2_PASSWORD
-    REDIS_PASSWORD MYSQL_EXPORTER_PASSWORD GRAFANA_ADMIN_PASSWORD)
+    DB_MIGRATE_PASSWORD REDIS_PASSWORD MYSQL_EXPORTER_PASSWORD GRAFANA_ADMIN_PASSWORD ELASTIC_PASSWORD
+    KIBANA_SYSTEM_PASSWORD)
 SSL_DIR="deploy/nginx/ssl"
 BUILD=1
+HOST=""
+INSTALL_BACKUP_TIMER=0
+# What docs/operations.md and the specification (§1.2) require.
+DOCKER_MIN_VERSION=20.10
+COMPOSE_MIN_VERSION=2.0
 
 usage() {
     cat <<'USAGE'
-Usage: deploy/deploy.sh [--no-build] [--help]
+Usage: deploy/deploy.sh [--host NAME] [--no-build] [--install-backup-timer] [--help]
 
 Deploys bankcore with Docker Compose from the repository root:
-  1. checks prerequisites (docker, docker compose v2, openssl);
+  1. checks prerequisites (Docker Engine 20.10+, Docker Compose 2.0+, openssl);
   2. creates .env from .env.example with random secrets (first run only, never overwritten);
-  3. creates a self-signed TLS certificate in deploy/nginx/ssl if none is present;
+     --host NAME records SERVER_NAME=NAME in it (nginx server_name, ALLOWED_HOSTS,
+     CSRF_TRUSTED_ORIGINS);
+  3. creates a self-signed TLS certificate for SERVER_NAME in deploy/nginx/ssl if none is present
+     (or replaces a self-signed one that does not name SERVER_NAME; a real one is never touched);
   4. builds the application image (skipped with --no-build);
   5. starts MySQL and Redis, waits until healthy, creates the metrics user for mysqld-exporter;
   6. migrates the control plane and every ledger (the `migrate` service);
   7. starts everything, waits until every service is healthy, prints the URLs.
 
 Options:
-  --no-build   use the existing image instead of building it
-  -h, --help   show this help
+  --host NAME             the public host name (e.g. bank.example.com), saved as SERVER_NAME
+  --no-build              use the existing image instead of building it
+  --install-backup-timer  install the systemd timer that runs deploy/backup.sh --scheduled
+                          daily (deploy/systemd/; needs root or sudo)
+  -h, --help              show this help
 
 Environment (or .env): DEPLOY_TIMEOUT (seconds to wait for health, default 300), HTTPS_PORT,
 GRAFANA_PORT, PROMETHEUS_PORT, COMPOSE_FILE (e.g. docker-compose.yml:docker-compose.scale.yml).
@@ -56,7 +73,21 @@ check_prerequisites() {
 MSG
         missing=1
     else
-        if ! docker compose version >/dev/null 2>&1; then
+        local docker_version compose_version
+        docker_version=$(docker version --format '{{.Server.Version}}' 2>/dev/null ||
+            docker version --format '{{.Client.Version}}' 2>/dev/null || true)
+        if ! version_at_least "$docker_version" "$DOCKER_MIN_VERSION"; then
+            printf '  - Docker Engine %s is too old (or unknown): %s or later is required.\n' \
+                "${docker_version:-?}" "$DOCKER_MIN_VERSION" >&2
+            missing=1
+        fi
+        compose_version=$(docker compose version --short 2>/dev/null || true)
+        if [[ -n $compose_version ]] && ! version_at_least "$compose_version" "$COMPOSE_MIN_VERSION"; then
+            printf '  - Docker Compose %s is too old: %s or later is required.\n' \
+                "$compose_version" "$COMPOSE_MIN_VERSION" >&2
+            missing=1
+        fi
+        if [[ -z $compose_version ]]; then
             cat >&2 <<'MSG'
   - Docker Compose v2 is not available as `docker compose`. Install the plugin:
     sudo apt-get install docker-compose-plugin   (from Docker's apt repository)
@@ -90,8 +121,16 @@ is_secret() {
 }
 
 write_env() {
+    local name
     if [[ -f .env ]]; then
         log ".env exists: keeping it (delete it yourself to regenerate secrets)"
+        # A secret this version introduced (ELASTIC_PASSWORD …) is added; none is ever replaced.
+        for name in "${SECRET_VARS[@]}"; do
+            if [[ -z $(env_value "$name") ]]; then
+                env_file_set "$name" "$(openssl rand -hex 32)"
+                log "Added the new secret $name to .env"
+            fi
+        done
         return
     fi
     [[ -f .env.example ]] || die ".env.example not found in $ROOT"
@@ -111,22 +150,82 @@ write_env() {
     log ".env written (mode 600). Keep it safe: it holds every password of this deployment."
 }
 
-ensure_certificate() {
-    if [[ -s $SSL_DIR/banking.crt && -s $SSL_DIR/banking.key ]]; then
-        log "TLS certificate found in $SSL_DIR"
-        return
+# record_host: --host NAME into .env (SERVER_NAME), and into ALLOWED_HOSTS and
+# CSRF_TRUSTED_ORIGINS when .env sets them explicitly (empty, compose derives them from it).
+record_host() {
+    local allowed origins port origin
+    [[ -n $HOST ]] || return 0
+    log "Host name: $HOST (SERVER_NAME in .env)"
+    env_file_set SERVER_NAME "$HOST"
+    allowed=$(env_value ALLOWED_HOSTS)
+    if [[ -n $allowed && ,$allowed, != *",$HOST,"* ]]; then
+        env_file_set ALLOWED_HOSTS "$HOST,$allowed"
+        log "ALLOWED_HOSTS in .env now starts with $HOST"
     fi
-    log "No TLS certificate in $SSL_DIR: creating a self-signed one for localhost"
+    origins=$(env_value CSRF_TRUSTED_ORIGINS)
+    port=$(env_value HTTPS_PORT 443)
+    origin="https://$HOST"
+    [[ $port == 443 ]] || origin="$origin:$port"
+    if [[ -n $origins && ,$origins, != *",$origin,"* ]]; then
+        env_file_set CSRF_TRUSTED_ORIGINS "$origin,$origins"
+        log "CSRF_TRUSTED_ORIGINS in .env now starts with $origin"
+    fi
+}
+
+# self_signed_certificate NAME: a new self-signed certificate for NAME (and localhost, 127.0.0.1).
+self_signed_certificate() {
+    local name=$1 san="DNS:$1,DNS:localhost,IP:127.0.0.1"
+    [[ $name == localhost ]] && san="DNS:localhost,IP:127.0.0.1"
     mkdir -p "$SSL_DIR"
     (
         umask 077
         openssl req -x509 -nodes -newkey rsa:2048 -days 365 \
-            -keyout "$SSL_DIR/banking.key" -out "$SSL_DIR/banking.crt" \
-            -subj "/CN=localhost" \
-            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+            -keyout "$SSL_DIR/banking.key.new" -out "$SSL_DIR/banking.crt.new" \
+            -subj "/CN=$name" -addext "subjectAltName=$san" 2>/dev/null
     )
-    chmod 644 "$SSL_DIR/banking.crt"
-    log "Replace $SSL_DIR/banking.crt and banking.key with a real certificate for production."
+    chmod 644 "$SSL_DIR/banking.crt.new"
+    mv "$SSL_DIR/banking.key.new" "$SSL_DIR/banking.key"
+    mv "$SSL_DIR/banking.crt.new" "$SSL_DIR/banking.crt"
+}
+
+ensure_certificate() {
+    local name subject issuer
+    name=$(env_value SERVER_NAME localhost)
+    if [[ -s $SSL_DIR/banking.crt && -s $SSL_DIR/banking.key ]]; then
+        if openssl x509 -in "$SSL_DIR/banking.crt" -noout -checkhost "$name" 2>/dev/null | grep -q ' does match'; then
+            log "TLS certificate for $name found in $SSL_DIR"
+            return
+        fi
+        subject=$(openssl x509 -in "$SSL_DIR/banking.crt" -noout -subject -nameopt compat)
+        issuer=$(openssl x509 -in "$SSL_DIR/banking.crt" -noout -issuer -nameopt compat)
+        if [[ ${subject#subject=} != "${issuer#issuer=}" ]]; then
+            die "$SSL_DIR/banking.crt does not name $name and is not self-signed: replace it with a certificate for $name (docs/operations.md \"Host name and certificate\")"
+        fi
+        log "The self-signed certificate in $SSL_DIR does not name $name: replacing it"
+    else
+        log "No TLS certificate in $SSL_DIR: creating a self-signed one for $name"
+    fi
+    self_signed_certificate "$name"
+    log "Browsers warn about a self-signed certificate: bring a real one (docs/operations.md \"Host name and certificate\")."
+}
+
+# The systemd timer that runs the scheduled backup (deploy/systemd/), with this checkout's path.
+install_backup_timer() {
+    local sudo="" unit
+    if ! command -v systemctl >/dev/null 2>&1; then
+        log "systemctl not found: schedule deploy/backup.sh --scheduled yourself (docs/operations.md \"Backups\")"
+        return 0
+    fi
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "--install-backup-timer needs root or sudo"
+        sudo=sudo
+    fi
+    for unit in bankcore-backup.service bankcore-backup.timer; do
+        sed "s#@ROOT@#$ROOT#g" "deploy/systemd/$unit" | $sudo tee "/etc/systemd/system/$unit" >/dev/null
+    done
+    $sudo systemctl daemon-reload
+    $sudo systemctl enable --now bankcore-backup.timer
+    log "Backup timer installed: systemctl list-timers bankcore-backup.timer"
 }
 
 # wait_healthy SERVICE...: every container of every service healthy (or running when it has no
@@ -202,20 +301,26 @@ check_https() {
 }
 
 print_urls() {
-    local https_port grafana_port prometheus_port app_url
+    local https_port grafana_port prometheus_port alertmanager_port app_url
     https_port=$(env_value HTTPS_PORT 443)
     grafana_port=$(env_value GRAFANA_PORT 3000)
     prometheus_port=$(env_value PROMETHEUS_PORT 9090)
-    app_url="https://localhost"
-    [[ $https_port == 443 ]] || app_url="https://localhost:${https_port}"
+    alertmanager_port=$(env_value ALERTMANAGER_PORT 9093)
+    app_url="https://$(env_value SERVER_NAME localhost)"
+    [[ $https_port == 443 ]] || app_url="${app_url}:${https_port}"
     cat <<URLS
 
 === bankcore is up ===
   Application (admin at /admin/):  ${app_url}
   Grafana (loopback only):         http://localhost:${grafana_port}  (user $(env_value GRAFANA_ADMIN_USER admin), password GRAFANA_ADMIN_PASSWORD in .env)
   Prometheus (loopback only):      http://localhost:${prometheus_port}
+  Alertmanager (loopback only):    http://localhost:${alertmanager_port}  (receivers: ALERT_EMAIL_TO / ALERT_WEBHOOK_URL in .env)
+  Log aggregation (optional):      docker compose --profile logging up -d  (Kibana on 127.0.0.1:5601)
 
-  Create the first teller:  docker compose exec banking-app python manage.py createsuperuser
+  First staff (in a role; a superuser is not a teller):
+      docker compose exec banking-app python manage.py create_staff alice --role teller
+  First partner:            docker compose exec banking-app python manage.py partner_create NAME
+  Walkthrough:              docs/operations.md
   Status / logs:            docker compose ps / docker compose logs -f banking-app
   Backup / update:          deploy/backup.sh / deploy/update.sh
   Stop:                     docker compose down   (data stays in the named volumes)
@@ -226,6 +331,17 @@ main() {
     while (($#)); do
         case $1 in
             --no-build) BUILD=0 ;;
+            --install-backup-timer) INSTALL_BACKUP_TIMER=1 ;;
+            --host)
+                (($# >= 2)) || die "--host needs a host name"
+                HOST=$2
+                valid_host_name "$HOST" || die "--host '$HOST' is not a host name (letters, digits, hyphens and dots)"
+                shift
+                ;;
+            --host=*)
+                HOST=${1#--host=}
+                valid_host_name "$HOST" || die "--host '$HOST' is not a host name (letters, digits, hyphens and dots)"
+                ;;
             -h | --help)
                 usage
                 exit 0
@@ -241,9 +357,10 @@ main() {
     echo "=== bankcore deployment ==="
     check_prerequisites
     write_env
+    record_host
     ensure_certificate
     # mysqld silently ignores a world-writable option file.
-    chmod go-w deploy/mysql/my.cnf deploy/mysql/init-db1.sql
+    chmod go-w deploy/mysql/my.cnf deploy/mysql/init-db1.sql deploy/mysql/init-migrator.sh
 
     if ((BUILD)); then
         log "Building the application image"
@@ -260,9 +377,15 @@ main() {
 
     log "Starting every service"
     docker compose up -d
-    wait_healthy banking-app celery-worker nginx prometheus
+    wait_healthy banking-app celery-worker nginx prometheus alertmanager
     check_https
+    if ((INSTALL_BACKUP_TIMER)); then
+        install_backup_timer
+    fi
     print_urls
 }
 
-main "$@"
+# Sourced (tests call the functions one by one), it only defines them.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

@@ -19,6 +19,10 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# Alertmanager's config check (amtool), backup encryption (age) and off-host copies (rsync).
+command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v age >/dev/null 2>&1 || missing+=(age)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

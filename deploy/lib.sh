@@ -67,3 +67,39 @@ connection_args() {
 container_state() {
     docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null || echo missing
 }
+
+# version_at_least HAVE NEED: whether version HAVE (e.g. 24.0.7, v2.21.0, 20.10.24+dfsg1) is NEED
+# or later, compared part by part as numbers.
+version_at_least() {
+    local have=${1#v} need=${2#v} part
+    local -a have_parts need_parts
+    have=${have%%[^0-9.]*}
+    [[ -n $have ]] || return 1
+    IFS=. read -r -a have_parts <<<"$have"
+    IFS=. read -r -a need_parts <<<"$need"
+    for part in 0 1 2; do
+        if ((10#${have_parts[part]:-0} > 10#${need_parts[part]:-0})); then return 0; fi
+        if ((10#${have_parts[part]:-0} < 10#${need_parts[part]:-0})); then return 1; fi
+    done
+    return 0
+}
+
+# env_file_set NAME VALUE: set NAME=VALUE in .env (replacing its line, or appending one), keeping
+# the file's mode.
+env_file_set() {
+    local name=$1 value=$2 tmp
+    [[ -f .env ]] || die ".env does not exist"
+    tmp=$(mktemp .env.XXXXXX)
+    chmod --reference=.env "$tmp"
+    awk -v name="$name" -v value="$value" '
+        index($0, name "=") == 1 { if (!done) print name "=" value; done = 1; next }
+        { print }
+        END { if (!done) print name "=" value }' .env >"$tmp"
+    mv "$tmp" .env
+}
+
+# valid_host_name NAME: a DNS name (letters, digits, hyphens, dots), as the certificate and nginx
+# take it.
+valid_host_name() {
+    [[ $1 =~ ^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$ ]] && ((${#1} <= 253))
+}

@@ -4,7 +4,9 @@
 #   deploy/restore.sh BACKUP_DIR --force            Docker mode
 #   deploy/restore.sh BACKUP_DIR --force --native   direct connections (DB1_…, DB2_…, DB_DEFAULT_…)
 #
-# 1. verifies BACKUP_DIR/SHA256SUMS and refuses on any mismatch or missing file;
+# 1. verifies BACKUP_DIR/SHA256SUMS and refuses on any mismatch or missing file; an encrypted
+#    backup (.sql.gz.age) also needs BACKUP_AGE_IDENTITY, the age private key file brought to this
+#    host for the restore (and removed after), which it checks decrypts every dump;
 # 2. refuses to touch anything without --force (it then lists what it would restore);
 # 3. Docker mode: stops banking-app, celery-worker and celery-beat so nothing writes meanwhile
 #    (native mode: stopping the app is the caller's job);
@@ -44,6 +46,9 @@ databases named by DB1_*, DB2_*, … and DB_DEFAULT_* (defaults: DB1's server, b
 by the dump's file name (db1__…, default__…); then runs ${PYTHON:-python} manage.py
 recover_transfers and reconcile in the repository root. Every variable may be given as NAME_FILE
 instead.
+
+Encrypted backups (*.sql.gz.age, deploy/backup.sh with BACKUP_AGE_RECIPIENTS): set
+BACKUP_AGE_IDENTITY to the age private key file (kept off the backed-up host).
 
 Options:
   --force      really restore (destroys the current content of the restored tables)
@@ -94,17 +99,36 @@ verify_backup() {
     if ! (cd "$BACKUP_DIR" && sha256sum --check --strict --quiet SHA256SUMS); then
         die "checksum verification failed: the backup is damaged or was modified; nothing restored"
     fi
-    mapfile -t DUMPS < <(cd "$BACKUP_DIR" && awk '{ sub(/^\*/, "", $2); print $2 }' SHA256SUMS | grep -E '__.+\.sql\.gz$' | sort)
+    mapfile -t DUMPS < <(cd "$BACKUP_DIR" && awk '{ sub(/^\*/, "", $2); print $2 }' SHA256SUMS | grep -E '__.+\.sql\.gz(\.age)?$' | sort)
     ((${#DUMPS[@]} > 0)) || die "SHA256SUMS lists no dumps"
-    local file
+    local file identity
     for file in "${DUMPS[@]}"; do
         [[ $file != */* ]] || die "unexpected path in SHA256SUMS: $file"
+        if [[ $file == *.age ]]; then
+            identity=$(getenv BACKUP_AGE_IDENTITY)
+            [[ -n $identity ]] || die "$file is encrypted: set BACKUP_AGE_IDENTITY to the age private key file; nothing restored"
+            [[ -r $identity ]] || die "BACKUP_AGE_IDENTITY=$identity cannot be read; nothing restored"
+            command -v age >/dev/null 2>&1 || die "age is not installed (sudo apt-get install age); nothing restored"
+            # The whole file decrypts with this key (age authenticates every chunk).
+            age -d -i "$identity" -- "$BACKUP_DIR/$file" | gzip -t ||
+                die "$file does not decrypt with BACKUP_AGE_IDENTITY=$identity; nothing restored"
+        fi
     done
+}
+
+# plain FILE: the dump's SQL on stdout (decrypted and decompressed).
+plain() {
+    if [[ $1 == *.age ]]; then
+        age -d -i "$(getenv BACKUP_AGE_IDENTITY)" -- "$BACKUP_DIR/$1" | gzip -dc
+    else
+        gzip -dc -- "$BACKUP_DIR/$1"
+    fi
 }
 
 restore_one() { # restore_one FILE
     local file=$1 base label database target host port user password
-    base=${file%.sql.gz}
+    base=${file%.age}
+    base=${base%.sql.gz}
     label=${base%%__*}
     database=${base#*__}
     if [[ $MODE == docker ]]; then
@@ -112,7 +136,7 @@ restore_one() { # restore_one FILE
         docker compose exec -T "$label" sh -c \
             'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot --batch -e "CREATE DATABASE IF NOT EXISTS \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"' \
             sh "$database"
-        gzip -dc -- "$BACKUP_DIR/$file" | docker compose exec -T "$label" sh -c \
+        plain "$file" | docker compose exec -T "$label" sh -c \
             'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot --batch --default-character-set=utf8mb4 "$1"' \
             sh "$database"
     else
@@ -128,7 +152,7 @@ restore_one() { # restore_one FILE
         # another one needs SUPER, so they are dropped (the restoring user becomes the definer).
         # Data lines (INSERT …) are left untouched.
         # shellcheck disable=SC2016  # the backquotes are MySQL identifier quotes, not expansions
-        gzip -dc -- "$BACKUP_DIR/$file" |
+        plain "$file" |
             sed -E '/^INSERT /!s/DEFINER=`[^`]*`@`[^`]*`//g' |
             MYSQL_PWD="$password" "$CLIENT" "${conn[@]}" --user="$user" --batch \
                 --default-character-set=utf8mb4 "$database"

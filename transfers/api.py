@@ -18,8 +18,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,9 +37,11 @@ from bankcore.api_errors import (
     IdempotencyKeyRequired,
     StrictCharField,
     StrictInputSerializer,
+    links,
     problems,
     replayable,
 )
+from bankcore.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH
 from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute
 from transfers.models import Approval, Transfer
@@ -94,77 +95,131 @@ def _render_datetime(value: Any) -> str | None:
     return None if value is None else _DATETIME.to_representation(value)
 
 
+# Printable text and spaces of any width (``transfers.services.text_is_visible``): no JSON Schema
+# keyword can say "Unicode categories L, M, N, P, S, Zs", so a custom format names the rule and the
+# description spells it out; anything else is 400 ``invalid_reference``.
+VISIBLE_TEXT_FORMAT = "visible-text"
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": VISIBLE_TEXT_FORMAT,
+        "maxLength": REFERENCE_MAX_LENGTH,
+        "description": (
+            f"Up to {REFERENCE_MAX_LENGTH} characters, kept as sent: letters, marks, numbers, punctuation, "
+            "symbols and spaces (Unicode L, M, N, P, S, Zs); a control, format (bidi, zero-width), private "
+            "or unassigned character is 400 `invalid_reference`."
+        ),
+    }
+)
+class ReferenceField(StrictCharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            required=False, allow_blank=True, trim_whitespace=False, max_length=REFERENCE_MAX_LENGTH, default=""
+        )
+
+
 class TransferCreateInput(StrictInputSerializer):
+    """A transfer to make."""
+
     source_account = AccountNumberField(help_text="An account linked to you.")
     destination_account = AccountNumberField(help_text="Any account of the bank.")
     amount = AmountField(help_text='A positive decimal string with at most two places, e.g. "125.50".')
     currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the source account's.")
-    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+    reference = ReferenceField()
 
 
 class TransferReverseInput(StrictInputSerializer):
-    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX_LENGTH, default="")
+    """A reversal: the original transfer's amount moved back."""
+
+    reference = ReferenceField()
 
 
 class TransferFilter(StrictInputSerializer):
     account = AccountNumberField(required=False, help_text="Either side of the transfer.")
     status = serializers.ChoiceField(choices=Transfer.Status.choices, required=False)
-    created_from = BoundedDateTimeField(required=False, help_text="Inclusive.")
-    created_to = BoundedDateTimeField(required=False, help_text="Exclusive.")
-    cursor = serializers.CharField(required=False, max_length=500)
+    created_from = BoundedDateTimeField(clamp=True, required=False, help_text="Inclusive.")
+    created_to = BoundedDateTimeField(clamp=True, required=False, help_text="Exclusive.")
+    cursor = serializers.CharField(required=False, max_length=500, trim_whitespace=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
 
 
+# ``bankcore.idempotency.idempotency_key_clean``'s rule, as HTTP carries it: 1 to 255 printable ASCII
+# characters, neither first nor last a space (HTTP drops spaces around a header's value, and an
+# empty key is 400 ``idempotency_key_required``).
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
-    OpenApiTypes.STR,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+        "example": "order-8812-payout",
+    },
     location=OpenApiParameter.HEADER,
     required=True,
-    description="1 to 255 printable ASCII characters, unique per request you mean to make once.",
+    description=(
+        f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters, no space first or last; one key per "
+        "request you mean to make once. A retry with the same key and body answers the first outcome."
+    ),
 )
+# What a client does next with the transfer it made: read it, reverse it.
+_FOLLOW_UPS = {
+    "GetTransfer": ("transfers_retrieve", "transfer_id"),
+    "ReverseTransfer": ("transfers_reverse", "transfer_id"),
+}
 # Codes a transfer can be refused with. The 404, 422 and 503 ones found once the transfer was accepted
 # are recorded on the aborted transfer, so a replay answers the same, marked Idempotent-Replayed.
-CREATE_PROBLEMS = problems(
-    {
-        400: [
-            "idempotency_key_required",
-            "invalid_idempotency_key",
-            "invalid_amount",
-            "invalid_currency",
-            "invalid_account_number",
-            "invalid_reference",
-            "same_account",
-        ],
-        403: ["approval_required", "role_required"],
-        404: ["account_not_found"],
-        409: ["idempotency_key_reused"],
-        422: [
-            "insufficient_funds",
-            "daily_limit_exceeded",
-            "amount_above_maximum",
-            "currency_mismatch",
-            "account_frozen",
-            "account_closed",
-            "internal_account",
-            "transfer_timed_out",
-        ],
-    }
-) | replayable(201, 202, 404, 422, 503)
-REVERSE_PROBLEMS = problems(
-    {
-        400: ["idempotency_key_required", "invalid_idempotency_key", "invalid_reference"],
-        403: ["reversal_not_allowed", "role_required"],
-        404: ["transfer_not_found", "not_found"],
-        409: ["idempotency_key_reused", "transfer_already_reversed"],
-        422: [
-            "transfer_not_reversible",
-            "insufficient_funds",
-            "account_frozen",
-            "account_closed",
-            "transfer_timed_out",
-        ],
-    }
-) | replayable(201, 202, 422, 503)
+CREATE_PROBLEMS = (
+    problems(
+        {
+            400: [
+                "idempotency_key_required",
+                "invalid_idempotency_key",
+                "invalid_amount",
+                "invalid_currency",
+                "invalid_account_number",
+                "invalid_reference",
+            ],
+            403: ["approval_required", "role_required"],
+            404: ["account_not_found"],
+            409: ["idempotency_key_reused"],
+            422: [
+                "same_account",
+                "insufficient_funds",
+                "daily_limit_exceeded",
+                "amount_above_maximum",
+                "currency_mismatch",
+                "account_frozen",
+                "account_closed",
+                "internal_account",
+                "transfer_timed_out",
+            ],
+        }
+    )
+    | replayable(201, 202, 404, 422, 503)
+    | links({201: _FOLLOW_UPS, 202: _FOLLOW_UPS})
+)
+REVERSE_PROBLEMS = (
+    problems(
+        {
+            400: ["idempotency_key_required", "invalid_idempotency_key", "invalid_reference"],
+            403: ["reversal_not_allowed", "role_required"],
+            404: ["transfer_not_found", "not_found"],
+            409: ["idempotency_key_reused", "transfer_already_reversed"],
+            422: [
+                "transfer_not_reversible",
+                "insufficient_funds",
+                "account_frozen",
+                "account_closed",
+                "transfer_timed_out",
+            ],
+        }
+    )
+    | replayable(201, 202, 422, 503)
+    | links({201: _FOLLOW_UPS, 202: _FOLLOW_UPS})
+)
 
 
 def _idempotency_key(request: Request) -> str:

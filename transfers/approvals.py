@@ -19,15 +19,17 @@ both (``RoleRequired``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.errors import AccountClosed, AccountFrozen, InternalAccount
@@ -35,7 +37,7 @@ from accounts.models import Account
 from accounts.selectors import account_get
 from accounts.services import cash_account_ensure
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
-from audit.services import audit_event_record
+from audit.services import audit_event_record, audit_refusal_record
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.idempotency import idempotency_key_clean
@@ -323,6 +325,39 @@ def _check_not_maker_and_supervisor(actor: Actor, approval: Approval, *, verb: s
         raise ApprovalNotAllowed(f"Only a supervisor may {verb} requests.")
 
 
+# The refusals that say who may decide: each is an audit event of its own (who tried, what, why).
+STAFF_REFUSALS = (ApprovalSelfApproval, ApprovalNotAllowed, ApprovalNotMaker)
+F = TypeVar("F", bound=Callable[..., Approval])
+
+
+def _refusals_recorded(verb: str) -> Callable[[F], F]:
+    """A decision service whose staff refusals (``STAFF_REFUSALS``) are recorded in the audit
+    trail, after its transaction rolled back (``audit_refusal_record``), once: approving runs the
+    execution's check too."""
+
+    def wrap(service: F) -> F:
+        @functools.wraps(service)
+        def recorded(*, actor: Actor, approval_id: object, **kwargs: Any) -> Approval:
+            try:
+                return service(actor=actor, approval_id=approval_id, **kwargs)
+            except STAFF_REFUSALS as refused:
+                if not getattr(refused, "recorded", False):
+                    setattr(refused, "recorded", True)  # noqa: B010 (an attribute of this instance only)
+                    audit_refusal_record(
+                        actor=actor,
+                        action=f"approval.{verb}",
+                        object_type="approval",
+                        object_id=str(approval_id)[:64],
+                        code=refused.code,
+                    )
+                raise
+
+        return recorded  # type: ignore[return-value]
+
+    return wrap
+
+
+@_refusals_recorded("approve")
 def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
     """PENDING → APPROVED by a checker (not the maker, holding ``approve_approval``), then execute
     it (see ``approval_execute``). Raises ``ApprovalNotFound``, ``ApprovalNotPending``,
@@ -351,6 +386,7 @@ def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
     return approval_execute(actor=actor, approval_id=approval.pk)
 
 
+@_refusals_recorded("reject")
 def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approval:
     """PENDING → REJECTED with a reason; nothing moves. Same refusals as ``approval_approve``, and
     ``ApprovalReasonRequired``."""
@@ -380,6 +416,7 @@ def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approv
     return approval
 
 
+@_refusals_recorded("withdraw")
 def approval_withdraw(*, actor: Actor, approval_id: object) -> Approval:
     """PENDING → WITHDRAWN by its maker, who no longer wants it; nothing moves and the amount held
     is released. Raises ``ApprovalNotFound``, ``ApprovalNotPending``, ``ApprovalNotMaker`` (only the
@@ -424,7 +461,7 @@ def holds_orphaned_release(*, actor: Actor, now: datetime | None = None) -> int:
     timeout = timedelta(seconds=settings.TRANSACTION_TIMEOUT)
     orphans = (
         Transfer.objects.filter(status=Transfer.Status.PENDING, created_at__lt=now - timeout)
-        .filter(deadline__gt=F("created_at") + timeout)
+        .filter(deadline__gt=models.F("created_at") + timeout)
         .exclude(pk__in=Approval.objects.filter(transfer__isnull=False).values("transfer_id"))
     )
     count = 0
@@ -471,6 +508,7 @@ def _release(approval: Approval) -> None:
             transfer_hold_release(transfer=hold)
 
 
+@_refusals_recorded("execute")
 def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     """Run an APPROVED request through the transfer engine, as its maker, exactly once. On success
     → EXECUTED with the transfer (which recovery finishes if a ledger failed mid-way). On a refusal

@@ -17,7 +17,10 @@ from bankcore.idempotency import InvalidIdempotencyKey as InvalidIdempotencyKey
 from bankcore.money import AmountAboveMaximum as AmountAboveMaximum
 
 
-class SameAccount(ValidationFailed):
+class SameAccount(BusinessRuleViolation):
+    """Well-formed, each field valid, but a transfer needs two accounts (422, as the schema cannot
+    state that two fields differ)."""
+
     code = "same_account"
     title = "Source and destination are the same account"
 

@@ -73,8 +73,8 @@ def test_the_embedded_sqlite_databases_refuse_it_too_and_still_flush(tmp_path):
     )
     core.execute(
         "INSERT INTO audit_auditevent (created_at, actor_name, channel, action, object_type, object_id, ledger, "
-        "changes, request_id, prev_hash, hash) "
-        "VALUES ('2026-01-01 00:00:00', 'pytest', 'command', 'test.done', 'test', '1', '', '{}', '', '', '')"
+        "changes, request_id, row_mac, prev_hash, hash) "
+        "VALUES ('2026-01-01 00:00:00', 'pytest', 'command', 'test.done', 'test', '1', '', '{}', '', '', '', '')"
     )
 
     # then entries can be neither changed nor removed, and audit events only sealed, once

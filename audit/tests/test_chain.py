@@ -10,17 +10,19 @@ import pytest
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.chain import (
     GENESIS,
+    REFUSED,
     AuditChainError,
     audit_chain_check,
-    audit_chain_key,
     audit_chain_rotate_key,
     audit_chain_seal,
     audit_chain_status,
     audit_chain_verify,
     audit_event_hash,
+    audit_event_mac,
     key_fingerprint,
 )
 from audit.models import AuditChainHead, AuditEvent
@@ -67,35 +69,24 @@ def _table_update(sql: str, params: list[Any]) -> None:
         _sql(sql, params)
 
 
-def _rechain(from_seq: int, *, key: bytes | None, through: int | None = None) -> None:
+def _rechain(from_seq: int, *, key: bytes, through: int | None = None) -> None:
     """What someone with write access but without the chain key does after changing a row: recompute
-    every hash from ``from_seq`` on (plain SHA-256, ``key=None``, or a key of their own) and point
-    the head at the new end, so that every link and the head agree again. ``through``: stop after
-    that row (and leave the head alone)."""
+    every hash and row MAC from ``from_seq`` on (with a key of their own) and point the head at the
+    new end, so that every link and the head agree again. ``through``: stop after that row (and leave the head
+    alone)."""
     prev = AuditEvent.objects.get(seq=from_seq - 1).hash if from_seq > 1 else GENESIS
     rows = AuditEvent.objects.filter(seq__gte=from_seq, seq__lte=through or 2**62).order_by("seq")
     with _triggers_lifted():
         for row in rows:
             assert row.seq is not None
             digest = audit_event_hash(row, seq=row.seq, prev_hash=prev, key=key)
-            _sql("UPDATE {table} SET prev_hash = %s, hash = %s WHERE id = %s", [prev, digest, row.pk])
+            _sql(
+                "UPDATE {table} SET prev_hash = %s, hash = %s, row_mac = %s WHERE id = %s",
+                [prev, digest, audit_event_mac(row, key=key), row.pk],
+            )
             prev = digest
     if through is None:
         AuditChainHead.objects.filter(pk=1).update(last_hash=prev)
-
-
-def _seal_without_key() -> int:
-    """What the sealer of earlier versions did: plain SHA-256 links, a head without a MAC (a write
-    the append-only trigger lets through: it fills in unsealed rows)."""
-    head, _ = AuditChainHead.objects.get_or_create(pk=1)
-    seq, prev = head.last_seq, head.last_hash or GENESIS
-    for row in AuditEvent.objects.filter(seq__isnull=True).order_by("id"):
-        seq += 1
-        digest = audit_event_hash(row, seq=seq, prev_hash=prev, key=None)
-        _sql("UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s", [seq, prev, digest, row.pk])
-        prev = digest
-    AuditChainHead.objects.filter(pk=1).update(last_seq=seq, last_hash=prev)
-    return seq
 
 
 def test_the_app_never_updates_or_deletes_audit_rows(actor, make_account):
@@ -119,8 +110,8 @@ def test_sealing_chains_every_row_in_id_order_and_verifies(actor, make_account):
     count = AuditEvent.objects.count()
     assert AuditEvent.objects.filter(seq__isnull=True).count() == count
 
-    assert audit_chain_seal(batch_size=2) == count
-    assert audit_chain_seal() == 0  # idempotent
+    assert audit_chain_seal(batch_size=2).sealed == count
+    assert audit_chain_seal().sealed == 0  # idempotent
     rows = list(AuditEvent.objects.order_by("seq"))
     assert [r.seq for r in rows] == list(range(1, count + 1))
     assert [r.id for r in rows] == sorted(r.id for r in rows)
@@ -191,16 +182,16 @@ def test_a_row_rewritten_and_rehashed_without_the_key_is_found(actor, make_accou
     victim = AuditEvent.objects.order_by("seq")[2]
     assert audit_chain_verify().ok
 
-    # given someone who changes a row and recomputes the chain from it with plain SHA-256
+    # given someone who changes a row and recomputes the chain from it with a key of their own
     _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
-    _rechain(victim.seq, key=None)
+    _rechain(victim.seq, key=b"")
 
     # then the row is the first broken link, though every link and the head agree
     report = audit_chain_verify()
     assert not report.ok and report.broken_at == victim.pk and report.checked == victim.seq - 1
     assert "changed after it was sealed" in report.problem and "AUDIT_CHAIN_KEY" in report.problem
 
-    # and so it is with a key of their own (HMAC-SHA256 as the sealer does, but not our key)
+    # and so it is with a guess at the key
     _rechain(victim.seq, key=b"a-guess-at-the-chain-key-0123456789abcdef")
     report = audit_chain_verify()
     assert not report.ok and report.broken_at == victim.pk
@@ -228,82 +219,13 @@ def test_the_newest_rows_cut_off_and_the_head_moved_back_are_found(actor, make_a
 
 def test_a_chain_checked_with_another_key_is_reported_not_extended(actor, make_account):
     make_account("db1", "10.00")
-    assert run_manage("verify_audit_chain").returncode == 0
+    assert run_manage("verify_audit_chain", "--seal").returncode == 0
 
     result = run_manage("verify_audit_chain", AUDIT_CHAIN_KEY="another-key-than-the-one-that-sealed-it-0123")
 
     assert result.returncode == 1 and "AUDIT_CHAIN_KEY is not the key" in result.stderr
     assert audit_chain_status() is False
     assert run_manage("verify_audit_chain").returncode == 0  # with the right key it holds
-
-
-# The trail is tampered with on purpose: reconciliation then finds the account it no longer explains.
-@pytest.mark.books_may_not_balance
-def test_an_unkeyed_chain_of_an_earlier_version_is_verified_then_keyed_without_rewriting(actor, make_account):
-    # given a chain an earlier version sealed with plain SHA-256
-    make_account("db1", "10.00")
-    make_account("db2", "20.00")
-    unkeyed = _seal_without_key()
-    hashes = dict(AuditEvent.objects.values_list("id", "hash"))
-
-    # then it is reported and not extended until it is keyed
-    report = audit_chain_verify()
-    assert not report.ok and report.checked == unkeyed and "key_audit_chain" in report.problem
-    make_account("db1", "30.00")
-    with pytest.raises(AuditChainError, match="key_audit_chain"):
-        audit_chain_seal()
-    result = run_manage("seal_audit_chain")
-    assert result.returncode == 1 and "key_audit_chain" in result.stderr
-    assert AuditEvent.objects.filter(seq__isnull=True).exists()
-
-    # when the operator keys it: verified, no row rewritten, sealing with the key from the next row
-    result = run_manage("key_audit_chain")
-    assert result.returncode == 0, result.stderr
-    assert f"{unkeyed} unkeyed events verified" in result.stdout
-    assert AuditChainHead.objects.get().keyed_from == unkeyed + 1
-    assert dict(AuditEvent.objects.filter(seq__lte=unkeyed).values_list("id", "hash")) == hashes
-    assert audit_chain_verify().ok  # the head vouches for the unkeyed rows before any keyed one
-    assert audit_chain_seal() > 0
-    assert audit_chain_verify().ok
-    assert "nothing to do" in run_manage("key_audit_chain").stdout
-
-    # and an unkeyed row rewritten with the SHA-256 chain recomputed up to the keyed rows is found
-    # where they begin; recomputed through the keyed rows too, at the first of them
-    victim = AuditEvent.objects.get(seq=1)
-    _table_update("UPDATE {table} SET action = %s WHERE id = %s", ["nothing.happened", victim.pk])
-    _rechain(1, key=None, through=unkeyed)
-    report = audit_chain_verify()
-    assert not report.ok and report.broken_seq == unkeyed + 1
-    assert f"sealed without the key before it (#1-#{unkeyed})" in report.problem
-    _rechain(1, key=None)
-    report = audit_chain_verify()
-    assert not report.ok and report.broken_seq == unkeyed + 1 and "does not match its hash" in report.problem
-
-
-def test_an_unkeyed_chain_rewritten_before_any_keyed_row_is_found_by_the_head(actor, make_account):
-    make_account("db1", "10.00")
-    unkeyed = _seal_without_key()
-    audit_chain_key()
-    _table_update("UPDATE {table} SET actor_name = %s WHERE seq = %s", ["somebody-else", unkeyed])
-    _rechain(unkeyed, key=None)
-
-    report = audit_chain_verify()
-    assert not report.ok and "head does not match its MAC" in report.problem
-
-
-def test_keying_refuses_a_broken_unkeyed_chain(actor, make_account):
-    make_account("db1", "10.00")
-    make_account("db2", "20.00")
-    _seal_without_key()
-    victim = AuditEvent.objects.get(seq=2)
-    _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
-
-    result = run_manage("key_audit_chain")
-
-    assert result.returncode == 1
-    assert f"audit event id {victim.pk} (#2) does not match its hash" in result.stderr
-    assert "Nothing was keyed" in result.stderr
-    assert AuditChainHead.objects.get().keyed_from is None
 
 
 # --- rotating the key -----------------------------------------------------------------------------
@@ -320,7 +242,7 @@ def test_the_key_is_rotated_without_rewriting_a_row_and_each_row_verifies_with_i
     # given a chain sealed with the first key
     old_key = settings.AUDIT_CHAIN_KEY
     make_account("db1", "10.00")
-    first = audit_chain_seal()
+    first = audit_chain_seal().sealed
     hashes = dict(AuditEvent.objects.values_list("id", "hash"))
 
     # when the operator sets a new key and retires the old one, sealing stops until the rotation
@@ -343,7 +265,7 @@ def test_the_key_is_rotated_without_rewriting_a_row_and_each_row_verifies_with_i
     head = AuditChainHead.objects.get()
     assert head.key_epochs == [[1, _fingerprint(old_key)], [first + 1, _fingerprint(NEW_KEY)]]
     assert dict(AuditEvent.objects.filter(seq__lte=first).values_list("id", "hash")) == hashes
-    second = audit_chain_seal()
+    second = audit_chain_seal().sealed
     assert second > 0 and audit_chain_verify().ok
     assert not audit_chain_rotate_key().rotated  # done already
     new_row = AuditEvent.objects.get(seq=first + 1)
@@ -359,7 +281,7 @@ def test_the_key_is_rotated_without_rewriting_a_row_and_each_row_verifies_with_i
     settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEWER_KEY, [old_key, NEW_KEY]
     assert audit_chain_rotate_key().rotated
     make_account("db1", "30.00")
-    assert audit_chain_seal() > 0
+    assert audit_chain_seal().sealed > 0
     report = audit_chain_verify()
     assert report.ok and report.checked == AuditEvent.objects.count()
     assert [fingerprint for _, fingerprint in AuditChainHead.objects.get().key_epochs] == [
@@ -372,7 +294,7 @@ def test_the_key_is_rotated_without_rewriting_a_row_and_each_row_verifies_with_i
 def test_a_rotation_with_no_row_sealed_by_the_retired_key_leaves_no_empty_epoch(actor, make_account, settings):
     old_key = settings.AUDIT_CHAIN_KEY
     make_account("db1", "10.00")
-    sealed = audit_chain_seal()
+    sealed = audit_chain_seal().sealed
     settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEW_KEY, [old_key]
     assert audit_chain_rotate_key().rotated
     # the new key is retired before it sealed a row
@@ -389,14 +311,14 @@ def test_a_rotation_with_no_row_sealed_by_the_retired_key_leaves_no_empty_epoch(
     assert not report.ok and report.checked == sealed and "head does not match its MAC" in report.problem
     AuditChainHead.objects.filter(pk=1).update(key_epochs=epochs)
     make_account("db2", "20.00")
-    assert audit_chain_seal() > 0 and audit_chain_verify().ok
+    assert audit_chain_seal().sealed > 0 and audit_chain_verify().ok
 
 
 def test_the_rotation_command_refuses_a_broken_chain_and_reports_a_good_one(actor, make_account, settings):
     old_key = settings.AUDIT_CHAIN_KEY
     make_account("db1", "10.00")
     make_account("db2", "20.00")
-    sealed = audit_chain_seal()
+    sealed = audit_chain_seal().sealed
     rotate = {"AUDIT_CHAIN_KEY": NEW_KEY, "AUDIT_CHAIN_RETIRED_KEYS": old_key}
 
     # given a row changed behind the app's back: refused, nothing rotated, the sealer still stopped
@@ -426,7 +348,7 @@ def test_the_rotation_command_refuses_a_broken_chain_and_reports_a_good_one(acto
 def test_a_leaked_retired_key_forges_neither_new_rows_nor_the_head(actor, make_account, settings):
     old_key = settings.AUDIT_CHAIN_KEY
     make_account("db1", "10.00")
-    first = audit_chain_seal()
+    first = audit_chain_seal().sealed
     settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEW_KEY, [old_key]
     audit_chain_rotate_key()
     make_account("db2", "20.00")
@@ -473,7 +395,96 @@ def test_a_leaked_retired_key_forges_neither_new_rows_nor_the_head(actor, make_a
 def _head_mac_with(head: AuditChainHead, *, key_epochs: list[Any], key: bytes) -> str:
     from audit.chain import _head_mac
 
-    assert head.keyed_from is not None
-    return _head_mac(
-        keyed_from=head.keyed_from, last_seq=head.last_seq, last_hash=head.last_hash, key_epochs=key_epochs, key=key
+    return _head_mac(last_seq=head.last_seq, last_hash=head.last_hash, key_epochs=key_epochs, key=key)
+
+
+# --- rows the application did not write ----------------------------------------------------------
+
+
+def _forge_event() -> int:
+    """A row inserted behind the application's back, as someone with the database's password does
+    it: a supervisor's approval that never happened, with no row MAC (who would compute it?)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {AuditEvent._meta.db_table} (created_at, actor_name, channel, action, object_type, "
+            "object_id, ledger, changes, request_id, row_mac, prev_hash, hash) "
+            "VALUES (%s, 'supervisor', 'admin', 'approval.approved', 'approval', '1', '', '{}', '', '', '', '')",
+            [connections["default"].ops.adapt_datetimefield_value(timezone.now())],
+        )
+        return int(cursor.lastrowid)
+
+
+def test_a_row_inserted_behind_the_apps_back_is_reported_and_never_sealed(actor, make_account):
+    make_account("db1", "10.00")
+    forged = _forge_event()
+    make_account("db2", "20.00")
+    written = AuditEvent.objects.exclude(pk=forged).count()
+
+    # verify reads only: the forged row is reported, nothing is sealed
+    result = run_manage("verify_audit_chain")
+    assert result.returncode == 1
+    assert "do not match their row MAC" in result.stderr and f"id {forged}" in result.stderr
+    assert not AuditEvent.objects.filter(seq__isnull=False).exists()
+    assert audit_chain_status() is False
+
+    # the sealer chains every row the application wrote, refuses the forged one and says so
+    result = run_manage("seal_audit_chain")
+    assert result.returncode == 1 and f"Sealed {written} audit events" in result.stdout
+    assert "Refused 1 audit events whose row MAC is wrong" in result.stderr and str(forged) in result.stderr
+    row = AuditEvent.objects.get(pk=forged)
+    assert row.seq is None and row.hash == REFUSED
+    assert audit_chain_seal().sealed == 0  # examined once
+    report = audit_chain_verify()
+    assert report.checked == written and report.forged == [forged] and not report.ok
+
+    # a forged row given a MAC of a guessed key is refused the same way
+    again = _forge_event()
+    _table_update("UPDATE {table} SET row_mac = %s WHERE id = %s", ["0" * 64, again])
+    assert audit_chain_seal().refused == [again]
+
+
+def test_the_recovery_loop_seals_without_anyone_running_a_command(actor, make_account):
+    """``make run`` has no Celery beat: the recovery loop beside the web server seals each pass."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import subprocess_env
+
+    make_account("db1", "10.00")
+    loop = subprocess.Popen(
+        [sys.executable, "manage.py", "recover_transfers", "--loop", "--interval", "0.2"],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
+    try:
+        deadline = time.monotonic() + 30
+        while AuditEvent.objects.filter(seq__isnull=True).exists():
+            assert loop.poll() is None, loop.stderr.read() if loop.stderr else ""
+            assert time.monotonic() < deadline, "the loop sealed nothing in 30 s"
+            time.sleep(0.2)
+    finally:
+        loop.terminate()
+        loop.wait(timeout=30)
+    assert audit_chain_verify().ok
+
+
+def test_rows_the_retired_key_wrote_are_sealed_by_the_rotation_and_later_ones_need_the_new_key(
+    actor, make_account, settings
+):
+    old_key = settings.AUDIT_CHAIN_KEY
+    make_account("db1", "10.00")
+    audit_chain_seal()
+    make_account("db2", "20.00")  # written with the old key, not sealed yet when the key changes
+    settings.AUDIT_CHAIN_KEY, settings.AUDIT_CHAIN_RETIRED_KEYS = NEW_KEY, [old_key]
+
+    rotation = audit_chain_rotate_key()
+
+    assert rotation.rotated and not AuditEvent.objects.filter(seq__isnull=True).exists()
+    assert rotation.from_seq == AuditEvent.objects.count() + 1 and audit_chain_verify().ok
+    # a row given the retired key's MAC after the rotation (that key leaked) is refused
+    forged = _forge_event()
+    row = AuditEvent.objects.get(pk=forged)
+    _table_update("UPDATE {table} SET row_mac = %s WHERE id = %s", [audit_event_mac(row, key=old_key.encode()), forged])
+    assert audit_chain_seal().refused == [forged]

@@ -22,6 +22,16 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600, minimum=60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 
+# --- Staff passwords ---------------------------------------------------------------------------
+# Checked wherever a person chooses one (`create_staff`, the admin's password forms); partners'
+# API passwords are generated (accounts.partners).
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
 # --- Login lockout (django-axes) ---------------------------------------------------------------
 # Locks a username after AXES_FAILURE_LIMIT failed logins, for AXES_COOLOFF_MINUTES, wherever the
 # attempts came from: a guessing run spread over many addresses locks the name as surely as one

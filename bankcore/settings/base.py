@@ -17,6 +17,8 @@ from bankcore.env import (
     env_optional,
     env_str,
     mysql_server,
+    mysql_tls_options,
+    redis_tls_options,
 )
 from bankcore.money import InvalidCurrency, currency_parse
 
@@ -111,7 +113,9 @@ MYSQL_LOCK_WAIT_TIMEOUT = env_int("MYSQL_LOCK_WAIT_TIMEOUT", 5, minimum=1)
 LEDGER_PREFIX = "db"
 
 
-def _mysql_database(server) -> dict:  # type: ignore[no-untyped-def]
+def _mysql_database(server, prefix: str) -> dict:  # type: ignore[no-untyped-def]
+    # TLS to the server, when DB_SSL_… / {prefix}_SSL_… ask for it (docs/operations.md "TLS inside").
+    tls = mysql_tls_options(prefix)
     return {
         "ENGINE": "bankcore.mysql_backend",
         "HOST": server.host,
@@ -132,6 +136,7 @@ def _mysql_database(server) -> dict:  # type: ignore[no-untyped-def]
                 f"innodb_lock_wait_timeout={MYSQL_LOCK_WAIT_TIMEOUT}"
             ),
             "connect_timeout": env_int("MYSQL_CONNECT_TIMEOUT", 5, minimum=1),
+            **tls,
         },
         "TEST": {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"},
     }
@@ -155,17 +160,23 @@ if env_optional("DB1_HOST"):
     _n = 1
     while _n == 1 or env_optional(f"DB{_n}_HOST"):
         _server = _first if _n == 1 else mysql_server(f"DB{_n}", default_name=_ledger_names.get(_n, f"bank_ledger{_n}"))
-        DATABASES[f"{LEDGER_PREFIX}{_n}"] = _mysql_database(_server)
+        DATABASES[f"{LEDGER_PREFIX}{_n}"] = _mysql_database(_server, f"DB{_n}")
         LEDGERS[f"{LEDGER_PREFIX}{_n}"] = f"{_n:02d}"
         _n += 1
     _default = mysql_server("DB_DEFAULT", default_name="bank_core", fallback=_first)
-    DATABASES = {"default": _mysql_database(_default), **DATABASES}
+    DATABASES = {"default": _mysql_database(_default, "DB_DEFAULT"), **DATABASES}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES["default"] = _sqlite_database(VAR_DIR / "core.sqlite3")
     for _n in range(1, env_int("SQLITE_LEDGERS", 2, minimum=1, maximum=99) + 1):
         DATABASES[f"{LEDGER_PREFIX}{_n}"] = _sqlite_database(VAR_DIR / f"ledger{_n}.sqlite3")
         LEDGERS[f"{LEDGER_PREFIX}{_n}"] = f"{_n:02d}"
+
+# The migrator's user (DDL, GRANT OPTION): `manage.py migrate_ledgers` runs the migrations as it
+# and then grants the application's user (DBn_USER, DB_DEFAULT_USER) exactly the DML it needs
+# (bankcore.privileges). Unset: migrations run as the application's user (the embedded mode).
+DB_MIGRATE_USER = env_optional("DB_MIGRATE_USER")
+DB_MIGRATE_PASSWORD = env_str("DB_MIGRATE_PASSWORD", "")
 
 # A ledger variable past the last DBn_HOST would be ignored: DB3_HOST with DB2_HOST unset (a gap),
 # DB2_PORT without DB2_HOST, DB1_… in the embedded mode. A ledger that silently is not there, or
@@ -196,9 +207,14 @@ REDIS_PASSWORD = env_optional("REDIS_PASSWORD")
 REDIS_DB = env_int("REDIS_DB", 0, minimum=0, maximum=15)
 
 
+# TLS to Redis (REDIS_TLS, REDIS_TLS_CA, …): a rediss:// URL, the certificate always verified.
+REDIS_TLS_OPTIONS = redis_tls_options()
+
+
 def _redis_url(db: int) -> str:
     auth = f":{REDIS_PASSWORD}@" if REDIS_PASSWORD else ""
-    return f"redis://{auth}{REDIS_HOST}:{REDIS_PORT}/{db}"
+    scheme = "rediss" if REDIS_TLS_OPTIONS else "redis"
+    return f"{scheme}://{auth}{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
 if REDIS_HOST:
@@ -213,7 +229,8 @@ if REDIS_HOST:
                 "SOCKET_TIMEOUT": 2,
                 # A pooled connection that a Redis restart left dead is retried once on a new one,
                 # not failed: every command here (the throttle's count, sessions) may run twice.
-                "CONNECTION_POOL_KWARGS": {"retry_on_error": [_RedisConnectionError]},
+                # With REDIS_TLS, the TLS options too.
+                "CONNECTION_POOL_KWARGS": {"retry_on_error": [_RedisConnectionError], **(REDIS_TLS_OPTIONS or {})},
             },
         }
     }
@@ -225,6 +242,7 @@ if REDIS_HOST:
     DJANGO_REDIS_IGNORE_EXCEPTIONS = True
     DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
     CELERY_BROKER_URL = _redis_url(REDIS_DB)
+    CELERY_BROKER_USE_SSL = dict(REDIS_TLS_OPTIONS) if REDIS_TLS_OPTIONS else None
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "memory://"
@@ -261,7 +279,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "transfers.tasks.reconcile_ledgers",
         "schedule": float(RECONCILE_INTERVAL_SECONDS),
     },
+    # Beat's liveness, exported on /metrics (bankcore.heartbeat).
+    "beat-heartbeat": {
+        "task": "bankcore.heartbeat.beat_heartbeat",
+        "schedule": float(env_int("BEAT_HEARTBEAT_INTERVAL_SECONDS", 30, minimum=5)),
+    },
 }
+# Task modules outside the installed apps' tasks.py.
+CELERY_IMPORTS = ["bankcore.heartbeat"]
 
 # --- Money rules (seed §5.1) -------------------------------------------------------------------
 MAX_TRANSFER_AMOUNT = env_decimal("MAX_TRANSFER_AMOUNT", "50000.00")

@@ -53,18 +53,48 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return certificate, key
 
 
+def nginx_templates_rendered(directory: Path, environment: dict[str, str]) -> Path:
+    """deploy/nginx/templates/*.template rendered into ``directory/conf.d`` as the nginx image
+    renders them at start (envsubst: ``${NAME}`` of a variable set is replaced, anything else is
+    left as it is)."""
+    import string
+
+    target = directory / "conf.d"
+    target.mkdir(exist_ok=True)
+    for template in sorted((DEPLOY / "nginx" / "templates").glob("*.template")):
+        text = string.Template(template.read_text()).safe_substitute(environment)
+        (target / template.name.removesuffix(".template")).write_text(text)
+    return target
+
+
 def nginx_config_for(
-    directory: Path, *, upstream: str, http_port: int, https_port: int, certificate: Path, key: Path
+    directory: Path,
+    *,
+    upstream: str,
+    http_port: int,
+    https_port: int,
+    certificate: Path,
+    key: Path,
+    server_name: str = "localhost",
+    published_https_port: int | None = None,
 ) -> Path:
     """deploy/nginx/nginx.conf with the lines of its templating contract rewritten for a run
-    outside Docker (upstream, certificate paths, listen ports on loopback, static files), plus
-    temp paths inside ``directory``. Everything else is the production file, unchanged."""
+    outside Docker (upstream, certificate paths, listen ports on loopback, static files, the
+    rendered templates' directory), plus temp paths inside ``directory``. Everything else is the
+    production file, unchanged. ``published_https_port`` is HTTPS_PORT, the port the redirect
+    names (default: ``https_port``)."""
+    conf_d = nginx_templates_rendered(
+        directory,
+        {"SERVER_NAME": server_name, "HTTPS_PORT": str(published_https_port or https_port)},
+    )
     lines = (DEPLOY / "nginx" / "nginx.conf").read_text().splitlines()
     replacements = {
-        "server banking-app:8000;": f"server {upstream};",
+        "set $banking_app banking-app:8000;": f"set $banking_app {upstream};",
+        "include /etc/nginx/conf.d/bankcore-http.conf;": f"include {conf_d}/bankcore-http.conf;",
+        "include /etc/nginx/conf.d/bankcore-server-name.conf;": f"include {conf_d}/bankcore-server-name.conf;",
         "ssl_certificate /etc/nginx/ssl/banking.crt;": f"ssl_certificate {certificate};",
         "ssl_certificate_key /etc/nginx/ssl/banking.key;": f"ssl_certificate_key {key};",
-        "listen 80;": f"listen 127.0.0.1:{http_port};",
+        "listen 80 default_server;": f"listen 127.0.0.1:{http_port} default_server;",
         "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
         "alias /srv/static/;": f"alias {directory}/static/;",
     }
@@ -109,6 +139,7 @@ def prometheus_config_for(directory: Path, targets: dict[str, list[str]], *, int
     if missing:
         raise AssertionError(f"deploy/prometheus/prometheus.yml has no job {missing}")
     config["scrape_configs"] = jobs
+    config.pop("alerting", None)  # no Alertmanager runs natively
     for rule_file in config.get("rule_files", []):
         shutil.copy(DEPLOY / "prometheus" / rule_file, directory / rule_file)
     path = directory / "prometheus.yml"

@@ -54,14 +54,27 @@ def _which(*names: str) -> str:
 
 # UTC and the project's TIME_ZONE (bankcore/settings/base.py; bankcore/tests/test_db.py checks).
 TIME_ZONES = ("UTC", "Asia/Shanghai")
+# The two users a deployment has (deploy/mysql): the application's, which holds only what
+# `migrate_ledgers` grants it (bankcore.privileges), and the migrator's (DDL, GRANT OPTION).
+APP_USER, APP_PASSWORD = "bank_user", "app-password"
+MIGRATE_USER, MIGRATE_PASSWORD = "bank_migrator", "migrate-password"
 
 
 class MariaDBServer:
     # Tests: flush the redo log at commit to the OS, not the disk. A killed server process loses
     # nothing that way (only an OS crash would), and fsync-bound tests run several times faster.
     # The benchmark passes durable=True for the production settings.
-    def __init__(self, base_dir: Path, name: str, *, durable: bool = False, port: int | None = None):
+    def __init__(
+        self,
+        base_dir: Path,
+        name: str,
+        *,
+        durable: bool = False,
+        port: int | None = None,
+        options: tuple[str, ...] = (),
+    ):
         self.name = name
+        self.options = options  # further mariadbd options (TLS tests: --ssl-cert …)
         self.dir = Path(base_dir) / name
         self.datadir = self.dir / "data"
         self.socket = self.dir / "mysqld.sock"
@@ -119,6 +132,7 @@ class MariaDBServer:
             ]
         else:
             command += ["--innodb-flush-log-at-trx-commit=2", "--skip-log-bin"]
+        command += self.options
         if os.geteuid() == 0:
             command.append("--user=root")
         self.process = subprocess.Popen(
@@ -127,6 +141,28 @@ class MariaDBServer:
         self._wait_ready(timeout)
         if fresh:
             self._load_time_zones()
+            self._create_users()
+
+    def _create_users(self) -> None:
+        """The application's and the migrator's users. The migrator may do anything on any
+        database (the suite's are named by Django's test runner); the application's holds nothing
+        until ``migrate_ledgers`` grants it its tables."""
+        self.sql(
+            f"CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'; "
+            f"CREATE USER '{MIGRATE_USER}'@'%' IDENTIFIED BY '{MIGRATE_PASSWORD}'; "
+            f"GRANT ALL PRIVILEGES ON *.* TO '{MIGRATE_USER}'@'%' WITH GRANT OPTION;"
+        )
+
+    def sql(self, statements: str) -> None:
+        """Run ``statements`` as root with the command-line client."""
+        result = subprocess.run(
+            [_which("mariadb", "mysql"), "--no-defaults", "-uroot", "-h127.0.0.1", f"-P{self.port}"],
+            input=statements,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.name}: {statements!r} failed: {result.stderr[-2000:]}")
 
     def _load_time_zones(self) -> None:
         """The named time zones Django's MySQL backend converts with (CONVERT_TZ from 'UTC' to

@@ -283,7 +283,8 @@ FIELDS = [
     post("destination-of-no-ledger", 404, "account_not_found", body=transfer(destination_account='"<n99>"')),
     # Found missing in its ledger once the debit is held: recorded.
     post("destination-missing", 404, "account_not_found", body=transfer(destination_account=MISSING), recorded=True),
-    post("same-account-spaced", 400, "same_account", body=transfer(destination_account='"<a1 spaced>"')),
+    # The API takes a number as its 14 digits: spaces are for people, at the back office.
+    post("same-account-spaced", 400, "invalid_account_number", body=transfer(destination_account='"<a1 spaced>"')),
     # currencies
     post("currency-number", 400, "invalid_currency", body=transfer(currency="156")),
     post("currency-null", 400, "validation_error", body=transfer(currency="null")),
@@ -439,15 +440,15 @@ QUERIES = [
     get("accounts-1001-parameters", f"{ACCOUNTS}?" + "&".join(f"f{i}=1" for i in range(1001)), 400, "bad_request"),
     # transfers: dates, status, account, limit, cursor
     get("transfers-from-year-0", f"{TRANSFERS}?created_from=0000-01-01", 400, "validation_error"),
-    since("transfers-from-year-1", "0001-01-01", 400, "validation_error"),
-    get("transfers-to-year-1", f"{TRANSFERS}?created_to=0001-01-01", 400, "validation_error"),
-    get("entries-from-year-1", f"{ENTRIES}?created_from=0001-01-01", 400, "validation_error"),
-    get("transfers-to-year-1899", f"{TRANSFERS}?created_to=1899-06-01", 400, "validation_error"),
+    since("transfers-from-year-1", "0001-01-01", 200),
+    get("transfers-to-year-1", f"{TRANSFERS}?created_to=0001-01-01", 200),
+    get("entries-from-year-1", f"{ENTRIES}?created_from=0001-01-01", 200),
+    get("transfers-to-year-1899", f"{TRANSFERS}?created_to=1899-06-01", 200),
     # The last second of 1899 in UTC is 1900 in Asia/Shanghai: a year a filter may name.
     get("transfers-to-1899-that-is-1900-locally", f"{TRANSFERS}?created_to=1899-12-31T23:59:59Z", 200),
     get("transfers-from-year-9000", f"{TRANSFERS}?created_from=9000-06-01", 200),
-    # And the last second of 9000 at -12:00 is 9001 there: past them.
-    since("transfers-from-9000-that-is-9001-locally", "9000-12-31T23:59:59-12:00", 400, "validation_error"),
+    # And the last second of 9000 at -12:00 is 9001 there: past them, taken as their end.
+    since("transfers-from-9000-that-is-9001-locally", "9000-12-31T23:59:59-12:00", 200),
     get("transfers-from-year-99999", f"{TRANSFERS}?created_from=99999-01-01", 400, "validation_error"),
     get("transfers-from-february-30", f"{TRANSFERS}?created_from=2026-02-30", 400, "validation_error"),
     since("transfers-from-offset-25h", "2026-01-01T00:00:00+25:00", 400, "validation_error"),

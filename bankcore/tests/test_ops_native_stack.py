@@ -191,7 +191,7 @@ def test_native_stack(native, make_account, ledgers):
 
     # --- TLS front door: HTTP redirects, HTTPS carries the security headers and a request id.
     redirect = http(f"http://127.0.0.1:{native.http_port}/health")
-    assert redirect.status == 301 and redirect.headers["Location"].startswith("https://")
+    assert redirect.status == 301 and redirect.headers["Location"] == f"https://127.0.0.1:{native.https_port}/health"
     health = native.get("/health")
     assert health.status == 200
     assert "max-age=" in health.headers["Strict-Transport-Security"]

@@ -303,3 +303,28 @@ def test_check_the_books_from_the_back_office(make_staff, make_account):
     run = ReconciliationRun.objects.get()
     assert run.ok and run.triggered_by == "admin:auditor"
     assert AuditEvent.objects.filter(action="books.checked", actor_name="auditor").count() == 1
+
+
+def test_a_form_refused_for_a_missing_permission_is_on_record(make_staff, make_account):
+    """A 403 in the back office is an audit event: who, which page, which permissions were missing."""
+    from audit.models import AuditEvent
+
+    auditor = make_staff("auditor")
+    alice = make_account("db1", "100.00")
+    client = logged_in(auditor)
+    before = world_snapshot(alice)
+
+    response = client.post(
+        reverse("admin:transfers_transfer_add"),
+        {"source_account": alice.number, "destination_account": alice.number, "amount": "1.00"},
+    )
+
+    assert response.status_code == 403 and world_snapshot(alice) == before
+    refusal = AuditEvent.objects.get(action="backoffice.refused")
+    assert (refusal.actor_id, refusal.object_type, refusal.object_id) == (
+        auditor.pk,
+        "page",
+        "admin:transfers_transfer_add",
+    )
+    assert refusal.changes["code"] == "permission_denied"
+    assert refusal.changes["missing"] == ["transfers.add_transfer"]

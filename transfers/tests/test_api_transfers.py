@@ -269,12 +269,12 @@ def test_refusals_found_before_accepting_are_answered_again_not_replayed(api_wor
         assert everything(w) == before, code  # nothing moved, no transfer, no audit event
 
 
-def test_a_retried_same_account_request_answers_the_same_400_and_moves_nothing(api_world):
+def test_a_retried_same_account_request_answers_the_same_422_and_moves_nothing(api_world):
     w = api_world
     before = everything(w)
     for _attempt in range(2):
         response = post(w.a, body(w.a1, w.a1), key="same-1")
-        assert response.status_code == 400
+        assert response.status_code == 422
         assert response.json()["code"] == "same_account"
         assert "Idempotent-Replayed" not in response
     assert everything(w) == before
@@ -332,7 +332,7 @@ REFUSALS = [
     (lambda w: body(w.a1, w.c2, reference="bell\x07"), 400, "invalid_reference"),
     (lambda w: body(w.a1, w.c2, reference="nul\x00"), 400, "validation_error"),
     (lambda w: body(w.a1, w.c2, reference=["a"]), 400, "validation_error"),
-    (lambda w: body(w.a1, w.a1), 400, "same_account"),
+    (lambda w: body(w.a1, w.a1), 422, "same_account"),
     (lambda w: body(w.a1, w.c2, amount="1000.01"), 422, "insufficient_funds"),
     (lambda w: {**body(w.a1, w.c2), "destination_account": "01000000000100"}, 400, "invalid_account_number"),
     (lambda w: {**body(w.a1, w.c2), "destination_account": 12345}, 400, "validation_error"),
@@ -360,7 +360,7 @@ def test_refusals_move_nothing(api_world):
         assert problem["status"] == status, case
         assert problem["type"].endswith(code) or code == "validation_error", case
         assert problem["title"] and problem["detail"], case
-        if status == 400 and code not in ("same_account", "invalid_reference", "idempotency_key_required"):
+        if status == 400 and code not in ("invalid_reference", "idempotency_key_required"):
             assert problem["errors"], (case, problem)
             assert {"field", "code", "message"} <= set(problem["errors"][0]), case
         assert_nothing_moved(w, *before)

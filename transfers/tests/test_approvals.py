@@ -382,6 +382,32 @@ def test_an_approved_request_is_executed_only_by_a_supervisor_other_than_its_mak
     assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
 
 
+def test_a_teller_made_supervisor_for_a_moment_approving_their_own_request_is_on_record(people, make_account):
+    """The maker, given the supervisor role, forces a POST approving their own request: refused,
+    nothing moved, and the refusal is an audit event with who tried and the refusal's code, not
+    only a line in the audit file."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+    from django.urls import reverse
+
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    teller = people["teller"]
+    approval = ask(teller, alice, bob)
+    teller.groups.add(Group.objects.get(name="supervisor"))
+    client = Client()
+    client.force_login(teller)
+    before = world_snapshot(alice, bob)
+
+    client.post(reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"})
+
+    assert world_snapshot(alice, bob) == before
+    refusal = AuditEvent.objects.get(action="approval.approve.refused")
+    assert (refusal.actor_id, refusal.actor_name, refusal.channel) == (teller.pk, "teller", Channel.ADMIN)
+    assert (refusal.object_type, refusal.object_id) == ("approval", str(approval.pk))
+    assert refusal.changes == {"code": "approval_self_approval"}
+    assert refusal.ip is not None and refusal.request_id
+
+
 # --- the amount held while a request waits ---------------------------------------------------
 
 

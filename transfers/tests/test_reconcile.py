@@ -1,10 +1,13 @@
 """Reconciliation finds every way the books can be off, and the commands say so."""
 
+import importlib
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 
 from accounts.models import Account
@@ -89,6 +92,74 @@ def test_a_status_changed_behind_the_services_back_is_found(actor, make_account)
     assert reconcile(audit_grace=timedelta(0)).ok
 
 
+def _entry_forge(ledger: str, account, amount: str, transfer_id: uuid.UUID) -> None:  # type: ignore[no-untyped-def]
+    """What someone with the database's password can do: an entry inserted and its account's
+    ``posted`` moved to match, in raw SQL."""
+    with connections[ledger].cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO accounts_entry (account_id, amount, balance_after, kind, transfer_id, description, "
+            "created_at) VALUES (%s, %s, 0, 'deposit', %s, '', %s)",
+            [account.pk, amount, transfer_id.hex, connections[ledger].ops.adapt_datetimefield_value(timezone.now())],
+        )
+        cursor.execute("UPDATE accounts_account SET posted = posted + %s WHERE id = %s", [amount, account.pk])
+
+
+def test_a_balanced_pair_of_forged_entries_is_reported_and_nothing_else(make_account):
+    """+40,000 to a customer, −40,000 to the cash account, ``posted`` updated to match: every
+    balance equals its entries and the books sum to zero, but no transfer explains the entries."""
+    from accounts.services import cash_account_ensure
+
+    alice = make_account("db1", "100.00")
+    cash = cash_account_ensure(ledger="db1", currency="CNY")
+    forged = uuid.uuid4()
+    _entry_forge("db1", alice, "40000.00", forged)
+    _entry_forge("db1", cash, "-40000.00", forged)
+
+    report = reconcile(audit_grace=timedelta(0))
+    assert report.grand_total == 0
+    assert sorted(report.discrepancies) == sorted(
+        f"db1: entry of {amount} on account {account.number} names transfer {forged}, which the control plane "
+        "does not know"
+        for account, amount in ((alice, "40000.00"), (cash, "-40000.00"))
+    )
+    result = run_manage("reconcile", "--no-progress")
+    assert result.returncode == 1 and "2 discrepancies:" in result.stdout
+    assert f"on account {alice.number} names transfer {forged}" in result.stdout
+
+
+def test_an_explained_entry_with_another_amount_is_reported(actor, make_account):
+    """A transfer's two entries rewritten with a larger amount (the append-only trigger dropped by
+    someone allowed to), and the balances moved to match: the books still sum to zero."""
+    alice, bob = make_account("db1", "100.00"), make_account("db1", "0.00")
+    transfer = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="10.00")
+    no_update = importlib.import_module("accounts.migrations.0004_entry_append_only_triggers")
+    with connections["db1"].cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER {no_update.NO_UPDATE}")
+        try:
+            for account, amount, delta in ((alice, "-15.00", "-5.00"), (bob, "15.00", "5.00")):
+                cursor.execute(
+                    "UPDATE accounts_entry SET amount = %s WHERE transfer_id = %s AND account_id = %s",
+                    [amount, transfer.id.hex, account.pk],
+                )
+                cursor.execute(
+                    "UPDATE accounts_account SET posted = posted + %s WHERE id = %s",
+                    [delta, account.pk],
+                )
+        finally:
+            cursor.execute(no_update._statements(connections["db1"].vendor)[0])
+
+    report = reconcile(audit_grace=timedelta(0))
+    assert report.grand_total == 0
+    assert sorted(report.discrepancies) == sorted(
+        [
+            f"db1: entry of -15.00 on account {alice.number} for transfer {transfer.id}: the transfer's debit "
+            "there is -10.00",
+            f"db1: entry of 15.00 on account {bob.number} for transfer {transfer.id}: the transfer's credit "
+            "there is 10.00",
+        ]
+    )
+
+
 def _last_event_at(account) -> str:  # type: ignore[no-untyped-def]
     from audit.models import AuditEvent
 
@@ -111,6 +182,19 @@ def _cross_transfer(alice, bob, **fields) -> Transfer:  # type: ignore[no-untype
         channel="system",
         **fields,
     )
+
+
+def test_a_completed_transfer_without_its_entries_is_reported(make_account):
+    """The control plane says a transfer completed, the ledgers hold none of its entries."""
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    transfer = _cross_transfer(alice, bob, status=Transfer.Status.COMPLETED, finished_at=timezone.now())
+
+    report = reconcile(audit_grace=timedelta(0))
+    assert report.discrepancies == [
+        f"db1: transfer {transfer.id} is completed but its debit of -30.00 on account {alice.number} has no entry",
+        f"db2: transfer {transfer.id} is completed but its credit of 30.00 on account {bob.number} has no entry",
+    ]
+    assert reconcile().ok  # completed within the grace: its entries may postdate the snapshot
 
 
 def test_money_in_flight_is_counted_and_a_stuck_transfer_is_reported(make_account):

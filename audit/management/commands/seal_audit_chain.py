@@ -1,4 +1,5 @@
-"""Hash every new audit event into the chain (Celery beat does this every few seconds)."""
+"""Hash every new audit event into the chain (Celery beat and the recovery loop do this every few
+seconds); a row whose own MAC is wrong is refused, named, and the exit status is 1."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -13,7 +14,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
         try:
-            sealed = audit_chain_seal(batch_size=max(1, options["batch_size"]))
+            sealing = audit_chain_seal(batch_size=max(1, options["batch_size"]))
         except AuditChainError as exc:
             raise CommandError(f"Refused to seal: {exc}") from exc
-        self.stdout.write(self.style.SUCCESS(f"Sealed {sealed} audit events."))
+        self.stdout.write(self.style.SUCCESS(f"Sealed {sealing.sealed} audit events."))
+        if sealing.refused:
+            raise CommandError(
+                f"Refused {len(sealing.refused)} audit events whose row MAC is wrong (not written by the "
+                f"application): id {', '.join(map(str, sealing.refused))}"
+            )

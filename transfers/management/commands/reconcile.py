@@ -8,12 +8,13 @@ import sys
 from django.core.management.base import BaseCommand
 
 from bankcore.actors import Actor, Channel
-from transfers.reconciliation import AUDIT_PHASE, reconciliation_run
+from transfers.reconciliation import AUDIT_PHASE, ENTRIES_PHASE, reconciliation_run
 
 
 class Command(BaseCommand):
     help = (
-        "Reconcile every ledger: balances vs entries, pending vs prepared legs, books sum to zero, no stuck "
+        "Reconcile every ledger: balances vs entries, pending vs prepared legs, books sum to zero, every entry "
+        "explained by a transfer of the control plane and every completed transfer by its entries, no stuck "
         "transfer, every customer account's state explained by the audit trail."
     )
 
@@ -28,7 +29,12 @@ class Command(BaseCommand):
                 return
             width = 30
             filled = int(width * done / total) if total else width
-            unit = "account events" if ledger == AUDIT_PHASE else "accounts"
+            if ledger == AUDIT_PHASE:
+                unit = "account events"
+            elif ledger.endswith(f" {ENTRIES_PHASE}"):
+                ledger, unit = ledger.removesuffix(f" {ENTRIES_PHASE}"), "entries"
+            else:
+                unit = "accounts"
             self.stderr.write(
                 f"\r{ledger:>6} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}", ending=""
             )

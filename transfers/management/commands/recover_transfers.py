@@ -1,4 +1,5 @@
-"""Operators' door onto recovery: one pass, or --loop for a long-running worker."""
+"""Operators' door onto recovery: one pass, or --loop for a long-running worker. The loop also seals
+the audit chain on each pass: where no Celery beat runs (``make run``), it is the sealer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 from collections.abc import Callable
 
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError
 
+from audit.chain import AuditChainError, audit_chain_seal
 from bankcore.actors import Actor, Channel
 from transfers.recovery import DEFAULT_GRACE_SECONDS, transfers_recover_pass
 
@@ -37,7 +40,11 @@ class Command(BaseCommand):
     help = "Finish committed transfers, void timed-out ones and orphan legs. Safe to run beside other workers."
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.add_argument("--loop", action="store_true", help="keep running, one pass every --interval seconds")
+        parser.add_argument(
+            "--loop",
+            action="store_true",
+            help="keep running, one pass every --interval seconds, each also sealing the audit chain",
+        )
         parser.add_argument("--interval", type=_seconds(least=0.01), default=2.0, help="0.01 to 86400")
         parser.add_argument(
             "--grace",
@@ -63,6 +70,22 @@ class Command(BaseCommand):
                 self.stdout.write(f"recovery: {summary}")
                 for error in report.errors:
                     self.stderr.write(f"  error: {error}")
+            if options["loop"]:
+                self._seal()
             if not options["loop"] or stopping:
                 break
             time.sleep(options["interval"])
+
+    def _seal(self) -> None:
+        """One sealing pass; a chain the sealer refuses to extend is reported, not fatal: recovery
+        must go on (verification and /metrics say what is wrong)."""
+        try:
+            sealing = audit_chain_seal()
+        except AuditChainError as exc:
+            self.stderr.write(f"audit chain: refused to seal: {exc}")
+            return
+        except DatabaseError as exc:
+            self.stderr.write(f"audit chain: sealing failed, retried next pass: {exc}")
+            return
+        for pk in sealing.refused:
+            self.stderr.write(f"audit chain: refused audit event id {pk}: its row MAC is wrong")
