@@ -1239,6 +1239,9 @@ def described(w: Any, row: Submission, key: str, response: Any = None) -> str:
     return repr(shown)
 
 
+# The world holds a transfer stuck past its deadline on purpose (``make_stuck_transfer``, for the
+# recovery rows), which reconciliation rightly reports once the tables took longer than its grace.
+@pytest.mark.books_may_not_balance
 @pytest.mark.parametrize("rows", corpus(FORM_TABLES))
 def test_a_hostile_submission_gets_its_answer_and_changes_nothing_else(
     forms_world: Any, logged_tracebacks: Tracebacks, rows: list[tuple[str, Submission, str]]
