@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import bench.api as bench_api  # noqa: E402
 from bankcore.testing.chaos import (  # noqa: E402
     HEAL_BOUND,
-    ArmedCrash,
+    DyingCoordinators,
     Fault,
     PartnerLoad,
     books_read,
@@ -123,6 +123,7 @@ def main() -> None:
     servers = [MariaDBServer(base, f"db{i}", durable=True) for i in (1, 2)]
     redis = RedisServer(base)
     processes: list[subprocess.Popen[bytes]] = []
+    dying: DyingCoordinators | None = None
     load: PartnerLoad | None = None
     try:
         bench_api._stack_start(
@@ -152,13 +153,7 @@ def main() -> None:
         app_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bankcore.settings.production", "ALLOWED_HOSTS": "127.0.0.1"}
         processes += _recovery_processes(args.recovery, app_env, args.recovery_interval, base)
         workers = _workers(gunicorn.pid)
-        crash_env = {**os.environ, "BANKCORE_FAULT_POINTS_ENABLED": "true"}
-
-        def armed() -> list[ArmedCrash]:
-            return [
-                ArmedCrash(env=crash_env, source=crash_source, destination=crash_destination, amount="1.00", at=at)
-                for at in ("after_accept_prepare", "after_decide_credit")
-            ]
+        dying = DyingCoordinators(env={**os.environ, "BANKCORE_FAULT_POINTS_ENABLED": "true"})
 
         print(
             f"chaos: {args.minutes:g} min; MariaDB x2 durable, Redis; gunicorn production settings, 2 workers x 4 "
@@ -183,14 +178,13 @@ def main() -> None:
         settle_times: list[float] = []
         late_total = 0
         left: list[str] = []
-        crashes = armed()
         time.sleep(5)
         end = started + args.minutes * 60
         while time.monotonic() < end:
             choice = rng.choice(("kill db1", "kill db2", "kill redis", "stop"))
             if choice != "kill redis":
-                for crash in crashes:
-                    crash.fire()
+                for at in ("after_accept_prepare", "after_decide_credit"):
+                    dying.transfer(source=crash_source, destination=crash_destination, amount="1.00", at=at)
             if choice == "kill db1":
                 fault = kill_and_restart(servers[0], target="db1", down=rng.uniform(1, 4))
             elif choice == "kill db2":
@@ -202,8 +196,6 @@ def main() -> None:
                 seconds = rng.uniform(args.lock_wait_timeout + 1, args.lock_wait_timeout + 4)
                 fault = stop_and_continue(servers[victim], target=f"db{victim + 1}", seconds=seconds)
             faults.append(fault)
-            if choice != "kill redis":
-                crashes = armed()
             settled, pending = settle_time(fault, bound=settle)
             if settled is not None:
                 settle_times.append(settled)
@@ -228,8 +220,6 @@ def main() -> None:
                 f"{len(attempts)} requests so far",
                 flush=True,
             )
-        for crash in crashes:
-            crash.cancel()
         load.stop()
         stopped = datetime.now(UTC)
         connections.close_all()
@@ -304,6 +294,8 @@ def main() -> None:
     finally:
         if load is not None:
             load.stop(timeout=5)
+        if dying is not None:
+            dying.close()
         for process in processes:
             if process.poll() is None:
                 process.terminate()

@@ -19,7 +19,9 @@ load (py-spy, ``make bench-api``). A connection that ran a query less than
 moment ago, and a server that went away in that moment is found by the query itself, as it would
 be in the moment between a ping and the query. An error marks the connection, and Django's own
 check at the end of the request closes it if it no longer answers. Idle connections, where a
-server restart or a ``wait_timeout`` may have dropped them, are pinged as before.
+server restart or a ``wait_timeout`` may have dropped them, are pinged as before. A connection
+with an error since its last check is checked before its next query, wherever that is (not only
+at a request's start): a failed connection is never used again.
 
 ``bankcore.db.server_transaction`` sends its transactions on the raw driver connection, past the
 cursor where Django runs that check: it asks for the same check before each transaction
@@ -69,11 +71,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
         super().close()
 
     def close_if_health_check_failed(self) -> None:
-        if (
-            self.connection is not None
-            and not self.errors_occurred
-            and time.monotonic() - self._used_at < HEALTH_CHECK_AFTER_IDLE
-        ):
+        if self.connection is not None and self.errors_occurred:
+            # A query failed since the connection was last checked: it is checked before its next
+            # use, inside a request or not (a thread, a loop), so a connection whose server went
+            # away is never used again. A live one (a deadlock was the error) costs one ping.
+            if self.is_usable():
+                self.errors_occurred = False
+            else:
+                self.close()
+            self.health_check_done = True
+            return
+        if self.connection is not None and time.monotonic() - self._used_at < HEALTH_CHECK_AFTER_IDLE:
             self.health_check_done = True
             return
         super().close_if_health_check_failed()

@@ -34,6 +34,7 @@ from decimal import Decimal
 from http.client import HTTPException
 from typing import Any
 
+from bankcore.faults import FAULT_EXIT_CODE
 from bankcore.testing.native import ROOT, http
 from bankcore.testing.servers import MariaDBServer, RedisServer
 
@@ -250,18 +251,18 @@ def stop_and_continue(server: Server, *, target: str, seconds: float) -> Fault:
     return fault
 
 
-class ArmedCrash:
-    """A coordinator that will die mid-transfer: a process of its own that sets Django up, waits
-    for ``fire()``, then makes one transfer and exits hard at the fault point ``at``
-    (``transfers.faults``; ``env`` must switch fault points on). Fired just before a fault, it
-    leaves a transfer that only the recovery loop can finish, and whose grace or deadline runs out
-    while the server is away: proof that the loop works again after the server's return."""
+class DyingCoordinators:
+    """Coordinators that die mid-transfer, on demand. One process sets Django up once and waits;
+    each ``transfer()`` makes it fork a child that makes one transfer and exits hard at the fault
+    point ``at`` (``bankcore.faults``; ``env`` must switch fault points on). Made just before a
+    fault, such a transfer is left to the recovery worker alone, and its grace or deadline runs out
+    while the server is away: proof that the worker works again after the server's return. (A
+    process per transfer would set Django up each time: seconds on a busy machine.)"""
 
-    def __init__(self, *, env: dict[str, str], source: str, destination: str, amount: str, at: str) -> None:
-        self.at = at
+    def __init__(self, *, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _ARMED, source, destination, amount],
-            env={**env, "BANKCORE_FAULT_AT": at},
+            [sys.executable, "-c", _DYING],
+            env=env,
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -269,51 +270,62 @@ class ArmedCrash:
             text=True,
         )
 
-    def fire(self, timeout: float = 60.0) -> None:
-        from transfers.faults import FAULT_EXIT_CODE
-
+    def transfer(self, *, source: str, destination: str, amount: str, at: str) -> None:
+        """Returns once the coordinator has died at ``at``; raises if it ended any other way."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        said: list[str] = []
         try:
-            self.process.stdin.write("go\n")
+            self.process.stdin.write(f"{at} {source} {destination} {amount}\n")
             self.process.stdin.flush()
-        except BrokenPipeError:  # it died before it was fired: its exit status and output say why
+        except BrokenPipeError:  # it died before: its output says why
             pass
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        output = self.process.stdout.read()
-        self._close()
-        if self.process.returncode != FAULT_EXIT_CODE:
-            raise RuntimeError(f"the transfer to die at {self.at} exited {self.process.returncode}:\n{output[-2000:]}")
+        while line := self.process.stdout.readline():
+            if line.startswith("exit "):
+                status = int(line.split()[1])
+                if status != FAULT_EXIT_CODE:
+                    raise RuntimeError(f"the transfer to die at {at} ended with {status}:\n{''.join(said)[-2000:]}")
+                return
+            said.append(line)
+        raise RuntimeError(f"the dying coordinators' process exited:\n{''.join(said)[-2000:]}")
 
-    def cancel(self) -> None:
+    def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self._close()
-
-    def _close(self) -> None:
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:
                 pipe.close()
 
 
-_ARMED = """
+# Forks before any connection is opened: each child opens its own. A child stuck for a minute is
+# ended by SIGALRM, and its parent says so.
+_DYING = """
+import os
+import signal
 import sys
 import django
 django.setup()
 from bankcore.actors import Actor, Channel
 from transfers.services import transfer_create
-source, destination, amount = sys.argv[1:4]
-sys.stdin.readline()
-transfer_create(
-    actor=Actor.system(Channel.COMMAND, "chaos-crash"),
-    source_account=source,
-    destination_account=destination,
-    amount=amount,
-)
+while line := sys.stdin.readline():
+    at, source, destination, amount = line.split()
+    pid = os.fork()
+    if pid == 0:
+        os.environ["BANKCORE_FAULT_AT"] = at
+        signal.alarm(60)
+        try:
+            transfer_create(
+                actor=Actor.system(Channel.COMMAND, "chaos-crash"),
+                source_account=source,
+                destination_account=destination,
+                amount=amount,
+            )
+        except BaseException as error:
+            print(f"{type(error).__name__}: {error}", flush=True)
+            os._exit(3)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
 """
 
 

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from bankcore.testing.chaos import (
     HEAL_BOUND,
-    ArmedCrash,
+    DyingCoordinators,
     Fault,
     PartnerLoad,
     books_read,
@@ -102,6 +102,8 @@ class App:
             env=self.env,
             cwd=ROOT,
         )
+
+    def wait_ready(self) -> None:
         self.stack.wait_for("gunicorn /health", lambda: http(f"{self.url}/health").status == 200, timeout=90)
 
     def workers(self) -> set[int]:
@@ -131,20 +133,19 @@ def app(tmp_path):  # type: ignore[no-untyped-def]
         app.stack.stop()
 
 
-def _armed(source: str, destination: str) -> list[ArmedCrash]:
-    """Two coordinators to die just before a fault: one leaves its transfer PENDING with the debit
-    prepared (voided once its deadline is past), the other with its credit leg decided COMMITTED
-    (finished forward once its grace is past). Both are left to the recovery loop."""
-    env = subprocess_env(TRANSACTION_TIMEOUT=str(TRANSACTION_TIMEOUT))
-    return [
-        ArmedCrash(env=env, source=source, destination=destination, amount="1.00", at=at)
-        for at in ("after_accept_prepare", "after_decide_credit")
-    ]
+@pytest.fixture
+def dying():  # type: ignore[no-untyped-def]
+    coordinators = DyingCoordinators(env=subprocess_env(TRANSACTION_TIMEOUT=str(TRANSACTION_TIMEOUT)))
+    try:
+        yield coordinators
+    finally:
+        coordinators.close()
 
 
-def test_every_process_heals_after_each_server_fault(app, make_account, ledgers):
-    # given funded accounts in both ledgers, all linked to one partner, and two more for the
-    # transfers whose coordinators die
+def test_every_process_heals_after_each_server_fault(app, dying, make_account, ledgers):
+    # given the app's processes, funded accounts in both ledgers, all linked to one partner, and
+    # two more for the transfers whose coordinators die
+    app.start()  # it boots while the accounts are made
     accounts = {ledger: [make_account(ledger, OPENING).number for _ in range(4)] for ledger in ledgers}
     crash_source, crash_destination = make_account("db1", OPENING).number, make_account("db2").number
     opening = {number: OPENING for numbers in accounts.values() for number in numbers}
@@ -153,7 +154,7 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
     partner.save(update_fields=["password"])
     before = books_read()
     connections.close_all()
-    app.start()
+    app.wait_ready()
     workers = app.workers()
     token = app.token()
     load = PartnerLoad(url=app.url, token=lambda: token, accounts=accounts, clients=4, rate=15, give_up_after=45)
@@ -168,7 +169,6 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
     pending: list[str] = []  # each thing left pending, under the first fault it outlived
     seen: set[str] = set()
     settle_times: list[float | None] = []
-    armed = _armed(crash_source, crash_destination)
     try:
         time.sleep(1.5)
         for inject in (
@@ -177,11 +177,11 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
             lambda: kill_and_restart(redis, target="Redis", down=1.0),
             lambda: stop_and_continue(ledger_only, target="db2 (ledger only)", seconds=LOCK_WAIT_TIMEOUT + 2),
         ):
-            for crash in armed:
-                crash.fire()
+            # One transfer left PENDING with its debit prepared (voided once its deadline is past),
+            # one with its credit decided COMMITTED (finished forward once its grace is past).
+            for at in ("after_accept_prepare", "after_decide_credit"):
+                dying.transfer(source=crash_source, destination=crash_destination, amount="1.00", at=at)
             faults.append(inject())
-            # ready by the next fault: Django's set-up takes seconds on a busy machine
-            armed = _armed(crash_source, crash_destination)
             settled, left = settle_time(faults[-1], bound=SETTLE)
             settle_times.append(settled)
             pending += [f"{faults[-1].name}: {what}, {SETTLE:g}s after its return" for what in left if what not in seen]
@@ -189,8 +189,6 @@ def test_every_process_heals_after_each_server_fault(app, make_account, ledgers)
             # requests made HEAL_BOUND seconds after the return are watched for a while
             time.sleep(max(0.0, faults[-1].back + HEAL_BOUND + WATCH - time.monotonic()))
     finally:
-        for crash in armed:
-            crash.cancel()
         load.stop()
     ended = time.monotonic()
     connections.close_all()
