@@ -28,22 +28,25 @@ The rule is the same whatever the door: the back office queues what needs approv
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts.errors import InternalAccount
+from accounts.errors import AccountClosed, AccountFrozen, InternalAccount
 from accounts.models import Account
 from accounts.numbers import InvalidAccountNumber, account_number_parse
 from accounts.selectors import account_get
+from accounts.services import cash_account_ensure
 from audit.roles import SUPERUSER_WITHOUT_ROLE, acts_for_bank, role_permits
 from audit.services import audit_event_record, audit_refusal_record
 from bankcore.actors import Actor
@@ -55,6 +58,7 @@ from transfers.errors import (
     NOT_AN_OUTCOME,
     AmountAboveMaximum,
     ApprovalRequired,
+    CurrencyMismatch,
     IdempotencyKeyReused,
     LedgerBusy,
     RoleRequired,
@@ -67,6 +71,10 @@ from transfers.services import (
     text_is_visible,
     transfer_cash_movement,
     transfer_create,
+    transfer_held_execute,
+    transfer_hold,
+    transfer_hold_abort,
+    transfer_hold_release,
 )
 
 APPROVE_PERMISSION = "transfers.approve_approval"
@@ -109,6 +117,28 @@ class ApprovalReasonRequired(ValidationFailed):
 class ApprovalMakerRequired(ValidationFailed):
     code = "approval_maker_required"
     title = "Only a signed-in user can ask for approval"
+
+
+class ApprovalNotMaker(ApplicationError):
+    code = "approval_not_maker"
+    title = "Only the maker can withdraw a request"
+    http_status = 403
+
+
+class ApprovalExpired(Conflict):
+    code = "approval_expired"
+    title = "The request expired"
+
+
+# Why a held amount was released: the reason its hold transfer was aborted with.
+class ApprovalRejected(Conflict):
+    code = "approval_rejected"
+    title = "The request was rejected"
+
+
+class ApprovalWithdrawn(Conflict):
+    code = "approval_withdrawn"
+    title = "The request was withdrawn by its maker"
 
 
 # The permission each kind of movement needs, for staff.
@@ -157,20 +187,25 @@ _ZERO = Value(Decimal("0.00"), output_field=DecimalField(max_digits=20, decimal_
 
 def _maker_day_totals(*, maker_id: int, account: str) -> tuple[Decimal, Decimal]:
     """(on ``account``, over all accounts): the maker's movements of this business day that were
-    not aborted, plus their requests still waiting (pending or approved, whatever their day).
+    not aborted (a waiting request's hold among them), plus their requests still waiting (pending
+    or approved, whatever their day) whose hold is not.
     Reversals are a supervisor's correction of a movement already counted, and are not."""
     try:
         number = account_number_parse(account).number if account else ""
     except InvalidAccountNumber:
         number = ""  # refused by the service that runs it; nothing of it to count
     on_account = _on_account(number) if number else Q(pk__in=[])
-    totals = []
-    for rows in (
+    moved = (
         Transfer.objects.filter(created_by_id=maker_id, business_date=business_date_today())
         .exclude(status=Transfer.Status.ABORTED)
-        .exclude(kind=Transfer.Kind.REVERSAL),
-        Approval.objects.filter(maker_id=maker_id, status__in=[Status.PENDING, Status.APPROVED]),
-    ):
+        .exclude(kind=Transfer.Kind.REVERSAL)
+    )
+    # A waiting request's hold is a transfer of its own: counted there, when it is one of ``moved``.
+    waiting = Approval.objects.filter(maker_id=maker_id, status__in=[Status.PENDING, Status.APPROVED]).exclude(
+        transfer__in=moved
+    )
+    totals = []
+    for rows in (moved, waiting):
         totals.append(
             rows.aggregate(
                 account=Coalesce(Sum("amount", filter=on_account), _ZERO),
@@ -226,13 +261,19 @@ def approval_request(
     idempotency_key: str | None = None,
     why: str = "",
 ) -> Approval:
-    """Store a movement PENDING approval (``why``: the rule that made it wait, for the audit trail). A transfer names both accounts, a deposit the
-    destination, a withdrawal the source. With ``idempotency_key``, the same maker submitting the
-    same request again gets the first request back (never a second one to approve). Raises,
-    storing nothing: ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``,
-    ``SameAccount``, ``InternalAccount`` (a transfer naming a ledger's cash account), ``AmountAboveMaximum``, ``InvalidReference``, ``InvalidIdempotencyKey``,
-    ``IdempotencyKeyReused`` (same key, different request), ``ApprovalMakerRequired``. Funds,
-    limits and account state are checked when it executes, as for any transfer."""
+    """Store a movement PENDING approval (``why``: the rule that made it wait, for the audit trail), its amount held on the account it leaves
+    (``transfers.services.transfer_hold``: the debit leg prepared, the amount in pending debits)
+    until a supervisor decides, its maker withdraws it, or ``APPROVAL_HOLD_SECONDS`` pass. A
+    transfer names both accounts, a deposit the destination, a withdrawal the source. With
+    ``idempotency_key``, the same maker submitting the same request again gets the first request
+    back (never a second one to approve). Checks at submit what will be checked when it executes,
+    so that no supervisor is asked to approve what must fail. Raises, storing nothing:
+    ``InvalidAmount``, ``InvalidAccountNumber``, ``AccountNotFound``, ``SameAccount``,
+    ``InternalAccount`` (a transfer naming a ledger's cash account), ``AmountAboveMaximum``,
+    ``AccountFrozen``, ``AccountClosed``, ``CurrencyMismatch`` (the account credited),
+    ``InvalidReference``, ``InvalidIdempotencyKey``, ``IdempotencyKeyReused`` (same key, different
+    request), ``ApprovalMakerRequired``; and, recorded on the aborted hold, the source's refusals
+    (funds, daily limit, state)."""
     if actor.user_id is None:
         raise ApprovalMakerRequired()
     if kind not in Kind.values:
@@ -258,6 +299,22 @@ def approval_request(
         raise InternalAccount("A ledger's internal account moves only by cash deposits and withdrawals.")
     if value > settings.MAX_TRANSFER_AMOUNT:
         raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+    if kind in (Kind.TRANSFER, Kind.DEPOSIT):
+        # The account credited is checked again when the request executes; the hold checks the other.
+        _credit_check(destination, currency)
+    held = source if kind != Kind.DEPOSIT else cash_account_ensure(ledger=destination.ledger, currency=currency)
+    credited = destination if kind != Kind.WITHDRAWAL else cash_account_ensure(ledger=source.ledger, currency=currency)
+    hold = transfer_hold(
+        actor=actor,
+        kind=kind,
+        source_account=str(held.number),
+        destination_account=str(credited.number),
+        amount=value,
+        currency=currency,
+        reference=reference,
+        idempotency_key=_hold_key(key),
+        until=timezone.now() + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS),
+    )
     try:
         with transaction.atomic(using="default"):
             approval = Approval.objects.create(
@@ -270,15 +327,38 @@ def approval_request(
                 maker_id=actor.user_id,
                 maker_channel=actor.channel,
                 idempotency_key=key,
+                transfer=hold,
             )
-            _event(approval, actor, "approval.requested", why=why)
+            _event(
+                approval,
+                actor,
+                "approval.requested",
+                why=why,
+                held_until=hold.deadline.isoformat(),
+            )
     except IntegrityError:
-        # The same key submitted twice at once: the other submission stored it first.
+        # The same key submitted twice at once: the other submission stored it first (with the
+        # same hold, which the key made one).
         earlier = _approval_replay(maker_id=actor.user_id, key=key) if key is not None else None
         if earlier is None:
             raise
         return _approval_same_request(earlier, kind, value, source_account, destination_account, reference)
     return approval
+
+
+def _hold_key(key: str | None) -> str | None:
+    """The hold's idempotency key, from the request's: one request, one hold."""
+    return None if key is None else "hold:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _credit_check(account: Account, currency: str) -> None:
+    """What the engine checks of the account credited (``_check_account``), at submit."""
+    if account.status == Account.Status.FROZEN:
+        raise AccountFrozen(f"The destination account {account.number} is frozen.")
+    if account.status == Account.Status.CLOSED:
+        raise AccountClosed(f"The destination account {account.number} is closed.")
+    if account.currency != currency:
+        raise CurrencyMismatch(f"The destination account {account.number} holds {account.currency}, not {currency}.")
 
 
 def _approval_replay(*, maker_id: int, key: str) -> Approval | None:
@@ -324,7 +404,7 @@ def _check_not_maker_and_supervisor(actor: Actor, approval: Approval, *, verb: s
 
 
 # The refusals that say who may decide: each is an audit event of its own (who tried, what, why).
-STAFF_REFUSALS = (ApprovalSelfApproval, ApprovalNotAllowed)
+STAFF_REFUSALS = (ApprovalSelfApproval, ApprovalNotAllowed, ApprovalNotMaker)
 F = TypeVar("F", bound=Callable[..., Approval])
 
 
@@ -365,6 +445,17 @@ def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
         approval = _approval_lock(approval_id)
         _check_checker(actor, approval, verb="approve")
         now = timezone.now()
+        hold = _hold_of(approval)
+        expired = hold is not None and (hold.status != Transfer.Status.PENDING or hold.deadline <= now)
+        if expired:
+            _close(approval, actor, Status.EXPIRED, ApprovalExpired("The request expired before it was approved."))
+    if expired:
+        _release(approval)
+        raise ApprovalExpired("This request expired before it was approved; its amount is no longer held.")
+    with transaction.atomic(using="default"):
+        approval = _approval_lock(approval_id)
+        _check_checker(actor, approval, verb="approve")
+        now = timezone.now()
         Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(
             status=Status.APPROVED, checker_id=actor.user_id, decided_at=now
         )
@@ -398,7 +489,101 @@ def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approv
             reason,
         )
         _event(approval, actor, "approval.rejected", checker=actor.user_id, reason=reason)
+        _hold_abort(approval, actor, ApprovalRejected(f"Rejected by a supervisor: {reason}"))
+    _release(approval)
     return approval
+
+
+@_refusals_recorded("withdraw")
+def approval_withdraw(*, actor: Actor, approval_id: object) -> Approval:
+    """PENDING → WITHDRAWN by its maker, who no longer wants it; nothing moves and the amount held
+    is released. Raises ``ApprovalNotFound``, ``ApprovalNotPending``, ``ApprovalNotMaker`` (only the
+    maker may), changing nothing."""
+    with transaction.atomic(using="default"):
+        approval = _approval_lock(approval_id)
+        if actor.user_id is None or actor.user_id != approval.maker_id:
+            raise ApprovalNotMaker("Only the teller who made this request can withdraw it.")
+        if approval.status != Status.PENDING:
+            raise ApprovalNotPending(f"This request is already {approval.get_status_display().lower()}.")
+        _close(approval, actor, Status.WITHDRAWN, ApprovalWithdrawn("Withdrawn by its maker."))
+    _release(approval)
+    return approval
+
+
+def approvals_expire(*, actor: Actor, now: datetime | None = None) -> int:
+    """PENDING requests whose hold has ended (recovery aborted it past its deadline) or is past
+    its deadline → EXPIRED, their amount released. Run with recovery; returns how many."""
+    now = now or timezone.now()
+    due = Approval.objects.filter(status=Status.PENDING, transfer__isnull=False).filter(
+        Q(transfer__status=Transfer.Status.ABORTED) | Q(transfer__deadline__lte=now)
+    )
+    count = 0
+    for pk in list(due.values_list("pk", flat=True)[:500]):
+        with transaction.atomic(using="default"):
+            approval = _approval_lock(pk)
+            if approval.status != Status.PENDING:
+                continue
+            _close(approval, actor, Status.EXPIRED, ApprovalExpired("Not decided before its hold ended."))
+        _release(approval)
+        count += 1
+    return count
+
+
+def holds_orphaned_release(*, actor: Actor, now: datetime | None = None) -> int:
+    """Holds no request refers to (the process stopped between holding the amount and storing
+    the request, and the form was not sent again): aborted and released once older than
+    ``TRANSACTION_TIMEOUT``, rather than holding the money until their deadline. A hold is a
+    PENDING transfer whose deadline lies beyond a transfer's timeout. Run with recovery; returns
+    how many."""
+    now = now or timezone.now()
+    timeout = timedelta(seconds=settings.TRANSACTION_TIMEOUT)
+    orphans = (
+        Transfer.objects.filter(status=Transfer.Status.PENDING, created_at__lt=now - timeout)
+        .filter(deadline__gt=models.F("created_at") + timeout)
+        .exclude(pk__in=Approval.objects.filter(transfer__isnull=False).values("transfer_id"))
+    )
+    count = 0
+    for hold in list(orphans[:500]):
+        if transfer_hold_abort(actor=actor, transfer=hold, error=ApprovalExpired("No request holds this amount.")):
+            transfer_hold_release(transfer=hold)
+            count += 1
+    return count
+
+
+def _hold_of(approval: Approval) -> Transfer | None:
+    """The transfer holding a PENDING or APPROVED request's amount (None: a request stored before
+    amounts were held, which executes as a new transfer)."""
+    if approval.transfer_id is None or approval.status not in (Status.PENDING, Status.APPROVED):
+        return None
+    return Transfer.objects.get(pk=approval.transfer_id)
+
+
+def _hold_abort(approval: Approval, actor: Actor, error: ApplicationError) -> None:
+    """Inside the transaction that closes the request: its hold decided ABORTED with it."""
+    if approval.transfer_id is not None:
+        hold = Transfer.objects.get(pk=approval.transfer_id)
+        if hold.status == Transfer.Status.PENDING:
+            transfer_hold_abort(actor=actor, transfer=hold, error=error)
+
+
+def _close(approval: Approval, actor: Actor, status: str, error: ApplicationError) -> None:
+    """PENDING → ``status`` (withdrawn, expired), with its event and its hold aborted."""
+    now = timezone.now()
+    Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(
+        status=status, decided_at=now, reason=error.detail[:500]
+    )
+    approval.status, approval.decided_at, approval.reason = status, now, error.detail[:500]
+    _event(approval, actor, f"approval.{status}")
+    _hold_abort(approval, actor, error)
+
+
+def _release(approval: Approval) -> None:
+    """After the commit that aborted a request's hold: release the amount (recovery does it if
+    this cannot)."""
+    if approval.transfer_id is not None:
+        hold = Transfer.objects.get(pk=approval.transfer_id)
+        if hold.status == Transfer.Status.ABORTED:
+            transfer_hold_release(transfer=hold)
 
 
 @_refusals_recorded("execute")
@@ -423,14 +608,15 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
         request_id=actor.request_id,
     )
     key = f"approval:{approval.pk}"
+    hold = _hold_of(approval)
     try:
-        transfer = _execute(approval, maker, key)
+        transfer = _execute(approval, maker, key) if hold is None else transfer_held_execute(actor=maker, transfer=hold)
     except ServiceUnavailable:
         raise
     except ApplicationError as error:
-        if error.code in NOT_AN_OUTCOME:
+        if error.code in NOT_AN_OUTCOME and (hold is None or hold.status != Transfer.Status.ABORTED):
             raise  # nothing was moved for a reason of the moment: it stays APPROVED, to run again
-        refused = error.transfer if isinstance(error.transfer, Transfer) else None
+        refused = error.transfer if isinstance(error.transfer, Transfer) else hold
         with transaction.atomic(using="default"):
             failed = Approval.objects.filter(pk=approval.pk, status=Status.APPROVED).update(
                 status=Status.FAILED,

@@ -146,7 +146,10 @@ class Approval(models.Model):
     its maker approves it (then it executes, with the maker as its creator) or rejects it with a
     reason.
 
-    PENDING → APPROVED → EXECUTED (or FAILED, when the engine refused it); PENDING → REJECTED.
+    PENDING → APPROVED → EXECUTED (or FAILED, when the engine refused it); PENDING → REJECTED,
+    WITHDRAWN (by its maker) or EXPIRED. While PENDING or APPROVED, ``transfer`` is the hold: a
+    PENDING transfer keeping the amount in the source account's pending debits, which execution
+    completes and the other ends release.
     """
 
     class Kind(models.TextChoices):
@@ -160,6 +163,8 @@ class Approval(models.Model):
         REJECTED = "rejected", "Rejected"
         EXECUTED = "executed", "Executed"
         FAILED = "failed", "Failed"
+        WITHDRAWN = "withdrawn", "Withdrawn by its maker"
+        EXPIRED = "expired", "Expired"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)

@@ -14,7 +14,7 @@ from bankcore.actors import Actor, Channel
 from conftest import api_client_for, api_user, world_snapshot
 from transfers.approvals import approval_request
 from transfers.models import Approval
-from transfers.services import transfer_create
+from transfers.services import transfer_cash_movement, transfer_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -44,6 +44,8 @@ def world(make_staff, make_account, actor, api_throttle_reset):
     users = {role: make_staff(role) for role in ROLE_NAMES}
     users["superuser"] = User.objects.create_superuser("root", password="root-password-123")
     alice = make_account("db1", "50000.00", holder="Alice Matrix")
+    # The two requests below hold 40,000.00 of it while they wait.
+    transfer_cash_movement(actor=actor, kind="deposit", number=alice.number, amount="40000.00")
     bob, carol = make_account("db2", "100.00"), make_account("db2", "0.00")
     # A partner of the API with alice's and bob's accounts; a completed payment alice → bob.
     users["partner"] = api_user("partner", links=(alice.number, bob.number))

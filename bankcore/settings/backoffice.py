@@ -12,6 +12,9 @@ from bankcore.settings.base import CELERY_BEAT_SCHEDULE as _BEAT_SCHEDULE
 from bankcore.settings.base import INSECURE_DEFAULT_SECRET as _INSECURE_DEFAULT_SECRET
 from bankcore.settings.base import VAR_DIR as _VAR_DIR
 
+# Dates and times as the back office writes them: every time with its zone (bankcore/formats).
+FORMAT_MODULE_PATH = ["bankcore.formats"]
+
 # --- Admin sessions ----------------------------------------------------------------------------
 # Sessions live in Redis when Redis is configured (SESSION_ENGINE in base). A teller's session ends
 # with the browser and after a working day at most.

@@ -307,6 +307,9 @@ TRANSACTION_TIMEOUT = env_int("TRANSACTION_TIMEOUT", 30, minimum=1)
 APPROVAL_THRESHOLD = env_decimal("APPROVAL_THRESHOLD", "10000.00")
 APPROVAL_MAKER_DAILY_THRESHOLD = env_decimal("APPROVAL_MAKER_DAILY_THRESHOLD", "100000.00")
 SOLO_LIMIT = env_decimal("SOLO_LIMIT", str(APPROVAL_THRESHOLD))
+# How long a movement waiting for approval holds its amount; past it, the request expires and
+# recovery releases the money.
+APPROVAL_HOLD_SECONDS = env_int("APPROVAL_HOLD_SECONDS", 3 * 24 * 3600, minimum=60)
 DEFAULT_CURRENCY = env_str("DEFAULT_CURRENCY", "CNY")
 try:
     # The rule every account's currency is held to; a migration writes the cash account in this one.
