@@ -87,7 +87,7 @@ def test_a_teller_transfer_above_the_threshold_waits_and_moves_nothing(people, m
 
 
 def test_at_the_threshold_it_executes_at_once_and_a_supervisor_above_solo_limit_waits(people, make_account, settings):
-    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    alice, bob = make_account("db1", "45000.00"), make_account("db2", "0.00")
     at_threshold = money_movement_submit(
         actor=as_actor(people["teller"]),
         user=people["teller"],
@@ -107,7 +107,7 @@ def test_at_the_threshold_it_executes_at_once_and_a_supervisor_above_solo_limit_
     # SOLO_LIMIT defaults to APPROVAL_THRESHOLD: above it a second supervisor looks.
     assert isinstance(by_supervisor, Approval) and by_supervisor.status == Approval.Status.PENDING
     assert "SOLO_LIMIT" in by_supervisor.why
-    assert balances(alice, bob) == [Decimal("20000.00"), Decimal("10000.00")]
+    assert balances(alice, bob) == [Decimal("35000.00"), Decimal("10000.00")]  # 15,000.00 of it held
 
     settings.SOLO_LIMIT = Decimal("20000.00")  # a branch with one supervisor
     alone = money_movement_submit(
@@ -118,7 +118,7 @@ def test_at_the_threshold_it_executes_at_once_and_a_supervisor_above_solo_limit_
         source_account=alice.number,
     )
     assert isinstance(alone, Transfer) and alone.status == Transfer.Status.COMPLETED
-    assert balances(alice, bob) == [Decimal("5000.00"), Decimal("10000.00")]
+    assert balances(alice, bob) == [Decimal("20000.00"), Decimal("10000.00")]
 
 
 @pytest.mark.parametrize("kind", ["transfer", "deposit", "withdrawal"])

@@ -43,6 +43,18 @@ def warnings_of(response) -> list[str]:
     return [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
 
 
+def only_held(before, after, *, held: dict[int, str]) -> None:
+    """A request that waits moves nothing: no entry, no posted balance changed; its amount is held
+    (pending debits) on the account it leaves, by one transfer of its own (the hold)."""
+    assert after["entries"] == before["entries"]
+    expected = [
+        (posted, debits + Decimal(held.get(i, "0.00")), credits, status)
+        for i, (posted, debits, credits, status) in enumerate(before["accounts"])
+    ]
+    assert after["accounts"] == expected
+    assert after["transfers"] == before["transfers"] + len(held)
+
+
 def test_two_slips_from_one_account_wait_as_one_would(make_staff, make_account):
     teller = logged_in(make_staff("teller"))
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
@@ -54,9 +66,7 @@ def test_two_slips_from_one_account_wait_as_one_would(make_staff, make_account):
 
     [waits] = warnings_of(second)
     assert "waits for a supervisor" in waits and "APPROVAL_THRESHOLD" in waits
-    after = world_snapshot(alice, bob)
-    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
-    assert after["transfers"] == before["transfers"] and after["legs"] == before["legs"]
+    only_held(before, world_snapshot(alice, bob), held={0: "9000.00"})
     assert Approval.objects.get().status == Approval.Status.PENDING
 
 
@@ -69,8 +79,7 @@ def test_a_pending_request_counts_toward_the_total(make_staff, make_account):
     small = send(teller, alice, bob, "1.00")
 
     assert warnings_of(small) and Approval.objects.filter(status=Approval.Status.PENDING).count() == 2
-    after = world_snapshot(alice, bob)
-    assert after["accounts"] == before["accounts"] and after["transfers"] == before["transfers"]
+    only_held(before, world_snapshot(alice, bob), held={0: "1.00"})
 
 
 def test_one_makers_day_over_all_accounts_has_its_own_threshold(make_staff, make_account, settings):
@@ -85,9 +94,8 @@ def test_one_makers_day_over_all_accounts_has_its_own_threshold(make_staff, make
 
     [waits] = warnings_of(second)
     assert "APPROVAL_MAKER_DAILY_THRESHOLD" in waits
-    after = world_snapshot(alice, carol, bob)
-    assert after["accounts"] == before["accounts"] and after["transfers"] == before["transfers"]
-    # Another maker's day is their own.
+    only_held(before, world_snapshot(alice, carol, bob), held={1: "8000.00"})
+    # Another maker's day is their own (carol's 8,000.00 still held for the first maker's request).
     send(other_teller, carol, bob, "8000.00")
     assert balances(alice, carol, bob) == [Decimal("22000.00"), Decimal("22000.00"), Decimal("16000.00")]
 
@@ -102,8 +110,7 @@ def test_a_supervisor_above_solo_limit_needs_a_second_supervisor(make_staff, mak
 
     [waits] = warnings_of(made)
     assert "SOLO_LIMIT" in waits
-    after = world_snapshot(alice, bob)
-    assert after["accounts"] == before["accounts"] and after["transfers"] == before["transfers"]
+    only_held(before, world_snapshot(alice, bob), held={0: "15000.00"})
     approval = Approval.objects.get()
     decide = reverse("admin:transfers_approval_decide", args=(approval.pk,))
     assert logged_in(maker).post(decide, {"decision": "approve"}).status_code == 302
