@@ -19,7 +19,8 @@ RUN apt-get update \
 
 WORKDIR /build
 COPY requirements/ requirements/
-RUN pip wheel --wheel-dir /wheels -r requirements/prod.txt
+# The lock (make lock): every package pinned with its hashes; a file that does not match stops the build.
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements/prod.lock
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -62,6 +63,10 @@ RUN SECRET_KEY=build-only-collectstatic-secret-not-used-at-runtime-0000 \
     && chown -R bankcore:bankcore /app/logs /app/var
 
 USER bankcore
+
+# Inside a container every interface is the container's own: the app and the worker's metrics
+# listen on all of them (the settings' defaults are loopback, for native runs).
+ENV GUNICORN_BIND=0.0.0.0:8000 CELERY_METRICS_ADDR=0.0.0.0
 
 EXPOSE 8000
 

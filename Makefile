@@ -8,12 +8,15 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= bankcore.settings.development
 
-.PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench bench-api bench-door clean
+.PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench bench-api bench-door clean lock
 
 # Debian and Ubuntu ship Python without ensurepip (it comes with python3.X-venv), and then
 # `python3 -m venv` fails half-way. Install that package with apt as root or with passwordless
 # sudo, as deploy/install-system-deps.sh does; otherwise stop and say what to install.
-$(VENV)/.base: requirements/base.txt
+# Installs come from the lock files (requirements/*.lock: every package pinned, with its hashes;
+# `make lock` makes them from the ranges in requirements/*.txt). A file whose hash is not in the
+# lock stops the install.
+$(VENV)/.base: requirements/base.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { \
 	    echo "$(PYTHON) not found: bankcore needs Python 3.11+ (choose one with make PYTHON=...)." >&2; exit 1; }
 	@if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
@@ -36,11 +39,11 @@ $(VENV)/.base: requirements/base.txt
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements/base.txt
+	$(PIP) install --quiet --require-hashes -r requirements/base.lock
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.base requirements/dev.txt requirements/mysql.txt
-	$(PIP) install --quiet -r requirements/dev.txt
+$(VENV)/.dev: $(VENV)/.base requirements/dev.lock
+	$(PIP) install --quiet --require-hashes -r requirements/dev.lock
 	touch $@
 
 venv: $(VENV)/.base
@@ -95,6 +98,19 @@ bench-api: venv-dev
 # The API's door alone, in one process: its CPU per transfer beside transfer_create's (bench/door.py).
 bench-door: venv-dev
 	$(PY) bench/door.py
+
+# The lock files, again from the ranges in requirements/*.txt: the newest versions within them,
+# each with the hashes of every file the index has for it. Run after changing a .txt file and
+# commit both; bankcore/tests/test_locked_dependencies.py checks every pin against its range.
+LOCKS := base dev prod
+lock:
+	test -x $(PIP) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet "pip-tools>=7.4,<8"
+	for name in $(LOCKS); do \
+	    $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --upgrade \
+	        --no-emit-index-url --no-emit-find-links --output-file requirements/$$name.lock requirements/$$name.txt \
+	        || exit 1; \
+	done
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache

@@ -25,6 +25,7 @@ from bankcore.api_errors import (
     ExactRegexField,
     StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
     problems,
 )
 
@@ -126,14 +127,14 @@ class AccountFilter(StrictInputSerializer):
     # ledger needed); the page links carry the last and first numbers of a page.
     after = ExactRegexField(NUMBER_PATTERN, required=False, help_text="The page after this account number.")
     before = ExactRegexField(NUMBER_PATTERN, required=False, help_text="The page before this account number.")
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX, default=PAGE_SIZE_DEFAULT)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX, default=PAGE_SIZE_DEFAULT)
 
 
 class EntryFilter(StrictInputSerializer):
     created_from = BoundedDateTimeField(clamp=True, required=False, help_text="Inclusive.")
     created_to = BoundedDateTimeField(clamp=True, required=False, help_text="Exclusive.")
     cursor = serializers.CharField(required=False, max_length=500, trim_whitespace=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
 
 
 def _page_link(request: Request, **params: str) -> str:

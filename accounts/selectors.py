@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.db.models import Q, QuerySet, Sum
 from accounts.errors import AccountNotFound
 from accounts.models import ZERO, Account, Entry
 from accounts.numbers import account_number_parse
+from bankcore.errors import ApplicationError
 
 
 def ledger_aliases() -> list[str]:
@@ -70,3 +72,29 @@ def accounts_iter(*, ledger: str, chunk_size: int = 2000) -> Iterator[Account]:
 def ledger_posted_total(*, ledger: str) -> Decimal:
     total = Account.objects.using(ledger).aggregate(total=Sum("posted"))["total"]
     return total if total is not None else ZERO
+
+
+def accounts_by_number(*, numbers: Iterable[str]) -> dict[str, Account]:
+    """The accounts of ``numbers`` that exist, by number: one query per ledger named (what a
+    page listing many numbers shows their holders with). A number that is none is left out."""
+    by_ledger: dict[str, list[int]] = {}
+    for number in set(numbers):
+        try:
+            parsed = account_number_parse(number)
+        except ApplicationError:
+            continue
+        by_ledger.setdefault(parsed.ledger, []).append(parsed.serial)
+    found: dict[str, Account] = {}
+    for ledger, serials in by_ledger.items():
+        for account in Account.objects.using(ledger).filter(pk__in=serials):
+            found[str(account.number)] = account
+    return found
+
+
+def ledger_for_new_account(*, holder: str) -> str:
+    """The ledger a new customer account is opened in: chosen from the holder's name (a stable
+    hash of it, spaces and case aside), so that ledgers fill evenly and one customer's accounts
+    share a ledger, whose transfers between them are then local. Nobody at the counter chooses."""
+    aliases = list(settings.LEDGERS)
+    key = " ".join(holder.split()).casefold().encode()
+    return aliases[zlib.crc32(key) % len(aliases)]

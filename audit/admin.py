@@ -10,10 +10,27 @@ import json
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from audit.models import AuditChainHead, AuditEvent
+
+PERSON_KEYS = ("maker", "checker", "created_by", "user", "actor")
+
+
+def _people_named(changes: Any) -> list[tuple[str, int, str]]:
+    """(key, id, name) of the users a change names by id."""
+    if not isinstance(changes, dict):
+        return []
+    ids = {key: changes[key] for key in PERSON_KEYS if isinstance(changes.get(key), int)}
+    if not ids:
+        return []
+    users = get_user_model().objects.in_bulk(set(ids.values()))
+    return [
+        (key, pk, (users[pk].get_full_name() or users[pk].get_username()) if pk in users else "unknown user")
+        for key, pk in ids.items()
+    ]
 
 
 @admin.register(AuditEvent)
@@ -49,7 +66,12 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="what changed")
     def changes_pretty(self, obj: AuditEvent) -> Any:
-        return format_html("<pre>{}</pre>", json.dumps(obj.changes, indent=2, ensure_ascii=False, sort_keys=True))
+        """The event's changes as recorded, with the people its ids name written beside them."""
+        text = json.dumps(obj.changes, indent=2, ensure_ascii=False, sort_keys=True)
+        people = _people_named(obj.changes)
+        if people:
+            text += "\n\n" + "\n".join(f"{key} {pk}: {name}" for key, pk, name in people)
+        return format_html("<pre>{}</pre>", text)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         # The last verification of the hash chain, above the list.

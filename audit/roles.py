@@ -89,6 +89,21 @@ def acts_for_bank(user: Any) -> bool:
     return bool(user.is_staff or any(user.has_perm(perm) for perm in STAFF_MOVEMENT_PERMISSIONS))
 
 
+def may_use_partner_api(user: Any) -> bool:
+    """simplejwt's ``USER_AUTHENTICATION_RULE``: the partner API is for partners only, an active
+    user that is not staff, not a superuser and holds no permission at all (a partner's authority
+    is its account links, ``PartnerAccountLink``; any permission is the back office's). Staff work
+    in the back office, where four eyes and the roles apply; an API token would be a second door
+    around them."""
+    return bool(
+        user is not None
+        and user.is_active
+        and not user.is_staff
+        and not user.is_superuser
+        and not user.get_all_permissions()
+    )
+
+
 def roles_sync(*, apps: Any = django_apps, using: str = "default") -> None:
     """Create the role groups (and any permission not created yet: Django creates them only after
     all migrations) and set each group's permissions to exactly its list. Idempotent. ``apps`` is

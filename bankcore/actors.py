@@ -58,20 +58,44 @@ IP_MAX_LENGTH = 39  # GenericIPAddressField's (an audit event's ip, auditlog's r
 
 
 def client_ip(request: Any) -> str | None:
-    """The client's address. Behind nginx, REMOTE_ADDR is nginx; it passes the client in X-Real-IP.
-    A header that is not an IP address is ignored (REMOTE_ADDR instead): nginx overwrites it, but a
-    server reached directly gets whatever a client sends, and the audit trail records an address,
-    not text (a 100-character header could not even be stored: a DataError, a 500)."""
-    for given in (request.META.get("HTTP_X_REAL_IP"), request.META.get("REMOTE_ADDR")):
-        if not given:
-            continue
-        try:
-            ip = str(ipaddress.ip_address(given.strip()))
-        except ValueError:
-            continue
-        if len(ip) <= IP_MAX_LENGTH:  # an IPv6 scope (fe80::1%<name>) can make it longer
-            return ip
-    return None
+    """The client's address: the peer's (REMOTE_ADDR), unless the peer is a proxy of
+    ``TRUSTED_PROXIES`` (nginx), which passes the client in X-Real-IP (else the last address of
+    X-Forwarded-For that is not itself a trusted proxy). A server reached directly gets whatever a
+    client sends in those headers: from any other peer they are ignored, so a forged one neither
+    picks a fresh throttle bucket or lockout counter nor lands in the audit trail. One answer for
+    the audit trail, the API's throttles and django-axes (``AXES_CLIENT_IP_CALLABLE``). A header
+    that is not an IP address is ignored too: the audit trail records an address, not text (a
+    100-character header could not even be stored: a DataError, a 500)."""
+    peer = _address(request.META.get("REMOTE_ADDR"))
+    if peer is None or not _trusted_proxy(peer):
+        return peer
+    real = _address(request.META.get("HTTP_X_REAL_IP"))
+    if real is not None:
+        return real
+    for hop in reversed(str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",")):
+        address = _address(hop)
+        if address is None:
+            break
+        if not _trusted_proxy(address):
+            return address
+    return peer
+
+
+def _address(given: object) -> str | None:
+    if not isinstance(given, str) or not given.strip():
+        return None
+    try:
+        ip = str(ipaddress.ip_address(given.strip()))
+    except ValueError:
+        return None
+    return ip if len(ip) <= IP_MAX_LENGTH else None  # an IPv6 scope (fe80::1%<name>) can make it longer
+
+
+def _trusted_proxy(address: str) -> bool:
+    from django.conf import settings
+
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(network) for network in settings.TRUSTED_PROXIES)
 
 
 def actor_from_request(request: Any, *, channel: str) -> Actor:

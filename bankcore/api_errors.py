@@ -6,14 +6,14 @@ and, for invalid input, ``errors``: one ``{"field", "code", "message"}`` per fie
 trace, never HTML, never a 500 for bad input.
 
 Here too is what refuses bad input at the door before a view runs: the JSON parser (size limit,
-malformed or too deeply nested JSON), the strict serializer base (unknown fields) and the OpenAPI
-hook that documents every problem response.
+malformed or too deeply nested JSON, a key given twice in one object), the strict serializer base
+(unknown fields), strict amount and integer fields (no whitespace trimmed, no other spelling of a
+number) and the OpenAPI hook that documents every problem response.
 """
 
 from __future__ import annotations
 
 import codecs
-import io
 import logging
 import math
 import re
@@ -38,6 +38,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+from rest_framework.utils import json as drf_json
 from rest_framework.views import set_rollback
 
 from bankcore.db import FILTER_YEARS, LockConflictGaveUp
@@ -59,6 +60,11 @@ UNAVAILABLE_RETRY_AFTER = 1
 class UnknownField(ValidationFailed):
     code = "unknown_field"
     title = "Unknown field"
+
+
+class DuplicateField(ValidationFailed):
+    code = "duplicate_field"
+    title = "Duplicate field"
 
 
 class IdempotencyKeyRequired(ValidationFailed):
@@ -137,6 +143,7 @@ _AUTH_CODES = {
     "user_not_found": "token_not_valid",
     "user_inactive": "token_not_valid",
     "password_changed": "token_not_valid",
+    "not_partner": "token_not_valid",
     "bad_authorization_header": "token_not_valid",
 }
 
@@ -160,6 +167,8 @@ def _problem_of(exc: Exception) -> tuple[int, str, str, str, dict[str, Any], dic
             headers["Idempotent-Replayed"] = "true"
         if exc.http_status == 503:
             headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
+        if exc.http_status == 429:
+            headers["Retry-After"] = str(exc.extra.get("retry_after", 1))
         return exc.http_status, exc.code, exc.title, str(exc.detail), dict(exc.extra), headers
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -329,9 +338,33 @@ class LimitedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The request body has at most {limit} bytes.")
         try:
-            return super().parse(io.BytesIO(raw), media_type, parser_context)
+            # DRF's parse, with every object's keys checked for repeats.
+            parse_constant = drf_json.strict_constant if self.strict else None
+            return drf_json.loads(
+                raw.decode("utf-8"), parse_constant=parse_constant, object_pairs_hook=_object_without_repeats
+            )
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once. RFC 8259 leaves a repeated key's meaning to
+    the reader, and readers differ (Python keeps the last, others the first or refuse): an
+    ``{"amount": "1.00", "amount": "2.00"}`` that a gateway logs as 1.00 and this API books as 2.00
+    is refused instead, 400 ``duplicate_field``."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise DuplicateField(
+            f"The field {repeated[:100]!r} is given more than once.",
+            extra={
+                "errors": [{"field": repeated[:100], "code": DuplicateField.code, "message": "Given more than once."}]
+            },
+        )
+    return data
 
 
 class JSONNegotiation(DefaultContentNegotiation):
@@ -390,6 +423,16 @@ class StrictInputSerializer(serializers.Serializer):  # type: ignore[type-arg]
                     }
                 )
         return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer as a JSON number or a string of ASCII digits, nothing else: DRF's read " 12 ",
+    "12.0" and "1_2" all as 12."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not (data.isascii() and data.isdigit()):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
 
 
 class StrictInputSerializerScheme(OpenApiSerializerExtension):
@@ -568,7 +611,7 @@ COMMON_PROBLEMS: dict[int, list[str]] = {
     503: ["ledger_unavailable", "ledger_busy"],
 }
 BODY_PROBLEMS: dict[int, list[str]] = {
-    400: ["malformed_json", "unknown_field"],
+    400: ["malformed_json", "unknown_field", "duplicate_field"],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
 }

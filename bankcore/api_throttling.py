@@ -38,19 +38,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
+from bankcore.actors import client_ip
+
 logger = logging.getLogger(__name__)
 
 
-# KEYS[1]: the client's key; ARGV: T, D and the slack (_SLACK) in seconds. Returns {1, ""} if the
-# request fits, else {0, seconds to wait}, as strings (Redis turns a Lua number into an integer).
+# KEYS[1]: the client's key; ARGV: T, D, the slack (_SLACK) in seconds, and "1" to only look
+# (count nothing). Returns {1, ""} if the request fits, else {0, seconds to wait}, as strings
+# (Redis turns a Lua number into an integer).
 _GCRA = """
 local interval, period, slack = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local peek = ARGV[4] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local due = tonumber(redis.call('GET', KEYS[1]) or '') or now
 if due < now then due = now end
 local wait = due + interval - period - now
 if wait > slack then return {0, tostring(wait)} end
+if peek then return {1, ''} end
 redis.call('SET', KEYS[1], string.format('%.6f', due + interval), 'PX', math.ceil((due + interval - now) * 1000))
 return {1, ''}
 """
@@ -65,8 +70,9 @@ _local_due: dict[str, float] = {}  # this process's meter: each client's next du
 _LOCAL_KEYS_MAX = 100_000
 
 
-def _gcra(key: str, interval: float, period: float) -> float:
-    """0 if one more request fits now (and it is counted), else the seconds until one does."""
+def _gcra(key: str, interval: float, period: float, *, peek: bool = False) -> float:
+    """0 if one more request fits now (and it is counted, unless ``peek``), else the seconds
+    until one does."""
     global _script, _redis_failed_at
     cache = caches["default"]
     if (
@@ -78,17 +84,19 @@ def _gcra(key: str, interval: float, period: float) -> float:
             _script = client.register_script(_GCRA)  # EVALSHA, loaded again if the server lost it
         try:
             allowed, wait = _script(
-                keys=[cache.make_key(key)], args=[repr(interval), repr(period), repr(_SLACK)], client=client
+                keys=[cache.make_key(key)],
+                args=[repr(interval), repr(period), repr(_SLACK), "1" if peek else "0"],
+                client=client,
             )
         except (RedisConnectionError, RedisTimeoutError) as exc:
             _redis_failed_at = time.monotonic()
             logger.warning("throttle: Redis did not answer (%s); counting in this process", exc.__class__.__name__)
         else:
             return 0.0 if int(allowed) else float(wait)
-    return _local_gcra(key, interval, period)
+    return _local_gcra(key, interval, period, peek=peek)
 
 
-def _local_gcra(key: str, interval: float, period: float) -> float:
+def _local_gcra(key: str, interval: float, period: float, *, peek: bool = False) -> float:
     """``_gcra`` in this process's memory: a development run's (no Redis), or while Redis is down."""
     with _local_lock:
         now = time.time()
@@ -96,6 +104,8 @@ def _local_gcra(key: str, interval: float, period: float) -> float:
         wait = due + interval - period - now
         if wait > _SLACK:
             return wait
+        if peek:
+            return 0.0
         if len(_local_due) >= _LOCAL_KEYS_MAX:
             # A client whose due time has passed has no state worth keeping (it is "now").
             for stale in [k for k, v in _local_due.items() if v <= now]:
@@ -105,11 +115,19 @@ def _local_gcra(key: str, interval: float, period: float) -> float:
 
 
 class CellRateThrottle(SimpleRateThrottle):
+    def get_ident(self, request: Any) -> str:
+        """An anonymous client's address as ``client_ip`` trusts it (``TRUSTED_PROXIES``): a forged
+        X-Forwarded-For from anyone else is no fresh bucket."""
+        return client_ip(request) or ""
+
     def get_rate(self) -> str | None:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(str(self.scope))
         return None if rate is None else str(rate)
 
     def allow_request(self, request: Any, view: Any) -> bool:
+        return self._check(request, view, peek=False)
+
+    def _check(self, request: Any, view: Any, *, peek: bool) -> bool:
         if self.rate is None:
             return True
         key = self.get_cache_key(request, view)
@@ -118,7 +136,7 @@ class CellRateThrottle(SimpleRateThrottle):
         limit, period = int(self.num_requests or 1), float(self.duration or 1)  # type: ignore[attr-defined]
         # A key of its own: DRF's throttle kept a pickled list under the plain one, which workers of
         # the previous version still write during a rolling update.
-        self._wait = _gcra(f"{key}:gcra", period / limit, period)
+        self._wait = _gcra(f"{key}:gcra", period / limit, period, peek=peek)
         return self._wait == 0.0
 
     def wait(self) -> float | None:
@@ -131,3 +149,21 @@ class PartnerRateThrottle(CellRateThrottle, UserRateThrottle):
 
 class AnonymousRateThrottle(CellRateThrottle, AnonRateThrottle):
     """Anonymous requests only (the token endpoint), by address."""
+
+
+class NotFoundRateThrottle(CellRateThrottle, UserRateThrottle):
+    """The answers that say an account does not exist, per partner (scope ``not_found``).
+
+    A transfer may go to any account of the bank, so its 404 ``account_not_found`` tells a
+    partner which numbers exist, and serials are sequential. ``allow_request`` only looks (the
+    view asks before it moves anything); ``record`` counts one such answer. Once a partner has had
+    its allowance of them, every transfer it posts is refused 429 ``throttled`` until the
+    allowance refills: refusing only the not-found answers would still tell them apart."""
+
+    scope = "not_found"
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        return self._check(request, view, peek=True)
+
+    def record(self, request: Any, view: Any) -> None:
+        self._check(request, view, peek=False)

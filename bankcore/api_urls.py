@@ -9,10 +9,12 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
 from bankcore.api_auth import (
+    PartnerTokenBlacklistSerializer,
     PartnerTokenObtainPairSerializer,
     PartnerTokenRefreshSerializer,
     TokenPairOutput,
@@ -27,8 +29,13 @@ from bankcore.api_throttling import AnonymousRateThrottle
         operation_id="auth_token_create",
         request=PartnerTokenObtainPairSerializer,
         responses={200: TokenPairOutput},
-        extensions=problems({401: ["invalid_credentials"]}),
-        description="A short-lived access token and a refresh token for a username and password.",
+        extensions=problems({401: ["invalid_credentials"], 429: ["login_locked"]}),
+        description=(
+            "A short-lived access token and a refresh token for a partner's username and password "
+            "(bank staff get none: 401 `invalid_credentials`). After `AXES_FAILURE_LIMIT` failed logins "
+            "for one username from one address, that pair is locked for the cool-off: 429 "
+            "`login_locked`, with `Retry-After`."
+        ),
     )
 )
 class TokenApi(TokenObtainPairView):
@@ -41,7 +48,10 @@ class TokenApi(TokenObtainPairView):
         operation_id="auth_token_refresh",
         request=PartnerTokenRefreshSerializer,
         responses={200: TokenRefreshOutput},
-        description="A new access token for a valid refresh token.",
+        description=(
+            "A new access token and a new refresh token for a valid refresh token, which is then "
+            "blacklisted: each refresh token is used once."
+        ),
     )
 )
 class TokenRefreshApi(TokenRefreshView):
@@ -49,9 +59,26 @@ class TokenRefreshApi(TokenRefreshView):
     throttle_classes = [AnonymousRateThrottle]
 
 
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="auth_token_revoke",
+        responses={204: None},
+        description="Log out: the refresh token is blacklisted (access tokens live out their few minutes).",
+    )
+)
+class TokenRevokeApi(TokenBlacklistView):
+    serializer_class = PartnerTokenBlacklistSerializer
+    throttle_classes = [AnonymousRateThrottle]
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        super().post(request, *args, **kwargs)
+        return Response(status=204)
+
+
 v1: list[URLPattern | URLResolver] = [
     path("auth/token/", TokenApi.as_view(), name="token"),
     path("auth/token/refresh/", TokenRefreshApi.as_view(), name="token-refresh"),
+    path("auth/token/revoke/", TokenRevokeApi.as_view(), name="token-revoke"),
     # Each app owns its routes; named by string, so the kernel imports no app.
     path("", include("accounts.api_urls")),
     path("", include("transfers.api_urls")),

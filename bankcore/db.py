@@ -436,3 +436,25 @@ def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None
             pass
     for callback in state.hooks:
         callback()
+
+
+@contextmanager
+def named_lock(name: str, *, using: str = "default", timeout: int = 10) -> Iterator[bool]:
+    """Hold the server-wide lock ``name`` (MySQL/MariaDB ``GET_LOCK``, at most 64 characters)
+    for the block, on ``using``'s connection; yields whether it was taken within ``timeout``
+    seconds. Unlike a row lock it lives outside transactions, so the block may run services that
+    commit on their own. SQLite (the embedded development default) has none: yields True, and
+    its single writer is the only serialisation."""
+    connection = connections[using]
+    if connection.vendor != "mysql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, %s)", [name, timeout])
+        taken = cursor.fetchone()[0] == 1
+    try:
+        yield taken
+    finally:
+        if taken:
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT RELEASE_LOCK(%s)", [name])

@@ -8,6 +8,7 @@ it misread.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -94,6 +95,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None or value == "":
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated IP addresses or networks ("10.0.0.1", "172.20.0.0/16", "::1"), as networks."""
+    try:
+        return [str(ipaddress.ip_network(item, strict=False)) for item in env_list(name, default)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc} (IP addresses or networks, comma-separated)") from None
 
 
 def env_names_set(pattern: str) -> list[str]:

@@ -275,17 +275,34 @@ def exposition(*, state: bool = True) -> bytes:
 
 
 def metrics_view(request):  # type: ignore[no-untyped-def]
-    """``GET /metrics``: reachable only from the internal network (nginx allows the compose
-    subnet and loopback; gunicorn's port is not published)."""
-    from django.http import HttpResponse
+    """``GET /metrics``: for a client in ``METRICS_ALLOWED_NETWORKS`` (loopback by default; the
+    compose network in docker-compose.yml) or one with ``Authorization: Bearer <METRICS_TOKEN>``;
+    a 404 for anyone else. The app guards it itself: nginx refusing it too is a second line, not
+    the only one (gunicorn reached directly, or another proxy in front)."""
+    import hmac
+    import ipaddress
 
+    from django.conf import settings
+    from django.http import Http404, HttpResponse
+
+    from bankcore.actors import client_ip
+
+    token = settings.METRICS_TOKEN
+    given = request.headers.get("Authorization", "")
+    bearer = bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    address = client_ip(request)
+    allowed = address is not None and any(
+        ipaddress.ip_address(address) in ipaddress.ip_network(network) for network in settings.METRICS_ALLOWED_NETWORKS
+    )
+    if not (bearer or allowed):
+        raise Http404("No such page.")
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 
 # --- Celery workers -------------------------------------------------------------------------------
 
 
-def worker_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, Any]:
+def worker_metrics_server(port: int, addr: str = "127.0.0.1") -> tuple[Any, Any]:
     """Serve the Celery worker's event metrics (recovery actions, tasks, transfers made by tasks)
     on ``port``, from the main worker process. The tasks run in the pool's child processes, so
     their counters are only visible with ``PROMETHEUS_MULTIPROC_DIR`` set (docker-compose.yml

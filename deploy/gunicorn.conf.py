@@ -58,7 +58,10 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-bind = _env.env_str("GUNICORN_BIND", "0.0.0.0:8000")
+# Loopback unless configured: a native run is not reachable from the network by default. The
+# image sets GUNICORN_BIND=0.0.0.0:8000 (Dockerfile), where the compose network and nginx stand
+# in front.
+bind = _env.env_str("GUNICORN_BIND", "127.0.0.1:8000")
 # Containers see the host's CPU count; set GUNICORN_WORKERS when a CPU limit applies
 # (docker-compose.scale.yml does). Each thread holds one connection per database alias.
 workers = _env.env_int("GUNICORN_WORKERS", 2 * _cpus() + 1, minimum=1)

@@ -37,10 +37,12 @@ from bankcore.api_errors import (
     IdempotencyKeyRequired,
     StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
     links,
     problems,
     replayable,
 )
+from bankcore.api_throttling import NotFoundRateThrottle
 from bankcore.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH
 from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute
@@ -142,7 +144,7 @@ class TransferFilter(StrictInputSerializer):
     created_from = BoundedDateTimeField(clamp=True, required=False, help_text="Inclusive.")
     created_to = BoundedDateTimeField(clamp=True, required=False, help_text="Exclusive.")
     cursor = serializers.CharField(required=False, max_length=500, trim_whitespace=False)
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
+    limit = StrictIntegerField(required=False, min_value=1, max_value=PAGE_SIZE_MAX)
 
 
 # ``bankcore.idempotency.idempotency_key_clean``'s rule, as HTTP carries it: 1 to 255 printable ASCII
@@ -289,9 +291,9 @@ class TransferListCreateApi(APIView):
             "`transfer_timed_out` moved nothing, and retrying it with the same key makes it, once. A "
             "refusal of the request itself (invalid input, `same_account`, `amount_above_maximum`, "
             "an account you may not debit, `approval_required`) is not stored: a retry is checked "
-            "again and answers the same while your links and the configuration stay the same. Bank "
-            "staff above `APPROVAL_THRESHOLD` who may not approve (tellers) are refused with 403 "
-            "`approval_required`, nothing moved or stored: four eyes are given in the back office."
+            "again and answers the same while your links and the configuration stay the same. A "
+            "destination that does not exist is 404 `account_not_found`; after `API_THROTTLE_NOT_FOUND_RATE` "
+            "of those, every transfer you post is 429 `throttled` until the allowance refills."
         ),
     )
     def post(self, request: Request) -> Response:
@@ -299,19 +301,26 @@ class TransferListCreateApi(APIView):
         data = TransferCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
+        not_found = NotFoundRateThrottle()
+        if not not_found.allow_request(request, self):
+            self.throttled(request, not_found.wait() or 1.0)
         if not account_may_debit(user=request.user, number=params["source_account"]):
             raise AccountNotFound(f"No account {params['source_account']}.")
-        transfer = money_movement_execute(
-            actor=actor_from_request(request, channel=Channel.API),
-            user=request.user,
-            kind=Approval.Kind.TRANSFER,
-            source_account=params["source_account"],
-            destination_account=params["destination_account"],
-            amount=params["amount"],
-            currency=params.get("currency"),
-            reference=params["reference"],
-            idempotency_key=key,
-        )
+        try:
+            transfer = money_movement_execute(
+                actor=actor_from_request(request, channel=Channel.API),
+                user=request.user,
+                kind=Approval.Kind.TRANSFER,
+                source_account=params["source_account"],
+                destination_account=params["destination_account"],
+                amount=params["amount"],
+                currency=params.get("currency"),
+                reference=params["reference"],
+                idempotency_key=key,
+            )
+        except AccountNotFound:
+            not_found.record(request, self)  # the destination: any account of the bank
+            raise
         return _transfer_response(transfer)
 
 

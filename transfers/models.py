@@ -141,11 +141,15 @@ class ReconciliationRun(models.Model):
 
 
 class Approval(models.Model):
-    """Four eyes (control plane, ``default``): a teller's transfer, deposit or withdrawal above
-    ``APPROVAL_THRESHOLD`` waits here until a supervisor other than its maker approves it (then it
-    executes, with the maker as its creator) or rejects it with a reason.
+    """Four eyes (control plane, ``default``): a staff member's transfer, deposit or withdrawal that
+    ``transfers.approvals.approval_required`` holds back waits here until a supervisor other than
+    its maker approves it (then it executes, with the maker as its creator) or rejects it with a
+    reason.
 
-    PENDING → APPROVED → EXECUTED (or FAILED, when the engine refused it); PENDING → REJECTED.
+    PENDING → APPROVED → EXECUTED (or FAILED, when the engine refused it); PENDING → REJECTED,
+    WITHDRAWN (by its maker) or EXPIRED. While PENDING or APPROVED, ``transfer`` is the hold: a
+    PENDING transfer keeping the amount in the source account's pending debits, which execution
+    completes and the other ends release.
     """
 
     class Kind(models.TextChoices):
@@ -159,6 +163,8 @@ class Approval(models.Model):
         REJECTED = "rejected", "Rejected"
         EXECUTED = "executed", "Executed"
         FAILED = "failed", "Failed"
+        WITHDRAWN = "withdrawn", "Withdrawn by its maker"
+        EXPIRED = "expired", "Expired"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
@@ -184,6 +190,9 @@ class Approval(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True, editable=False)
     executed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # Not a column: set by money_movement_submit to say why the movement waits.
+    why: str = ""
 
     class Meta:
         constraints = [

@@ -37,6 +37,7 @@ from django.utils import timezone
 from bankcore.actors import Actor, Channel
 from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
+from transfers.approvals import approvals_expire, holds_orphaned_release
 from transfers.errors import TransferTimedOut
 from transfers.models import Transfer, TransferLeg
 from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
@@ -133,8 +134,11 @@ def _recover_pending(
             transfer_finish_forward(transfer, actor, report)
             return
     fault_point("after_tombstone")
+    # A local transfer's legs commit together, except a hold's (``transfer_hold``): its debit leg
+    # alone is prepared, and is released here.
+    held: list[str] = [Leg.DEBIT] if states[Leg.DEBIT] == LegState.PREPARED else []
     if _decide_abort(
-        transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT] if transfer.is_cross_ledger else []
+        transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT] if transfer.is_cross_ledger else held
     ):
         _finished_by_recovery(transfer, report, "transfer_aborted")
 
@@ -200,8 +204,20 @@ def transfers_recover(
     if transfer_ids is None:
         for ledger in settings.LEDGERS:
             attempt(f"orphan legs in {ledger}", _void_orphan_legs, ledger, grace, actor, report, batch_size)
+        attempt("expired approvals", _expire_approvals, actor, report, now)
     record_recovery(report.actions)
     return report
+
+
+def _expire_approvals(actor: Actor, report: RecoveryReport, now: datetime) -> None:
+    """Requests for approval whose hold ended, or is past its deadline: expired, amounts released;
+    and holds no request refers to, released."""
+    expired = approvals_expire(actor=actor, now=now)
+    if expired:
+        report.actions["approval_expired"] += expired
+    orphaned = holds_orphaned_release(actor=actor, now=now)
+    if orphaned:
+        report.actions["orphan_hold_released"] += orphaned
 
 
 def transfers_recover_pass(**options) -> RecoveryReport:  # type: ignore[no-untyped-def]

@@ -240,6 +240,91 @@ def transfer_reverse(
     )
 
 
+def transfer_hold(
+    *,
+    actor: Actor,
+    kind: str,
+    source_account: str,
+    destination_account: str,
+    amount: Decimal | str,
+    currency: str | None = None,
+    reference: str = "",
+    idempotency_key: str | None = None,
+    until: datetime,
+) -> Transfer:
+    """Accept a movement and hold its amount on the source account until ``until``: the debit leg
+    PREPARED, the amount in the account's pending debits (what a movement waiting for a second pair
+    of eyes keeps aside). The source is checked now, under its row lock, as for any transfer (state,
+    currency, funds, daily limit). Returns the transfer, PENDING with its deadline at ``until``:
+    ``transfer_held_execute`` moves the money, ``transfer_hold_cancel`` releases it, and recovery
+    releases it once the deadline has passed. Same refusals as ``transfer_create``."""
+    return _transfer_submit(
+        actor=actor,
+        kind=kind,
+        source=source_account,
+        destination=destination_account,
+        amount=amount,
+        currency=currency,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        hold_until=until,
+    )
+
+
+def transfer_held_execute(*, actor: Actor, transfer: Transfer) -> Transfer:
+    """Move the money a hold keeps (``transfer_hold``): the credit leg decided, the debit leg
+    finished, the transfer COMPLETED (COMMITTED if finishing was left to recovery). A transfer
+    already finished is returned as it is (or its refusal raised). Raises, recorded on the aborted
+    transfer with the hold released: the destination's refusals and ``TransferTimedOut`` (past the
+    hold's deadline). Raises ``LedgerUnavailable`` or ``LedgerBusy`` leaving the hold in place, to
+    be executed again."""
+    transfer.refresh_from_db()
+    if transfer.status != Status.PENDING:
+        error = transfer_refusal_error(transfer)
+        if error is not None:
+            raise error
+        return transfer
+    try:
+        leg_decide(transfer)
+    except TransferRefused as refused:
+        if isinstance(refused.error, LedgerUnavailable | LedgerBusy) and timezone.now() < transfer.deadline:
+            raise refused.error from None
+        _decide_abort(transfer, actor, refused.error, legs_to_void=[Leg.DEBIT])
+        error = transfer_refusal_error(transfer)
+        raise (error or refused.error) from None
+    except CommitOutcomeUnknown:
+        raise LedgerUnavailable(
+            f"Ledger {transfer.destination_ledger} did not answer; recovery completes or voids the transfer.",
+            extra={"transfer_id": str(transfer.id)},
+        ) from None
+    fault_point("after_decide_credit")
+    try:
+        leg_commit(transfer, Leg.DEBIT)
+    except (OperationalError, LockConflictGaveUp):
+        logger.warning("transfer %s: decided, finishing the debit leg deferred to recovery", transfer.id)
+        _mark_committed(transfer)
+        return transfer
+    _complete(transfer, actor)
+    return transfer
+
+
+def transfer_hold_abort(*, actor: Actor, transfer: Transfer, error: ApplicationError) -> bool:
+    """Decide a hold ABORTED with ``error`` as its reason (``default`` only: callable inside the
+    caller's own transaction, so that the decision commits with whatever caused it). True if this
+    call aborted it. Its debit leg is released by ``transfer_hold_release`` after the commit, or by
+    recovery, which voids the prepared legs of aborted transfers."""
+    return _abort_record(transfer, actor, error)
+
+
+def transfer_hold_release(*, transfer: Transfer) -> None:
+    """Void an aborted hold's debit leg, releasing its pending amount; a ledger that does not
+    answer leaves it to recovery."""
+    try:
+        leg_void(transfer, Leg.DEBIT)
+    except (OperationalError, LockConflictGaveUp):
+        logger.warning("transfer %s: releasing the hold deferred to recovery", transfer.id)
+
+
 def transfer_refusal_error(transfer: Transfer) -> ApplicationError | None:
     """The error an ABORTED transfer was refused with, for the doors to render."""
     if transfer.status != Status.ABORTED:
@@ -331,6 +416,7 @@ def _transfer_submit(
     reference: str,
     idempotency_key: str | None,
     reversal_of: Transfer | None = None,
+    hold_until: datetime | None = None,
 ) -> Transfer:
     amount = money_parse(amount)
     if currency is not None:
@@ -351,6 +437,7 @@ def _transfer_submit(
         currency=currency,
         reference=reference,
         reversal_of=reversal_of.pk if reversal_of else None,
+        **({"held": True} if hold_until is not None else {}),
     )
     client_id = actor.client_id
     if key is not None and reversal_of is not None:
@@ -379,7 +466,7 @@ def _transfer_submit(
         request_hash=request_hash,
         reversal_of=reversal_of,
         business_date=business_date_today(),
-        deadline=now + timedelta(seconds=settings.TRANSACTION_TIMEOUT),
+        deadline=hold_until or now + timedelta(seconds=settings.TRANSACTION_TIMEOUT),
         channel=actor.channel,
         created_by_id=actor.user_id,
         created_at=now,
@@ -391,7 +478,8 @@ def _transfer_submit(
         ledger_sql.transfer_insert(transfer)
         auditlog_entry_created(transfer, actor=actor)
 
-    home = _home_leg(transfer)
+    # A hold stays prepared for hours: its leg is prepared in its ledger's own transaction.
+    home = None if hold_until is not None else _home_leg(transfer)
     started = time.monotonic()
     try:
         for _attempt in range(3):
@@ -435,7 +523,9 @@ def _transfer_submit(
             _execute_from_home(transfer, actor, home)
         else:
             fault_point("after_accept")
-            if transfer.is_cross_ledger:
+            if hold_until is not None:
+                _prepare_debit(transfer, actor)
+            elif transfer.is_cross_ledger:
                 _execute_cross_ledger(transfer, actor)
             else:
                 _execute_local(transfer, actor)
@@ -917,19 +1007,7 @@ def _leg_void_at(
 
 
 def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
-    try:
-        leg_prepare(transfer)
-    except TransferRefused as refused:
-        _decide_abort(transfer, actor, refused.error)
-        return
-    except CommitOutcomeUnknown:
-        # Prepared or not, nothing is decided: aborting voids the leg (or tombstones it) either way.
-        _decide_abort(
-            transfer,
-            actor,
-            LedgerUnavailable(f"Ledger {transfer.source_ledger} did not answer; the transfer was not made."),
-            legs_to_void=[Leg.DEBIT],
-        )
+    if not _prepare_debit(transfer, actor):
         return
     fault_point("after_prepare_debit")
     try:
@@ -948,6 +1026,25 @@ def _execute_cross_ledger(transfer: Transfer, actor: Actor) -> None:
         return
     fault_point("after_finish_debit")
     _complete(transfer, actor)
+
+
+def _prepare_debit(transfer: Transfer, actor: Actor) -> bool:
+    """Phase 1 in the source ledger's own transaction; a refusal aborts the transfer (False)."""
+    try:
+        leg_prepare(transfer)
+    except TransferRefused as refused:
+        _decide_abort(transfer, actor, refused.error)
+        return False
+    except CommitOutcomeUnknown:
+        # Prepared or not, nothing is decided: aborting voids the leg (or tombstones it) either way.
+        _decide_abort(
+            transfer,
+            actor,
+            LedgerUnavailable(f"Ledger {transfer.source_ledger} did not answer; the transfer was not made."),
+            legs_to_void=[Leg.DEBIT],
+        )
+        return False
+    return True
 
 
 # --- with the control plane's server --------------------------------------------------------------
@@ -1138,6 +1235,21 @@ def _mark_committed(transfer: Transfer) -> None:
 def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, legs_to_void: list[str] = ()) -> bool:  # type: ignore[assignment]
     """PENDING → ABORTED with the reason, then void what was prepared (recovery voids anything a
     failure here leaves behind). True if this call aborted it."""
+    aborted = _abort_record(transfer, actor, error)
+    fault_point("after_decide_abort")
+    if transfer.status != Status.ABORTED:
+        return False
+    for leg in legs_to_void:
+        try:
+            leg_void(transfer, leg)
+        except (OperationalError, LockConflictGaveUp):
+            logger.warning("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
+    return bool(aborted)
+
+
+def _abort_record(transfer: Transfer, actor: Actor, error: ApplicationError) -> bool:
+    """PENDING → ABORTED with the reason and its audit event, in ``default``; True if this call
+    did it (otherwise ``transfer`` is refreshed: someone else decided it)."""
     now = timezone.now()
     with transaction.atomic(using="default"):
         aborted = Transfer.objects.filter(pk=transfer.pk, status=Status.PENDING).update(
@@ -1150,14 +1262,6 @@ def _decide_abort(transfer: Transfer, actor: Actor, error: ApplicationError, *, 
         transfer.failure_code, transfer.failure_detail = error.code, error.detail[:500]
     else:
         transfer.refresh_from_db()
-    fault_point("after_decide_abort")
-    if transfer.status != Status.ABORTED:
-        return False
-    for leg in legs_to_void:
-        try:
-            leg_void(transfer, leg)
-        except (OperationalError, LockConflictGaveUp):
-            logger.warning("transfer %s: voiding the %s leg deferred to recovery", transfer.id, leg)
     return bool(aborted)
 
 

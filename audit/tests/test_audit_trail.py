@@ -77,9 +77,15 @@ def test_admin_channel_names_the_teller_the_address_and_the_request(make_staff, 
         ("", "203.0.113.7"),
     ],
 )
-def test_the_address_recorded_is_an_address(make_staff, make_account, real_ip, recorded):
+def test_the_address_recorded_is_an_address(make_staff, make_account, settings, real_ip, recorded):
+    settings.TRUSTED_PROXIES = ["203.0.113.7/32"]  # the peer is the proxy (nginx)
     _, event = _teller_deposits(make_staff, make_account, **{"X-Real-IP": real_ip})
     assert event.ip == recorded
+
+
+def test_a_forwarded_address_from_a_peer_that_is_no_proxy_is_not_believed(make_staff, make_account):
+    _, event = _teller_deposits(make_staff, make_account, **{"X-Real-IP": "198.51.100.20"})
+    assert event.ip == "203.0.113.7"
 
 
 def test_api_channel_is_recorded_as_such(make_staff, make_account):

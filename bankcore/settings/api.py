@@ -50,10 +50,10 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": _env_rate("API_THROTTLE_ANON_RATE", "60/min"),
         "user": _env_rate("API_THROTTLE_USER_RATE", "600/min"),
+        # Answers that an account does not exist (a transfer's destination), per partner: the
+        # bank's account numbers are not to be walked (bankcore.api_throttling.NotFoundRateThrottle).
+        "not_found": _env_rate("API_THROTTLE_NOT_FOUND_RATE", "30/hour"),
     },
-    # nginx appends the client's address to X-Forwarded-For; trust exactly that many hops so a
-    # client cannot pick its own throttle bucket with a forged header.
-    "NUM_PROXIES": env_int("API_NUM_PROXIES", 1, minimum=0, maximum=5),
     "EXCEPTION_HANDLER": "bankcore.api_errors.problem_response",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
@@ -69,6 +69,13 @@ SIMPLE_JWT = {
     # A password change (or deactivation) invalidates the tokens issued before it.
     "CHECK_REVOKE_TOKEN": True,
     "CHECK_USER_IS_ACTIVE": True,
+    # Partners only: staff and superusers get no token, and a token of a user made staff since
+    # is refused (bankcore.api_auth).
+    "USER_AUTHENTICATION_RULE": "audit.roles.may_use_partner_api",
+    # A refresh token is used once: exchanged for a new pair and blacklisted (token_blacklist),
+    # and POST auth/token/revoke/ blacklists one.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
     # simplejwt's, with an expiry no date can hold refused (bankcore.api_auth).
     "AUTH_TOKEN_CLASSES": ("bankcore.api_auth.PartnerAccessToken",),

@@ -12,6 +12,9 @@ from bankcore.settings.base import CELERY_BEAT_SCHEDULE as _BEAT_SCHEDULE
 from bankcore.settings.base import INSECURE_DEFAULT_SECRET as _INSECURE_DEFAULT_SECRET
 from bankcore.settings.base import VAR_DIR as _VAR_DIR
 
+# Dates and times as the back office writes them: every time with its zone (bankcore/formats).
+FORMAT_MODULE_PATH = ["bankcore.formats"]
+
 # --- Admin sessions ----------------------------------------------------------------------------
 # Sessions live in Redis when Redis is configured (SESSION_ENGINE in base). A teller's session ends
 # with the browser and after a working day at most.
@@ -30,20 +33,21 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- Login lockout (django-axes) ---------------------------------------------------------------
-# Locks a username after AXES_FAILURE_LIMIT failed logins, for AXES_COOLOFF_MINUTES, wherever the
-# attempts came from: a guessing run spread over many addresses locks the name as surely as one
-# from a single address. Only logins over HTTP are watched (audit.backends.LockoutBackend).
-# The price: anyone who knows a username can lock it for the cool-off; every attempt is an audit
-# event (user.login_failed, with the address), and `axes_reset_username` lifts it early.
+# Locks a username from one address after AXES_FAILURE_LIMIT failed logins there, for
+# AXES_COOLOFF_MINUTES (each attempt during the cool-off restarts it); the admin's login form and
+# the API's token endpoint alike (audit.backends.LockoutBackend; the API answers 429
+# login_locked with Retry-After). Locking the name from every address would let anyone who
+# knows a partner's username lock it out of the API from anywhere; the price of the pair is
+# that a guessing run spread over many addresses is slowed only per address (and by the
+# token endpoint's throttle). Every attempt is an audit event (user.login_failed, with the
+# address), and `axes_reset_username` lifts a lock early. The address is the one
+# bankcore.actors.client_ip trusts (TRUSTED_PROXIES).
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
-# Each entry is counted on its own and any one reaching the limit locks. With one limit for both,
-# "username" alone always reaches it first; the (username, address) pair adds no lock of its own
-# and is listed for axes' system check, which asks for an address among the parameters (W006).
-AXES_LOCKOUT_PARAMETERS: list[str | list[str]] = ["username", ["username", "ip_address"]]
+AXES_LOCKOUT_PARAMETERS: list[str | list[str]] = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_REAL_IP", "REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "bankcore.actors.client_ip"
 AXES_VERBOSE = False
 
 # --- Audit trail -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from bankcore.env import (
     env_int,
     env_list,
     env_names_set,
+    env_networks,
     env_optional,
     env_str,
     mysql_server,
@@ -25,12 +26,16 @@ from bankcore.money import InvalidCurrency, currency_parse
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR: Path = Path(env_str("BANKCORE_VAR_DIR", str(BASE_DIR / "var")))
 
+
 # Overridden (and refused when left at this value) in production settings.
 INSECURE_DEFAULT_SECRET = "insecure-development-secret-do-not-use-in-production-0123456789"
 SECRET_KEY = env_str("SECRET_KEY", INSECURE_DEFAULT_SECRET)
 JWT_SECRET_KEY: str = env_str("JWT_SECRET_KEY", INSECURE_DEFAULT_SECRET + "-jwt")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS: list[str] = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# Peers whose X-Real-IP / X-Forwarded-For name the client (bankcore.actors.client_ip): the reverse
+# proxy's addresses or networks. From any other peer those headers are ignored.
+TRUSTED_PROXIES: list[str] = env_networks("TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 BANKCORE_ENVIRONMENT = env_str("BANKCORE_ENVIRONMENT", "development")
 
@@ -43,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt",
+    # Refresh tokens used once and revocable (bankcore.api_auth); its tables live in `default`.
+    "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
@@ -292,7 +299,17 @@ CELERY_IMPORTS = ["bankcore.heartbeat"]
 MAX_TRANSFER_AMOUNT = env_decimal("MAX_TRANSFER_AMOUNT", "50000.00")
 DAILY_TRANSFER_LIMIT = env_decimal("DAILY_TRANSFER_LIMIT", "100000.00")
 TRANSACTION_TIMEOUT = env_int("TRANSACTION_TIMEOUT", 30, minimum=1)
+# Four eyes (transfers/approvals.py): a staff member's movement waits for a supervisor when it, or
+# the maker's total from (or into) one account in the business day, passes APPROVAL_THRESHOLD, or
+# the maker's total of the day over all accounts passes APPROVAL_MAKER_DAILY_THRESHOLD. A
+# supervisor's own movements are held to SOLO_LIMIT instead of APPROVAL_THRESHOLD (default: the
+# same), above which a second supervisor approves.
 APPROVAL_THRESHOLD = env_decimal("APPROVAL_THRESHOLD", "10000.00")
+APPROVAL_MAKER_DAILY_THRESHOLD = env_decimal("APPROVAL_MAKER_DAILY_THRESHOLD", "100000.00")
+SOLO_LIMIT = env_decimal("SOLO_LIMIT", str(APPROVAL_THRESHOLD))
+# How long a movement waiting for approval holds its amount; past it, the request expires and
+# recovery releases the money.
+APPROVAL_HOLD_SECONDS = env_int("APPROVAL_HOLD_SECONDS", 3 * 24 * 3600, minimum=60)
 DEFAULT_CURRENCY = env_str("DEFAULT_CURRENCY", "CNY")
 try:
     # The rule every account's currency is held to; a migration writes the cash account in this one.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from bankcore.env import env_bool, env_int, env_optional, env_str
+from bankcore.env import env_bool, env_int, env_networks, env_optional, env_str
 
 # Applied after base (bankcore.settings.common), whose ALLOWED_HOSTS this one may extend.
 from bankcore.settings.base import ALLOWED_HOSTS as _ALLOWED_HOSTS
@@ -66,9 +66,14 @@ LOGGING = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Port of the Celery worker's own /metrics (bankcore.celery); 0 turns it off.
 CELERY_METRICS_PORT = env_int("CELERY_METRICS_PORT", 9808, minimum=0, maximum=65535)
-# Its listen address: every interface in a container (Prometheus reaches it over the compose
-# network, which publishes nothing); 127.0.0.1 for a native run.
-CELERY_METRICS_ADDR = env_str("CELERY_METRICS_ADDR", "0.0.0.0")
+# Its listen address: loopback unless configured. The image sets 0.0.0.0 (Prometheus reaches it
+# over the compose network, which publishes nothing).
+CELERY_METRICS_ADDR = env_str("CELERY_METRICS_ADDR", "127.0.0.1")
+# Who may read the app's /metrics (bankcore.metrics.metrics_view): a client (as client_ip sees it)
+# in METRICS_ALLOWED_NETWORKS, or one sending "Authorization: Bearer <METRICS_TOKEN>" when a token
+# is set (Prometheus: authorization.credentials_file). Anyone else gets a 404.
+METRICS_ALLOWED_NETWORKS: list[str] = env_networks("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env_optional("METRICS_TOKEN") or ""
 # Where /metrics reads the audit chain's last verification from: a callable returning True, False
 # or None (never verified). Provided by the audit app; while it is not, bankcore_audit_chain_ok
 # is left out (and the alert on it stays silent) but bankcore_audit_events_unsealed is exported.

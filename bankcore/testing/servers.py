@@ -76,6 +76,7 @@ class MariaDBServer:
         self.name = name
         self.options = options  # further mariadbd options (TLS tests: --ssl-cert …)
         self.dir = Path(base_dir) / name
+        self.tmpdir = self.dir / "tmp"
         self.datadir = self.dir / "data"
         self.socket = self.dir / "mysqld.sock"
         self.log = self.dir / "mysqld.log"
@@ -105,6 +106,7 @@ class MariaDBServer:
         fresh = not self.datadir.exists()
         if fresh:
             self._install()
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         command = [
             _which("mariadbd", "mysqld"),
             "--no-defaults",
@@ -121,6 +123,10 @@ class MariaDBServer:
             "--max-connections=500",
             "--innodb-buffer-pool-size=256M",
             "--innodb-lock-wait-timeout=5",
+            # Its own temporary directory: internal temporary tables (information_schema queries,
+            # sorts) live there, and a server whose file another process removed from a shared
+            # /tmp fails the query or crashes.
+            f"--tmpdir={self.tmpdir}",
         ]
         if self.durable:
             command += [

@@ -71,17 +71,22 @@ def test_token_refusals_are_problems(api_world, payload, status, code):
 
 def test_token_endpoint_locks_a_name_out_after_repeated_failures(api_world):
     """django-axes watches the token endpoint as it does the admin's login form (audit.backends):
-    after AXES_FAILURE_LIMIT wrong passwords even the right one is refused, as a problem, and no
-    token is issued."""
+    after AXES_FAILURE_LIMIT wrong passwords from one address even the right one is refused there,
+    as a problem of its own (429 login_locked, Retry-After), and no token is issued."""
     from django.conf import settings
 
     anon = api_client_for(None)
-    for _ in range(settings.AXES_FAILURE_LIMIT):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         wrong = anon.post(TOKEN, {"username": "partner-a", "password": "wrong"}, format="json")
         assert wrong.status_code == 401 and wrong["Content-Type"] == PROBLEM
     right = anon.post(TOKEN, {"username": "partner-a", "password": "pw-partner-a"}, format="json")
-    assert right.status_code == 401 and right["Content-Type"] == PROBLEM
-    assert right.json()["code"] == "invalid_credentials" and "access" not in right.json()
+    assert right.status_code == 200  # a success resets the count (AXES_RESET_ON_SUCCESS)
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        anon.post(TOKEN, {"username": "partner-a", "password": "wrong"}, format="json")
+    right = anon.post(TOKEN, {"username": "partner-a", "password": "pw-partner-a"}, format="json")
+    assert right.status_code == 429 and right["Content-Type"] == PROBLEM
+    assert right.json()["code"] == "login_locked" and "access" not in right.json()
+    assert right["Retry-After"] == str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     other = anon.post(TOKEN, {"username": "partner-b", "password": "pw-partner-b"}, format="json")
     assert other.status_code == 200 and "access" in other.json()  # only that name is locked
 
@@ -440,6 +445,7 @@ def test_schema_documents_every_operation_and_its_problems(api_world):
     assert set(paths) == {
         "/api/v1/auth/token/",
         "/api/v1/auth/token/refresh/",
+        "/api/v1/auth/token/revoke/",
         "/api/v1/accounts/",
         "/api/v1/accounts/{number}/",
         "/api/v1/accounts/{number}/entries/",

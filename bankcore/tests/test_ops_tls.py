@@ -61,7 +61,6 @@ def settings_child(code: str, **env: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", "import django; django.setup()\n" + code],
         env={
             "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
             "DJANGO_SETTINGS_MODULE": "bankcore.settings.test",
             **env,
         },

@@ -1,4 +1,5 @@
-"""Template helpers of the back office: the environment banner every admin page shows."""
+"""Template helpers of the back office: the environment banner every admin page shows, and money,
+account numbers and ids written as the bank writes them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from typing import Any
 from django import template
 from django.conf import settings
 
+from bankcore import display
+
 register = template.Library()
+
+for _name in ("money", "signed_money", "account_no", "short_id", "in_words", "local_time"):
+    register.filter(_name, getattr(display, _name))
+register.simple_tag(display.status_badge, name="status_badge")
 
 
 @register.simple_tag
@@ -23,11 +30,23 @@ def bankcore_is_production() -> bool:
 @register.simple_tag
 def backoffice_counts(user: Any) -> dict[str, int]:
     """What waits for this user: requests to approve (not their own), transfers stuck past deadline."""
-    from transfers.admin import pending_approvals_count, stuck_transfers
+    from transfers.admin import own_requests_count, pending_approvals_count, stuck_transfers
 
-    counts = {"approvals": 0, "stuck": 0}
+    counts = {"approvals": 0, "stuck": 0, "own": 0}
     if user.has_perm("transfers.approve_approval") or user.has_perm("transfers.view_approval"):
         counts["approvals"] = pending_approvals_count(user)
+        counts["own"] = own_requests_count(user)
     if user.has_perm("transfers.view_transfer"):
         counts["stuck"] = stuck_transfers().count()
     return counts
+
+
+@register.filter
+def error_lines(errors: Any) -> list[tuple[str, str]]:
+    """A field's errors as (words, code): the code of a service's refusal, kept small beside its
+    words for whoever reports it; none for the form's own checks."""
+    lines: list[tuple[str, str]] = []
+    for error in errors.as_data() if errors else []:
+        shown = (error.params or {}).get("shown_code", "") if isinstance(error.params, dict) else ""
+        lines.extend((display.in_words(text), shown) for text in error)
+    return lines

@@ -2,6 +2,7 @@
 page, move money through the forms (refusals shown as messages, nothing moved), four eyes through
 the approval page, stuck transfers and recovery, the environment banner, login lockout."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -60,7 +61,10 @@ def test_the_account_page_shows_balances_statement_and_transfers(make_staff, mak
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'id="balance-posted">535.00 CNY' in html and 'id="balance-available">535.00 CNY' in html
+    # Once each, grouped, with the currency; the statement signed as the transfers table is.
+    assert 'id="balance-posted">535.00\u00a0CNY' in html and 'id="balance-available">535.00\u00a0CNY' in html
+    assert 'id="balance-pending-debits"' not in html and "field-posted" not in html  # nothing held; no repeat
+    assert "-30.00\u00a0CNY" in html and "+1,000.00\u00a0CNY" in html
     statement = page.context["statement"]
     assert statement.paginator.count == 31 and len(statement) == 25
     amounts = [e.amount for e in statement]
@@ -82,9 +86,12 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
         {"source_account": alice.number, "destination_account": bob.number, "amount": "100.01"},
         follow=True,
     )
-    assert response.status_code == 200
-    [(level, text)] = messages_of(response)
-    assert level == "error" and "insufficient_funds" in text
+    # Beside the amount, in words, the code small beside them; the form kept as typed.
+    assert response.status_code == 200 and messages_of(response) == []
+    page = response.content.decode()
+    errors = re.search(r'<ul class="errorlist" id="id_amount-errors">(.*?)</ul>', page, re.S)
+    assert errors and "100.00 available" in errors.group(1) and "(insufficient_funds)" in errors.group(1)
+    assert 'value="100.01"' in page
     typo = client.post(
         reverse("admin:transfers_transfer_add"),
         {
@@ -94,7 +101,8 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
         },
         follow=True,
     )
-    assert any("check digits" in text for _, text in messages_of(typo))
+    errors = re.search(r'id="id_source_account-errors">(.*?)</ul>', typo.content.decode(), re.S)
+    assert errors and "check digits" in errors.group(1)
     after = world_snapshot(alice, bob)
     assert after["accounts"] == before["accounts"] and Entry.objects.using("db1").count() == entries
     assert not Transfer.objects.filter(status=Transfer.Status.COMPLETED, amount=Decimal("100.01")).exists()
@@ -154,7 +162,7 @@ def test_stuck_transfers_and_recovery(make_staff, make_account, make_stuck_trans
 
     done = client.post(reverse("admin:transfers_transfer_stuck"), {"transfer": [str(transfer.pk)]}, follow=True)
 
-    assert any("transfer_aborted" in text for _, text in messages_of(done))
+    assert any("transfers cancelled, their money released: 1" in text for _, text in messages_of(done))
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.ABORTED
     assert done.context["stuck"] == []
     event = AuditEvent.objects.get(action="recovery.run")
@@ -252,10 +260,11 @@ def test_a_superuser_outside_the_roles_reads_but_moves_no_money_and_changes_no_a
 def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(make_staff):
     """The form carries the key it was shown with: a double click, or the page sent again, opens
     one account and books its opening deposit once; the same form edited and sent again is
-    refused and opens nothing."""
+    another request (the key is the form's nonce and its content)."""
     import re
 
     from accounts.models import Account
+    from accounts.selectors import ledger_for_new_account
 
     client = logged_in(make_staff("teller"))
     page = client.get(reverse("admin:accounts_account_add")).content.decode()
@@ -263,7 +272,8 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     fields = {"ledger": "db2", "holder": "Twice Clicked", "currency": "CNY", "opening_deposit": "25.00"}
     first = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key})
     again = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key}, follow=True)
-    [account] = Account.objects.using("db2").filter(holder="Twice Clicked")
+    # The ledger is the system's choice, whatever the form says.
+    [account] = Account.objects.using(ledger_for_new_account(holder="Twice Clicked")).filter(holder="Twice Clicked")
     assert first.status_code == 302 and first["Location"] == again.redirect_chain[-1][0]
     assert (
         "success",
@@ -276,8 +286,23 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     edited = client.post(
         reverse("admin:accounts_account_add"), {**fields, "holder": "Someone Else", "idempotency_key": key}
     )
-    assert edited.status_code == 200 and "idempotency_key_reused" in edited.content.decode()
-    assert world_snapshot(account) == before and not Account.objects.using("db2").filter(holder="Someone Else")
+    assert edited.status_code == 302
+    [other] = Account.objects.using(ledger_for_new_account(holder="Someone Else")).filter(holder="Someone Else")
+    assert world_snapshot(account)["accounts"] == before["accounts"] and balances(other) == [Decimal("25.00")]
+
+
+def test_check_the_books_from_the_back_office(make_staff, make_account):
+    make_account("db1", "10.00")
+    url = reverse("admin:transfers_reconciliationrun_check")
+    assert logged_in(make_staff("teller")).post(url).status_code == 403
+    assert not ReconciliationRun.objects.exists()
+
+    page = logged_in(make_staff("auditor")).post(url)
+
+    assert page.status_code == 200 and "Books balance" in page.content.decode() and "Intact" in page.content.decode()
+    run = ReconciliationRun.objects.get()
+    assert run.ok and run.triggered_by == "admin:auditor"
+    assert AuditEvent.objects.filter(action="books.checked", actor_name="auditor").count() == 1
 
 
 def test_a_form_refused_for_a_missing_permission_is_on_record(make_staff, make_account):

@@ -74,14 +74,20 @@ def test_a_teller_transfer_above_the_threshold_waits_and_moves_nothing(people, m
     assert isinstance(outcome, Approval) and outcome.status == Approval.Status.PENDING
     assert (outcome.maker_id, outcome.amount, outcome.currency) == (teller.pk, Decimal("10000.01"), "CNY")
     after = world_snapshot(alice, bob)
-    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
-    assert after["transfers"] == before["transfers"]
+    # Nothing posted; the amount is held on the source (pending debits) by one pending transfer.
+    assert after["accounts"] == [
+        (Decimal("30000.00"), Decimal("10000.01"), Decimal("0.00"), "active"),
+        before["accounts"][1],
+    ]
+    assert after["entries"] == before["entries"] and after["transfers"] == before["transfers"] + 1
+    hold = Transfer.objects.get(pk=outcome.transfer_id)
+    assert (hold.status, hold.created_by_id, hold.amount) == (Transfer.Status.PENDING, teller.pk, outcome.amount)
     event = AuditEvent.objects.get(action="approval.requested", object_id=str(outcome.pk))
     assert (event.actor_id, event.channel, event.ip) == (teller.pk, Channel.ADMIN, "10.1.2.3")
 
 
-def test_at_the_threshold_and_for_a_supervisor_it_executes_at_once(people, make_account):
-    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+def test_at_the_threshold_it_executes_at_once_and_a_supervisor_above_solo_limit_waits(people, make_account, settings):
+    alice, bob = make_account("db1", "45000.00"), make_account("db2", "0.00")
     at_threshold = money_movement_submit(
         actor=as_actor(people["teller"]),
         user=people["teller"],
@@ -98,9 +104,21 @@ def test_at_the_threshold_and_for_a_supervisor_it_executes_at_once(people, make_
         source_account=alice.number,
     )
     assert isinstance(at_threshold, Transfer) and at_threshold.status == Transfer.Status.COMPLETED
-    assert isinstance(by_supervisor, Transfer) and by_supervisor.status == Transfer.Status.COMPLETED
-    assert balances(alice, bob) == [Decimal("5000.00"), Decimal("10000.00")]
-    assert not Approval.objects.exists()
+    # SOLO_LIMIT defaults to APPROVAL_THRESHOLD: above it a second supervisor looks.
+    assert isinstance(by_supervisor, Approval) and by_supervisor.status == Approval.Status.PENDING
+    assert "SOLO_LIMIT" in by_supervisor.why
+    assert balances(alice, bob) == [Decimal("35000.00"), Decimal("10000.00")]  # 15,000.00 of it held
+
+    settings.SOLO_LIMIT = Decimal("20000.00")  # a branch with one supervisor
+    alone = money_movement_submit(
+        actor=as_actor(people["supervisor2"]),
+        user=people["supervisor2"],
+        kind=Approval.Kind.WITHDRAWAL,
+        amount="15000.00",
+        source_account=alice.number,
+    )
+    assert isinstance(alone, Transfer) and alone.status == Transfer.Status.COMPLETED
+    assert balances(alice, bob) == [Decimal("20000.00"), Decimal("10000.00")]
 
 
 @pytest.mark.parametrize("kind", ["transfer", "deposit", "withdrawal"])
@@ -186,29 +204,42 @@ def test_reject_needs_a_reason_and_moves_nothing(people, make_account):
 
     assert rejected.status == Approval.Status.REJECTED and rejected.reason == "customer not present"
     after = world_snapshot(alice, bob)
-    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
-    assert after["transfers"] == before["transfers"]
+    # The hold is released: nothing pending, nothing posted.
+    assert after["accounts"] == [(Decimal("30000.00"), Decimal("0.00"), Decimal("0.00"), "active")] + [
+        before["accounts"][1]
+    ]
+    assert after["entries"] == before["entries"] and after["transfers"] == before["transfers"]
+    hold = Transfer.objects.get(pk=rejected.transfer_id)
+    assert (hold.status, hold.failure_code) == (Transfer.Status.ABORTED, "approval_rejected")
     with pytest.raises(ApprovalNotPending):
         approval_approve(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
     assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
 
 
-def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people, make_account):
+def test_an_approved_request_the_engine_refuses_is_failed_with_its_reason(people, make_account, actor, settings):
+    from accounts.errors import AccountFrozen
+    from accounts.services import account_freeze
+
+    settings.SOLO_LIMIT = Decimal("50000.00")  # the supervisor's own withdrawal below goes alone
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     approval = ask(people["teller"], alice, bob)
-    # The money left the account while the request waited.
-    money_movement_submit(
-        actor=as_actor(people["supervisor"]),
-        user=people["supervisor"],
-        kind=Approval.Kind.WITHDRAWAL,
-        amount="15000.00",
-        source_account=alice.number,
-    )
+    # The held money cannot leave while the request waits ...
     with pytest.raises(InsufficientFunds):
+        money_movement_submit(
+            actor=as_actor(people["supervisor"]),
+            user=people["supervisor"],
+            kind=Approval.Kind.WITHDRAWAL,
+            amount="15000.00",
+            source_account=alice.number,
+        )
+    # ... but the account credited may be frozen meanwhile.
+    account_freeze(actor=actor, number=bob.number, reason="fraud check")
+    with pytest.raises(AccountFrozen):
         approval_approve(actor=as_actor(people["supervisor2"]), approval_id=approval.pk)
     approval.refresh_from_db()
-    assert approval.status == Approval.Status.FAILED and approval.failure_code == "insufficient_funds"
-    assert balances(alice, bob) == [Decimal("15000.00"), Decimal("0.00")]
+    assert approval.status == Approval.Status.FAILED and approval.failure_code == "account_frozen"
+    assert world_snapshot(alice)["accounts"] == [(Decimal("30000.00"), Decimal("0.00"), Decimal("0.00"), "active")]
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
 
 
 def test_two_supervisors_approving_at_once_execute_it_once(people, make_staff, make_account):
@@ -299,18 +330,28 @@ def test_a_superuser_in_a_role_acts_as_the_role(people, make_account):
         actor=as_actor(root),
         user=root,
         kind=Approval.Kind.TRANSFER,
-        amount="20000.00",
+        amount="9000.00",
         source_account=alice.number,
         destination_account=bob.number,
     )
     assert isinstance(done, Transfer) and done.status == Transfer.Status.COMPLETED
-    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
+    waits = money_movement_submit(
+        actor=as_actor(root),
+        user=root,
+        kind=Approval.Kind.TRANSFER,
+        amount="1000.01",
+        source_account=alice.number,
+        destination_account=bob.number,
+    )
+    assert isinstance(waits, Approval) and "SOLO_LIMIT" in waits.why  # a supervisor's rule, not a superuser's
+    assert balances(alice, bob) == [Decimal("21000.00"), Decimal("9000.00")]
 
 
 def test_who_needs_four_eyes(people, make_staff, settings):
     from conftest import api_user
 
     settings.APPROVAL_THRESHOLD = Decimal("100.00")
+    settings.SOLO_LIMIT = Decimal("500.00")
     partner = api_user("partner")
     staff_by_permission = api_user("staff", permissions=("transfers.add_transfer",))  # not flagged is_staff
     above, at = Decimal("100.01"), Decimal("100.00")
@@ -318,7 +359,8 @@ def test_who_needs_four_eyes(people, make_staff, settings):
     assert approval_required(user=staff_by_permission, amount=above)
     assert not approval_required(user=people["teller"], amount=at)
     assert not approval_required(user=people["supervisor"], amount=above)
-    assert not approval_required(user=partner, amount=above)  # acts on its customers' authority
+    assert approval_required(user=people["supervisor"], amount=Decimal("500.01"))
+    assert not approval_required(user=partner, amount=Decimal("500.01"))  # acts on its customers' authority
 
 
 def test_a_door_without_a_queue_refuses_what_needs_four_eyes_and_stores_nothing(people, make_account):
@@ -342,10 +384,14 @@ def test_a_door_without_a_queue_refuses_what_needs_four_eyes_and_stores_nothing(
     assert refused.value.http_status == 403 and "back office" in refused.value.detail
     assert world_snapshot(alice, bob) == before  # no approval, no transfer, no audit event
 
+    with pytest.raises(ApprovalRequired):
+        execute(people["supervisor"], "10000.01")  # above SOLO_LIMIT
+    assert world_snapshot(alice, bob) == before
+
     at_threshold = execute(teller, "10000.00")
-    by_supervisor = execute(people["supervisor"], "15000.00")
+    by_supervisor = execute(people["supervisor"], "10000.00")
     assert at_threshold.status == by_supervisor.status == Transfer.Status.COMPLETED
-    assert balances(alice, bob) == [Decimal("5000.00"), Decimal("25000.00")]
+    assert balances(alice, bob) == [Decimal("10000.00"), Decimal("20000.00")]
     assert not Approval.objects.exists()
 
 
@@ -388,3 +434,135 @@ def test_a_teller_made_supervisor_for_a_moment_approving_their_own_request_is_on
     assert (refusal.object_type, refusal.object_id) == ("approval", str(approval.pk))
     assert refusal.changes == {"code": "approval_self_approval"}
     assert refusal.ip is not None and refusal.request_id
+
+
+# --- the amount held while a request waits ---------------------------------------------------
+
+
+def test_a_request_the_engine_would_refuse_is_refused_at_submit_and_holds_nothing(people, make_account, actor):
+    from accounts.errors import AccountFrozen
+    from accounts.services import account_freeze
+
+    alice, bob, frozen = make_account("db1", "10000.00"), make_account("db2"), make_account("db2")
+    account_freeze(actor=actor, number=frozen.number, reason="fraud check")
+    before = world_snapshot(alice, bob, frozen)
+
+    with pytest.raises(InsufficientFunds):
+        ask(people["teller"], alice, bob, amount="15000.00")
+    with pytest.raises(AccountFrozen) as refused:
+        ask(people["teller"], alice, frozen, amount="12000.00")
+
+    assert "frozen" in refused.value.detail
+    after = world_snapshot(alice, bob, frozen)
+    assert after["accounts"] == before["accounts"] and after["approvals"] == before["approvals"] == []
+    # The refused hold is recorded, as any refused transfer: one aborted transfer, nothing held.
+    assert Transfer.objects.get(status=Transfer.Status.ABORTED).failure_code == "insufficient_funds"
+
+
+@pytest.mark.parametrize("ledgers", [("db1", "db2"), ("db1", "db1")])
+def test_the_maker_withdraws_a_request_and_the_hold_is_released(people, make_account, ledgers):
+    from transfers.approvals import ApprovalNotMaker, approval_withdraw
+    from transfers.reconciliation import reconcile
+
+    alice, bob = make_account(ledgers[0], "30000.00"), make_account(ledgers[1], "0.00")
+    approval = ask(people["teller"], alice, bob)
+    assert world_snapshot(alice)["accounts"][0][1] == Decimal("20000.00")
+    with pytest.raises(ApprovalNotMaker):
+        approval_withdraw(actor=as_actor(people["supervisor"]), approval_id=approval.pk)
+
+    withdrawn = approval_withdraw(actor=as_actor(people["teller"]), approval_id=approval.pk)
+
+    assert withdrawn.status == Approval.Status.WITHDRAWN
+    assert world_snapshot(alice)["accounts"] == [(Decimal("30000.00"), Decimal("0.00"), Decimal("0.00"), "active")]
+    with pytest.raises(ApprovalNotPending):
+        approval_approve(actor=as_actor(people["supervisor"]), approval_id=approval.pk)
+    with pytest.raises(ApprovalNotPending):
+        approval_withdraw(actor=as_actor(people["teller"]), approval_id=approval.pk)
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+    assert AuditEvent.objects.filter(action="approval.withdrawn", actor_id=people["teller"].pk).count() == 1
+    assert reconcile().ok
+
+
+@pytest.mark.parametrize("ledgers", [("db1", "db2"), ("db2", "db2")])
+def test_a_request_not_decided_in_time_expires_and_recovery_releases_its_hold(people, make_account, settings, ledgers):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.reconciliation import reconcile
+    from transfers.recovery import transfers_recover
+
+    alice, bob = make_account(ledgers[0], "40000.00"), make_account(ledgers[1], "0.00")
+    approval, other = ask(people["teller"], alice, bob), ask(people["teller"], alice, bob, amount="10000.50")
+    assert world_snapshot(alice)["accounts"][0][1] == Decimal("30000.50")
+    assert reconcile().ok  # a hold is a prepared leg within its deadline
+
+    later = timezone.now() + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS + 1)
+    report = transfers_recover(now=later)
+
+    assert report.actions["transfer_aborted"] == 2 and report.actions["approval_expired"] == 2, report.actions
+    for request in (approval, other):
+        request.refresh_from_db()
+        assert request.status == Approval.Status.EXPIRED
+        assert Transfer.objects.get(pk=request.transfer_id).status == Transfer.Status.ABORTED
+    assert world_snapshot(alice)["accounts"] == [(Decimal("40000.00"), Decimal("0.00"), Decimal("0.00"), "active")]
+    with pytest.raises(ApprovalNotPending):
+        approval_approve(actor=as_actor(people["supervisor"]), approval_id=approval.pk)
+    assert balances(alice, bob) == [Decimal("40000.00"), Decimal("0.00")]
+    assert reconcile().ok
+
+
+def test_approving_past_the_hold_s_deadline_expires_the_request(people, make_account):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.approvals import ApprovalExpired
+
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    approval = ask(people["teller"], alice, bob)
+    # The hold's deadline passed before recovery's next pass.
+    Transfer.objects.filter(pk=approval.transfer_id).update(deadline=timezone.now() - timedelta(seconds=1))
+
+    with pytest.raises(ApprovalExpired):
+        approval_approve(actor=as_actor(people["supervisor"]), approval_id=approval.pk)
+
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.EXPIRED
+    assert world_snapshot(alice)["accounts"] == [(Decimal("30000.00"), Decimal("0.00"), Decimal("0.00"), "active")]
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+
+
+def test_a_hold_no_request_refers_to_is_released_by_recovery(people, make_account, settings):
+    # The process stopped between holding the amount and storing the request.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.reconciliation import reconcile
+    from transfers.recovery import transfers_recover
+    from transfers.services import transfer_hold
+
+    alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
+    hold = transfer_hold(
+        actor=as_actor(people["teller"]),
+        kind=Transfer.Kind.TRANSFER,
+        source_account=alice.number,
+        destination_account=bob.number,
+        amount="12000.00",
+        until=timezone.now() + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS),
+    )
+    waiting = ask(people["teller"], alice, bob, amount="10000.50")  # a hold its request refers to
+    assert world_snapshot(alice)["accounts"][0][1] == Decimal("22000.50")
+
+    soon = transfers_recover(now=timezone.now() + timedelta(seconds=1))
+    assert "orphan_hold_released" not in soon.actions  # a request may still be on its way
+    later = transfers_recover(now=timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 1))
+
+    assert later.actions["orphan_hold_released"] == 1, later.actions
+    hold.refresh_from_db()
+    assert (hold.status, hold.failure_code) == (Transfer.Status.ABORTED, "approval_expired")
+    waiting.refresh_from_db()
+    assert waiting.status == Approval.Status.PENDING
+    assert world_snapshot(alice)["accounts"][0][1] == Decimal("10000.50")
+    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")] and reconcile().ok

@@ -1,26 +1,36 @@
-"""A real browser (headless Debian Chromium driven by Selenium) against a live server: a teller
-logs in, finds an account, makes a transfer above the approval threshold, which waits; a
-supervisor logs in, approves it, and sees the balances change. Screenshots of every step are saved
-in the test's tmp directory (``pytest --basetemp DIR`` keeps them where you want them)."""
+"""A real browser (headless Debian Chromium driven by Selenium) against a live server, one session
+walking what each role does in a day, and asserting what the pages say:
 
+- a teller opens an account for a new customer, finds another, pays cash in and out (each through its review page), sends a
+  transfer that is refused, corrects it and sends it again, asks for approval of a large transfer
+  (its amount held at once), withdraws a second request, asks for a large deposit;
+- a supervisor approves one request, rejects another, reverses a transfer and freezes an account,
+  each with its reason;
+- an auditor reads the audit trail and checks the books (reconciliation and the audit chain).
+
+Screenshots of every step are saved under the test's tmp directory, or in the directory
+``BANKCORE_SCREENSHOTS`` names (``docs/img/backoffice`` holds the ones docs/backoffice.md shows:
+``BANKCORE_SCREENSHOTS=docs/img/backoffice pytest transfers/tests/test_browser.py``)."""
+
+import os
 import shutil
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from conftest import STAFF_PASSWORD, balances
+from conftest import STAFF_PASSWORD, balances, world_snapshot
 from transfers.models import Approval, Transfer
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()), None)
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+WIDTH = 1400
 
 
 @pytest.fixture
-def browser(tmp_path):
+def browser():
     if CHROMIUM is None or not Path(CHROMEDRIVER).exists():
         pytest.skip("Debian packages chromium and chromium-driver are not installed")
     from selenium import webdriver
@@ -28,7 +38,7 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WIDTH},1000"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.implicitly_wait(5)
@@ -37,90 +47,253 @@ def browser(tmp_path):
     driver.quit()
 
 
-class Steps:
-    """Screenshots numbered in the order taken, under the test's tmp directory."""
+class Walk:
+    """The browser, the live server, and the screenshots, numbered in the order taken."""
 
-    def __init__(self, driver, directory: Path):
-        self.driver, self.directory, self.count = driver, directory, 0
+    def __init__(self, driver, base: str, directory: Path):
+        self.driver, self.base, self.directory, self.count = driver, base, directory, 0
         directory.mkdir(parents=True, exist_ok=True)
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str) -> None:
         self.count += 1
         path = self.directory / f"{self.count:02d}-{name}.png"
         assert self.driver.save_screenshot(str(path)), path
-        return path
+
+    def get(self, path: str) -> None:
+        self.driver.get(f"{self.base}{path}")
+
+    def el(self, css: str):  # type: ignore[no-untyped-def]
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def els(self, css: str) -> list:  # type: ignore[type-arg]
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        """What the element says, a no-break space read as a space."""
+        return self.el(css).text.replace("\u00a0", " ")
+
+    def type(self, css: str, value: str) -> None:
+        field = self.el(css)
+        field.clear()
+        field.send_keys(value)
+
+    def click(self, css: str) -> None:
+        self.el(css).click()
+
+    def link(self, text: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.PARTIAL_LINK_TEXT, text).click()
+
+    def message(self) -> str:
+        return self.text("ul.messagelist")
+
+    def login(self, username: str) -> None:
+        self.driver.delete_all_cookies()
+        self.get("/admin/login/?next=/admin/")
+        self.type("#id_username", username)
+        self.type("#id_password", STAFF_PASSWORD)
+        self.click("input[type=submit]")
+        assert self.el("#find-q")  # the back office's front page
+
+    def no_horizontal_scroll(self) -> None:
+        """Neither the page nor a list's own box scrolls sideways."""
+        width = self.driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= WIDTH, f"{self.driver.current_url} is {width} px wide"
+        for box in self.els(".results"):
+            inner, shown = box.get_property("scrollWidth"), box.get_property("clientWidth")
+            assert inner <= shown, f"{self.driver.current_url}: its list is {inner} px in a {shown} px box"
+
+    def focused_id(self) -> str:
+        return self.driver.switch_to.active_element.get_attribute("id")
 
 
-def _login(driver, base: str, username: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.delete_all_cookies()
-    driver.get(f"{base}/admin/login/?next=/admin/")
-    driver.find_element(By.ID, "id_username").send_keys(username)
-    driver.find_element(By.ID, "id_password").send_keys(STAFF_PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert driver.find_element(By.ID, "find-q")  # the back office's front page
-
-
-def test_teller_makes_a_transfer_above_the_threshold_and_a_supervisor_approves_it(
-    browser, live_server, make_staff, make_account, tmp_path
-):
-    from selenium.webdriver.common.by import By
-
-    make_staff("teller")
-    make_staff("supervisor")
+def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account, tmp_path):
+    people = {"teller": ("Tina", "Teller"), "supervisor": ("Sam", "Supervisor"), "auditor": ("Ada", "Auditor")}
+    for role, (first, last) in people.items():
+        user = make_staff(role)
+        user.first_name, user.last_name = first, last
+        user.save()
     alice = make_account("db1", "30000.00", holder="Alice Browser")
     bob = make_account("db2", "0.00", holder="Bob Browser")
-    amount = settings.APPROVAL_THRESHOLD + Decimal("2000.00")
-    steps = Steps(browser, tmp_path / "screenshots")
-    base = live_server.url
+    carol = make_account("db1", "10000.00", holder="Carol Browser")
+    directory = Path(os.environ.get("BANKCORE_SCREENSHOTS") or tmp_path / "screenshots")
+    w = Walk(browser, live_server.url, directory)
 
-    # The teller finds Alice by name (her account is in one ledger, Bob's in another).
-    _login(browser, base, "teller")
-    assert "environment-banner" in browser.page_source
-    steps.shot("teller-home")
-    browser.find_element(By.ID, "find-q").send_keys("alice brow")
-    browser.find_element(By.CSS_SELECTOR, "#find-account input[type=submit]").click()
-    assert browser.find_element(By.ID, "find-summary").text.startswith("1 account found")
-    steps.shot("teller-found")
-    browser.find_element(By.LINK_TEXT, alice.number).click()
-    assert browser.find_element(By.ID, "balance-posted").text == "30000.00 CNY"
-    steps.shot("teller-account")
+    # --- the teller ------------------------------------------------------------------------
+    w.login("teller")
+    assert "environment-banner" in browser.page_source and not w.els("a[href='/']")  # no "View site"
+    w.shot("teller-home")
+    assert w.focused_id() == "find-q"  # typing starts in "Find account"
+    w.type("#find-q", "alice brow")
+    w.click("#find-account input[type=submit]")
+    assert w.text("#find-summary").startswith("1 account found")
+    assert "30,000.00 CNY" in w.text("#find-results")
+    w.shot("teller-found")
+    # A new customer: found nowhere, an account opened for her from the search (the ledger is
+    # the system's choice).
+    w.type("#find-q", "Dora Browser")
+    w.click("#find-account input[type=submit]")
+    assert w.text("#find-summary").startswith("0 accounts found")
+    w.click("#open-for")
+    assert w.el("#id_holder").get_attribute("value") == "Dora Browser" and w.focused_id() == "id_holder"
+    assert not w.els("#id_ledger")
+    w.type("#id_opening_deposit", "2,500.00")
+    w.shot("teller-open-account")
+    w.click("#submit")
+    assert "opened for Dora Browser" in w.message() and w.text("#balance-posted") == "2,500.00 CNY"
+    w.get("/admin/")
+    w.type("#find-q", "alice brow")
+    w.click("#find-account input[type=submit]")
+    w.link("Alice Browser")
+    assert w.text("#balance-posted") == "30,000.00 CNY" and w.text("#balance-available") == "30,000.00 CNY"
+    assert w.text("#account-number") == " ".join([alice.number[i : i + 4] for i in range(0, 14, 4)])
+    w.shot("teller-account")
 
-    # "New transfer" from Alice's page: above the threshold it waits for approval.
-    browser.find_element(By.ID, "new-transfer").click()
-    assert browser.find_element(By.ID, "id_source_account").get_attribute("value") == alice.number
-    browser.find_element(By.ID, "id_destination_account").send_keys(bob.number)
-    browser.find_element(By.ID, "id_amount").send_keys(str(amount))
-    browser.find_element(By.ID, "id_reference").send_keys("house deposit")
-    steps.shot("teller-transfer-form")
-    browser.find_element(By.ID, "submit").click()
-    assert "waits for a supervisor's approval" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
-    assert browser.find_elements(By.ID, "approve") == []  # the maker cannot approve
-    steps.shot("teller-waiting")
-    approval = Approval.objects.get()
-    assert approval.status == Approval.Status.PENDING
-    assert balances(alice, bob) == [Decimal("30000.00"), Decimal("0.00")]
+    # Cash in, grouped as typed, through its review page.
+    w.click("#cash-deposit")
+    assert w.focused_id() == "id_amount"
+    w.type("#id_amount", "1,500.00")
+    w.click("#submit")
+    assert w.text("#review-headline") == "Take 1,500.00 CNY in cash and pay it into Alice Browser's account"
+    assert "31,500.00 CNY" in w.text("#review")
+    w.shot("teller-deposit-review")
+    w.click("#confirm")
+    assert "Cash deposit of 1500.00 CNY booked" in w.message() or "1,500.00" in w.message()
+    assert w.text("#balance-posted") == "31,500.00 CNY"
+    # Cash out.
+    w.click("#cash-withdrawal")
+    w.type("#id_amount", "200")
+    w.click("#submit")
+    assert "31,300.00 CNY" in w.text("#review")
+    w.click("#confirm")
+    assert w.text("#balance-posted") == "31,300.00 CNY"
+    statement = w.text("#statement")
+    assert "-200.00 CNY" in statement and "+1,500.00 CNY" in statement
+    w.shot("teller-statement")
 
-    # The supervisor sees it waiting, approves it, and the money moves.
-    _login(browser, base, "supervisor")
-    assert browser.find_element(By.ID, "approvals-count").text == "1"
-    browser.find_element(By.ID, "approvals-count").click()
-    steps.shot("supervisor-queue")
-    browser.find_element(By.LINK_TEXT, str(approval.pk)).click()
-    steps.shot("supervisor-approval")
-    browser.find_element(By.ID, "approve").click()
-    assert "Approved and executed" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
-    steps.shot("supervisor-approved")
-    browser.get(f"{base}/admin/accounts/account/{alice.number}/change/")
-    assert browser.find_element(By.ID, "balance-posted").text == f"{Decimal('30000.00') - amount} CNY"
-    steps.shot("supervisor-alice-after")
-    browser.get(f"{base}/admin/accounts/account/{bob.number}/change/")
-    assert browser.find_element(By.ID, "balance-posted").text == f"{amount} CNY"
-    assert "house deposit" in browser.find_element(By.ID, "statement").text
-    steps.shot("supervisor-bob-after")
+    # A transfer refused (more than Carol has), corrected, sent again: booked.
+    w.get(f"/admin/accounts/account/{carol.number}/change/")
+    w.click("#new-transfer")
+    assert w.focused_id() == "id_destination_account"
+    dashed = f"{bob.number[:4]}-{bob.number[4:8]}-{bob.number[8:12]}-{bob.number[12:]}"
+    w.type("#id_destination_account", dashed)
+    w.type("#id_amount", "12,000.00")
+    w.click("#submit")
+    assert "Carol Browser has only 10,000.00 CNY available" in w.text("#backoffice-form")
+    w.click("#confirm")
+    errors = w.text("#id_amount-errors")
+    assert "10,000.00 available" in errors and "(insufficient_funds)" in errors
+    w.shot("teller-transfer-refused")
+    w.type("#id_amount", "9,000.00")
+    w.click("#submit")
+    assert w.text("#review-headline") == "Move 9,000.00 CNY from Carol Browser to Bob Browser"
+    w.shot("teller-transfer-review")
+    w.click("#confirm")
+    assert "Completed" in w.text("#content") and "9,000.00 CNY" in w.text("#content")
+    paid = Transfer.objects.get(kind=Transfer.Kind.TRANSFER, status=Transfer.Status.COMPLETED)
+    assert balances(carol, bob) == [Decimal("1000.00"), Decimal("9000.00")]
 
-    transfer = Transfer.objects.get(kind=Transfer.Kind.TRANSFER)
-    assert transfer.status == Transfer.Status.COMPLETED and transfer.created_by.username == "teller"
-    assert balances(alice, bob) == [Decimal("30000.00") - amount, amount]
-    assert len(list((tmp_path / "screenshots").glob("*.png"))) == steps.count == 10
+    # Above the threshold: the review says it waits; confirmed, the amount is held at once.
+    for amount in ("12,000.00", "11,000.00"):
+        w.get(f"/admin/accounts/account/{alice.number}/change/")
+        w.click("#new-transfer")
+        w.type("#id_destination_account", bob.number)
+        w.type("#id_amount", amount)
+        w.click("#submit")
+        assert "waits for a supervisor's approval" in w.text("#review-note")
+        w.click("#confirm")
+        assert "waits for a supervisor's approval" in w.message()
+    assert "11,000.00 CNY held until" in w.text("#approval-checks")
+    w.shot("teller-request-held")
+    # The second one is not wanted after all: its maker withdraws it.
+    w.click("#withdraw")
+    assert "withdrawn" in w.message() and "Withdrawn by its maker" in w.text("#content")
+    first, second = Approval.objects.order_by("pk")
+    assert second.status == Approval.Status.WITHDRAWN
+    w.get(f"/admin/accounts/account/{alice.number}/change/")
+    assert w.text("#balance-available") == "19,300.00 CNY" and w.text("#balance-pending-debits") == "12,000.00 CNY"
+    w.shot("teller-account-held")
+    # A large cash deposit for Carol waits too.
+    w.get(f"/admin/accounts/account/{carol.number}/deposit/")
+    w.type("#id_amount", "20000")
+    w.click("#submit")
+    w.click("#confirm")
+    assert "waits for a supervisor's approval" in w.message()
+    w.get("/admin/")
+    assert w.text("#own-requests-count") == "2"
+    w.shot("teller-home-requests")
+
+    # --- the supervisor --------------------------------------------------------------------
+    w.login("supervisor")
+    assert w.text("#approvals-count") == "2"
+    w.click("#approvals-count")
+    w.no_horizontal_scroll()
+    queue = w.text("#result_list")
+    assert "Tina Teller" in queue and "Alice Browser" in queue and "12,000.00 CNY" in queue
+    w.shot("supervisor-queue")
+    w.link(f"#{first.pk}")
+    checks = w.text("#approval-checks")
+    assert "Alice Browser's account is active" in checks and "Bob Browser's account is active" in checks
+    assert "12,000.00 CNY held until" in checks and "19,300.00 CNY left available" in checks
+    w.shot("supervisor-approval")
+    w.click("#approve")
+    assert "Approved: 12,000.00 CNY moved" in w.message()
+    assert balances(alice, bob) == [Decimal("19300.00"), Decimal("21000.00")]
+    # The deposit is rejected, with its reason, from the queue.
+    deposit = Approval.objects.get(kind=Approval.Kind.DEPOSIT)
+    w.get("/admin/transfers/approval/")
+    w.click(f"input[name=approval][value='{deposit.pk}']")
+    w.type("#bulk-reason", "customer did not bring the cash")
+    w.click("#bulk-reject")
+    assert f"Rejected: #{deposit.pk}" in w.message()
+    w.shot("supervisor-rejected")
+
+    # Reverse the 9,000.00: a reason first, then the badge says so and "Reverse" is gone.
+    w.get("/admin/transfers/transfer/")
+    w.no_horizontal_scroll()
+    w.shot("supervisor-transfers")
+    w.get(f"/admin/transfers/transfer/{paid.pk}/change/")
+    w.click("#reverse-transfer")
+    assert "back from Bob Browser to Carol Browser" in w.text("#explain")
+    w.click("#submit")
+    assert "This field is required" in w.text("#id_reference-errors")
+    w.type("#id_reference", "sent to the wrong customer")
+    w.click("#submit")
+    assert "Reversal" in w.message()
+    w.get(f"/admin/transfers/transfer/{paid.pk}/change/")
+    assert "Reversed" in w.text("#content") and not w.els("#reverse-transfer")
+    w.shot("supervisor-reversed")
+    assert balances(carol, bob) == [Decimal("10000.00"), Decimal("12000.00")]
+
+    # Freeze Bob's account, with a reason; the page then offers no payments.
+    w.get(f"/admin/accounts/account/{bob.number}/change/")
+    w.click("#freeze")
+    assert "Freezing stops every payment" in w.text("#explain")
+    before = world_snapshot(bob)
+    w.click("#submit")
+    assert "This field is required" in w.text("#id_reason-errors") and world_snapshot(bob) == before
+    w.type("#id_reason", "police request 2026/117")
+    w.click("#submit")
+    assert "Frozen" in w.text("#account-status") and not w.els("#new-transfer") and not w.els("#cash-deposit")
+    w.shot("supervisor-frozen")
+
+    # --- the auditor -----------------------------------------------------------------------
+    w.login("auditor")
+    w.get("/admin/audit/auditevent/")
+    w.no_horizontal_scroll()
+    w.shot("auditor-trail")
+    w.click("#check-books")
+    w.click("#run-check")
+    result = w.text("#check-result")
+    assert "Books balance" in result and "Intact" in result, result
+    w.shot("auditor-books-checked")
+    w.get("/admin/accounts/account/not-a-number/deposit/")
+    assert "403" in browser.title or "permission" in w.text("#content").lower()
+
+    assert Transfer.objects.filter(kind=Transfer.Kind.REVERSAL, status=Transfer.Status.COMPLETED).count() == 1
+    assert len(list(directory.glob("*.png"))) >= w.count
