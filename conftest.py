@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import traceback
@@ -92,6 +93,20 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = "bankcore.settings.test"
     env.update(extra)
     return env
+
+
+def production_env(log_dir: object, **extra: str) -> dict[str, str]:
+    """``subprocess_env`` for an app process on the production settings, with fresh secrets, served
+    on loopback, logging under ``log_dir``."""
+    production = {
+        "DJANGO_SETTINGS_MODULE": "bankcore.settings.production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "JWT_SECRET_KEY": secrets.token_hex(32),
+        "AUDIT_CHAIN_KEY": secrets.token_hex(32),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_DIR": str(log_dir),
+    }
+    return subprocess_env(**{**production, **extra})
 
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -32,7 +31,7 @@ from bankcore.env import env_int
 from bankcore.testing.native import ROOT, Stack, http
 from bankcore.testing.plugin import ledger_servers, redis_server
 from bankcore.testing.servers import free_port
-from conftest import api_user, balances, run_manage, subprocess_env
+from conftest import api_user, balances, production_env, run_manage, subprocess_env
 from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -50,13 +49,8 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stack = Stack(directory)
-        self.env = subprocess_env(
-            DJANGO_SETTINGS_MODULE="bankcore.settings.production",
-            SECRET_KEY=secrets.token_hex(32),
-            JWT_SECRET_KEY=secrets.token_hex(32),
-            AUDIT_CHAIN_KEY=secrets.token_hex(32),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            LOG_DIR=str(directory / "logs"),
+        self.env = production_env(
+            directory / "logs",
             GUNICORN_BIND=f"127.0.0.1:{self.port}",
             GUNICORN_WORKERS="2",
             GUNICORN_THREADS="4",

@@ -11,7 +11,6 @@ the state the previous one left."""
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 import sys
 from decimal import Decimal
@@ -39,7 +38,7 @@ from bankcore.testing.native import (
 )
 from bankcore.testing.plugin import ledger_servers, redis_server
 from bankcore.testing.servers import free_port
-from conftest import api_user, balances, subprocess_env
+from conftest import api_user, balances, production_env, subprocess_env
 from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]
@@ -67,14 +66,10 @@ class NativeStack:
         self.logs = directory / "logs"
         self.app_metrics = directory / "metrics-gunicorn"
         self.worker_metrics = directory / "metrics-celery"
-        self.env = subprocess_env(
-            DJANGO_SETTINGS_MODULE="bankcore.settings.production",
-            SECRET_KEY=secrets.token_hex(32),
-            JWT_SECRET_KEY=secrets.token_hex(32),
-            AUDIT_CHAIN_KEY=secrets.token_hex(32),
+        self.env = production_env(
+            self.logs,
             ALLOWED_HOSTS="localhost,127.0.0.1",
             CSRF_TRUSTED_ORIGINS=f"https://localhost:{self.https_port}",
-            LOG_DIR=str(self.logs),
             LOG_LEVEL="INFO",
             GUNICORN_BIND=f"127.0.0.1:{self.app_port}",
             GUNICORN_WORKERS="2",

@@ -16,7 +16,6 @@ transfer is final as answered, and that ``manage.py reconcile`` is clean.
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from decimal import Decimal
@@ -47,7 +46,7 @@ from bankcore.testing.chaos import (
 from bankcore.testing.native import ROOT, Stack, http
 from bankcore.testing.plugin import ledger_servers, redis_server
 from bankcore.testing.servers import free_port
-from conftest import api_user, run_manage, subprocess_env
+from conftest import api_user, production_env, run_manage, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]
 
@@ -72,13 +71,8 @@ class App:
         self.stack = Stack(directory)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = subprocess_env(
-            DJANGO_SETTINGS_MODULE="bankcore.settings.production",
-            SECRET_KEY=secrets.token_hex(32),
-            JWT_SECRET_KEY=secrets.token_hex(32),
-            AUDIT_CHAIN_KEY=secrets.token_hex(32),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            LOG_DIR=str(directory / "logs"),
+        self.env = production_env(
+            directory / "logs",
             GUNICORN_BIND=f"127.0.0.1:{self.port}",
             GUNICORN_WORKERS="2",
             GUNICORN_THREADS="4",
