@@ -81,13 +81,37 @@ class Walk:
         field.clear()
         field.send_keys(value)
 
-    def click(self, css: str) -> None:
-        self.el(css).click()
+    def click(self, css: str, *, stays: bool = False) -> None:
+        """Click; unless the click ``stays`` on the page, wait until the browser has left it, so
+        that what is read next is read from the page the click led to."""
+        if stays:
+            self.el(css).click()
+        else:
+            self._leaving(self.el(css))
 
     def link(self, text: str) -> None:
         from selenium.webdriver.common.by import By
 
-        self.driver.find_element(By.PARTIAL_LINK_TEXT, text).click()
+        self._leaving(self.driver.find_element(By.PARTIAL_LINK_TEXT, text))
+
+    def _leaving(self, element) -> None:  # type: ignore[no-untyped-def]
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        page = self.driver.find_element(By.TAG_NAME, "html")
+        element.click()
+
+        def gone(_driver) -> bool:  # type: ignore[no-untyped-def]
+            # A node of a page the browser has left answers stale, or (mid-navigation) that it
+            # belongs to no document: both mean the click led away.
+            try:
+                page.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        WebDriverWait(self.driver, 30).until(gone)
 
     def message(self) -> str:
         return self.text("ul.messagelist")
@@ -247,7 +271,7 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     # The deposit is rejected, with its reason, from the queue.
     deposit = Approval.objects.get(kind=Approval.Kind.DEPOSIT)
     w.get("/admin/transfers/approval/")
-    w.click(f"input[name=approval][value='{deposit.pk}']")
+    w.click(f"input[name=approval][value='{deposit.pk}']", stays=True)
     w.type("#bulk-reason", "customer did not bring the cash")
     w.click("#bulk-reject")
     assert f"Rejected: #{deposit.pk}" in w.message()
