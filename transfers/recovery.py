@@ -1,7 +1,7 @@
 """Recovery: finish forward what was decided, void what was not, exactly once.
 
 Run by Celery beat every few seconds and by ``manage.py recover_transfers``. The rule it applies
-is the engine's (``transfers.services``): a transfer is decided when one of its legs is COMMITTED
+is the engine's (``transfers.engine``): a transfer is decided when one of its legs is COMMITTED
 (the credit leg; or the debit leg, when the credit leg was prepared in the control plane's own
 transaction), and aborted once a VOIDED tombstone holds the key of the leg that was never
 prepared (the decision's) instead. Every step is a conditional update or
@@ -38,9 +38,10 @@ from bankcore.actors import Actor, Channel
 from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
 from transfers.approvals import approvals_expire, holds_orphaned_release
+from transfers.engine.legs import leg_commit, leg_commit_at, leg_void, leg_void_at
+from transfers.engine.outcome import transfer_abort_decide, transfer_complete
 from transfers.errors import TransferTimedOut
 from transfers.models import Transfer, TransferLeg
-from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def transfer_finish_forward(transfer: Transfer, actor: Actor, report: RecoveryRe
     for leg in (Leg.DEBIT, Leg.CREDIT):
         if leg_commit(transfer, leg):
             report.actions["leg_committed"] += 1
-    if _complete(transfer, actor):
+    if transfer_complete(transfer, actor):
         _finished_by_recovery(transfer, report, "transfer_completed")
 
 
@@ -117,7 +118,7 @@ def _recover_pending(
         # A transfer of the earlier protocol, whose decision lived in the control plane: decide
         # there first (a conditional update that an old coordinator's COMMITTED would have beaten),
         # then void both legs.
-        if _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT]):
+        if transfer_abort_decide(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT]):
             _finished_by_recovery(transfer, report, "transfer_aborted")
         elif transfer.status == Status.COMMITTED:
             transfer_finish_forward(transfer, actor, report)
@@ -137,7 +138,7 @@ def _recover_pending(
     # A local transfer's legs commit together, except a hold's (``transfer_hold``): its debit leg
     # alone is prepared, and is released here.
     held: list[str] = [Leg.DEBIT] if states[Leg.DEBIT] == LegState.PREPARED else []
-    if _decide_abort(
+    if transfer_abort_decide(
         transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT] if transfer.is_cross_ledger else held
     ):
         _finished_by_recovery(transfer, report, "transfer_aborted")
@@ -279,7 +280,7 @@ def _orphan_settle(ledger: str, transfer_id: uuid.UUID, leg: str) -> bool:
         )
         return True
     logger.error("recovery: leg %s/%s in %s has no transfer and no decision; voiding it", transfer_id, leg, ledger)
-    _leg_void_at(
+    leg_void_at(
         ledger=ledger,
         transfer_id=transfer_id,
         leg=leg,

@@ -13,9 +13,10 @@ from django.utils import timezone
 from accounts.models import Account
 from conftest import run_manage
 from transfers import ledger_sql
+from transfers.engine.legs import leg_commit, leg_decide, leg_prepare
 from transfers.models import ReconciliationRun, Transfer, TransferLeg
 from transfers.reconciliation import reconcile
-from transfers.services import leg_commit, leg_decide, leg_prepare, transfer_create
+from transfers.services import transfer_create
 from transfers.tasks import reconcile_ledgers, recover_transfers
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.books_may_not_balance]
