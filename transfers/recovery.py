@@ -13,12 +13,6 @@ beside live coordinators:
   their deadline, tombstone each leg not written yet (the abort decision), record ABORTED and
   void the prepared leg;
 - PREPARED legs whose transfer is unknown or ABORTED → voided.
-
-Transfers left by the earlier seven-step protocol (decision in the control plane, both legs
-prepared) settle by that protocol's rules: a COMMITTED transfer commits both prepared legs; a
-PENDING one past its deadline is decided ABORTED in the control plane first, then both legs are
-voided. (A recovery worker of that protocol must not meet this engine's transfers, so
-``deploy/update.sh`` replaces the workers before the app.)
 """
 
 from __future__ import annotations
@@ -113,15 +107,6 @@ def _recover_pending(
         # Undecided, and its coordinator still has time.
         if count_skipped:
             report.actions["skipped"] += 1
-        return
-    if transfer.is_cross_ledger and set(states.values()) == {LegState.PREPARED}:
-        # A transfer of the earlier protocol, whose decision lived in the control plane: decide
-        # there first (a conditional update that an old coordinator's COMMITTED would have beaten),
-        # then void both legs.
-        if transfer_abort_decide(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT]):
-            _finished_by_recovery(transfer, report, "transfer_aborted")
-        elif transfer.status == Status.COMMITTED:
-            transfer_finish_forward(transfer, actor, report)
         return
     # The abort decision: a tombstone under the key of each leg not written yet — the decision's
     # (the credit leg, or the debit leg of a transfer prepared at the control plane's server), and
