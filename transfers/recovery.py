@@ -20,8 +20,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
@@ -161,7 +163,7 @@ def transfers_recover(
         # the query raise ValidationError, a 500 in the back office).
         transfers = Transfer.objects.filter(pk__in=[pk for pk in map(_uuid_or_none, transfer_ids) if pk is not None])
 
-    def attempt(what: str, step, *args) -> None:  # type: ignore[no-untyped-def]
+    def attempt(what: str, step: Callable[..., None], *args: object) -> None:
         try:
             step(*args)
         except DatabaseError as exc:
@@ -206,7 +208,7 @@ def _expire_approvals(actor: Actor, report: RecoveryReport, now: datetime) -> No
         report.actions["orphan_hold_released"] += orphaned
 
 
-def transfers_recover_pass(**options) -> RecoveryReport:  # type: ignore[no-untyped-def]
+def transfers_recover_pass(**options: Any) -> RecoveryReport:
     """One pass of a long-running recovery worker (``recover_transfers --loop``): what Django does
     at every request's boundaries first — a connection that failed and no longer answers (its
     server restarted), or has outlived CONN_MAX_AGE, is closed, so the pass opens a new one instead
