@@ -321,7 +321,7 @@ except InvalidCurrency:
 BUSINESS_TIME_ZONE = "Asia/Shanghai"
 # When a ledger is a database on the control plane's server (DB1 with the default topology), the
 # engine writes the control plane and that ledger in one transaction: a cross-ledger transfer takes
-# three commits instead of five (transfers/services.py). Off: every step commits on its own, as
+# three commits instead of five (transfers/engine/home.py). Off: every step commits on its own, as
 # with ledgers elsewhere; the tests use it to exercise that protocol on two servers.
 BANKCORE_SHARED_COMMITS = env_bool("BANKCORE_SHARED_COMMITS", True)
 # Fault points kill a transfer between two protocol steps; only tests switch them on.
