@@ -13,6 +13,7 @@ from django.urls import reverse
 from accounts.models import Entry
 from audit.models import AuditEvent
 from bankcore.actors import Actor
+from bankcore.testing.backoffice import post_reviewed
 from conftest import STAFF_PASSWORD, balances, world_snapshot
 from transfers.models import Approval, ReconciliationRun, Transfer
 from transfers.reconciliation import reconciliation_run
@@ -81,7 +82,8 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
     before = world_snapshot(alice, bob)
     entries = Entry.objects.using("db1").count()
 
-    response = client.post(
+    response = post_reviewed(
+        client,
         reverse("admin:transfers_transfer_add"),
         {"source_account": alice.number, "destination_account": bob.number, "amount": "100.01"},
         follow=True,
@@ -92,7 +94,8 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
     errors = re.search(r'<ul class="errorlist" id="id_amount-errors">(.*?)</ul>', page, re.S)
     assert errors and "100.00 available" in errors.group(1) and "(insufficient_funds)" in errors.group(1)
     assert 'value="100.01"' in page
-    typo = client.post(
+    typo = post_reviewed(
+        client,
         reverse("admin:transfers_transfer_add"),
         {
             "source_account": alice.number[:-1] + str((int(alice.number[-1]) + 1) % 10),
@@ -113,7 +116,8 @@ def test_four_eyes_through_the_admin(make_staff, make_account):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     amount = str(settings.APPROVAL_THRESHOLD + Decimal("0.01"))
 
-    made = logged_in(teller).post(
+    made = post_reviewed(
+        logged_in(teller),
         reverse("admin:transfers_transfer_add"),
         {"source_account": alice.number, "destination_account": bob.number, "amount": amount},
         follow=True,
@@ -220,7 +224,7 @@ def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):
     supervisor = logged_in(make_staff("supervisor"))
     page = supervisor.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,)))
     assert b'id="reverse-transfer"' in page.content
-    done = supervisor.post(url, {"reference": "mistake"}, follow=True)
+    done = post_reviewed(supervisor, url, {"reference": "mistake"}, follow=True)
     assert any(level == "success" for level, _ in messages_of(done))
     assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
     assert Transfer.objects.get(reversal_of=transfer).status == Transfer.Status.COMPLETED
@@ -270,8 +274,9 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     page = client.get(reverse("admin:accounts_account_add")).content.decode()
     [key] = re.findall(r'name="idempotency_key" value="([0-9a-f]{32})"', page)
     fields = {"ledger": "db2", "holder": "Twice Clicked", "currency": "CNY", "opening_deposit": "25.00"}
-    first = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key})
-    again = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key}, follow=True)
+    add = reverse("admin:accounts_account_add")
+    first = post_reviewed(client, add, {**fields, "idempotency_key": key})
+    again = post_reviewed(client, add, {**fields, "idempotency_key": key}, follow=True)
     # The ledger is the system's choice, whatever the form says.
     [account] = Account.objects.using(ledger_for_new_account(holder="Twice Clicked")).filter(holder="Twice Clicked")
     assert first.status_code == 302 and first["Location"] == again.redirect_chain[-1][0]
@@ -283,9 +288,7 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     assert balances(account) == [Decimal("25.00")]
     assert Transfer.objects.filter(destination_account=account.number).count() == 1
     before = world_snapshot(account)
-    edited = client.post(
-        reverse("admin:accounts_account_add"), {**fields, "holder": "Someone Else", "idempotency_key": key}
-    )
+    edited = post_reviewed(client, add, {**fields, "holder": "Someone Else", "idempotency_key": key})
     assert edited.status_code == 302
     [other] = Account.objects.using(ledger_for_new_account(holder="Someone Else")).filter(holder="Someone Else")
     assert world_snapshot(account)["accounts"] == before["accounts"] and balances(other) == [Decimal("25.00")]
