@@ -39,9 +39,10 @@ from backoffice.pages import (
     service_error,
 )
 from backoffice.review import FORM_TEMPLATE, Review, review_or_form
+from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
 from transfers.admin_counter import movement_review
-from transfers.admin_rows import CHANNEL_WORDS, HOLDING, ReadOnlyAdmin, live_reversals
+from transfers.admin_rows import HOLDING, ReadOnlyAdmin, live_reversals
 from transfers.approvals import money_movement_submit
 from transfers.models import Approval, ReconciliationRun, Transfer
 from transfers.reconciliation import reconciliation_run

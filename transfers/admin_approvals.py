@@ -17,8 +17,9 @@ from accounts.selectors import accounts_by_number
 from backoffice.display import account_no, in_words, local_time, money, short_id
 from backoffice.forms import ReasonForm
 from backoffice.pages import admin_actor, may, person, require_perm, service_error
+from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
-from transfers.admin_rows import CHANNEL_WORDS, ReadOnlyAdmin
+from transfers.admin_rows import ReadOnlyAdmin
 from transfers.approvals import approval_approve, approval_execute, approval_reject, approval_withdraw, is_checker
 from transfers.models import Approval, Transfer
 

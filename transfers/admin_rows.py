@@ -1,5 +1,5 @@
 """How transfers and approval requests are shown in the back office's lists and pages: their
-state as a badge, the channel they came through in words, their accounts by holder."""
+state as a badge, their accounts by holder, their amounts with the currency."""
 
 from __future__ import annotations
 
@@ -12,16 +12,8 @@ from django.http import HttpRequest
 from accounts.admin import account_link
 from accounts.selectors import accounts_by_number
 from backoffice.display import money, status_badge
-from bankcore.actors import Channel
 from transfers.models import Approval, Transfer
 
-CHANNEL_WORDS = {
-    Channel.ADMIN: "back office",
-    Channel.API: "partner system (API)",
-    Channel.COMMAND: "operator command",
-    Channel.TASK: "automatic task",
-    Channel.SYSTEM: "the system",
-}
 APPROVAL_TONES: dict[str, str] = {
     Approval.Status.PENDING: "wait",
     Approval.Status.APPROVED: "wait",

@@ -10,6 +10,7 @@ from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import account_freeze
@@ -270,3 +271,30 @@ def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_sta
     outside = Group.objects.create(name="mw-group-outside")
     entry = LogEntry.objects.get_for_object(outside).get()
     assert entry.actor_id is None and entry.remote_addr is None
+
+
+def test_the_audit_pages_say_what_happened_in_words_who_by_name_and_when_with_the_zone(make_staff, make_account):
+    teller, event = _teller_deposits(make_staff, make_account)
+    teller.first_name, teller.last_name = "Tina", "Teller"
+    teller.save()
+    auditor = Client()
+    auditor.force_login(make_staff("auditor"))
+
+    listing = auditor.get(reverse("admin:audit_auditevent_changelist"))
+    html = listing.content.decode()
+    # Words, the code kept as the tooltip; the teller by name, the login as the tooltip.
+    assert '<span title="transfer.completed" class="bo-action">Money moved</span>' in html
+    assert '<span title="teller">Tina Teller</span>' in html and ">back office<" in html
+    # The filters offer words too, never the codes alone.
+    filters = {
+        spec.title: [choice["display"] for choice in spec.choices(listing.context["cl"])]
+        for spec in listing.context["cl"].filter_specs
+    }
+    assert "Money moved" in filters["what happened"] and "transfer.completed" not in filters["what happened"]
+    assert "back office" in filters["channel"] and "Tina Teller" in filters["actor"]
+    # Every time with its zone: the list's, the page's.
+    local = timezone.localtime(event.created_at)
+    assert f"{local:%Y-%m-%d %H:%M:%S} {local:%z}" in html
+    page = auditor.get(reverse("admin:audit_auditevent_change", args=(event.pk,))).content.decode()
+    assert f"{local:%Y-%m-%d %H:%M:%S} {local:%z}" in page
+    assert "Money moved" in page and "transfer.completed" in page and "Tina Teller" in page

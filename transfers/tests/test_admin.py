@@ -13,6 +13,7 @@ from django.urls import reverse
 from accounts.models import Entry
 from audit.models import AuditEvent
 from bankcore.actors import Actor
+from bankcore.errors import ApplicationError
 from bankcore.testing.backoffice import post_reviewed
 from conftest import STAFF_PASSWORD, balances, world_snapshot
 from transfers.models import Approval, ReconciliationRun, Transfer
@@ -331,3 +332,22 @@ def test_a_form_refused_for_a_missing_permission_is_on_record(make_staff, make_a
     )
     assert refusal.changes["code"] == "permission_denied"
     assert refusal.changes["missing"] == ["transfers.add_transfer"]
+
+
+def test_the_transfer_list_filters_by_the_states_its_badges_name(make_staff, make_account, actor):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    paid = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="5.00")
+    with pytest.raises(ApplicationError):  # more than Bob has: recorded, not made
+        transfer_create(actor=actor, source_account=bob.number, destination_account=alice.number, amount="99.00")
+    refused = Transfer.objects.get(status=Transfer.Status.ABORTED)
+    client = logged_in(make_staff("supervisor"))
+    url = reverse("admin:transfers_transfer_changelist")
+
+    listing = client.get(url)
+    [state] = [spec for spec in listing.context["cl"].filter_specs if spec.title == "state"]
+    shown = [choice["display"] for choice in state.choices(listing.context["cl"])]
+    assert shown == ["All", "In progress", "Pending approval", "Completed", "Reversed", "Not made"]
+    assert not {"Aborted", "Committed", "aborted"} & set(shown)
+    not_made = client.get(url, {"state": "not_made"}).context["cl"].result_list
+    completed = client.get(url, {"state": "completed"}).context["cl"].result_list
+    assert [t.pk for t in not_made] == [refused.pk] and paid.pk in [t.pk for t in completed]
