@@ -8,6 +8,7 @@ them, under the same addresses.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -40,14 +41,14 @@ from transfers.approvals import approval_required, money_movement_submit
 from transfers.models import Approval, Transfer
 
 
-def _waits_note(request: HttpRequest, amount: Any, currency: str) -> str:
-    """What happens when the teller confirms a movement of ``amount``."""
-    if approval_required(user=request.user, amount=amount):
-        return (
-            f"Above {money(settings.APPROVAL_THRESHOLD, currency)} it waits for a supervisor's approval; "
-            "the amount is held on the account from now until then."
-        )
-    return "The money moves as soon as you confirm. Check the names with the customer."
+def _waits_note(request: HttpRequest, amount: Any, currency: str) -> str | None:
+    """What the review says when confirming makes the movement wait for a supervisor."""
+    if not approval_required(user=request.user, amount=amount):
+        return None
+    return (
+        f"Above {money(settings.APPROVAL_THRESHOLD, currency)} it waits for a supervisor's approval; "
+        "the amount is held on the account from now until then."
+    )
 
 
 def movement_review(request: HttpRequest, *, kind: str, amount: str, source: str = "", destination: str = "") -> Review:
@@ -81,7 +82,11 @@ def movement_review(request: HttpRequest, *, kind: str, amount: str, source: str
         headline = f"Pay out {shown} in cash from {src.holder if src else '?'}'s account"
     else:
         headline = f"Move {shown} from {src.holder if src else '?'} to {dst.holder if dst else '?'}"
-    return Review(headline=headline, rows=rows, warnings=warnings, note=_waits_note(request, value, currency))
+    note = (
+        _waits_note(request, value, currency)
+        or "The money moves as soon as you confirm. Check the names with the customer."
+    )
+    return Review(headline=headline, rows=rows, warnings=warnings, note=note)
 
 
 def opening_review(request: HttpRequest, *, holder: str, currency: str, deposit: str) -> Review:
@@ -89,13 +94,20 @@ def opening_review(request: HttpRequest, *, holder: str, currency: str, deposit:
     code), and the cash paid in with the balance it leaves."""
     code = settings.LEDGERS.get(ledger_for_new_account(holder=holder), "?")
     rows = [("Customer", holder), ("Currency", currency), ("Ledger", f"{code} (the system's choice)")]
-    note = "The account is opened as soon as you confirm. Check the name with the customer's papers."
+    check = "Check the name with the customer's papers."
+    value, waits = Decimal("0.00"), None
     if deposit:
         value = opening_deposit_parse(deposit)
-        rows += [("Cash paid in now", money(value, currency)), ("Balance after", money(value, currency))]
-        note = f"{note} {_waits_note(request, value, currency)}"
+        rows.append(("Cash paid in now", money(value, currency)))
+        waits = _waits_note(request, value, currency)
+    # A deposit that waits for a supervisor is not on the account yet.
+    rows.append(("Balance after", money(0 if waits else value, currency)))
+    if waits:
+        note = f"The account is opened as soon as you confirm. {waits} {check}"
+    elif deposit:
+        note = f"The account is opened and the cash booked as soon as you confirm. {check}"
     else:
-        rows.append(("Balance after", money(0, currency)))
+        note = f"The account is opened as soon as you confirm. {check}"
     return Review(headline=f"Open an account for {holder}", rows=rows, note=note)
 
 
