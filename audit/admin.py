@@ -112,10 +112,11 @@ class ChannelFilter(admin.SimpleListFilter):
 class ActorFilter(admin.RelatedOnlyFieldListFilter):
     """The people who acted, by name."""
 
-    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> list[tuple[Any, str]]:
+    def field_choices(self, field: Any, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         choices = super().field_choices(field, request, model_admin)
         users = get_user_model().objects.in_bulk([pk for pk, _ in choices])
-        return sorted(((pk, _name(users.get(pk)) or str(label)) for pk, label in choices), key=lambda c: c[1])
+        named = [(str(pk), _name(users.get(pk)) or str(label)) for pk, label in choices]
+        return sorted(named, key=lambda choice: choice[1])
 
 
 @admin.register(AuditEvent)
