@@ -40,11 +40,11 @@ STATEMENT_PAGE_SIZE = 25
 FIND_LIMIT = 100
 
 
+# --- the changelist: one ledger at a time ----------------------------------------------------
+
+
 def _ledger_choices() -> list[tuple[str, str]]:
     return [(alias, f"ledger {code}") for alias, code in settings.LEDGERS.items()]
-
-
-# --- the changelist: one ledger at a time ----------------------------------------------------
 
 
 def request_ledger(request: HttpRequest) -> str:

@@ -85,22 +85,21 @@ def review_or_form(
     """For a valid form: None when its POST carries the confirmation of exactly this form (carry
     it out); otherwise the review page (``review()``: what it will do), or with "Change" the form
     again. A refusal while reviewing (an account that is none) goes on the form."""
-    problem = None if "edit" in request.POST else confirmation_problem(request, form)
-    if problem is None and "edit" not in request.POST:
+    page = {"template": FORM_TEMPLATE, "form": form, "reviewed": True, **page}
+    if "edit" in request.POST:
+        return backoffice_render(request, review=None, **page)
+    problem = confirmation_problem(request, form)
+    if problem is None:
         return None
-    shown = None
-    if "edit" not in request.POST:
-        try:
-            shown = review()
-        except ApplicationError as error:
-            refusal_on_form(form, error)
+    try:
+        shown = review()
+    except ApplicationError as error:
+        refusal_on_form(form, error)
+        return backoffice_render(request, review=None, **page)
     return backoffice_render(
         request,
-        template=FORM_TEMPLATE,
-        form=form,
         review=shown,
-        confirmation=confirmation_token(request, form) if shown is not None else "",
-        not_confirmed=NOT_CONFIRMED.get(problem or ""),
-        reviewed=True,
+        confirmation=confirmation_token(request, form),
+        not_confirmed=NOT_CONFIRMED.get(problem),
         **page,
     )
