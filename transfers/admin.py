@@ -16,7 +16,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -42,7 +42,7 @@ from backoffice.review import FORM_TEMPLATE, Review, review_or_form
 from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
 from transfers.admin_counter import movement_review
-from transfers.admin_rows import HOLDING, ReadOnlyAdmin, live_reversals
+from transfers.admin_rows import ReadOnlyAdmin, live_reversals, with_badges
 from transfers.approvals import money_movement_submit
 from transfers.models import Approval, ReconciliationRun, Transfer
 from transfers.reconciliation import reconciliation_run
@@ -184,16 +184,7 @@ class TransferAdmin(ReadOnlyAdmin):
         return [name for name in self.fields if name not in hidden]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Transfer]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                is_reversed=Exists(
-                    Transfer.objects.filter(reversal_of=OuterRef("pk")).exclude(status=Transfer.Status.ABORTED)
-                ),
-                is_held=Exists(Approval.objects.filter(transfer=OuterRef("pk"), status__in=HOLDING)),
-            )
-        )
+        return with_badges(super().get_queryset(request))
 
     def get_urls(self):  # type: ignore[no-untyped-def]
         wrap = self.admin_site.admin_view

@@ -22,7 +22,7 @@ from accounts.admin import AccountAdmin, account_words
 from accounts.models import Account
 from accounts.selectors import account_get, accounts_by_number, ledger_for_new_account
 from accounts.services import account_open, opening_deposit_key, opening_deposit_parse
-from backoffice.display import account_no, money
+from backoffice.display import account_no, money, status_badge
 from backoffice.forms import AmountField, IdempotentForm
 from backoffice.pages import (
     admin_actor,
@@ -37,6 +37,7 @@ from backoffice.review import FORM_TEMPLATE, Review, review_or_form
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError
 from bankcore.money import money_parse
+from transfers.admin_rows import badge_of, with_badges
 from transfers.approvals import approval_required, money_movement_submit
 from transfers.models import Approval, Transfer
 
@@ -158,7 +159,7 @@ class CounterAccountAdmin(AccountAdmin):
     def page_context(self, request: HttpRequest, account: Account) -> dict[str, Any]:
         number = str(account.number)
         either = Q(source_account=number) | Q(destination_account=number)
-        rows: list[Any] = list(Transfer.objects.filter(either).order_by("-created_at")[:50])
+        rows: list[Any] = list(with_badges(Transfer.objects.filter(either)).order_by("-created_at")[:50])
         others = accounts_by_number(numbers=[n for t in rows for n in (t.source_account, t.destination_account)])
         for row in rows:
             # Seen from this account: out is negative, and the other side by name.
@@ -167,6 +168,7 @@ class CounterAccountAdmin(AccountAdmin):
             row.signed_amount = -row.amount if out else row.amount
             row.counterparty = account_words(other, others.get(other))
             row.counterparty_number = other
+            row.badge = status_badge(*badge_of(row))
         customer = account.kind == Account.Kind.CUSTOMER
         return {
             **super().page_context(request, account),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from accounts.admin import account_link
@@ -30,6 +30,14 @@ HOLDING = (Approval.Status.PENDING, Approval.Status.APPROVED)
 
 def live_reversals(transfer: Transfer) -> QuerySet[Transfer]:
     return Transfer.objects.filter(reversal_of=transfer).exclude(status=Transfer.Status.ABORTED)
+
+
+def with_badges(transfers: QuerySet[Transfer]) -> QuerySet[Transfer]:
+    """Transfers with what their badges need (``is_reversed``, ``is_held``), read in the same query."""
+    return transfers.annotate(
+        is_reversed=Exists(Transfer.objects.filter(reversal_of=OuterRef("pk")).exclude(status=Transfer.Status.ABORTED)),
+        is_held=Exists(Approval.objects.filter(transfer=OuterRef("pk"), status__in=HOLDING)),
+    )
 
 
 def badge_of(obj: Any) -> tuple[str, str]:

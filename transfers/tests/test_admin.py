@@ -334,7 +334,7 @@ def test_a_form_refused_for_a_missing_permission_is_on_record(make_staff, make_a
     assert refusal.changes["missing"] == ["transfers.add_transfer"]
 
 
-def test_the_transfer_list_filters_by_the_states_its_badges_name(make_staff, make_account, actor):
+def test_the_transfer_list_and_the_account_page_say_the_states_badges_name(make_staff, make_account, actor):
     alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
     paid = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="5.00")
     with pytest.raises(ApplicationError):  # more than Bob has: recorded, not made
@@ -351,3 +351,6 @@ def test_the_transfer_list_filters_by_the_states_its_badges_name(make_staff, mak
     not_made = client.get(url, {"state": "not_made"}).context["cl"].result_list
     completed = client.get(url, {"state": "completed"}).context["cl"].result_list
     assert [t.pk for t in not_made] == [refused.pk] and paid.pk in [t.pk for t in completed]
+    # The account's page says the same words.
+    page = client.get(reverse("admin:accounts_account_change", args=(bob.number,))).content.decode()
+    assert 'bo-badge-bad">Not made<' in page and 'bo-badge-ok">Completed<' in page and "Aborted" not in page
