@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     # Its documented set-up: the middleware below and the app (its AppConfig starts the exports
     # that settings ask for; it has no models or migrations).
     "django_prometheus",
+    # The back office's shared pages and template tags; before the apps whose admin builds on it.
+    "backoffice",
     "accounts",
     "transfers",
     "audit",
