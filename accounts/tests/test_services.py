@@ -27,7 +27,7 @@ from accounts.services import (
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, InsufficientFunds, InvalidIdempotencyKey
 from transfers.models import Transfer
 from transfers.services import account_open_with_deposit, transfer_cash_movement
@@ -176,7 +176,7 @@ def test_open_refuses_a_malformed_key_and_opens_nothing(actor, key):
 
 @pytest.mark.slow
 def test_one_key_raced_by_eight_workers_opens_one_account(actor):
-    from transfers.tests.test_concurrency import run_threads
+    from bankcore.testing.concurrency import run_threads
 
     numbers: list[str] = []
 

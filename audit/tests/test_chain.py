@@ -26,7 +26,7 @@ from audit.chain import (
     key_fingerprint,
 )
 from audit.models import AuditChainHead, AuditEvent
-from conftest import run_manage
+from bankcore.testing.processes import run_manage
 from transfers.services import transfer_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -449,7 +449,7 @@ def test_the_recovery_loop_seals_without_anyone_running_a_command(actor, make_ac
     import sys
     import time
 
-    from conftest import subprocess_env
+    from bankcore.testing.processes import subprocess_env
 
     make_account("db1", "10.00")
     loop = subprocess.Popen(

@@ -12,20 +12,13 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from conftest import api_client_for, balances
+from bankcore.testing.books import balances
+from bankcore.testing.personas import api_client_for, rates
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 PROBLEM = "application/problem+json"
 TOKEN = "/api/v1/auth/token/"
-
-
-def rates(**rates: str):  # type: ignore[no-untyped-def]
-    from django.conf import settings
-
-    rest: dict[str, Any] = dict(settings.REST_FRAMEWORK)
-    rest["DEFAULT_THROTTLE_RATES"] = {**rest["DEFAULT_THROTTLE_RATES"], **rates}
-    return override_settings(REST_FRAMEWORK=rest)
 
 
 def test_token_pair_then_refresh_then_use(api_world):

@@ -18,7 +18,8 @@ from accounts.models import PartnerAccountLink
 from accounts.numbers import account_number_make
 from audit.models import AuditEvent
 from audit.roles import role_permits
-from conftest import STAFF_PASSWORD, api_client_for, balances
+from bankcore.testing.books import balances
+from bankcore.testing.personas import STAFF_PASSWORD, api_client_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -3,7 +3,6 @@
 import ast
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_bool, env_decimal, env_int, env_str
+from bankcore.testing.deploy import gunicorn_config
 
 
 def test_readers_name_the_variable(monkeypatch):
@@ -133,10 +133,6 @@ def test_another_default_currency_is_accepted(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def _gunicorn_config() -> dict:  # type: ignore[type-arg]
-    return runpy.run_path(str(Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"))
-
-
 @pytest.mark.parametrize(
     ("env", "name"),
     [
@@ -152,7 +148,7 @@ def test_gunicorn_config_refuses_a_malformed_value_naming_it(monkeypatch, env, n
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ImproperlyConfigured, match=f"^{name}="):
-        _gunicorn_config()
+        gunicorn_config()
 
 
 def test_gunicorn_config_reads_the_environment(monkeypatch, tmp_path):
@@ -163,7 +159,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GUNICORN_WORKERS_FILE", str(workers))
     monkeypatch.setenv("GUNICORN_THREADS", "8")
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    config = _gunicorn_config()
+    config = gunicorn_config()
     assert (config["bind"], config["workers"], config["threads"], config["loglevel"]) == (
         "127.0.0.1:9000",
         3,

@@ -10,7 +10,7 @@ from django.db import connections
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.approvals import (
     ApprovalNotAllowed,
     ApprovalNotPending,
@@ -348,7 +348,7 @@ def test_a_superuser_in_a_role_acts_as_the_role(people, make_account):
 
 
 def test_who_needs_four_eyes(people, make_staff, settings):
-    from conftest import api_user
+    from bankcore.testing.personas import api_user
 
     settings.APPROVAL_THRESHOLD = Decimal("100.00")
     settings.SOLO_LIMIT = Decimal("500.00")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STAFF_PASSWORD, balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
+from bankcore.testing.personas import STAFF_PASSWORD
 from transfers.models import Approval, Transfer
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]

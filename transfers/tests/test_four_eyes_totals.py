@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bankcore.actors import Actor, Channel
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.approvals import money_movement_submit
 from transfers.models import Approval, Transfer
 

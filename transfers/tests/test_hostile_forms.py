@@ -43,8 +43,8 @@ import pytest
 from _pytest.mark import ParameterSet
 from django.conf import settings
 
-from bankcore.tests.test_hostile_requests import corpus, faults_fixed, filled
-from conftest import Tracebacks, world_snapshot
+from bankcore.testing.books import world_snapshot
+from bankcore.testing.hostile import Tracebacks, corpus, faults_fixed, filled
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -11,7 +11,7 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.models import Account
-from conftest import run_manage
+from bankcore.testing.processes import run_manage
 from transfers import ledger_sql
 from transfers.models import ReconciliationRun, Transfer, TransferLeg
 from transfers.reconciliation import reconcile

@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
+from bankcore.testing.books import balances
 from bankcore.testing.plugin import ledger_servers
-from conftest import balances
 from transfers.models import Transfer
 from transfers.reconciliation import reconcile
 from transfers.recovery import transfers_recover_pass
@@ -118,7 +118,7 @@ def test_the_recovery_loop_reconnects_after_a_ledger_server_restart_and_finishes
     """``recover_transfers --loop`` as its own process: its connections to a ledger server die with
     the server (SIGKILL), and once the server is back the loop's next passes reconnect by
     themselves and finish the transfers left in that ledger — no restart of the loop."""
-    from conftest import subprocess_env
+    from bankcore.testing.processes import subprocess_env
     from transfers.services import leg_decide, leg_prepare
 
     status = Transfer.Status

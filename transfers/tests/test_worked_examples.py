@@ -12,7 +12,7 @@ from accounts.services import account_close, account_freeze, account_open
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
-from conftest import NOTHING_HELD, balances, held
+from bankcore.testing.books import NOTHING_HELD, balances, held
 from transfers.errors import (
     AmountAboveMaximum,
     CurrencyMismatch,
