@@ -34,7 +34,7 @@ def _people_named(changes: Any) -> list[tuple[str, int, str]]:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("id", "created_at", "actor_name", "channel", "action", "object_type", "object_id", "ip", "sealed")
     list_filter = ("channel", "action", "object_type", ("actor", admin.RelatedOnlyFieldListFilter), "created_at")
     search_fields = ("object_id", "request_id", "actor_name", "action")

@@ -37,6 +37,18 @@ def test_secret_from_file(monkeypatch, tmp_path):
     assert env_str("SECRET_KEY") == "s3cr3t-from-a-file"
 
 
+def test_a_variable_read_without_a_default_must_be_set(monkeypatch):
+    """Given no default, when the variable is unset or empty, then reading it names it; a default stands in."""
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("SECRET_KEY_FILE", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY must be set"):
+        env_str("SECRET_KEY")
+    monkeypatch.setenv("SECRET_KEY", "")
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY must be set"):
+        env_str("SECRET_KEY")
+    assert env_str("SECRET_KEY", "stand-in") == "stand-in"
+
+
 def _settings_import(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DB", "REDIS", "SECRET", "JWT", "AUDIT_CHAIN"))}
     clean.update(env, DJANGO_SETTINGS_MODULE=settings_module)
