@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 NOTHING_HELD = (Decimal("0.00"), Decimal("0.00"))
 
 
+def number_of(account: Account) -> str:
+    """An opened account's number (the column is NULL only between its insert and its numbering)."""
+    assert account.number is not None, account
+    return account.number
+
+
 def balances(*accounts: Account) -> list[Decimal]:
     """Fresh posted balances of the given accounts, read from their ledgers."""
     from accounts.models import Account

@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 
 from bankcore.actors import Actor, Channel
+from bankcore.testing.books import number_of
 from bankcore.testing.hostile import Tracebacks
 from bankcore.testing.personas import STAFF_PASSWORD, api_client_for, api_user
 
@@ -96,8 +97,8 @@ def api_world(make_account: Callable[..., Account], api_throttle_reset: None) ->
     a2 = make_account("db2", "1000.00", holder="Partner A two")
     b1 = make_account("db1", "500.00", holder="Partner B")
     c2 = make_account("db2", "0.00", holder="Outsider")
-    partner_a = api_user("partner-a", links=(a1.number, a2.number))
-    partner_b = api_user("partner-b", links=(b1.number,))
+    partner_a = api_user("partner-a", links=(number_of(a1), number_of(a2)))
+    partner_b = api_user("partner-b", links=(number_of(b1),))
     staff = api_user(
         "staff",
         permissions=("accounts.view_account", "transfers.view_transfer", "transfers.add_transfer"),
@@ -150,9 +151,9 @@ def make_stuck_transfer() -> Callable[..., Transfer]:
 
     def make(source: Account, destination: Account, amount: str = "30.00") -> Transfer:
         transfer = Transfer.objects.create(
-            source_account=source.number,
+            source_account=number_of(source),
             source_ledger=source.ledger,
-            destination_account=destination.number,
+            destination_account=number_of(destination),
             destination_ledger=destination.ledger,
             amount=Decimal(amount),
             currency=source.currency,

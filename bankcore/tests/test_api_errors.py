@@ -4,6 +4,7 @@ view's own logic (unknown paths, a ledger down), and the OpenAPI schema and docs
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -89,6 +90,7 @@ def test_an_over_long_username_is_refused_before_any_lookup(api_world):
     from django.contrib.auth.models import User
 
     longest = User._meta.get_field("username").max_length
+    assert longest is not None
     anon = api_client_for(None)
     response = anon.post(TOKEN, {"username": "a" * (longest + 1), "password": "x"}, format="json")
     assert response.status_code == 400 and response["Content-Type"] == PROBLEM
@@ -600,7 +602,12 @@ def test_a_content_type_django_cannot_parse_is_a_problem_from_the_servers_handle
         "REMOTE_ADDR": "127.0.0.1",
     }
     started: list[str] = []
-    answer = b"".join(application(environ, lambda status, headers, *_: started.append(status) or (lambda _: None)))
+
+    def start_response(status: str, headers: object, *_: object) -> Callable[[bytes], None]:
+        started.append(status)
+        return lambda _: None
+
+    answer = b"".join(application(environ, start_response))
     assert started[0].startswith(str(status)), (started, answer[:300])
     problem = json.loads(answer)
     assert (problem["status"], problem["code"]) == (status, code), problem

@@ -618,7 +618,7 @@ def hostile_world(api_world, actor):  # type: ignore[no-untyped-def]
     w = api_world
     to_a2 = transfer_create(actor=actor, source_account=w.a1.number, destination_account=w.a2.number, amount="10.00")
     to_b1 = transfer_create(actor=actor, source_account=w.a1.number, destination_account=w.b1.number, amount="10.00")
-    key = settings.SIMPLE_JWT["SIGNING_KEY"]
+    key = str(settings.SIMPLE_JWT["SIGNING_KEY"])
     claims = dict(AccessToken.for_user(w.partner_a).payload)
 
     def signed(secret: str = key, algorithm: str = "HS256", drop: str = "", **changes: Any) -> str:

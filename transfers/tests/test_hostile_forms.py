@@ -967,6 +967,7 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):
     account_freeze(actor=actor, number=frozen1.number, reason="world")
     account_close(actor=actor, number=closed2.number, reason="world")
     cash1 = cash_account_get(ledger="db1", currency=settings.DEFAULT_CURRENCY)
+    assert cash1 is not None
 
     def pay(source: Any, destination: Any, amount: str) -> Transfer:
         return transfer_create(

@@ -83,8 +83,8 @@ def test_ledger_server_killed_mid_run(make_account, ledgers, victim):
         assert not report.errors, report.errors
     assert not Transfer.objects.exclude(status__in=[Transfer.Status.COMPLETED, Transfer.Status.ABORTED]).exists()
     assert sum(balances(*accounts)) == Decimal("12000.00")
-    report = reconcile(now=later)
-    assert report.ok, report.discrepancies
+    books = reconcile(now=later)
+    assert books.ok, books.discrepancies
     assert outcomes["completed"] > 0
     print(f"\nkilled server {victim + 1}: {dict(outcomes)}")
 
