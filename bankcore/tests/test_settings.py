@@ -15,6 +15,7 @@ from bankcore.testing.deploy import gunicorn_config
 
 
 def test_readers_name_the_variable(monkeypatch):
+    """Given malformed values, when the strict readers read them, then each refusal names its variable."""
     monkeypatch.setenv("DB1_PORT", "abc")
     with pytest.raises(ImproperlyConfigured, match="DB1_PORT"):
         env_int("DB1_PORT", 3306)
@@ -31,6 +32,7 @@ def test_readers_name_the_variable(monkeypatch):
 
 
 def test_secret_from_file(monkeypatch, tmp_path):
+    """Given X_FILE naming a file, when X is read, then it is the file's content, stripped."""
     secret = tmp_path / "secret"
     secret.write_text("s3cr3t-from-a-file\n")
     monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
@@ -82,6 +84,7 @@ def test_production_refuses_default_short_or_shared_secrets(tmp_path):
 
 
 def test_malformed_port_stops_startup(tmp_path):
+    """Given DB1_PORT that is no number, when the settings load, then start-up stops naming it."""
     result = _settings_import(
         "bankcore.settings.development", DB1_HOST="db", DB1_PORT="abc", BANKCORE_VAR_DIR=str(tmp_path)
     )
@@ -89,6 +92,7 @@ def test_malformed_port_stops_startup(tmp_path):
 
 
 def test_ledgers_come_from_configuration(tmp_path):
+    """Given three servers or three SQLite files configured, when the settings load, then there are three ledgers."""
     three = {f"DB{n}_HOST": f"host{n}" for n in (1, 2, 3)}
     result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), **three)
     assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr
@@ -124,6 +128,7 @@ def test_ledger_variables_past_the_last_configured_ledger_stop_startup(tmp_path,
 
 
 def test_empty_ledger_variables_count_as_unset(tmp_path):
+    """Given ledger variables set to "", when the settings load, then they count as unset."""
     result = _settings_import(
         "bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DB1_HOST="h1", DB2_HOST="", DB2_PORT=""
     )
@@ -141,6 +146,7 @@ def test_a_malformed_default_currency_stops_startup(tmp_path, currency):
 
 
 def test_another_default_currency_is_accepted(tmp_path):
+    """Given DEFAULT_CURRENCY=USD, when the settings load, then start-up succeeds."""
     result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DEFAULT_CURRENCY="USD")
     assert result.returncode == 0, result.stderr
 
