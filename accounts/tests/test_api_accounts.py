@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import api_client_for, api_user, world_snapshot
+from bankcore.testing.books import world_snapshot
+from bankcore.testing.personas import api_client_for, api_user
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

@@ -18,7 +18,8 @@ from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.masking import MASK, mask
 from bankcore.testing.backoffice import post_reviewed
-from conftest import STAFF_PASSWORD, run_manage
+from bankcore.testing.personas import STAFF_PASSWORD
+from bankcore.testing.processes import run_manage
 from transfers.models import Transfer
 from transfers.services import transfer_create
 from transfers.tasks import recover_transfers

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
-from conftest import STAFF_PASSWORD
+from bankcore.testing.personas import STAFF_PASSWORD
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 

@@ -28,10 +28,12 @@ import pytest
 from django.contrib.auth.hashers import make_password
 
 from bankcore.env import env_int
+from bankcore.testing.books import balances
 from bankcore.testing.native import ROOT, Stack, http
+from bankcore.testing.personas import api_user
 from bankcore.testing.plugin import ledger_servers, redis_server
+from bankcore.testing.processes import production_env, run_manage, subprocess_env
 from bankcore.testing.servers import free_port
-from conftest import api_user, balances, production_env, run_manage, subprocess_env
 from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]

@@ -6,7 +6,8 @@ import pytest
 from django.conf import settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from conftest import STAFF_PASSWORD, api_client_for, world_snapshot
+from bankcore.testing.books import world_snapshot
+from bankcore.testing.personas import STAFF_PASSWORD, api_client_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -159,7 +160,7 @@ def test_input_is_taken_as_sent_or_refused(api_world, body, code):
 
 def test_walking_the_account_numbers_is_throttled(api_world):
     from accounts.numbers import account_number_make
-    from bankcore.tests.test_api_errors import rates
+    from bankcore.testing.personas import rates
 
     w = api_world
     missing = [account_number_make(ledger_code=settings.LEDGERS["db2"], serial=10**10 - n) for n in range(1, 4)]

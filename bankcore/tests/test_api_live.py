@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import balances
+from bankcore.testing.books import balances
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 

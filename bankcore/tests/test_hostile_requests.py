@@ -33,7 +33,8 @@ import pytest
 from _pytest.mark import ParameterSet
 from django.http.request import HttpHeaders
 
-from conftest import Tracebacks, world_snapshot
+from bankcore.testing.books import world_snapshot
+from bankcore.testing.hostile import KNOWN_FAULTS, Tracebacks, corpus, fault_of, faults_fixed, filled
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
@@ -65,29 +66,6 @@ FAULTS: dict[str, str] = {}
 def xfail(fault: str) -> list[pytest.MarkDecorator]:
     """The mark of a row that exposes ``fault``, a key of FAULTS; none for ``""``."""
     return [pytest.mark.xfail(strict=True, reason=f"{fault}: {FAULTS[fault]}")] if fault else []
-
-
-def fault_of(param: ParameterSet) -> str:
-    return str(next(iter(param.marks)).kwargs["reason"]).partition(":")[0] if param.marks else ""
-
-
-class FaultFixed(Exception):
-    """A row marked as exposing a fault answers as its table says now: its mark must go."""
-
-
-# The marked rows of a test run together, in one world (a world each would double the run): the
-# test fails on their assertion while they fail, as their marks say; a marked row that passes
-# raises FaultFixed instead, which this xfail does not expect, so that each is strict on its own.
-KNOWN_FAULTS = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="the rows marked with a fault (FAULTS) still expose it"
-)
-
-
-def faults_fixed(marked: list[tuple[str, str]], failures: dict[str, str]) -> None:
-    """Raise FaultFixed for the marked rows, ``(row id, fault)``, that no longer fail."""
-    fixed = [f"{row_id} ({fault})" for row_id, fault in marked if row_id not in failures]
-    if fixed:
-        raise FaultFixed("these rows answer as their tables say now; remove their fault marks: " + ", ".join(fixed))
 
 
 @dataclass(frozen=True)
@@ -623,21 +601,6 @@ API_TABLES = {
 }
 
 
-def corpus(doors: dict[str, dict[str, list[ParameterSet]]]) -> list[ParameterSet]:
-    """One parameter per door with its tables' sound rows, and one with every marked row: each a
-    list of ``(table/row id, row, fault)``."""
-    rows = [
-        (door, f"{name}/{row.id}", row) for door, tables in doors.items() for name, of in tables.items() for row in of
-    ]
-    params = [
-        pytest.param([(i, row.values[0], "") for d, i, row in rows if d == door and not row.marks], id=door)
-        for door in doors
-    ]
-    marked = [(i, row.values[0], fault_of(row)) for _, i, row in rows if row.marks]
-    # (no such item once every fault is fixed)
-    return [*params, *([pytest.param(marked, id="known-faults", marks=KNOWN_FAULTS)] if marked else [])]
-
-
 # --- the world, the request, the answer ----------------------------------------------------------
 
 
@@ -655,7 +618,7 @@ def hostile_world(api_world, actor):  # type: ignore[no-untyped-def]
     w = api_world
     to_a2 = transfer_create(actor=actor, source_account=w.a1.number, destination_account=w.a2.number, amount="10.00")
     to_b1 = transfer_create(actor=actor, source_account=w.a1.number, destination_account=w.b1.number, amount="10.00")
-    key = settings.SIMPLE_JWT["SIGNING_KEY"]
+    key = str(settings.SIMPLE_JWT["SIGNING_KEY"])
     claims = dict(AccessToken.for_user(w.partner_a).payload)
 
     def signed(secret: str = key, algorithm: str = "HS256", drop: str = "", **changes: Any) -> str:
@@ -701,12 +664,6 @@ def hostile_world(api_world, actor):  # type: ignore[no-untyped-def]
     }
     w.accounts = (w.a1, w.a2, w.b1, w.c2)
     return w
-
-
-def filled(text: str, values: dict[str, str]) -> str:
-    for placeholder, value in values.items():
-        text = text.replace(placeholder, value)
-    return text
 
 
 def hostile_send(w: Any, row: Hostile, key: str) -> Any:

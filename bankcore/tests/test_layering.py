@@ -9,6 +9,9 @@ modules import each other, however far round.
 Every module of the five packages outside tests and migrations is read with ``ast``: an import
 counts wherever it is, at module level or inside a function. A URL included by its dotted name
 (``include("accounts.api_urls")``) is not an import.
+
+Tests import what they share from bankcore.testing (fixtures come from its plugin), never from a
+conftest or another test module.
 """
 
 from __future__ import annotations
@@ -58,20 +61,26 @@ def _resolve(name: str, known: set[str]) -> str | None:
     return name or None
 
 
-def imports_of(source: str, module: str, *, is_package: bool, known: set[str]) -> set[str]:
-    """The known modules that ``module``'s source imports, anywhere in its body."""
+def imported_names(source: str, module: str, *, is_package: bool) -> set[str]:
+    """The dotted names ``module``'s source imports anywhere in its body, relative ones resolved:
+    ``from x import y`` gives ``x.y`` (y may be a module)."""
     package = module if is_package else module.rpartition(".")[0]
-    names: list[str] = []
+    names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            # "from package import module" imports that module; "from module import name", the module.
-            names.extend(f"{base}.{alias.name}" for alias in node.names)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def imports_of(source: str, module: str, *, is_package: bool, known: set[str]) -> set[str]:
+    """The known modules that ``module``'s source imports, anywhere in its body."""
+    names = imported_names(source, module, is_package=is_package)
     found = {target for name in names if (target := _resolve(name, known))}
     found.discard(module)
     return found
@@ -167,3 +176,54 @@ def test_no_import_circle() -> None:
 
 def test_imports_flow_down_the_layers() -> None:
     assert sorted(against_the_layers(import_graph())) == []
+
+
+# --- tests import what they share from bankcore.testing ------------------------------------------
+
+
+def modules_of_tests() -> dict[str, Path]:
+    """Every module of the four packages' tests directories, by dotted name."""
+    return {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "tests" in path.relative_to(ROOT).parts
+    }
+
+
+def conftests_and_test_modules(names: set[str]) -> set[str]:
+    """The names among ``names`` that are a conftest or a test module (or a name in one)."""
+    return {name for name in names if any(part == "conftest" or part.startswith("test_") for part in name.split("."))}
+
+
+def test_a_conftest_or_a_test_module_imported_is_seen() -> None:
+    source = (
+        "from conftest import balances\n"
+        "from bankcore.testing.books import balances\n"
+        "from .test_money import cents\n"
+        "def later():\n"
+        "    from transfers.tests import test_concurrency\n"
+        "    import accounts.tests.conftest\n"
+    )
+    names = imported_names(source, "bankcore.tests.test_x", is_package=False)
+    assert conftests_and_test_modules(names) == {
+        "conftest.balances",
+        "bankcore.tests.test_money.cents",
+        "transfers.tests.test_concurrency",
+        "accounts.tests.conftest",
+    }
+
+
+def test_no_test_module_imports_a_conftest_or_another_test_module() -> None:
+    # What tests share is a fixture (bankcore.testing.fixtures, a plugin) or a function in a module
+    # of bankcore.testing: a test module run on its own must not depend on another's collection.
+    modules = modules_of_tests()
+    assert "transfers.tests.test_concurrency" in modules
+    found = {
+        (module, name)
+        for module, path in modules.items()
+        for name in conftests_and_test_modules(
+            imported_names(path.read_text(), module, is_package=path.name == "__init__.py")
+        )
+    }
+    assert sorted(found) == []

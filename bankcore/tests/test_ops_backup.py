@@ -19,8 +19,8 @@ from django.db import connections
 from bankcore.actors import Actor, Channel
 from bankcore.testing.native import tool
 from bankcore.testing.plugin import ledger_servers
+from bankcore.testing.processes import subprocess_env
 from bankcore.testing.servers import MariaDBServer
-from conftest import subprocess_env
 from transfers.services import transfer_create
 
 ROOT = Path(settings.BASE_DIR)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from django.conf import settings
 
+from bankcore.testing.deploy import interpolated
 from bankcore.testing.native import nginx_command, nginx_config_for, self_signed_certificate, tool
 from bankcore.testing.servers import free_port
 
@@ -50,36 +51,6 @@ def test_compose_file_parses_without_obsolete_keys(name):
     data = compose(name)
     assert "version" not in data  # obsolete in the Compose Specification
     assert data["services"]
-
-
-# ``${NAME}``, ``${NAME:-default}``, ``${NAME-default}``, ``${NAME:?error}``, ``${NAME?error}``,
-# ``${NAME:+other}``, ``${NAME+other}``, ``$NAME`` and ``$$``: Compose's interpolation.
-_INTERPOLATION = re.compile(
-    r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
-)
-
-
-def interpolated(text: str, environment: dict[str, str]) -> str:
-    """``text`` with its variables replaced as ``docker compose`` does; a required one unset raises."""
-
-    def value(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, operator, argument = match.group(1) or match.group(4), match.group(2), match.group(3) or ""
-        given = environment.get(name)
-        if operator in (":?", "?"):
-            if given is None or (operator == ":?" and not given):
-                raise ValueError(f"{name} is required: {argument}")
-            return given
-        if operator in (":-", "-"):
-            unset = given is None or (operator == ":-" and not given)
-            return interpolated(argument, environment) if unset else str(given)
-        if operator in (":+", "+"):
-            set_ = given is not None and (operator == "+" or bool(given))
-            return interpolated(argument, environment) if set_ else ""
-        return given or ""
-
-    return _INTERPOLATION.sub(value, text)
 
 
 def env_example_values() -> dict[str, str]:

@@ -95,7 +95,7 @@ def test_host_name_reaches_env_and_certificate(checkout):
     assert env["SERVER_NAME"] == "bank.example.com"
     assert env["ALLOWED_HOSTS"] == "" and env["CSRF_TRUSTED_ORIGINS"] == ""
     assert (checkout / ".env").stat().st_mode & 0o777 == 0o600
-    from bankcore.tests.test_ops_configs import interpolated
+    from bankcore.testing.deploy import interpolated
 
     app_env = (ROOT / "docker-compose.yml").read_text()
     allowed = interpolated("${ALLOWED_HOSTS:-${SERVER_NAME:-localhost},localhost,127.0.0.1,banking-app}", env)

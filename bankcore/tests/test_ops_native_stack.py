@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
+from bankcore.testing.books import balances
 from bankcore.testing.native import (
     ROOT,
     Stack,
@@ -36,9 +37,10 @@ from bankcore.testing.native import (
     self_signed_certificate,
     tool,
 )
+from bankcore.testing.personas import api_user
 from bankcore.testing.plugin import ledger_servers, redis_server
+from bankcore.testing.processes import production_env, subprocess_env
 from bankcore.testing.servers import free_port
-from conftest import api_user, balances, production_env, subprocess_env
 from transfers.services import transfer_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]

@@ -18,7 +18,8 @@ from accounts.models import PartnerAccountLink
 from accounts.numbers import account_number_make
 from audit.models import AuditEvent
 from audit.roles import role_permits
-from conftest import STAFF_PASSWORD, api_client_for, balances
+from bankcore.testing.books import balances, number_of
+from bankcore.testing.personas import STAFF_PASSWORD, api_client_for
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -146,7 +147,7 @@ def test_partner_link_checks_every_number_before_linking_any(make_account, ledge
     unknown = account_number_make(ledger_code=settings.LEDGERS[ledgers[0]], serial=9_999_999)
     assert "account_not_found" in refused("partner_link", "acme-pay", good.number, unknown)
     if cash is not None:
-        assert "internal_account" in refused("partner_link", "acme-pay", good.number, cash.number)
+        assert "internal_account" in refused("partner_link", "acme-pay", good.number, number_of(cash))
     assert "partner_not_found" in refused("partner_link", "nobody", good.number)
 
 

@@ -9,9 +9,8 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
-from bankcore.tests.test_api_errors import rates
-from bankcore.tests.test_settings import _gunicorn_config
-from conftest import api_client_for
+from bankcore.testing.deploy import gunicorn_config
+from bankcore.testing.personas import api_client_for, rates
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def test_gunicorn_and_the_worker_metrics_listen_on_loopback_unless_configured(monkeypatch):
     monkeypatch.delenv("GUNICORN_BIND", raising=False)
     monkeypatch.delenv("GUNICORN_LOG_LEVEL", raising=False)
-    assert _gunicorn_config()["bind"] == "127.0.0.1:8000"
+    assert gunicorn_config()["bind"] == "127.0.0.1:8000"
     if "CELERY_METRICS_ADDR" not in os.environ:
         assert settings.CELERY_METRICS_ADDR == "127.0.0.1"
     # The image, where the container's interfaces are its own, says 0.0.0.0 for both.

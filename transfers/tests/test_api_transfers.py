@@ -10,7 +10,8 @@ import pytest
 
 from accounts.models import Entry
 from accounts.numbers import account_number_make
-from conftest import api_client_for, api_user, balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
+from bankcore.testing.personas import api_client_for, api_user
 from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

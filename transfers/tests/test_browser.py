@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STAFF_PASSWORD, balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
+from bankcore.testing.personas import STAFF_PASSWORD
 from transfers.models import Approval, Transfer
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
@@ -139,9 +140,9 @@ class Walk:
 
 def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account, tmp_path):
     people = {"teller": ("Tina", "Teller"), "supervisor": ("Sam", "Supervisor"), "auditor": ("Ada", "Auditor")}
-    for role, (first, last) in people.items():
+    for role, (first_name, last_name) in people.items():
         user = make_staff(role)
-        user.first_name, user.last_name = first, last
+        user.first_name, user.last_name = first_name, last_name
         user.save()
     alice = make_account("db1", "30000.00", holder="Alice Browser")
     bob = make_account("db2", "0.00", holder="Bob Browser")

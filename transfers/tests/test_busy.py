@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 
 import pytest
 from django.db import connections, transaction
@@ -58,7 +59,7 @@ def impatient_engine(monkeypatch):
         connections[alias].close()  # the next test gets the configured session again
 
 
-def world(*accounts: Account) -> tuple[object, ...]:
+def world(*accounts: Account) -> tuple[list[tuple[Decimal, Decimal, Decimal]], list[int], list[int]]:
     return (
         [
             (a.posted, a.pending_debits, a.pending_credits)
@@ -111,6 +112,6 @@ def test_the_api_answers_503_ledger_busy_and_moves_nothing_then_the_retry_is_mad
     again = api_world.a.post("/api/v1/transfers/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
     assert (again.status_code, again["Idempotent-Replayed"]) == (201, "true")
     assert again.json()["id"] == retried.json()["id"]
-    [(a1_posted, _, _), (c2_posted, _, _)] = before[0]  # type: ignore[misc]
+    [(a1_posted, _, _), (c2_posted, _, _)] = before[0]
     after = world(api_world.a1, api_world.c2)
     assert after[0] == [(a1_posted - 5, 0, 0), (c2_posted + 5, 0, 0)]

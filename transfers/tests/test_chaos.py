@@ -44,9 +44,10 @@ from bankcore.testing.chaos import (
     transfers_unfinished,
 )
 from bankcore.testing.native import ROOT, Stack, http
+from bankcore.testing.personas import api_user
 from bankcore.testing.plugin import ledger_servers, redis_server
+from bankcore.testing.processes import production_env, run_manage, subprocess_env
 from bankcore.testing.servers import free_port
-from conftest import api_user, production_env, run_manage, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases="__all__")]
 

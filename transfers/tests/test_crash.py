@@ -16,7 +16,8 @@ from django.utils import timezone
 from accounts.models import Account
 from accounts.services import account_freeze
 from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
-from conftest import NOTHING_HELD, balances, held, subprocess_env
+from bankcore.testing.books import NOTHING_HELD, balances, held
+from bankcore.testing.processes import subprocess_env
 from transfers.engine.legs import leg_prepare
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation import reconcile

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from bankcore.actors import Actor, Channel
 from bankcore.testing.backoffice import post_reviewed
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.approvals import money_movement_submit
 from transfers.models import Approval, Transfer
 

@@ -44,8 +44,8 @@ from _pytest.mark import ParameterSet
 from django.conf import settings
 
 from bankcore.testing.backoffice import post_form, post_reviewed
-from bankcore.tests.test_hostile_requests import corpus, faults_fixed, filled
-from conftest import Tracebacks, world_snapshot
+from bankcore.testing.books import world_snapshot
+from bankcore.testing.hostile import Tracebacks, corpus, faults_fixed, filled
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -970,6 +970,7 @@ def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):
     account_freeze(actor=actor, number=frozen1.number, reason="world")
     account_close(actor=actor, number=closed2.number, reason="world")
     cash1 = cash_account_get(ledger="db1", currency=settings.DEFAULT_CURRENCY)
+    assert cash1 is not None
 
     def pay(source: Any, destination: Any, amount: str) -> Transfer:
         return transfer_create(

@@ -11,8 +11,9 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 
 from audit.chain import audit_chain_seal
+from bankcore.testing.books import balances
+from bankcore.testing.processes import run_manage
 from bankcore.testing.servers import APP_PASSWORD, APP_USER, MIGRATE_PASSWORD, MIGRATE_USER
-from conftest import balances, run_manage
 from transfers.models import Transfer
 from transfers.services import transfer_create
 

@@ -11,7 +11,7 @@ from django.db import connections
 from django.utils import timezone
 
 from accounts.models import Account
-from conftest import run_manage
+from bankcore.testing.processes import run_manage
 from transfers.engine.legs import leg_decide, leg_prepare, leg_prepare_statements, leg_step_checked
 from transfers.models import ReconciliationRun, Transfer, TransferLeg
 from transfers.reconciliation import reconcile

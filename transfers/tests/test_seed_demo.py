@@ -71,7 +71,7 @@ def test_seed_demo_funds_what_an_interrupted_run_left_unfunded(ledgers, monkeypa
     import transfers.services
 
     real_movement = transfers.services.transfer_cash_movement
-    deposits = []
+    deposits: list[object] = []
 
     def deposit_then_die(**kwargs):
         if deposits:

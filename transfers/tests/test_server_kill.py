@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
+from bankcore.testing.books import balances
 from bankcore.testing.plugin import ledger_servers
-from conftest import balances
 from transfers.models import Transfer
 from transfers.reconciliation import reconcile
 from transfers.recovery import transfers_recover_pass
@@ -83,8 +83,8 @@ def test_ledger_server_killed_mid_run(make_account, ledgers, victim):
         assert not report.errors, report.errors
     assert not Transfer.objects.exclude(status__in=[Transfer.Status.COMPLETED, Transfer.Status.ABORTED]).exists()
     assert sum(balances(*accounts)) == Decimal("12000.00")
-    report = reconcile(now=later)
-    assert report.ok, report.discrepancies
+    books = reconcile(now=later)
+    assert books.ok, books.discrepancies
     assert outcomes["completed"] > 0
     print(f"\nkilled server {victim + 1}: {dict(outcomes)}")
 
@@ -118,7 +118,7 @@ def test_the_recovery_loop_reconnects_after_a_ledger_server_restart_and_finishes
     """``recover_transfers --loop`` as its own process: its connections to a ledger server die with
     the server (SIGKILL), and once the server is back the loop's next passes reconnect by
     themselves and finish the transfers left in that ledger — no restart of the loop."""
-    from conftest import subprocess_env
+    from bankcore.testing.processes import subprocess_env
     from transfers.engine.legs import leg_decide, leg_prepare
 
     status = Transfer.Status

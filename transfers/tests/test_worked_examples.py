@@ -12,7 +12,7 @@ from accounts.services import account_close, account_freeze, account_open
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
-from conftest import NOTHING_HELD, balances, held
+from bankcore.testing.books import NOTHING_HELD, balances, held, number_of
 from transfers.errors import (
     AmountAboveMaximum,
     CurrencyMismatch,
@@ -264,7 +264,7 @@ def test_a_transfer_naming_a_ledgers_cash_account_is_refused_and_recorded(
         before = snapshot(alice, cash)
         with pytest.raises(InternalAccount) as refused:
             transfer_create(
-                actor=actor, source_account=source.number, destination_account=destination.number, amount="1.00"
+                actor=actor, source_account=number_of(source), destination_account=number_of(destination), amount="1.00"
             )
         assert snapshot(alice, cash) == before, (source, destination)
         aborted = refused.value.transfer
