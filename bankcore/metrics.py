@@ -5,7 +5,7 @@ The engine calls the ``record_*`` functions below; everything else about exporti
 here too, so that the money code only ever says *what happened*.
 
 Metric names are a contract with ``deploy/prometheus/alerts.yml`` and the Grafana dashboard
-(``bankcore/tests/test_ops_configs.py`` checks that every name they use is exported).
+(``bankcore/tests/deploy/test_configs.py`` checks that every name they use is exported).
 
 Two kinds of metric:
 

@@ -1,4 +1,4 @@
-"""Chaos for the self-healing proofs (``transfers/tests/test_chaos.py``, ``bench/chaos.py``).
+"""Chaos for the self-healing proofs (``transfers/tests/system/test_chaos.py``, ``bench/chaos.py``).
 
 Partner clients keep posting cross-ledger transfers through the HTTP API, each request under an
 ``Idempotency-Key`` of its own, retried under that same key after a 5xx or no answer at all, as a

@@ -1,5 +1,5 @@
-"""The machinery of the hostile-input corpora (bankcore/tests/test_hostile_requests.py,
-transfers/tests/test_hostile_forms.py): tables of rows grouped by door, rows marked with a fault not
+"""The machinery of the hostile-input corpora (bankcore/tests/system/test_hostile_requests.py,
+transfers/tests/system/test_hostile_forms.py): tables of rows grouped by door, rows marked with a fault not
 fixed yet run together under one strict xfail, placeholders filled with the world's values, and the
 tracebacks logged while a row runs."""
 

@@ -1,6 +1,6 @@
 """A transfer run in a child process, so that a test can kill it at a fault point.
 
-Usage: python -m transfers.tests.crash_worker SOURCE DESTINATION AMOUNT [IDEMPOTENCY_KEY]
+Usage: python -m transfers.tests.engine.crash_worker SOURCE DESTINATION AMOUNT [IDEMPOTENCY_KEY]
 with BANKCORE_FAULT_AT=<fault point>. Exits 86 at the fault point, 0 after a normal finish,
 3 on a refusal (printing its code).
 """

@@ -14,9 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import mysql_tls_options, redis_tls_options
 from bankcore.testing.native import tool
+from bankcore.testing.paths import ROOT
 from bankcore.testing.servers import MariaDBServer, RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def openssl(*args: str) -> None:

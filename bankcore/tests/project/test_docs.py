@@ -25,7 +25,8 @@ from django.apps import apps
 from django.core.management import get_commands, load_command_class
 from django.urls import Resolver404, resolve
 
-ROOT = Path(__file__).resolve().parents[2]
+from bankcore.testing.paths import ROOT
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PACKAGES = ("accounts", "transfers", "audit", "bankcore", "bench")
 # Paths of the repository a code span may name: those starting with one of its top-level entries.

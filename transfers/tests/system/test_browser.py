@@ -11,7 +11,7 @@ walking what each role does in a day, and asserting what the pages say:
 
 Screenshots of every step are saved under the test's tmp directory, or in the directory
 ``BANKCORE_SCREENSHOTS`` names (``docs/img/backoffice`` holds the ones docs/backoffice.md shows:
-``BANKCORE_SCREENSHOTS=docs/img/backoffice pytest transfers/tests/test_browser.py``)."""
+``BANKCORE_SCREENSHOTS=docs/img/backoffice pytest transfers/tests/system/test_browser.py``)."""
 
 import os
 import shutil

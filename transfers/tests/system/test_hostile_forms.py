@@ -24,7 +24,7 @@ The tables share two worlds, the money forms' and the others' (a world per row w
 and these cost more): rows that change something legitimately change what no later row relies on. A
 row that exposes a fault not fixed yet is marked with it (``FAULTS``, a strict xfail): the marked
 rows run together in one world of their own, which xfails while they fail and fails as soon as one
-of them passes, until its mark is removed — ``bankcore/tests/test_hostile_requests.py``'s
+of them passes, until its mark is removed — ``bankcore/tests/system/test_hostile_requests.py``'s
 conventions, and its helpers.
 """
 
@@ -1254,7 +1254,7 @@ def test_a_hostile_submission_gets_its_answer_and_changes_nothing_else(
     forms_world: Any, logged_tracebacks: Tracebacks, rows: list[tuple[str, Submission, str]], monkeypatch: Any
 ) -> None:
     # Each row is one submission's answer; the world's requests and the rows before it would add
-    # up to a maker's totals, which test_four_eyes_totals.py covers. Here a movement is judged alone.
+    # up to a maker's totals, which test_approvals_totals.py covers. Here a movement is judged alone.
     monkeypatch.setattr("transfers.approvals._maker_day_totals", lambda **_: (Decimal("0.00"), Decimal("0.00")))
     w = forms_world
     failures = {}

@@ -20,7 +20,8 @@ import ast
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bankcore.testing.paths import ROOT
+
 PACKAGES = ("bankcore", "audit", "backoffice", "accounts", "transfers")
 SKIPPED_DIRS = {"tests", "migrations", "__pycache__"}
 
@@ -218,7 +219,7 @@ def test_no_test_module_imports_a_conftest_or_another_test_module() -> None:
     # What tests share is a fixture (bankcore.testing.fixtures, a plugin) or a function in a module
     # of bankcore.testing: a test module run on its own must not depend on another's collection.
     modules = modules_of_tests()
-    assert "transfers.tests.test_concurrency" in modules
+    assert "transfers.tests.engine.test_concurrency" in modules
     found = {
         (module, name)
         for module, path in modules.items()

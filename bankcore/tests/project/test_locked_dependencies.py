@@ -9,7 +9,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REQUIREMENTS = Path(__file__).resolve().parent.parent.parent / "requirements"
+from bankcore.testing.paths import ROOT
+
+REQUIREMENTS = ROOT / "requirements"
 LOCKS = ["base", "dev", "prod"]
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 

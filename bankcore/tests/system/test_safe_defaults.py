@@ -3,16 +3,14 @@ itself, and forwarded headers are believed only from the configured proxies."""
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
 from bankcore.testing.deploy import gunicorn_config
+from bankcore.testing.paths import ROOT
 from bankcore.testing.personas import api_client_for, rates
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_gunicorn_and_the_worker_metrics_listen_on_loopback_unless_configured(monkeypatch):

@@ -32,7 +32,7 @@ def run_until_fault(
     """``shared``: with the commits shared with the control plane's server (three steps, the
     default); without, every step commits on its own (five steps, as with ledgers elsewhere)."""
     return subprocess.run(
-        [sys.executable, "-m", "transfers.tests.crash_worker", source, destination, amount],
+        [sys.executable, "-m", "transfers.tests.engine.crash_worker", source, destination, amount],
         env=subprocess_env(BANKCORE_FAULT_AT=fault, BANKCORE_SHARED_COMMITS=str(shared).lower()),
         capture_output=True,
         text=True,
