@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -84,9 +84,13 @@ def transfers_create_batch(
     items: Sequence[BatchItem],
     kind: str = Transfer.Kind.TRANSFER,
     batch: TransferBatch | None = None,
+    refused: Mapping[int, ApplicationError] | None = None,
 ) -> list[BatchOutcome]:
     """Make every item of ``items``; one outcome per item, in their order. Never raises for one
-    item's refusal: it is that item's ``error``. ``batch``: the record the transfers belong to."""
+    item's refusal: it is that item's ``error``. ``batch``: the record the transfers belong to.
+    ``refused``: items (by position) the caller refuses before they are accepted (an account the
+    client may not debit): they are answered with that error, and fail the chain they are in."""
+    refused = refused or {}
     if kind != Transfer.Kind.TRANSFER:
         raise ValueError("batches carry transfers between customer accounts only")
     if len(items) > BATCH_MAX_ITEMS:
@@ -94,9 +98,11 @@ def transfers_create_batch(
     outcomes: list[BatchOutcome] = []
     for chain in chains(items):
         if len(chain) == 1:
-            outcomes.append(_one(actor, items[chain[0]]))
+            position = chain[0]
+            error = refused.get(position)
+            outcomes.append(BatchOutcome(None, error) if error is not None else _one(actor, items[position]))
         else:
-            outcomes.extend(_chain(actor, [items[position] for position in chain]))
+            outcomes.extend(_chain(actor, [items[position] for position in chain], [refused.get(p) for p in chain]))
     if batch is not None:
         _attach(batch, outcomes)
     return outcomes
@@ -118,12 +124,15 @@ def _one(actor: Actor, item: BatchItem) -> BatchOutcome:
     return BatchOutcome(transfer, None, transfer.replayed)
 
 
-def _chain(actor: Actor, items: list[BatchItem]) -> list[BatchOutcome]:
+def _chain(actor: Actor, items: list[BatchItem], refused: list[ApplicationError | None]) -> list[BatchOutcome]:
     """A linked chain: every item's amount held first (its source checked and its amount kept
     aside), then, only if every hold was taken, every item made; otherwise every hold released."""
     until = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT)
     outcomes: list[BatchOutcome] = []
-    for item in items:
+    for item, error in zip(items, refused, strict=True):
+        if error is not None:
+            outcomes.append(BatchOutcome(None, error))
+            continue
         try:
             transfer = transfer_hold(
                 actor=actor,
@@ -215,13 +224,17 @@ def _totals(items: Sequence[BatchItem]) -> dict[str, str]:
 
 
 def transfer_batch_submit(
-    *, actor: Actor, items: Sequence[BatchItem], idempotency_key: str | None
+    *,
+    actor: Actor,
+    items: Sequence[BatchItem],
+    idempotency_key: str | None,
+    refused: Mapping[int, ApplicationError] | None = None,
 ) -> tuple[TransferBatch, list[BatchOutcome]]:
     """Record the batch under the client's ``idempotency_key``, then make its items
     (``transfers_create_batch``). The same key with the same items answers what the first
     submission did (``batch.replayed``): every item is submitted again under its own key, which
     replays what was recorded, and makes what an outage left unmade. The same key with other items
-    raises ``IdempotencyKeyReused``."""
+    raises ``IdempotencyKeyReused``. ``refused``: as ``transfers_create_batch``'s."""
     if len(items) > BATCH_MAX_ITEMS:
         raise BatchTooLarge(f"A batch has at most {BATCH_MAX_ITEMS} items; this one has {len(items)}.")
     key = idempotency_key_clean(idempotency_key)
@@ -248,4 +261,4 @@ def transfer_batch_submit(
             ) from None
         batch = existing
         batch.replayed = True
-    return batch, transfers_create_batch(actor=actor, items=items, batch=batch)
+    return batch, transfers_create_batch(actor=actor, items=items, batch=batch, refused=refused)
