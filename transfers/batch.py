@@ -12,21 +12,46 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
+from accounts.errors import AccountNotFound
+from accounts.numbers import account_number_parse, account_number_serial
+from audit.services import auditlog_entry_created
 from bankcore.actors import Actor
+from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry
 from bankcore.errors import ApplicationError
+from bankcore.faults import fault_point
 from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
-from transfers.errors import NOT_AN_OUTCOME, LinkedTransferFailed
-from transfers.models import Transfer, TransferBatch
+from bankcore.metrics import record_transfer
+from bankcore.money import currency_parse, money_parse
+from transfers import ledger_sql
+from transfers.errors import (
+    NOT_AN_OUTCOME,
+    AmountAboveMaximum,
+    LedgerBusy,
+    LedgerUnavailable,
+    LinkedTransferFailed,
+    SameAccount,
+    TransferRefused,
+    TransferTimedOut,
+)
+from transfers.ledger_sql import LockedAccount
+from transfers.models import Transfer, TransferBatch, TransferLeg
 from transfers.services import (
+    ENTRY_KIND,
+    business_date_today,
     transfer_create,
     transfer_held_execute,
     transfer_hold,
@@ -34,6 +59,20 @@ from transfers.services import (
     transfer_hold_release,
     transfer_refusal_error,
 )
+from transfers.services import _check_account as check_account
+from transfers.services import _check_funds_and_limit as check_funds_and_limit
+from transfers.services import _key_release as transfer_key_release
+from transfers.services import _reference_clean as reference_clean
+from transfers.services import _replay as transfer_replay
+from transfers.services import _request_hash as request_hash
+from transfers.services import _transfer_event as transfer_event
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Leg = TransferLeg.Leg
+LegState = TransferLeg.State
+Status = Transfer.Status
 
 BATCH_MAX_ITEMS = 1000
 
@@ -95,14 +134,18 @@ def transfers_create_batch(
         raise ValueError("batches carry transfers between customer accounts only")
     if len(items) > BATCH_MAX_ITEMS:
         raise BatchTooLarge(f"A batch has at most {BATCH_MAX_ITEMS} items; this one has {len(items)}.")
-    outcomes: list[BatchOutcome] = []
+    found: dict[int, BatchOutcome] = {}
+    singles: list[int] = []
     for chain in chains(items):
-        if len(chain) == 1:
-            position = chain[0]
-            error = refused.get(position)
-            outcomes.append(BatchOutcome(None, error) if error is not None else _one(actor, items[position]))
+        if len(chain) > 1:
+            made = _chain(actor, [items[position] for position in chain], [refused.get(p) for p in chain], batch, chain)
+            found.update(zip(chain, made, strict=True))
+        elif chain[0] in refused:
+            found[chain[0]] = BatchOutcome(None, refused[chain[0]])
         else:
-            outcomes.extend(_chain(actor, [items[position] for position in chain], [refused.get(p) for p in chain]))
+            singles.append(chain[0])
+    found.update(_batched(actor, [(position, items[position]) for position in singles], batch))
+    outcomes = [found[position] for position in range(len(items))]
     if batch is not None:
         _attach(batch, outcomes)
     return outcomes
@@ -124,7 +167,13 @@ def _one(actor: Actor, item: BatchItem) -> BatchOutcome:
     return BatchOutcome(transfer, None, transfer.replayed)
 
 
-def _chain(actor: Actor, items: list[BatchItem], refused: list[ApplicationError | None]) -> list[BatchOutcome]:
+def _chain(
+    actor: Actor,
+    items: list[BatchItem],
+    refused: list[ApplicationError | None],
+    batch: TransferBatch | None,
+    positions: list[int],
+) -> list[BatchOutcome]:
     """A linked chain: every item's amount held first (its source checked and its amount kept
     aside), then, only if every hold was taken, every item made; otherwise every hold released."""
     until = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT)
@@ -262,3 +311,525 @@ def transfer_batch_submit(
         batch = existing
         batch.replayed = True
     return batch, transfers_create_batch(actor=actor, items=items, batch=batch, refused=refused)
+
+
+# --- the batched engine ---------------------------------------------------------------------------
+#
+# Unlinked items go through the protocol of ``transfers.services`` together, in a constant number
+# of commits per ledger whatever their number (docs/architecture.md, "Batches"):
+#
+#   1. accept   — every item PENDING, in one commit of the control plane (one multi-row INSERT);
+#   2. prepare  — per source ledger, one commit: its accounts locked in canonical order, each item
+#                 checked in order (funds and daily limit count the batch's earlier items), the
+#                 debit legs PREPARED and held; an item inside that ledger is made there outright;
+#   3. decide   — per destination ledger, one commit: each credit checked, posted, its leg COMMITTED;
+#   4. finish   — per source ledger, one commit: decided debit legs COMMITTED and posted, the legs of
+#                 items refused at the decision VOIDED and released;
+#   5. complete — one commit of the control plane: COMPLETED, or ABORTED with each refusal's code.
+#
+# Each item is at every moment in a state of the single transfer's protocol, which recovery
+# finishes or voids on its own: decided once its credit leg is COMMITTED, aborted by a tombstone
+# on it otherwise. Refusals found before the accept are answered and not recorded, as
+# ``transfer_create``'s are.
+
+
+@dataclass(eq=False)
+class _Work:
+    position: int
+    transfer: Transfer
+    error: ApplicationError | None = None  # refused; recorded ABORTED at complete
+    held: bool = False  # its debit leg is (or may be) PREPARED
+    decided: bool = False  # its credit leg is COMMITTED (a local item: both legs)
+    unknown: bool = False  # a commit's outcome unknown: left to recovery
+
+    @property
+    def source(self) -> int:
+        return account_number_serial(self.transfer.source_account)
+
+    @property
+    def destination(self) -> int:
+        return account_number_serial(self.transfer.destination_account)
+
+
+def _batched(
+    actor: Actor, entries: list[tuple[int, BatchItem]], batch: TransferBatch | None
+) -> dict[int, BatchOutcome]:
+    outcomes: dict[int, BatchOutcome] = {}
+    if not entries:
+        return outcomes
+    started = time.monotonic()
+    work = _accept(actor, entries, batch, outcomes)
+    if not work:
+        return outcomes
+    fault_point("after_batch_accept")
+    for ledger, group in _grouped(work, lambda w: w.transfer.source_ledger):
+        _prepare_in(ledger, group)
+    fault_point("after_batch_prepare")
+    crossing = [w for w in work if w.held and w.error is None and not w.unknown]
+    for ledger, group in _grouped(crossing, lambda w: w.transfer.destination_ledger):
+        _decide_in(ledger, group)
+    fault_point("after_batch_decide")
+    finishing = [w for w in work if w.held and w.transfer.is_cross_ledger and not w.unknown]
+    for ledger, group in _grouped(finishing, lambda w: w.transfer.source_ledger):
+        _finish_in(ledger, group)
+    fault_point("after_batch_finish")
+    _complete_all(actor, work)
+    for w in work:
+        transfer = w.transfer
+        transfer.replayed = False
+        if transfer.is_final:
+            record_transfer(
+                kind=transfer.kind,
+                outcome=transfer.failure_code or transfer.status,
+                cross_ledger=transfer.is_cross_ledger,
+                seconds=time.monotonic() - started,
+            )
+        error = transfer_refusal_error(transfer)
+        if error is None and w.unknown:
+            error = LedgerUnavailable(
+                "A database did not answer; the transfer will be completed or voided by recovery.",
+                extra={"transfer_id": str(transfer.id)},
+            )
+        outcomes[w.position] = BatchOutcome(transfer, error)
+    return outcomes
+
+
+def _grouped(work: list[_Work], key: Callable[[_Work], str]) -> list[tuple[str, list[_Work]]]:
+    groups: dict[str, list[_Work]] = {}
+    for w in work:
+        groups.setdefault(key(w), []).append(w)
+    return sorted(groups.items())
+
+
+def _new_transfer(
+    actor: Actor, item: BatchItem, batch: TransferBatch | None, position: int, now: datetime, today: date
+) -> Transfer:
+    """The item as a transfer to accept, checked as ``transfer_create`` checks its arguments (the
+    same refusals, raised; the same request hash, so that the item's key replays alike)."""
+    amount = money_parse(item.amount)
+    currency = currency_parse(item.currency) if item.currency is not None else None
+    reference = reference_clean(item.reference)
+    key = idempotency_key_clean(item.idempotency_key)
+    src = account_number_parse(item.source_account)
+    dst = account_number_parse(item.destination_account)
+    if src.number == dst.number:
+        raise SameAccount("The source and destination accounts are the same.")
+    if amount > settings.MAX_TRANSFER_AMOUNT:
+        raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
+    return Transfer(
+        id=uuid.uuid4(),
+        kind=Transfer.Kind.TRANSFER,
+        status=Status.PENDING,
+        source_account=src.number,
+        source_ledger=src.ledger,
+        destination_account=dst.number,
+        destination_ledger=dst.ledger,
+        amount=amount,
+        currency=currency or "",  # "": its source account's, read before the accept
+        reference=reference,
+        client_id=actor.client_id,
+        idempotency_key=key,
+        request_hash=request_hash(
+            kind=Transfer.Kind.TRANSFER,
+            source=src.number,
+            destination=dst.number,
+            amount=amount,
+            currency=currency,
+            reference=reference,
+            reversal_of=None,
+        ),
+        business_date=today,
+        deadline=now + timedelta(seconds=settings.TRANSACTION_TIMEOUT),
+        channel=actor.channel,
+        created_by_id=actor.user_id,
+        created_at=now,
+        batch=batch,
+        batch_position=position if batch is not None else None,
+    )
+
+
+def _accept(
+    actor: Actor, entries: list[tuple[int, BatchItem]], batch: TransferBatch | None, outcomes: dict[int, BatchOutcome]
+) -> list[_Work]:
+    """Step 1: check every item, answer the replays, and store the rest PENDING in one commit.
+    What cannot be told apart in bulk (a key given twice, one taken meanwhile) goes through
+    ``transfer_create`` one by one."""
+    now, today = timezone.now(), business_date_today()
+    work: list[_Work] = []
+    one_by_one: list[tuple[int, BatchItem]] = []
+    keys: set[str] = set()
+    for position, item in entries:
+        try:
+            transfer = _new_transfer(actor, item, batch, position, now, today)
+        except ApplicationError as error:
+            outcomes[position] = BatchOutcome(None, error)
+            continue
+        if transfer.idempotency_key is not None:
+            if transfer.idempotency_key in keys:
+                one_by_one.append((position, item))
+                continue
+            keys.add(transfer.idempotency_key)
+        work.append(_Work(position, transfer))
+    work = _currencies_resolve(work, outcomes)
+    work = _replays_answer(actor, work, keys, outcomes)
+
+    def accept() -> None:
+        ledger_sql.transfers_insert_many([w.transfer for w in work])
+        for w in work:
+            auditlog_entry_created(w.transfer, actor=actor)
+
+    if work:
+        try:
+            atomic_with_retry("default", accept)
+        except IntegrityError:
+            by_position = dict(entries)
+            one_by_one += [(w.position, by_position[w.position]) for w in work]
+            work = []
+        except CommitOutcomeUnknown:
+            for w in work:
+                outcomes[w.position] = BatchOutcome(
+                    None,
+                    LedgerUnavailable(
+                        "A database did not answer while the transfer was being recorded; a replay with the "
+                        "same idempotency key tells whether it was made.",
+                        extra={"transfer_id": str(w.transfer.id)},
+                    ),
+                )
+            work = []
+        except OperationalError:
+            for w in work:
+                outcomes[w.position] = BatchOutcome(
+                    None, LedgerUnavailable("The control-plane database did not answer; nothing was moved.")
+                )
+            work = []
+    for position, item in sorted(one_by_one):
+        outcomes[position] = _one(actor, item)
+    return work
+
+
+def _currencies_resolve(work: list[_Work], outcomes: dict[int, BatchOutcome]) -> list[_Work]:
+    """An item that names no currency takes its source account's, read in one query per ledger;
+    a source that does not exist is refused before the accept, as ``transfer_create`` refuses it."""
+    needed = [w for w in work if not w.transfer.currency]
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    for ledger, group in _grouped(needed, lambda w: w.transfer.source_ledger):
+        for pk, account in ledger_sql.accounts_currency(ledger, sorted({w.source for w in group})).items():
+            found[(ledger, pk)] = account
+    kept = []
+    for w in work:
+        transfer = w.transfer
+        if not transfer.currency:
+            source = found.get((transfer.source_ledger, w.source))
+            if source is None or source[0] != transfer.source_account:
+                outcomes[w.position] = BatchOutcome(None, AccountNotFound(f"No account {transfer.source_account}."))
+                continue
+            transfer.currency = source[1]
+        kept.append(w)
+    return kept
+
+
+def _replays_answer(actor: Actor, work: list[_Work], keys: set[str], outcomes: dict[int, BatchOutcome]) -> list[_Work]:
+    """Items whose key was used before: the first outcome answered again (or the key given up by
+    a transfer an outage aborted, ``transfer_key_release``), in one query for the batch."""
+    if not keys:
+        return work
+    existing = {
+        t.idempotency_key: t for t in Transfer.objects.filter(client_id=actor.client_id, idempotency_key__in=keys)
+    }
+    kept = []
+    for w in work:
+        earlier = existing.get(w.transfer.idempotency_key) if w.transfer.idempotency_key else None
+        if earlier is None or transfer_key_release(earlier, w.transfer.request_hash):
+            kept.append(w)
+            continue
+        try:
+            replayed = transfer_replay(earlier, w.transfer.request_hash)
+        except ApplicationError as error:
+            outcomes[w.position] = BatchOutcome(
+                getattr(error, "transfer", None), error, bool(getattr(error, "replayed", False))
+            )
+        else:
+            outcomes[w.position] = BatchOutcome(replayed, None, True)
+    return kept
+
+
+def _locked_now(account: LockedAccount | None, posted: dict[int, Decimal], pending: dict[int, Decimal]):  # type: ignore[no-untyped-def]
+    """The locked account as the batch's earlier items in this step left it."""
+    if account is None:
+        return None
+    return replace(account, posted=posted[account.pk], pending_debits=pending[account.pk])
+
+
+def _leg_row(w: _Work, leg: str, pk: int) -> ledger_sql.LegRow:
+    t = w.transfer
+    return ledger_sql.LegRow(t.id, leg, pk, t.amount, t.kind, t.business_date)
+
+
+def _entry_row(w: _Work, pk: int, amount: Decimal, balance_after: Decimal) -> ledger_sql.EntryRow:
+    t = w.transfer
+    return ledger_sql.EntryRow(pk, amount, balance_after, ENTRY_KIND[t.kind], t.id, t.reference)
+
+
+def _balances_write(
+    ledger: str,
+    locked: dict[int, LockedAccount],
+    posted: dict[int, Decimal],
+    pending: dict[int, Decimal],
+    now: datetime,
+) -> None:
+    for pk, account in sorted(locked.items()):
+        d_posted, d_pending = posted[pk] - account.posted, pending[pk] - account.pending_debits
+        if d_posted or d_pending:
+            ledger_sql.account_balances_add(ledger, account_pk=pk, posted=d_posted, pending_debits=d_pending, now=now)
+
+
+def _step(
+    ledger: str,
+    group: list[_Work],
+    work: Callable[[], T],
+    *,
+    unknown: Callable[[_Work], None],
+    tombstones: bool = False,
+) -> T | None:
+    """Run one batched step in its ledger's transaction. When it certainly did not commit, every
+    item of the group is refused with the reason (a lock given up on, a ledger down, recovery's
+    tombstone); when its commit's outcome is unknown, ``unknown`` says what that means for each.
+    ``tombstones``: a leg's key taken (IntegrityError) is raised, for the caller to tell which."""
+    try:
+        return atomic_with_retry(ledger, work)
+    except CommitOutcomeUnknown:
+        for w in group:
+            unknown(w)
+        return None
+    except IntegrityError:
+        if tombstones:
+            raise
+        error: ApplicationError = TransferTimedOut("The transfer timed out and was voided by recovery.")
+    except LockConflictGaveUp:
+        error = LedgerBusy("The account is busy; the transfer was not made.")
+    except OperationalError:
+        logger.warning("batch: ledger %s failed", ledger)
+        error = LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
+    for w in group:
+        w.error = error
+    return None
+
+
+def _prepare_in(ledger: str, group: list[_Work]) -> None:
+    """Step 2 in one source ledger (see above)."""
+    sources = sorted({w.source for w in group})
+    pks = sorted({*sources, *(w.destination for w in group if not w.transfer.is_cross_ledger)})
+    today = group[0].transfer.business_date
+
+    def work() -> dict[_Work, ApplicationError]:
+        now = timezone.now()
+        locked, spent = ledger_sql.accounts_lock_and_daily_debits_many(
+            ledger, pks, sources=sources, business_date=today
+        )
+        posted = {pk: a.posted for pk, a in locked.items()}
+        pending = {pk: a.pending_debits for pk, a in locked.items()}
+        refusals: dict[_Work, ApplicationError] = {}
+        prepared: list[ledger_sql.LegRow] = []
+        committed: list[ledger_sql.LegRow] = []
+        entries: list[ledger_sql.EntryRow] = []
+        for w in group:
+            t, src, dst = w.transfer, w.source, w.destination
+            try:
+                source = check_account(_locked_now(locked.get(src), posted, pending), t, side="source")
+                if not t.is_cross_ledger:
+                    check_account(_locked_now(locked.get(dst), posted, pending), t, side="destination")
+                check_funds_and_limit(source, t, spent_today=spent.get(src, Decimal("0.00")))
+            except TransferRefused as refused:
+                refusals[w] = refused.error
+                continue
+            spent[src] = spent.get(src, Decimal("0.00")) + t.amount
+            if t.is_cross_ledger:
+                pending[src] += t.amount
+                prepared.append(_leg_row(w, Leg.DEBIT, src))
+                continue
+            posted[src] -= t.amount
+            posted[dst] += t.amount
+            committed += [_leg_row(w, Leg.DEBIT, src), _leg_row(w, Leg.CREDIT, dst)]
+            entries += [_entry_row(w, src, -t.amount, posted[src]), _entry_row(w, dst, t.amount, posted[dst])]
+        if prepared:
+            ledger_sql.legs_insert_many(ledger, prepared, state=LegState.PREPARED, now=now)
+        if committed:
+            ledger_sql.legs_insert_many(ledger, committed, state=LegState.COMMITTED, now=now)
+        if entries:
+            ledger_sql.entries_insert_many(ledger, entries, now=now)
+        _balances_write(ledger, locked, posted, pending, now)
+        return refusals
+
+    def unknown(w: _Work) -> None:
+        # Prepared or not: a cross-ledger item is refused and its leg voided (or tombstoned) at the
+        # finish; a local one may have been made, and only recovery can tell.
+        if w.transfer.is_cross_ledger:
+            w.held = True
+            w.error = LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
+        else:
+            w.unknown = True
+
+    refusals = _step(ledger, group, work, unknown=unknown)
+    if refusals is None:
+        return
+    for w in group:
+        if w in refusals:
+            w.error = refusals[w]
+        elif w.transfer.is_cross_ledger:
+            w.held = True
+        else:
+            w.decided = True
+
+
+def _decide_in(ledger: str, group: list[_Work]) -> None:
+    """Step 3 in one destination ledger: the point of no return of the items it commits. A credit
+    leg recovery's tombstone already holds fails the whole insert: those items are refused and the
+    step runs again without them."""
+    for _attempt in range(3):
+        pending_group = [w for w in group if w.error is None]
+        if not pending_group:
+            return
+        work = partial(_decide_statements, ledger, pending_group)
+
+        def unknown(w: _Work) -> None:
+            w.unknown = True  # recovery reads the credit leg: finished forward or voided
+
+        try:
+            refusals = _step(ledger, pending_group, work, unknown=unknown, tombstones=True)
+        except IntegrityError:
+            taken = ledger_sql.legs_lock(ledger, [w.transfer.id for w in pending_group], leg=Leg.CREDIT)
+            for w in pending_group:
+                if w.transfer.id in taken:
+                    w.error = TransferTimedOut("The transfer timed out and was voided by recovery.")
+            continue
+        if refusals is None:
+            return
+        for w in pending_group:
+            if w in refusals:
+                w.error = refusals[w]
+            else:
+                w.decided = True
+        return
+    for w in group:
+        if w.error is None:
+            w.error = LedgerBusy("The account is busy; the transfer was not made.")
+
+
+def _decide_statements(ledger: str, group: list[_Work]) -> dict[_Work, ApplicationError]:
+    """Step 3's transaction: each credit checked under its account's lock, in canonical order,
+    then the credits posted with their entries and their legs COMMITTED."""
+    now = timezone.now()
+    locked = ledger_sql.accounts_lock(ledger, sorted({w.destination for w in group}))
+    posted = {pk: a.posted for pk, a in locked.items()}
+    pending = {pk: a.pending_debits for pk, a in locked.items()}
+    refusals: dict[_Work, ApplicationError] = {}
+    legs: list[ledger_sql.LegRow] = []
+    entries: list[ledger_sql.EntryRow] = []
+    for w in group:
+        t, dst = w.transfer, w.destination
+        if now >= t.deadline:
+            refusals[w] = TransferTimedOut("The transfer did not reach its decision within its deadline.")
+            continue
+        try:
+            check_account(locked.get(dst), t, side="destination")
+        except TransferRefused as refused:
+            refusals[w] = refused.error
+            continue
+        posted[dst] += t.amount
+        legs.append(_leg_row(w, Leg.CREDIT, dst))
+        entries.append(_entry_row(w, dst, t.amount, posted[dst]))
+    if legs:
+        ledger_sql.legs_insert_many(ledger, legs, state=LegState.COMMITTED, now=now)
+        ledger_sql.entries_insert_many(ledger, entries, now=now)
+    _balances_write(ledger, locked, posted, pending, now)
+    return refusals
+
+
+def _finish_in(ledger: str, group: list[_Work]) -> None:
+    """Step 4 in one source ledger: decided debit legs committed and posted, the others' voided
+    and released; a leg recovery got to first is left as it is. A ledger that fails leaves both
+    to recovery (the decided items marked COMMITTED, the refused ones voided once ABORTED)."""
+    ids = [w.transfer.id for w in group]
+    pks = sorted({w.source for w in group})
+
+    def work() -> None:
+        now = timezone.now()
+        states = ledger_sql.legs_lock(ledger, ids, leg=Leg.DEBIT)
+        locked = ledger_sql.accounts_lock(ledger, pks)
+        posted = {pk: a.posted for pk, a in locked.items()}
+        pending = {pk: a.pending_debits for pk, a in locked.items()}
+        commit, void, entries = [], [], []
+        for w in group:
+            t, src = w.transfer, w.source
+            if states.get(t.id) != LegState.PREPARED:
+                continue
+            pending[src] -= t.amount
+            if w.decided:
+                posted[src] -= t.amount
+                commit.append(t.id)
+                entries.append(_entry_row(w, src, -t.amount, posted[src]))
+            else:
+                void.append(t.id)
+        if commit:
+            ledger_sql.legs_transition_many(ledger, commit, leg=Leg.DEBIT, to_state=LegState.COMMITTED, now=now)
+            ledger_sql.entries_insert_many(ledger, entries, now=now)
+        if void:
+            ledger_sql.legs_transition_many(ledger, void, leg=Leg.DEBIT, to_state=LegState.VOIDED, now=now)
+        _balances_write(ledger, locked, posted, pending, now)
+
+    try:
+        atomic_with_retry(ledger, work)
+    except OperationalError:
+        logger.warning("batch: finishing in ledger %s deferred to recovery", ledger)
+        decided = [w.transfer.id for w in group if w.decided]
+        if decided:
+            try:
+                ledger_sql.transfers_mark_committed_many(decided, now=timezone.now())
+            except OperationalError:
+                logger.warning("batch: the control plane did not take the committed hint")
+        for w in group:
+            if w.decided:
+                w.unknown = True  # left to recovery: it finishes them forward
+
+
+def _complete_all(actor: Actor, work: list[_Work]) -> None:
+    """Step 5: every item made COMPLETED and every refusal ABORTED with its code, with their audit
+    events, in one commit of the control plane; one recovery finished first is left as it is."""
+    final = [w for w in work if not w.unknown and (w.decided or w.error is not None)]
+    if not final:
+        return
+
+    def complete() -> tuple[set[uuid.UUID], datetime]:
+        now = timezone.now()
+        open_ids = ledger_sql.transfers_lock_open([w.transfer.id for w in final])
+        done = [w for w in final if w.transfer.id in open_ids and w.error is None]
+        if done:
+            ledger_sql.transfers_mark_completed_many([w.transfer.id for w in done], now=now)
+        for w in final:
+            if w.transfer.id not in open_ids:
+                continue
+            if w.error is None:
+                transfer_event(w.transfer, actor, "transfer.completed")
+            else:
+                ledger_sql.transfer_mark_aborted(
+                    w.transfer.id, failure_code=w.error.code, failure_detail=w.error.detail[:500], now=now
+                )
+                transfer_event(w.transfer, actor, "transfer.aborted", failure_code=w.error.code)
+        return open_ids, now
+
+    try:
+        open_ids, now = atomic_with_retry("default", complete)
+    except OperationalError:
+        logger.warning("batch: the control plane failed at complete; recovery finishes the batch")
+        for w in final:
+            w.unknown = True
+        return
+    for w in final:
+        t = w.transfer
+        if t.id not in open_ids:
+            t.refresh_from_db()
+        elif w.error is None:
+            t.status, t.finished_at, t.committed_at = Status.COMPLETED, now, t.committed_at or now
+        else:
+            t.status, t.finished_at = Status.ABORTED, now
+            t.failure_code, t.failure_detail = w.error.code, w.error.detail[:500]
