@@ -27,6 +27,7 @@ FAULT_POINTS = (
     "after_batch_accept",
     "after_batch_prepare",
     "after_batch_decide",
+    "after_batch_link",
     "after_batch_finish",
     # recovery (transfers.recovery): its own decision to abort, before the control plane knows
     "after_tombstone",

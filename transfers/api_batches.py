@@ -298,12 +298,11 @@ class TransferBatchDetailApi(APIView):
         batch = TransferBatch.objects.filter(pk=batch_id, client_id=client_id).first()
         if batch is None:
             raise BatchNotFound(f"No batch {batch_id}.")
+        # An item an outage aborted and a retry of the batch made has two transfers: the last one
+        # answers for it.
+        latest = {t.batch_position: t for t in batch.transfers.order_by("batch_position", "created_at")}
         items = [
-            _item_output(
-                transfer.batch_position or 0,
-                None,
-                BatchOutcome(transfer, transfer_refusal_error(transfer)),
-            )
-            for transfer in batch.transfers.order_by("batch_position")
+            _item_output(position or 0, None, BatchOutcome(transfer, transfer_refusal_error(transfer)))
+            for position, transfer in latest.items()
         ]
         return Response(_batch_output(batch, items))

@@ -33,7 +33,7 @@ from bankcore.actors import Actor
 from bankcore.db import CommitOutcomeUnknown, LockConflictGaveUp, atomic_with_retry
 from bankcore.errors import ApplicationError
 from bankcore.faults import fault_point
-from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
+from bankcore.idempotency import IdempotencyKeyReused, InvalidIdempotencyKey, idempotency_key_clean
 from bankcore.metrics import record_transfer
 from bankcore.money import currency_parse, money_parse
 from transfers import ledger_sql
@@ -49,16 +49,7 @@ from transfers.errors import (
 )
 from transfers.ledger_sql import LockedAccount
 from transfers.models import Transfer, TransferBatch, TransferLeg
-from transfers.services import (
-    ENTRY_KIND,
-    business_date_today,
-    transfer_create,
-    transfer_held_execute,
-    transfer_hold,
-    transfer_hold_abort,
-    transfer_hold_release,
-    transfer_refusal_error,
-)
+from transfers.services import ENTRY_KIND, business_date_today, transfer_refusal_error
 from transfers.services import _check_account as check_account
 from transfers.services import _check_funds_and_limit as check_funds_and_limit
 from transfers.services import _key_release as transfer_key_release
@@ -129,114 +120,16 @@ def transfers_create_batch(
     item's refusal: it is that item's ``error``. ``batch``: the record the transfers belong to.
     ``refused``: items (by position) the caller refuses before they are accepted (an account the
     client may not debit): they are answered with that error, and fail the chain they are in."""
-    refused = refused or {}
     if kind != Transfer.Kind.TRANSFER:
         raise ValueError("batches carry transfers between customer accounts only")
     if len(items) > BATCH_MAX_ITEMS:
         raise BatchTooLarge(f"A batch has at most {BATCH_MAX_ITEMS} items; this one has {len(items)}.")
-    found: dict[int, BatchOutcome] = {}
-    singles: list[int] = []
-    for chain in chains(items):
+    chain_of: dict[int, int] = {}
+    for number, chain in enumerate(chains(items)):
         if len(chain) > 1:
-            made = _chain(actor, [items[position] for position in chain], [refused.get(p) for p in chain], batch, chain)
-            found.update(zip(chain, made, strict=True))
-        elif chain[0] in refused:
-            found[chain[0]] = BatchOutcome(None, refused[chain[0]])
-        else:
-            singles.append(chain[0])
-    found.update(_batched(actor, [(position, items[position]) for position in singles], batch))
-    outcomes = [found[position] for position in range(len(items))]
-    if batch is not None:
-        _attach(batch, outcomes)
-    return outcomes
-
-
-def _one(actor: Actor, item: BatchItem) -> BatchOutcome:
-    try:
-        transfer = transfer_create(
-            actor=actor,
-            source_account=item.source_account,
-            destination_account=item.destination_account,
-            amount=item.amount,
-            currency=item.currency,
-            reference=item.reference,
-            idempotency_key=item.idempotency_key,
-        )
-    except ApplicationError as error:
-        return BatchOutcome(getattr(error, "transfer", None), error, bool(getattr(error, "replayed", False)))
-    return BatchOutcome(transfer, None, transfer.replayed)
-
-
-def _chain(
-    actor: Actor,
-    items: list[BatchItem],
-    refused: list[ApplicationError | None],
-    batch: TransferBatch | None,
-    positions: list[int],
-) -> list[BatchOutcome]:
-    """A linked chain: every item's amount held first (its source checked and its amount kept
-    aside), then, only if every hold was taken, every item made; otherwise every hold released."""
-    until = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT)
-    outcomes: list[BatchOutcome] = []
-    for item, error in zip(items, refused, strict=True):
-        if error is not None:
-            outcomes.append(BatchOutcome(None, error))
-            continue
-        try:
-            transfer = transfer_hold(
-                actor=actor,
-                kind=Transfer.Kind.TRANSFER,
-                source_account=item.source_account,
-                destination_account=item.destination_account,
-                amount=item.amount,
-                currency=item.currency,
-                reference=item.reference,
-                idempotency_key=item.idempotency_key,
-                until=until,
-            )
-        except ApplicationError as error:
-            outcomes.append(
-                BatchOutcome(getattr(error, "transfer", None), error, bool(getattr(error, "replayed", False)))
-            )
-        else:
-            outcomes.append(BatchOutcome(transfer, None, transfer.replayed))
-    failed = next((outcome.error for outcome in outcomes if outcome.error is not None), None)
-    if failed is not None:
-        return [_chain_fail(actor, outcome, failed) for outcome in outcomes]
-    for outcome in outcomes:
-        assert outcome.transfer is not None
-        try:
-            outcome.transfer = transfer_held_execute(actor=actor, transfer=outcome.transfer)
-        except ApplicationError as error:
-            outcome.error = error
-    return outcomes
-
-
-def _chain_fail(actor: Actor, outcome: BatchOutcome, cause: ApplicationError) -> BatchOutcome:
-    """An item of a chain that was refused elsewhere: its hold aborted and released. An outage is
-    not an outcome, for the chain as for its item: the items then carry the outage's code, so that
-    the chain retried under its keys is made anew as a whole."""
-    transfer = outcome.transfer
-    if outcome.error is not None or transfer is None:
-        return outcome
-    error: ApplicationError = (
-        type(cause)(cause.detail)
-        if cause.code in NOT_AN_OUTCOME
-        else LinkedTransferFailed("Another transfer of its linked chain was refused; nothing of the chain was made.")
-    )
-    if transfer.status == Transfer.Status.PENDING and transfer_hold_abort(actor=actor, transfer=transfer, error=error):
-        transfer_hold_release(transfer=transfer)
-    transfer.refresh_from_db()
-    return BatchOutcome(transfer, transfer_refusal_error(transfer) or error, outcome.replayed)
-
-
-def _attach(batch: TransferBatch, outcomes: list[BatchOutcome]) -> None:
-    for position, outcome in enumerate(outcomes):
-        if outcome.transfer is not None and outcome.transfer.batch_id is None:
-            Transfer.objects.filter(pk=outcome.transfer.pk, batch__isnull=True).update(
-                batch=batch, batch_position=position
-            )
-            outcome.transfer.batch_id, outcome.transfer.batch_position = batch.pk, position
+            chain_of.update(dict.fromkeys(chain, number))
+    outcomes = _batched(actor, items, chain_of, refused or {}, batch)
+    return [outcomes[position] for position in range(len(items))]
 
 
 # --- the batch record ---------------------------------------------------------------------------
@@ -315,31 +208,40 @@ def transfer_batch_submit(
 
 # --- the batched engine ---------------------------------------------------------------------------
 #
-# Unlinked items go through the protocol of ``transfers.services`` together, in a constant number
-# of commits per ledger whatever their number (docs/architecture.md, "Batches"):
+# The items go through the protocol of ``transfers.services`` together, in a constant number of
+# commits per ledger whatever their number (docs/architecture.md, "Batches"):
 #
 #   1. accept   — every item PENDING, in one commit of the control plane (one multi-row INSERT);
 #   2. prepare  — per source ledger, one commit: its accounts locked in canonical order, each item
 #                 checked in order (funds and daily limit count the batch's earlier items), the
-#                 debit legs PREPARED and held; an item inside that ledger is made there outright;
-#   3. decide   — per destination ledger, one commit: each credit checked, posted, its leg COMMITTED;
-#   4. finish   — per source ledger, one commit: decided debit legs COMMITTED and posted, the legs of
-#                 items refused at the decision VOIDED and released;
-#   5. complete — one commit of the control plane: COMPLETED, or ABORTED with each refusal's code.
+#                 debit legs PREPARED and held; an unlinked item inside that ledger is made there
+#                 outright;
+#   3. decide   — per destination ledger, one commit: each credit checked; an unlinked item's posted,
+#                 its leg COMMITTED (its decision); a linked item's held in pending credits, its leg
+#                 PREPARED;
+#   4. link     — if the batch has chains: one commit of the control plane deciding every chain whose
+#                 items all prepared both legs: its transfers PENDING → COMMITTED together;
+#   5. finish   — per ledger, one commit: decided legs COMMITTED and posted, the others' VOIDED and
+#                 released (debit legs in the source ledgers, a chain's credit legs in theirs);
+#   6. complete — one commit of the control plane: COMPLETED, or ABORTED with each refusal's code.
 #
-# Each item is at every moment in a state of the single transfer's protocol, which recovery
-# finishes or voids on its own: decided once its credit leg is COMMITTED, aborted by a tombstone
-# on it otherwise. Refusals found before the accept are answered and not recorded, as
-# ``transfer_create``'s are.
+# Each item is at every moment in a state of a single transfer's protocol that recovery finishes or
+# voids on its own: an unlinked item is decided once its credit leg is COMMITTED, aborted by a
+# tombstone on it otherwise; a linked item has both legs prepared, and its decision is its
+# transfer's COMMITTED status (the form recovery settles as "decided in the control plane": past
+# its deadline a PENDING one is aborted there, and a COMMITTED one has both legs committed).
+# Refusals found before the accept are answered and not recorded, as ``transfer_create``'s are.
 
 
 @dataclass(eq=False)
 class _Work:
     position: int
     transfer: Transfer
+    chain: int | None = None  # the linked chain it is in
     error: ApplicationError | None = None  # refused; recorded ABORTED at complete
     held: bool = False  # its debit leg is (or may be) PREPARED
-    decided: bool = False  # its credit leg is COMMITTED (a local item: both legs)
+    credit_held: bool = False  # a linked item's credit leg is PREPARED
+    decided: bool = False  # decided: its credit leg COMMITTED, or its chain COMMITTED
     unknown: bool = False  # a commit's outcome unknown: left to recovery
 
     @property
@@ -350,28 +252,72 @@ class _Work:
     def destination(self) -> int:
         return account_number_serial(self.transfer.destination_account)
 
+    @property
+    def made_in_one_ledger(self) -> bool:
+        """An unlinked item inside one ledger: made in its prepare commit."""
+        return not self.transfer.is_cross_ledger and self.chain is None
+
+
+def _chain_error(cause: ApplicationError) -> ApplicationError:
+    """What the other items of a chain one item of which was refused with ``cause`` are refused
+    with: an outage's own code (not an outcome: a retry under the keys makes the chain anew), else
+    ``linked_transfer_failed``."""
+    if cause.code in NOT_AN_OUTCOME:
+        return type(cause)(cause.detail)
+    return LinkedTransferFailed("Another transfer of its linked chain was refused; nothing of the chain was made.")
+
+
+def _chains_fail(work: list[_Work]) -> None:
+    """Refuse every item of a chain in which one item is refused (or left to recovery: then the
+    whole chain is, undecided, for recovery to abort)."""
+    causes: dict[int, ApplicationError] = {}
+    unknown: set[int] = set()
+    for w in work:
+        if w.chain is None:
+            continue
+        if w.unknown:
+            unknown.add(w.chain)
+        elif w.error is not None and not isinstance(w.error, LinkedTransferFailed):
+            causes.setdefault(w.chain, w.error)
+    for w in work:
+        if w.chain in unknown:
+            w.unknown = True
+        elif w.chain in causes and w.error is None:
+            w.error = _chain_error(causes[w.chain])
+
 
 def _batched(
-    actor: Actor, entries: list[tuple[int, BatchItem]], batch: TransferBatch | None
+    actor: Actor,
+    items: Sequence[BatchItem],
+    chain_of: dict[int, int],
+    refused: Mapping[int, ApplicationError],
+    batch: TransferBatch | None,
 ) -> dict[int, BatchOutcome]:
     outcomes: dict[int, BatchOutcome] = {}
-    if not entries:
-        return outcomes
     started = time.monotonic()
-    work = _accept(actor, entries, batch, outcomes)
+    work = _accept(actor, items, chain_of, refused, batch, outcomes)
     if not work:
         return outcomes
     fault_point("after_batch_accept")
     for ledger, group in _grouped(work, lambda w: w.transfer.source_ledger):
         _prepare_in(ledger, group)
+    _chains_fail(work)
     fault_point("after_batch_prepare")
-    crossing = [w for w in work if w.held and w.error is None and not w.unknown]
-    for ledger, group in _grouped(crossing, lambda w: w.transfer.destination_ledger):
+    deciding = [w for w in work if w.held and w.error is None and not w.unknown]
+    for ledger, group in _grouped(deciding, lambda w: w.transfer.destination_ledger):
         _decide_in(ledger, group)
+    _chains_fail(work)
     fault_point("after_batch_decide")
-    finishing = [w for w in work if w.held and w.transfer.is_cross_ledger and not w.unknown]
-    for ledger, group in _grouped(finishing, lambda w: w.transfer.source_ledger):
-        _finish_in(ledger, group)
+    linked = [w for w in work if w.chain is not None and w.credit_held and w.error is None and not w.unknown]
+    if linked:
+        _chains_decide(linked)
+        _chains_fail(work)
+        fault_point("after_batch_link")
+    for ledger, group in _grouped([w for w in work if w.held and not w.unknown], lambda w: w.transfer.source_ledger):
+        _finish_in(ledger, group, Leg.DEBIT)
+    crediting = [w for w in work if w.credit_held and not w.unknown]
+    for ledger, group in _grouped(crediting, lambda w: w.transfer.destination_ledger):
+        _finish_in(ledger, group, Leg.CREDIT)
     fault_point("after_batch_finish")
     _complete_all(actor, work)
     for w in work:
@@ -385,7 +331,7 @@ def _batched(
                 seconds=time.monotonic() - started,
             )
         error = transfer_refusal_error(transfer)
-        if error is None and w.unknown:
+        if error is None and w.unknown and transfer.status == Status.PENDING:
             error = LedgerUnavailable(
                 "A database did not answer; the transfer will be completed or voided by recovery.",
                 extra={"transfer_id": str(transfer.id)},
@@ -449,62 +395,84 @@ def _new_transfer(
 
 
 def _accept(
-    actor: Actor, entries: list[tuple[int, BatchItem]], batch: TransferBatch | None, outcomes: dict[int, BatchOutcome]
+    actor: Actor,
+    items: Sequence[BatchItem],
+    chain_of: dict[int, int],
+    refused: Mapping[int, ApplicationError],
+    batch: TransferBatch | None,
+    outcomes: dict[int, BatchOutcome],
 ) -> list[_Work]:
-    """Step 1: check every item, answer the replays, and store the rest PENDING in one commit.
-    What cannot be told apart in bulk (a key given twice, one taken meanwhile) goes through
-    ``transfer_create`` one by one."""
+    """Step 1: check every item, answer the replays, refuse the chains one item of which is
+    refused already, and store the rest PENDING in one commit. A key another request takes
+    meanwhile fails the insert: the replays are read again and the accept retried."""
     now, today = timezone.now(), business_date_today()
     work: list[_Work] = []
-    one_by_one: list[tuple[int, BatchItem]] = []
     keys: set[str] = set()
-    for position, item in entries:
+    for position, item in enumerate(items):
         try:
+            if position in refused:
+                raise refused[position]
             transfer = _new_transfer(actor, item, batch, position, now, today)
-        except ApplicationError as error:
-            outcomes[position] = BatchOutcome(None, error)
+            key = transfer.idempotency_key
+            if key is not None and key in keys:
+                raise InvalidIdempotencyKey("An idempotency key is given to more than one item of the batch.")
+        except ApplicationError as refusal:
+            outcomes[position] = BatchOutcome(None, refusal)
             continue
-        if transfer.idempotency_key is not None:
-            if transfer.idempotency_key in keys:
-                one_by_one.append((position, item))
-                continue
-            keys.add(transfer.idempotency_key)
-        work.append(_Work(position, transfer))
+        if key is not None:
+            keys.add(key)
+        work.append(_Work(position, transfer, chain=chain_of.get(position)))
     work = _currencies_resolve(work, outcomes)
-    work = _replays_answer(actor, work, keys, outcomes)
-
-    def accept() -> None:
-        ledger_sql.transfers_insert_many([w.transfer for w in work])
-        for w in work:
-            auditlog_entry_created(w.transfer, actor=actor)
-
-    if work:
+    for _attempt in range(3):
+        work = _replays_answer(actor, work, keys, outcomes)
+        work = _chains_refused_before(work, chain_of, outcomes)
+        if not work:
+            return work
         try:
-            atomic_with_retry("default", accept)
+            atomic_with_retry("default", partial(_accept_statements, actor, work))
+            return work
         except IntegrityError:
-            by_position = dict(entries)
-            one_by_one += [(w.position, by_position[w.position]) for w in work]
-            work = []
+            continue
         except CommitOutcomeUnknown:
-            for w in work:
-                outcomes[w.position] = BatchOutcome(
-                    None,
-                    LedgerUnavailable(
-                        "A database did not answer while the transfer was being recorded; a replay with the "
-                        "same idempotency key tells whether it was made.",
-                        extra={"transfer_id": str(w.transfer.id)},
-                    ),
-                )
-            work = []
+            error: ApplicationError = LedgerUnavailable(
+                "A database did not answer while the transfers were being recorded; a replay with the same "
+                "idempotency keys tells whether they were made."
+            )
         except OperationalError:
-            for w in work:
-                outcomes[w.position] = BatchOutcome(
-                    None, LedgerUnavailable("The control-plane database did not answer; nothing was moved.")
-                )
-            work = []
-    for position, item in sorted(one_by_one):
-        outcomes[position] = _one(actor, item)
-    return work
+            error = LedgerUnavailable("The control-plane database did not answer; nothing was moved.")
+        for w in work:
+            outcomes[w.position] = BatchOutcome(None, error)
+        return []
+    for w in work:
+        outcomes[w.position] = BatchOutcome(
+            None, LedgerBusy("Other requests with these idempotency keys are being made; try again.")
+        )
+    return []
+
+
+def _accept_statements(actor: Actor, work: list[_Work]) -> None:
+    ledger_sql.transfers_insert_many([w.transfer for w in work])
+    for w in work:
+        auditlog_entry_created(w.transfer, actor=actor)
+
+
+def _chains_refused_before(
+    work: list[_Work], chain_of: dict[int, int], outcomes: dict[int, BatchOutcome]
+) -> list[_Work]:
+    """The items of a chain one item of which was refused before the accept (or replays a
+    refusal) are refused too, before the accept."""
+    causes: dict[int, ApplicationError] = {}
+    for position, outcome in outcomes.items():
+        chain = chain_of.get(position)
+        if chain is not None and outcome.error is not None and not isinstance(outcome.error, LinkedTransferFailed):
+            causes.setdefault(chain, outcome.error)
+    kept = []
+    for w in work:
+        if w.chain in causes:
+            outcomes[w.position] = BatchOutcome(None, _chain_error(causes[w.chain]))
+        else:
+            kept.append(w)
+    return kept
 
 
 def _currencies_resolve(work: list[_Work], outcomes: dict[int, BatchOutcome]) -> list[_Work]:
@@ -576,11 +544,17 @@ def _balances_write(
     posted: dict[int, Decimal],
     pending: dict[int, Decimal],
     now: datetime,
+    credits: dict[int, Decimal] | None = None,
 ) -> None:
+    """One update per account changed by the step: what it did to the posted balance and the
+    pending debits (read under the lock) and, ``credits``, the pending credits it added."""
     for pk, account in sorted(locked.items()):
         d_posted, d_pending = posted[pk] - account.posted, pending[pk] - account.pending_debits
-        if d_posted or d_pending:
-            ledger_sql.account_balances_add(ledger, account_pk=pk, posted=d_posted, pending_debits=d_pending, now=now)
+        d_credits = (credits or {}).get(pk, Decimal("0.00"))
+        if d_posted or d_pending or d_credits:
+            ledger_sql.account_balances_add(
+                ledger, account_pk=pk, posted=d_posted, pending_debits=d_pending, pending_credits=d_credits, now=now
+            )
 
 
 def _step(
@@ -618,7 +592,7 @@ def _step(
 def _prepare_in(ledger: str, group: list[_Work]) -> None:
     """Step 2 in one source ledger (see above)."""
     sources = sorted({w.source for w in group})
-    pks = sorted({*sources, *(w.destination for w in group if not w.transfer.is_cross_ledger)})
+    pks = sorted({*sources, *(w.destination for w in group if w.made_in_one_ledger)})
     today = group[0].transfer.business_date
 
     def work() -> dict[_Work, ApplicationError]:
@@ -636,14 +610,14 @@ def _prepare_in(ledger: str, group: list[_Work]) -> None:
             t, src, dst = w.transfer, w.source, w.destination
             try:
                 source = check_account(_locked_now(locked.get(src), posted, pending), t, side="source")
-                if not t.is_cross_ledger:
+                if w.made_in_one_ledger:
                     check_account(_locked_now(locked.get(dst), posted, pending), t, side="destination")
                 check_funds_and_limit(source, t, spent_today=spent.get(src, Decimal("0.00")))
             except TransferRefused as refused:
                 refusals[w] = refused.error
                 continue
             spent[src] = spent.get(src, Decimal("0.00")) + t.amount
-            if t.is_cross_ledger:
+            if not w.made_in_one_ledger:
                 pending[src] += t.amount
                 prepared.append(_leg_row(w, Leg.DEBIT, src))
                 continue
@@ -661,13 +635,13 @@ def _prepare_in(ledger: str, group: list[_Work]) -> None:
         return refusals
 
     def unknown(w: _Work) -> None:
-        # Prepared or not: a cross-ledger item is refused and its leg voided (or tombstoned) at the
-        # finish; a local one may have been made, and only recovery can tell.
-        if w.transfer.is_cross_ledger:
+        # Prepared or not: an item with a leg elsewhere is refused and its leg voided (or found
+        # absent) at the finish; one made here outright may have been, and only recovery can tell.
+        if w.made_in_one_ledger:
+            w.unknown = True
+        else:
             w.held = True
             w.error = LedgerUnavailable(f"Ledger {ledger} did not answer; the transfer was not made.")
-        else:
-            w.unknown = True
 
     refusals = _step(ledger, group, work, unknown=unknown)
     if refusals is None:
@@ -675,27 +649,32 @@ def _prepare_in(ledger: str, group: list[_Work]) -> None:
     for w in group:
         if w in refusals:
             w.error = refusals[w]
-        elif w.transfer.is_cross_ledger:
-            w.held = True
-        else:
+        elif w.made_in_one_ledger:
             w.decided = True
+        else:
+            w.held = True
 
 
 def _decide_in(ledger: str, group: list[_Work]) -> None:
-    """Step 3 in one destination ledger: the point of no return of the items it commits. A credit
-    leg recovery's tombstone already holds fails the whole insert: those items are refused and the
-    step runs again without them."""
+    """Step 3 in one destination ledger: the point of no return of the unlinked items it commits.
+    A credit leg recovery's tombstone already holds fails the whole insert: those items are
+    refused and the step runs again without them."""
     for _attempt in range(3):
         pending_group = [w for w in group if w.error is None]
         if not pending_group:
             return
-        work = partial(_decide_statements, ledger, pending_group)
 
         def unknown(w: _Work) -> None:
             w.unknown = True  # recovery reads the credit leg: finished forward or voided
 
         try:
-            refusals = _step(ledger, pending_group, work, unknown=unknown, tombstones=True)
+            refusals = _step(
+                ledger,
+                pending_group,
+                partial(_decide_statements, ledger, pending_group),
+                unknown=unknown,
+                tombstones=True,
+            )
         except IntegrityError:
             taken = ledger_sql.legs_lock(ledger, [w.transfer.id for w in pending_group], leg=Leg.CREDIT)
             for w in pending_group:
@@ -707,6 +686,8 @@ def _decide_in(ledger: str, group: list[_Work]) -> None:
         for w in pending_group:
             if w in refusals:
                 w.error = refusals[w]
+            elif w.chain is not None:
+                w.credit_held = True
             else:
                 w.decided = True
         return
@@ -716,14 +697,17 @@ def _decide_in(ledger: str, group: list[_Work]) -> None:
 
 
 def _decide_statements(ledger: str, group: list[_Work]) -> dict[_Work, ApplicationError]:
-    """Step 3's transaction: each credit checked under its account's lock, in canonical order,
-    then the credits posted with their entries and their legs COMMITTED."""
+    """Step 3's transaction: each credit checked under its account's lock, in canonical order;
+    an unlinked item's credit posted with its entry and its leg COMMITTED, a linked item's held in
+    pending credits with its leg PREPARED."""
     now = timezone.now()
     locked = ledger_sql.accounts_lock(ledger, sorted({w.destination for w in group}))
     posted = {pk: a.posted for pk, a in locked.items()}
     pending = {pk: a.pending_debits for pk, a in locked.items()}
+    credits: dict[int, Decimal] = {}
     refusals: dict[_Work, ApplicationError] = {}
-    legs: list[ledger_sql.LegRow] = []
+    committed: list[ledger_sql.LegRow] = []
+    prepared: list[ledger_sql.LegRow] = []
     entries: list[ledger_sql.EntryRow] = []
     for w in group:
         t, dst = w.transfer, w.destination
@@ -735,53 +719,100 @@ def _decide_statements(ledger: str, group: list[_Work]) -> dict[_Work, Applicati
         except TransferRefused as refused:
             refusals[w] = refused.error
             continue
+        if w.chain is not None:
+            credits[dst] = credits.get(dst, Decimal("0.00")) + t.amount
+            prepared.append(_leg_row(w, Leg.CREDIT, dst))
+            continue
         posted[dst] += t.amount
-        legs.append(_leg_row(w, Leg.CREDIT, dst))
+        committed.append(_leg_row(w, Leg.CREDIT, dst))
         entries.append(_entry_row(w, dst, t.amount, posted[dst]))
-    if legs:
-        ledger_sql.legs_insert_many(ledger, legs, state=LegState.COMMITTED, now=now)
+    if committed:
+        ledger_sql.legs_insert_many(ledger, committed, state=LegState.COMMITTED, now=now)
         ledger_sql.entries_insert_many(ledger, entries, now=now)
-    _balances_write(ledger, locked, posted, pending, now)
+    if prepared:
+        ledger_sql.legs_insert_many(ledger, prepared, state=LegState.PREPARED, now=now)
+    _balances_write(ledger, locked, posted, pending, now, credits)
     return refusals
 
 
-def _finish_in(ledger: str, group: list[_Work]) -> None:
-    """Step 4 in one source ledger: decided debit legs committed and posted, the others' voided
-    and released; a leg recovery got to first is left as it is. A ledger that fails leaves both
-    to recovery (the decided items marked COMMITTED, the refused ones voided once ABORTED)."""
+def _chains_decide(linked: list[_Work]) -> None:
+    """Step 4: every chain whose items all prepared both legs decided at once, in one commit of
+    the control plane: its transfers PENDING → COMMITTED together, or, if recovery aborted one of
+    them meanwhile (past its deadline), none; that chain is then refused."""
+    by_chain: dict[int, list[_Work]] = {}
+    for w in linked:
+        by_chain.setdefault(w.chain, []).append(w)  # type: ignore[arg-type]
+
+    def decide() -> set[int]:
+        now = timezone.now()
+        open_ids = ledger_sql.transfers_lock_open([w.transfer.id for w in linked])
+        decided = {chain for chain, members in by_chain.items() if all(w.transfer.id in open_ids for w in members)}
+        ids = [w.transfer.id for w in linked if w.chain in decided]
+        if ids:
+            ledger_sql.transfers_mark_committed_many(ids, now=now)
+        return decided
+
+    try:
+        decided = atomic_with_retry("default", decide)
+    except CommitOutcomeUnknown:
+        for w in linked:
+            w.unknown = True  # COMMITTED or not: recovery finishes or aborts each chain as a whole
+        return
+    except OperationalError:
+        for w in linked:
+            w.error = LedgerUnavailable("The control-plane database did not answer; the transfer was not made.")
+        return
+    for w in linked:
+        if w.chain in decided:
+            w.decided = True
+            w.transfer.status = Status.COMMITTED
+        else:
+            w.error = TransferTimedOut("The transfer timed out and was voided by recovery.")
+
+
+def _finish_in(ledger: str, group: list[_Work], leg: str) -> None:
+    """Step 5 in one ledger, for one leg of each item: the decided ones COMMITTED and posted, the
+    others VOIDED and released; a leg recovery got to first is left as it is. A ledger that fails
+    leaves both to recovery (the decided items marked COMMITTED, the refused ones voided once
+    ABORTED)."""
+    debit = leg == Leg.DEBIT
     ids = [w.transfer.id for w in group]
-    pks = sorted({w.source for w in group})
+    pks = sorted({w.source if debit else w.destination for w in group})
 
     def work() -> None:
         now = timezone.now()
-        states = ledger_sql.legs_lock(ledger, ids, leg=Leg.DEBIT)
+        states = ledger_sql.legs_lock(ledger, ids, leg=leg)
         locked = ledger_sql.accounts_lock(ledger, pks)
         posted = {pk: a.posted for pk, a in locked.items()}
         pending = {pk: a.pending_debits for pk, a in locked.items()}
+        credits: dict[int, Decimal] = {}
         commit, void, entries = [], [], []
         for w in group:
-            t, src = w.transfer, w.source
+            t, pk = w.transfer, w.source if debit else w.destination
             if states.get(t.id) != LegState.PREPARED:
                 continue
-            pending[src] -= t.amount
+            if debit:
+                pending[pk] -= t.amount
+            else:
+                credits[pk] = credits.get(pk, Decimal("0.00")) - t.amount
             if w.decided:
-                posted[src] -= t.amount
+                posted[pk] += -t.amount if debit else t.amount
                 commit.append(t.id)
-                entries.append(_entry_row(w, src, -t.amount, posted[src]))
+                entries.append(_entry_row(w, pk, -t.amount if debit else t.amount, posted[pk]))
             else:
                 void.append(t.id)
         if commit:
-            ledger_sql.legs_transition_many(ledger, commit, leg=Leg.DEBIT, to_state=LegState.COMMITTED, now=now)
+            ledger_sql.legs_transition_many(ledger, commit, leg=leg, to_state=LegState.COMMITTED, now=now)
             ledger_sql.entries_insert_many(ledger, entries, now=now)
         if void:
-            ledger_sql.legs_transition_many(ledger, void, leg=Leg.DEBIT, to_state=LegState.VOIDED, now=now)
-        _balances_write(ledger, locked, posted, pending, now)
+            ledger_sql.legs_transition_many(ledger, void, leg=leg, to_state=LegState.VOIDED, now=now)
+        _balances_write(ledger, locked, posted, pending, now, credits)
 
     try:
         atomic_with_retry(ledger, work)
     except OperationalError:
         logger.warning("batch: finishing in ledger %s deferred to recovery", ledger)
-        decided = [w.transfer.id for w in group if w.decided]
+        decided = [w.transfer.id for w in group if w.decided and w.chain is None]
         if decided:
             try:
                 ledger_sql.transfers_mark_committed_many(decided, now=timezone.now())
@@ -793,7 +824,7 @@ def _finish_in(ledger: str, group: list[_Work]) -> None:
 
 
 def _complete_all(actor: Actor, work: list[_Work]) -> None:
-    """Step 5: every item made COMPLETED and every refusal ABORTED with its code, with their audit
+    """Step 6: every item made COMPLETED and every refusal ABORTED with its code, with their audit
     events, in one commit of the control plane; one recovery finished first is left as it is."""
     final = [w for w in work if not w.unknown and (w.decided or w.error is not None)]
     if not final:

@@ -723,15 +723,21 @@ def legs_transition_many(
 
 
 def account_balances_add(
-    ledger: str, *, account_pk: int, posted: Decimal, pending_debits: Decimal, now: datetime
+    ledger: str,
+    *,
+    account_pk: int,
+    posted: Decimal,
+    pending_debits: Decimal,
+    pending_credits: Decimal = Decimal("0.00"),
+    now: datetime,
 ) -> None:
-    """Add to a locked account's posted balance and pending debits at once (what a batch's step
-    changes on it, summed)."""
+    """Add to a locked account's posted balance and pending counters at once (what a batch's
+    step changes on it, summed)."""
     defer(
         ledger,
         f"UPDATE {table(ledger, ACCOUNT)} SET posted = posted + %s, pending_debits = pending_debits + %s, "
-        "updated_at = %s WHERE id = %s",
-        [posted, pending_debits, _now(ledger, now), account_pk],
+        "pending_credits = pending_credits + %s, updated_at = %s WHERE id = %s",
+        [posted, pending_debits, pending_credits, _now(ledger, now), account_pk],
     )
 
 
@@ -814,8 +820,9 @@ def transfer_mark_aborted(transfer_id: uuid.UUID, *, failure_code: str, failure_
 
 
 def transfers_mark_committed_many(transfer_ids: Sequence[uuid.UUID], *, now: datetime) -> None:
-    """``transfer_mark_committed`` for many: PENDING → COMMITTED, the hint that they are decided and
-    finishing is left to recovery."""
+    """``transfer_mark_committed`` for many: PENDING → COMMITTED. For transfers decided by a
+    committed leg, the hint that finishing is left to recovery; for a batch's linked chain (both
+    legs prepared), the decision itself, taken for the chain's transfers in one transaction."""
     placeholders = ", ".join(["%s"] * len(transfer_ids))
     _execute(
         "default",

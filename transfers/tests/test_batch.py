@@ -215,6 +215,7 @@ def test_batches_and_single_transfers_racing_never_overdraw(make_account, ledger
 # --- crashes between the batched steps ---------------------------------------------------------------
 
 BATCH_FAULTS = ["after_batch_accept", "after_batch_prepare", "after_batch_decide", "after_batch_finish"]
+CHAIN_FAULTS = [*BATCH_FAULTS[:3], "after_batch_link", BATCH_FAULTS[3]]
 
 
 def run_batch_until_fault(fault: str, items: list[BatchItem]) -> None:
@@ -226,13 +227,15 @@ def run_batch_until_fault(fault: str, items: list[BatchItem]) -> None:
     from bankcore.faults import FAULT_EXIT_CODE
     from conftest import subprocess_env
 
-    rows = json.dumps([[i.source_account, i.destination_account, str(i.amount), i.idempotency_key] for i in items])
+    rows = json.dumps(
+        [[i.source_account, i.destination_account, str(i.amount), i.idempotency_key, i.linked] for i in items]
+    )
     code = (
         "import django, json, sys; django.setup();"
         "from bankcore.actors import Actor, Channel;"
         "from transfers.batch import BatchItem, transfers_create_batch;"
-        "items = [BatchItem(source_account=s, destination_account=d, amount=a, idempotency_key=k) "
-        "for s, d, a, k in json.loads(sys.argv[1])];"
+        "items = [BatchItem(source_account=s, destination_account=d, amount=a, idempotency_key=k, linked=l) "
+        "for s, d, a, k, l in json.loads(sys.argv[1])];"
         "transfers_create_batch(actor=Actor.system(Channel.COMMAND, 'crash'), items=items)"
     )
     child = subprocess.run(
@@ -303,3 +306,57 @@ def test_a_batch_killed_at_each_step_is_settled_by_recovery(actor, make_account,
     )
     assert [o.transfer.status for o in outcomes[:3]] == [Status.COMPLETED] * 3
     assert held(a1, b1, a2, c2) == [NOTHING_HELD] * 4
+
+
+def test_a_chain_refused_at_its_destination_moves_nothing(actor, make_account):
+    a1, b1 = make_account("db1", "100.00"), make_account("db1", "0.00")
+    a2, c2 = make_account("db2", "100.00"), make_account("db2", "0.00")
+    account_freeze(actor=actor, number=c2.number, reason="test")
+    before = world_snapshot(a1, b1, a2, c2)
+    outcomes = transfers_create_batch(
+        actor=actor,
+        items=[item(a1, a2, "30.00", linked=True), item(a1, b1, "10.00", linked=True), item(a2, c2, "5.00")],
+    )
+    assert codes(outcomes) == ["linked_transfer_failed", "linked_transfer_failed", "account_frozen"]
+    after = world_snapshot(a1, b1, a2, c2)
+    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
+    assert after["legs"] == before["legs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", CHAIN_FAULTS)
+def test_a_chain_killed_at_each_step_happens_wholly_or_not_at_all(actor, make_account, fault):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.recovery import transfers_recover
+
+    a1, b1 = make_account("db1", "100.00"), make_account("db1", "0.00")
+    a2 = make_account("db2", "100.00")
+    items = [
+        item(a1, a2, "30.00", idempotency_key="y-1", linked=True),
+        item(a2, b1, "20.00", idempotency_key="y-2", linked=True),
+        item(a1, b1, "10.00", idempotency_key="y-3"),  # inside db1, the chain's last
+        item(a2, a1, "5.00", idempotency_key="y-alone"),
+    ]
+    run_batch_until_fault(fault, items)
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    transfers_recover(now=later, grace_seconds=0)
+    again = transfers_recover(now=later, grace_seconds=0)
+    assert again.total == 0 and not again.errors, "recovery must be idempotent"
+
+    by_key = {t.idempotency_key: t.status for t in Transfer.objects.filter(idempotency_key__startswith="y-")}
+    chain_moved = fault in ("after_batch_link", "after_batch_finish")
+    alone_moved = fault not in ("after_batch_accept", "after_batch_prepare")
+    assert {by_key["y-1"], by_key["y-2"], by_key["y-3"]} == {Status.COMPLETED if chain_moved else Status.ABORTED}
+    assert by_key["y-alone"] == (Status.COMPLETED if alone_moved else Status.ABORTED)
+    alone = (Decimal("5.00"), Decimal("-5.00"), 0) if alone_moved else (0, 0, 0)
+    # a1, a2, b1: the chain moves a1 -30 -10, a2 +30 -20, b1 +20 +10
+    expected_chain = (Decimal("-40.00"), Decimal("10.00"), Decimal("30.00")) if chain_moved else (0, 0, 0)
+    assert balances(a1, a2, b1) == [
+        Decimal("100.00") + expected_chain[0] + alone[0],
+        Decimal("100.00") + expected_chain[1] + alone[1],
+        Decimal("0.00") + expected_chain[2],
+    ]
+    assert held(a1, a2, b1) == [NOTHING_HELD] * 3
