@@ -46,7 +46,7 @@ class TransferTimedOut(BusinessRuleViolation):
 
 
 class LinkedTransferFailed(BusinessRuleViolation):
-    """An item of a linked chain (``transfers.batch``) not made because another item of its chain
+    """An item of a linked chain (``transfers.engine.batch``) not made because another item of its chain
     was refused: a chain happens wholly or not at all."""
 
     code = "linked_transfer_failed"
