@@ -21,6 +21,7 @@ from transfers.engine.legs import leg_prepare
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation import reconcile
 from transfers.recovery import transfers_recover
+from transfers.tests.test_batch import CHAIN_FAULTS as BATCH_CHAIN_FAULTS
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
@@ -91,6 +92,7 @@ HOME = [
 def test_every_fault_point_is_exercised():
     exercised = {f for f, _ in CROSS + LOCAL} | {f for *_, f, _ in HOME}
     exercised |= {"after_decide_abort", "after_tombstone", "after_account_insert"}
+    exercised |= set(BATCH_CHAIN_FAULTS)  # a batch killed at each of its steps: test_batch.py
     assert exercised == set(FAULT_POINTS)
 
 
