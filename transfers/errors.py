@@ -45,6 +45,14 @@ class TransferTimedOut(BusinessRuleViolation):
     title = "Transfer timed out"
 
 
+class LinkedTransferFailed(BusinessRuleViolation):
+    """An item of a linked chain (``transfers.engine.batch``) not made because another item of its chain
+    was refused: a chain happens wholly or not at all."""
+
+    code = "linked_transfer_failed"
+    title = "Another transfer of its linked chain was refused"
+
+
 class LedgerUnavailable(ServiceUnavailable):
     code = "ledger_unavailable"
     title = "A ledger database is unavailable"
@@ -112,6 +120,7 @@ RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
         TransferTimedOut,
         LedgerUnavailable,
         LedgerBusy,
+        LinkedTransferFailed,
     )
 }
 

@@ -19,6 +19,39 @@ from accounts.models import Account, money_field
 from bankcore.actors import Channel
 
 
+class TransferBatch(models.Model):
+    """Transfers submitted together (``transfers.batch``): the batch's own idempotency record and
+    the order of its items. Each item is a ``Transfer`` of its own (``batch``, ``batch_position``),
+    with its own key, outcome and replay."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client_id = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64)
+    channel = models.CharField(max_length=16, choices=Channel.CHOICES)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    item_count = models.PositiveIntegerField()
+    # The amounts asked for, summed per currency named ("" for items that take their source
+    # account's currency), as decimal strings.
+    totals = models.JSONField(default=dict)
+
+    # Not a column: set by transfer_batch_submit to say whether the idempotency key was seen before.
+    replayed: bool = False
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client_id", "idempotency_key"], name="transfer_batch_idempotency_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.id} of {self.item_count}"
+
+
 class Transfer(models.Model):
     class Kind(models.TextChoices):
         TRANSFER = "transfer", "Transfer"
@@ -61,6 +94,9 @@ class Transfer(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     committed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The batch it was submitted in, and its place there (``transfers.batch``).
+    batch = models.ForeignKey(TransferBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="transfers")
+    batch_position = models.PositiveIntegerField(null=True, blank=True)
 
     # Not a column: set by transfer_create to say whether the idempotency key was seen before.
     replayed: bool = False

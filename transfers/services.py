@@ -39,6 +39,7 @@ from transfers.engine.accept import (
     text_is_visible,
     transfer_submit,
 )
+from transfers.engine.batch import BatchItem, BatchOutcome, transfers_create_batch
 from transfers.engine.cross import debit_finish
 from transfers.engine.legs import leg_decide, leg_void
 from transfers.engine.outcome import (
@@ -59,6 +60,8 @@ from transfers.models import Transfer, TransferLeg
 # What the doors (API, back office, approvals) use of the engine besides the services below.
 __all__ = [
     "REFERENCE_MAX_LENGTH",
+    "BatchItem",
+    "BatchOutcome",
     "account_open_with_deposit",
     "business_date_today",
     "reference_clean",
@@ -71,6 +74,7 @@ __all__ = [
     "transfer_hold_release",
     "transfer_refusal_error",
     "transfer_reverse",
+    "transfers_create_batch",
 ]
 
 logger = logging.getLogger(__name__)

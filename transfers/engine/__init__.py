@@ -8,7 +8,8 @@
 - ``legs``    — the leg API every form and recovery use: prepare, decide, commit, void (also
                 from what a ledger alone knows of a leg);
 - ``outcome`` — the transfer's state in the control plane: completed, aborted, the committed hint;
-- ``checks``  — where a leg's account is, and the checks made under its row lock.
+- ``checks``  — where a leg's account is, and the checks made under its row lock;
+- ``batch``   — many transfers at once, in a constant number of commits per ledger involved.
 
 The protocol and its recovery are described in docs/architecture.md.
 """
