@@ -8,7 +8,8 @@ import sys
 from django.core.management.base import BaseCommand
 
 from bankcore.actors import Actor, Channel
-from transfers.reconciliation import AUDIT_PHASE, ENTRIES_PHASE, reconciliation_run
+from transfers.reconciliation import AUDIT_PHASE, reconciliation_run
+from transfers.reconciliation_entries import ENTRIES_PHASE
 
 
 class Command(BaseCommand):
