@@ -12,7 +12,7 @@ import os
 from django.conf import settings
 
 FAULT_POINTS = (
-    # the coordinator (transfers.services)
+    # the coordinator (transfers.engine)
     "after_accept",
     "after_local_commit",
     "after_prepare_debit",

@@ -17,10 +17,10 @@ from accounts.models import Account
 from accounts.services import account_freeze
 from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from conftest import NOTHING_HELD, balances, held, subprocess_env
+from transfers.engine.legs import leg_prepare
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation import reconcile
 from transfers.recovery import transfers_recover
-from transfers.services import leg_prepare
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
@@ -147,8 +147,8 @@ def test_crash_in_recovery_between_its_debit_tombstone_and_the_abort(make_accoun
     assert (tombstone.state, tombstone.account_id) == ("voided", None)
     assert Account.objects.using("db1").get(pk=bob.pk).pending_credits == Decimal("30.00")
     # The coordinator, waking up late, cannot decide any more: the tombstone holds the key.
+    from transfers.engine.legs import leg_decide
     from transfers.errors import TransferRefused
-    from transfers.services import leg_decide
 
     with pytest.raises(TransferRefused):
         leg_decide(transfer, "debit")
