@@ -142,7 +142,7 @@ class _AccountState:
 def _entry_sums(ledger: str) -> dict[int, Decimal]:
     """Each account's sum of entries, the table read in primary-key order: through the index on
     the account, which MariaDB picks by itself, the server spent four times as much
-    (docs/performance.md, "Reconciliation at scale")."""
+    (docs/performance.md, "Recovery and reconciliation at scale")."""
     connection = connections[ledger]
     hint = " FORCE INDEX (PRIMARY)" if connection.vendor == "mysql" else ""
     with connection.cursor() as cursor:

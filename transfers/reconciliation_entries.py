@@ -6,7 +6,7 @@ Set-wise, in chunks of transfer ids: a chunk's entries of the ledger and its tra
 control plane, as two sets of texts "<transfer> <account> <signed amount>" that the servers write,
 compared in C. Both servers work on the next chunk while this process compares the last one. At
 a million entries, comparing entry by entry in Python, each with its transfer asked of the control
-plane by id, was most of the time (docs/performance.md, "Reconciliation at scale").
+plane by id, was most of the time (docs/performance.md, "Recovery and reconciliation at scale").
 """
 
 from __future__ import annotations
