@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= bankcore.settings.development
 
-.PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench bench-api bench-batch bench-door bench-chaos clean lock
+.PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench bench-api bench-batch bench-door bench-chaos bench-scale clean lock
 
 # Debian and Ubuntu ship Python without ensurepip (it comes with python3.X-venv), and then
 # `python3 -m venv` fails half-way. Install that package with apt as root or with passwordless
@@ -107,6 +107,10 @@ bench-door: venv-dev
 CHAOS_MINUTES ?= 5
 bench-chaos: venv-dev
 	$(PY) bench/chaos.py --minutes $(CHAOS_MINUTES)
+
+# Recovery of 10,000 stuck transfers, then reconciliation of a million entries (bench/scale.py).
+bench-scale: venv-dev
+	$(PY) bench/scale.py
 
 # The lock files, again from the ranges in requirements/*.txt: the newest versions within them,
 # each with the hashes of every file the index has for it. Run after changing a .txt file and

@@ -8,7 +8,7 @@ completed cross-ledger transfers up to --entries entries with bulk INSERTs in ra
 plane's transfer, the debit entry in one ledger, the credit entry in the other; the balances set
 from the entries in one UPDATE), and times one full reconciliation, as the command runs it. The
 books it seeds are clean: it fails unless reconciliation finds nothing. Not a test: figures, not
-assertions (docs/performance.md, "Reconciliation at scale").
+assertions (docs/performance.md, "Recovery and reconciliation at scale").
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The benchmarks still run: ``bench/api.py``, ``bench/run.py``, ``bench/door.py`` and
-``bench/batch.py`` briefly on tiny data, each starting its own servers. Figures are not checked (these machines are noisy;
-docs/performance.md), only that every path answered what it should (no 401 from an expired token,
-no non-201), that the table came out and that the books reconciled afterwards."""
+"""The benchmarks still run: ``bench/api.py``, ``bench/run.py``, ``bench/door.py``,
+``bench/batch.py`` and ``bench/scale.py`` briefly on tiny data, each starting its own servers.
+Figures are not checked (these machines are noisy; docs/performance.md), only that every path
+answered what it should (no 401 from an expired token, no non-201; every stuck transfer settled),
+that the table came out and that the books reconciled afterwards."""
 
 from __future__ import annotations
 
@@ -78,3 +79,11 @@ def test_bench_batch_runs_both_paths_and_reconciles():
         assert output.count(f"| {path} | 2 | ") == 1, output[-4000:]
     assert "bulk/raw " in output and "'aborted'" not in output
     assert "reconcile after the run: OK" in output
+
+
+def test_bench_scale_settles_every_kind_of_stuck_transfer_and_reconciles():
+    output = _bench("bench/scale.py", "--transfers", "40", "--entries", "200", "--accounts", "40")
+    for kind in ("forward", "void", "hint", "orphan"):
+        assert f"recovery, {kind:>7}: 10 transfers in " in output, output[-4000:]
+    assert "recovery, all: 40 transfers" in output
+    assert "OK: the books balance." in output

@@ -9,7 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from bankcore.actors import Actor, Channel
-from transfers.reconciliation import AUDIT_PHASE, ENTRIES_PHASE, reconciliation_run
+from transfers.reconciliation import AUDIT_PHASE, reconciliation_run
+from transfers.reconciliation_entries import ENTRIES_PHASE
 
 
 class Command(BaseCommand):
