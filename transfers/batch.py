@@ -48,6 +48,9 @@ class BatchItem:
     idempotency_key: str | None = None  # per item, as transfer_create's
     # Item i linked: i and i + 1 form one chain, which happens wholly or not at all.
     linked: bool = False
+    # Who asked for this item, when not the batch's actor: a single transfer coalesced into a batch
+    # (``transfers.group_commit``) keeps its own request id and address in the audit trail.
+    actor: Actor | None = None
 
 
 @dataclass
@@ -94,7 +97,7 @@ def transfers_create_batch(
     outcomes: list[BatchOutcome] = []
     for chain in chains(items):
         if len(chain) == 1:
-            outcomes.append(_one(actor, items[chain[0]]))
+            outcomes.append(_one(items[chain[0]].actor or actor, items[chain[0]]))
         else:
             outcomes.extend(_chain(actor, [items[position] for position in chain]))
     if batch is not None:
@@ -126,7 +129,7 @@ def _chain(actor: Actor, items: list[BatchItem]) -> list[BatchOutcome]:
     for item in items:
         try:
             transfer = transfer_hold(
-                actor=actor,
+                actor=item.actor or actor,
                 kind=Transfer.Kind.TRANSFER,
                 source_account=item.source_account,
                 destination_account=item.destination_account,
