@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -202,9 +202,21 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
     import django
 
     django.setup()
+    from transfers.services import transfer_create
+
+    return _engine_loop(transfer_create, scenario, accounts, seconds, seed)
+
+
+def _engine_loop(
+    transfer_create: Callable[..., object],
+    scenario: str,
+    accounts: dict[str, list[tuple[int, str]]],
+    seconds: float,
+    seed: int,
+) -> list[float]:
+    """One client's transfers over the window, each by ``transfer_create``; their latencies."""
     from bankcore.actors import Actor, Channel
     from bankcore.errors import ApplicationError
-    from transfers.services import transfer_create
 
     ledgers = sorted(accounts)
     rng = random.Random(seed)
