@@ -26,6 +26,7 @@ from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
 from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
+from bankcore.testing.plugin import ledger_servers
 from conftest import NOTHING_HELD, balances, held, subprocess_env
 from transfers import group_commit
 from transfers.models import Transfer
@@ -190,6 +191,67 @@ def test_one_key_posted_twice_in_one_batch_books_once(make_account, batch_sizes)
     assert not other[2]
     assert answers[0][0] == Status.COMPLETED
     assert balances(alice, bob, blocked) == [Decimal("50.00"), Decimal("51.00"), Decimal("9.00")]
+
+
+@GROUPED
+@override_settings(GROUP_COMMIT_WAIT_MS=300)
+def test_a_batch_towards_a_stopped_ledger_answers_as_alone_and_its_retries_book_once(make_account, batch_sizes):
+    alice, blocked, carol = make_account("db1", "100.00"), make_account("db1", "10.00"), make_account("db1", "0.00")
+    bob = make_account("db2", "0.00")
+    client = Actor(channel=Channel.API, username="partner")
+    send = partial(
+        group_commit.transfer_create,
+        actor=client,
+        source_account=alice.number,
+        destination_account=bob.number,
+        amount="10.00",
+    )
+    answers: dict[int, tuple[str, str | None, bool]] = {}
+
+    def post(i: int) -> None:
+        if i == 0:  # in progress, waiting for the account's row lock: the others share a batch
+            answers[i] = answer(
+                partial(
+                    group_commit.transfer_create,
+                    actor=client,
+                    source_account=blocked.number,
+                    destination_account=carol.number,
+                    amount="1.00",
+                )
+            )
+            return
+        time.sleep(0.3)
+        answers[i] = answer(partial(send, idempotency_key=f"key-{i}"))
+
+    server = ledger_servers()[1]  # db2's, a server of its own
+    server.kill()
+    try:
+        alone = answer(partial(send, idempotency_key="alone"))
+        posting = threading.Thread(target=lambda: in_threads(4, post))
+        with transaction.atomic(using="db1"):
+            Account.objects.using("db1").select_for_update().get(pk=blocked.pk)
+            posting.start()
+            time.sleep(1.5)
+        posting.join(timeout=60)
+    finally:
+        server.start()
+    assert batch_sizes == [3]
+    assert alone[0] == "ledger_unavailable"
+    assert [answers[i][0] for i in (1, 2, 3)] == [alone[0]] * 3
+    assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
+
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    transfers_recover(now=later, grace_seconds=0)
+    keys = ["alone", "key-1", "key-2", "key-3"]
+    retries: dict[int, tuple[str, str | None, bool]] = {}
+    in_threads(4, lambda i: retries.__setitem__(i, answer(partial(send, idempotency_key=keys[i]))))
+    assert [retries[i][0] for i in range(4)] == [Status.COMPLETED] * 4
+    assert balances(alice, bob, blocked, carol) == [
+        Decimal("60.00"),
+        Decimal("40.00"),
+        Decimal("9.00"),
+        Decimal("1.00"),
+    ]
 
 
 # --- a crash inside a batch ------------------------------------------------------------------------
