@@ -142,7 +142,7 @@ def _lead(window: _Window) -> Transfer:
     finally:
         with _lock:
             _in_progress -= count
-        if not window.outcomes and window.failure is None:  # the leader's thread is being stopped
+        if count > 1 and not window.outcomes and window.failure is None:  # the leader's thread is stopped
             window.failure = RuntimeError("The batch was stopped before it was made.")
         window.done.set()  # whatever happened: a follower never waits for ever
     return window.answer(0)
