@@ -11,7 +11,9 @@ others in progress opens a window and leads it: it waits up to ``GROUP_COMMIT_WA
 transfers that come meanwhile (the followers, which join it; it closes early at
 ``GROUP_COMMIT_MAX_ITEMS``), then makes them all as one batch on its own database connections and
 hands each follower its ``BatchOutcome``. Each item carries its own actor: its client's idempotency
-keys, its channel, its request id and address in the audit trail. A follower touches no database:
+keys, its channel, its request id and address in the audit trail. A batch holds a client's key
+once: a second request with a key in the open window is made alone and races the first as any two
+requests with one key do (one makes it, the other replays it). A follower touches no database:
 it answers what ``transfer_create`` would have — the transfer, with ``replayed``, or the same
 refusal with the same ``transfer`` and ``replayed``.
 
@@ -47,13 +49,16 @@ class _Window:
 
     def __init__(self) -> None:
         self.items: list[BatchItem] = []
+        self.keys: set[tuple[str, str]] = set()  # (client, idempotency key) of the items
         self.full = threading.Event()
         self.done = threading.Event()
         self.outcomes: list[BatchOutcome] = []
         self.failure: Exception | None = None
 
-    def join(self, item: BatchItem) -> int:
+    def join(self, item: BatchItem, key: tuple[str, str] | None) -> int:
         self.items.append(item)
+        if key is not None:
+            self.keys.add(key)
         if len(self.items) >= settings.GROUP_COMMIT_MAX_ITEMS:
             self.full.set()
         return len(self.items) - 1
@@ -98,15 +103,20 @@ def transfer_create(
     )
     if not settings.GROUP_COMMIT or any(c.in_atomic_block for c in connections.all(initialized_only=True)):
         return _single(item)
+    key = (actor.client_id, idempotency_key) if idempotency_key else None
     global _open, _in_progress
     with _lock:
         window = _open
-        if window is None and _in_progress == 0:
-            _in_progress += 1  # nothing else in progress: made alone, at once
+        if (window is None and _in_progress == 0) or (window is not None and key in window.keys):
+            # Nothing else in progress: made alone, at once. Or its key is in the window already
+            # (a retry racing its first try): alone too, where the key's unique index settles which
+            # of the two is made and which replays it, as between any two requests.
+            window = None
+            _in_progress += 1
         else:
             if window is None:
                 window = _open = _Window()
-            position = window.join(item)
+            position = window.join(item, key)
             if window.full.is_set():
                 _open = None
     if window is None:
