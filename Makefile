@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= bankcore.settings.development
 
-.PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench bench-api bench-door bench-chaos clean lock
+.PHONY: run test venv venv-dev system-deps migrate seed lint typecheck check bench bench-api bench-batch bench-door bench-chaos clean lock
 
 # Debian and Ubuntu ship Python without ensurepip (it comes with python3.X-venv), and then
 # `python3 -m venv` fails half-way. Install that package with apt as root or with passwordless
@@ -94,6 +94,10 @@ bench: venv-dev
 # The partner API through gunicorn against transfer_create and raw SQL (bench/api.py).
 bench-api: venv-dev
 	$(PY) bench/api.py
+
+# The bulk API (batches of 100 cross-ledger transfers) against the raw baseline (bench/batch.py).
+bench-batch: venv-dev
+	$(PY) bench/batch.py
 
 # The API's door alone, in one process: its CPU per transfer beside transfer_create's (bench/door.py).
 bench-door: venv-dev

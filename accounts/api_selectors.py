@@ -124,6 +124,21 @@ def account_may_debit(*, user: Any, number: str) -> bool:
     return _linked_or_permitted(user=user, number=number, permission=DEBIT_ANY_ACCOUNT_PERMISSION)
 
 
+def accounts_may_debit(*, user: Any, numbers: set[str]) -> set[str]:
+    """Those of ``numbers`` that ``user`` may move money out of (``account_may_debit``'s rule),
+    in one query for a batch."""
+    if not numbers:
+        return set()
+    linked = set(
+        PartnerAccountLink.objects.filter(user=user, account_number__in=numbers).values_list(
+            "account_number", flat=True
+        )
+    )
+    if linked != numbers and user.has_perm(DEBIT_ANY_ACCOUNT_PERMISSION):
+        return set(numbers)
+    return linked
+
+
 def _linked_or_permitted(*, user: Any, number: str, permission: str) -> bool:
     # The link first: a partner's every request asks, and one indexed query is cheaper than
     # loading the user's permissions (two queries) that only staff need, or all of a partner's

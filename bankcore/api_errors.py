@@ -317,8 +317,11 @@ class LimitedJSONParser(JSONParser):
     encoding at all: ``charset=rot13`` or ``base64`` made it raise a TypeError (a 500), and a body
     declared ``latin-1`` would be read differently from how a UTF-8 client meant it."""
 
+    # The setting that holds the limit (a view of larger documents names its own).
+    limit_setting = "API_MAX_BODY_BYTES"
+
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
-        limit = settings.API_MAX_BODY_BYTES
+        limit = getattr(settings, self.limit_setting)
         request = (parser_context or {}).get("request")
         # The charset declared, known to Python or not (Django's request.encoding keeps only one
         # codecs knows: charset=klingon would have been read as UTF-8).

@@ -23,6 +23,12 @@ FAULT_POINTS = (
     # prepared; the other leg decided (the credit, above, or the debit)
     "after_accept_prepare",
     "after_decide_debit",
+    # the batched engine (transfers.batch): between its steps, each taken for every item at once
+    "after_batch_accept",
+    "after_batch_prepare",
+    "after_batch_decide",
+    "after_batch_link",
+    "after_batch_finish",
     # recovery (transfers.recovery): its own decision to abort, before the control plane knows
     "after_tombstone",
     # accounts.services.account_open: the account committed in its ledger, its audit event not yet

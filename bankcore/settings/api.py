@@ -28,6 +28,8 @@ def _env_rate(name: str, default: str) -> str:
 # The body of an API request, in bytes. DRF parses JSON from the stream and so bypasses Django's
 # DATA_UPLOAD_MAX_MEMORY_SIZE; bankcore.api_errors.LimitedJSONParser enforces this one (413).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# The body of a batch of transfers (POST /api/v1/transfer-batches/, up to 1,000 items).
+API_MAX_BATCH_BODY_BYTES = env_int("API_MAX_BATCH_BODY_BYTES", 1024 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["bankcore.api_auth.PartnerJWTAuthentication"],

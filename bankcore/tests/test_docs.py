@@ -260,7 +260,11 @@ def test_dotted_names_resolve(doc: Path) -> None:
 APP_PATH = re.compile(r"(?<![\w.])/(?:api|admin|health|metrics)(?:\{[^}\n]*\}|[^\s`'\"?)\]{])*")
 ENDPOINT = re.compile(r"^\| `(?:GET|POST|PUT|PATCH|DELETE) ([a-z][^`\s]*)`", re.MULTILINE)
 PLACEHOLDER = re.compile(r"[{}$<>…]")
-SAMPLE = {"accounts": "01000000000017", "transfers": "3fa85f64-5717-4562-b3fc-2c963f66afa6"}
+SAMPLE = {
+    "accounts": "01000000000017",
+    "transfers": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "transfer-batches": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+}
 
 
 def _app_paths(doc: Path) -> set[str]:

@@ -210,3 +210,153 @@ def test_batches_and_single_transfers_racing_never_overdraw(make_account, ledger
     assert held(*accounts) == [NOTHING_HELD] * 6
     assert not Transfer.objects.exclude(status__in=[Status.COMPLETED, Status.ABORTED]).exists()
     assert settings.LEDGERS
+
+
+# --- crashes between the batched steps ---------------------------------------------------------------
+
+BATCH_FAULTS = ["after_batch_accept", "after_batch_prepare", "after_batch_decide", "after_batch_finish"]
+CHAIN_FAULTS = [*BATCH_FAULTS[:3], "after_batch_link", BATCH_FAULTS[3]]
+
+
+def run_batch_until_fault(fault: str, items: list[BatchItem]) -> None:
+    """``transfers_create_batch`` in a child process that exits hard at ``fault``."""
+    import json
+    import subprocess
+    import sys
+
+    from bankcore.faults import FAULT_EXIT_CODE
+    from conftest import subprocess_env
+
+    rows = json.dumps(
+        [[i.source_account, i.destination_account, str(i.amount), i.idempotency_key, i.linked] for i in items]
+    )
+    code = (
+        "import django, json, sys; django.setup();"
+        "from bankcore.actors import Actor, Channel;"
+        "from transfers.batch import BatchItem, transfers_create_batch;"
+        "items = [BatchItem(source_account=s, destination_account=d, amount=a, idempotency_key=k, linked=l) "
+        "for s, d, a, k, l in json.loads(sys.argv[1])];"
+        "transfers_create_batch(actor=Actor.system(Channel.COMMAND, 'crash'), items=items)"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code, rows],
+        env=subprocess_env(BANKCORE_FAULT_AT=fault),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=settings.BASE_DIR,
+    )
+    assert child.returncode == FAULT_EXIT_CODE, child.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", BATCH_FAULTS)
+def test_a_batch_killed_at_each_step_is_settled_by_recovery(actor, make_account, fault):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.recovery import transfers_recover
+
+    a1, b1 = make_account("db1", "100.00"), make_account("db1", "0.00")
+    a2, c2 = make_account("db2", "100.00"), make_account("db2", "0.00")
+    account_freeze(actor=actor, number=c2.number, reason="test")
+    items = [
+        item(a1, a2, "30.00", idempotency_key="x-cross"),
+        item(a2, a1, "20.00", idempotency_key="x-back"),
+        item(a1, b1, "10.00", idempotency_key="x-local"),
+        item(a1, c2, "5.00", idempotency_key="x-frozen"),
+        item(a2, a1, "500.00", idempotency_key="x-funds"),
+    ]
+    run_batch_until_fault(fault, items)
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    transfers_recover(now=later, grace_seconds=0)
+    again = transfers_recover(now=later, grace_seconds=0)
+    assert again.total == 0 and not again.errors, "recovery must be idempotent"
+
+    by_key = {t.idempotency_key: t.status for t in Transfer.objects.filter(idempotency_key__startswith="x-")}
+    moved = {
+        "after_batch_accept": set(),
+        "after_batch_prepare": {"x-local"},
+        "after_batch_decide": {"x-local", "x-cross", "x-back"},
+        "after_batch_finish": {"x-local", "x-cross", "x-back"},
+    }[fault]
+    assert by_key == {key: Status.COMPLETED if key in moved else Status.ABORTED for key in by_key}
+    assert len(by_key) == 5
+    expected = {
+        "x-cross": (a1, a2, Decimal("30.00")),
+        "x-back": (a2, a1, Decimal("20.00")),
+        "x-local": (a1, b1, Decimal("10.00")),
+    }
+    start = {a1.number: Decimal("100.00"), b1.number: Decimal("0.00"), a2.number: Decimal("100.00")}
+    start[c2.number] = Decimal("0.00")
+    for key in moved:
+        source, destination, amount = expected[key]
+        start[source.number] -= amount
+        start[destination.number] += amount
+    assert balances(a1, b1, a2, c2) == [start[a.number] for a in (a1, b1, a2, c2)]
+    assert held(a1, b1, a2, c2) == [NOTHING_HELD] * 4
+
+    # The batch sent again under its keys answers what was recorded (an outage is retried: the items
+    # recovery voided past their deadline are made now), and moves nothing twice.
+    outcomes = transfers_create_batch(actor=Actor.system(Channel.COMMAND, "crash"), items=items)
+    assert codes(outcomes)[3:] == ["account_frozen", "insufficient_funds"] or fault in (
+        "after_batch_accept",
+        "after_batch_prepare",
+    )
+    assert [o.transfer.status for o in outcomes[:3]] == [Status.COMPLETED] * 3
+    assert held(a1, b1, a2, c2) == [NOTHING_HELD] * 4
+
+
+def test_a_chain_refused_at_its_destination_moves_nothing(actor, make_account):
+    a1, b1 = make_account("db1", "100.00"), make_account("db1", "0.00")
+    a2, c2 = make_account("db2", "100.00"), make_account("db2", "0.00")
+    account_freeze(actor=actor, number=c2.number, reason="test")
+    before = world_snapshot(a1, b1, a2, c2)
+    outcomes = transfers_create_batch(
+        actor=actor,
+        items=[item(a1, a2, "30.00", linked=True), item(a1, b1, "10.00", linked=True), item(a2, c2, "5.00")],
+    )
+    assert codes(outcomes) == ["linked_transfer_failed", "linked_transfer_failed", "account_frozen"]
+    after = world_snapshot(a1, b1, a2, c2)
+    assert after["accounts"] == before["accounts"] and after["entries"] == before["entries"]
+    assert after["legs"] == before["legs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", CHAIN_FAULTS)
+def test_a_chain_killed_at_each_step_happens_wholly_or_not_at_all(actor, make_account, fault):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.recovery import transfers_recover
+
+    a1, b1 = make_account("db1", "100.00"), make_account("db1", "0.00")
+    a2 = make_account("db2", "100.00")
+    items = [
+        item(a1, a2, "30.00", idempotency_key="y-1", linked=True),
+        item(a2, b1, "20.00", idempotency_key="y-2", linked=True),
+        item(a1, b1, "10.00", idempotency_key="y-3"),  # inside db1, the chain's last
+        item(a2, a1, "5.00", idempotency_key="y-alone"),
+    ]
+    run_batch_until_fault(fault, items)
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    transfers_recover(now=later, grace_seconds=0)
+    again = transfers_recover(now=later, grace_seconds=0)
+    assert again.total == 0 and not again.errors, "recovery must be idempotent"
+
+    by_key = {t.idempotency_key: t.status for t in Transfer.objects.filter(idempotency_key__startswith="y-")}
+    chain_moved = fault in ("after_batch_link", "after_batch_finish")
+    alone_moved = fault not in ("after_batch_accept", "after_batch_prepare")
+    assert {by_key["y-1"], by_key["y-2"], by_key["y-3"]} == {Status.COMPLETED if chain_moved else Status.ABORTED}
+    assert by_key["y-alone"] == (Status.COMPLETED if alone_moved else Status.ABORTED)
+    alone = (Decimal("5.00"), Decimal("-5.00"), 0) if alone_moved else (0, 0, 0)
+    # a1, a2, b1: the chain moves a1 -30 -10, a2 +30 -20, b1 +20 +10
+    expected_chain = (Decimal("-40.00"), Decimal("10.00"), Decimal("30.00")) if chain_moved else (0, 0, 0)
+    assert balances(a1, a2, b1) == [
+        Decimal("100.00") + expected_chain[0] + alone[0],
+        Decimal("100.00") + expected_chain[1] + alone[1],
+        Decimal("0.00") + expected_chain[2],
+    ]
+    assert held(a1, a2, b1) == [NOTHING_HELD] * 3
