@@ -252,8 +252,8 @@ def make_stuck_transfer():  # type: ignore[no-untyped-def]
 
     from django.utils import timezone
 
+    from transfers.engine.legs import leg_prepare
     from transfers.models import Transfer
-    from transfers.services import leg_prepare
 
     def make(source, destination, amount: str = "30.00"):  # type: ignore[no-untyped-def]
         transfer = Transfer.objects.create(

@@ -20,6 +20,16 @@ class Channel:
     CHOICES = [(c, c) for c in (ADMIN, API, COMMAND, TASK, SYSTEM)]
 
 
+# What a channel is, as the back office's pages say it.
+CHANNEL_WORDS = {
+    Channel.ADMIN: "back office",
+    Channel.API: "partner system (API)",
+    Channel.COMMAND: "operator command",
+    Channel.TASK: "automatic task",
+    Channel.SYSTEM: "the system",
+}
+
+
 def _request_id() -> str:
     """The id of the request or Celery task being handled (so audit events and log lines share
     it), or a fresh one outside of both (a management command)."""

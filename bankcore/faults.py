@@ -12,7 +12,7 @@ import os
 from django.conf import settings
 
 FAULT_POINTS = (
-    # the coordinator (transfers.services)
+    # the coordinator (transfers.engine)
     "after_accept",
     "after_local_commit",
     "after_prepare_debit",
@@ -23,7 +23,7 @@ FAULT_POINTS = (
     # prepared; the other leg decided (the credit, above, or the debit)
     "after_accept_prepare",
     "after_decide_debit",
-    # the batched engine (transfers.batch): between its steps, each taken for every item at once
+    # the batched engine (transfers.engine.batch): between its steps, each taken for every item at once
     "after_batch_accept",
     "after_batch_prepare",
     "after_batch_decide",

@@ -110,9 +110,8 @@ main() {
     log "Migrating (the old version keeps serving meanwhile)"
     docker compose run --rm migrate
 
-    # Recovery first: a new recovery worker settles transfers left by either version of the
-    # engine, whereas an old one must not meet a new engine's transfers (it would not know where
-    # their decision lives). The old app replicas keep serving meanwhile.
+    # Recovery first: the recovery workers must understand the transfers the new app writes
+    # before the new app writes any. The old app replicas keep serving meanwhile.
     log "Replacing celery-worker (warm shutdown) and celery-beat"
     docker compose up -d --no-deps celery-worker celery-beat
 

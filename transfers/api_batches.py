@@ -1,7 +1,7 @@
 """Partner API: batches of transfers. ``POST /api/v1/transfer-batches/`` carries up to
 ``BATCH_MAX_ITEMS`` transfers, each answered with its own outcome; ``GET`` reads a batch back.
 
-Each item is a transfer of its own (``transfers.batch``): the batch's ``Idempotency-Key`` and the
+Each item is a transfer of its own (``transfers.engine.batch``): the batch's ``Idempotency-Key`` and the
 item's ``client_id`` make the item's key, so a retry of the batch replays every item that was
 recorded and makes what an outage left unmade; the same key with another body is 409
 ``idempotency_key_reused``. An item out of an account the partner may not debit is refused as

@@ -67,8 +67,8 @@ from transfers.errors import (
 )
 from transfers.models import Approval, Transfer
 from transfers.services import (
-    _reference_clean,
     business_date_today,
+    reference_clean,
     text_is_visible,
     transfer_cash_movement,
     transfer_create,
@@ -280,7 +280,7 @@ def approval_request(
     if kind not in Kind.values:
         raise ValidationFailed(f"Unknown kind {kind!r}.")
     value = money_parse(amount)
-    reference = _reference_clean(reference)
+    reference = reference_clean(reference)
     key = idempotency_key_clean(idempotency_key)
     if key is not None:
         earlier = _approval_replay(maker_id=actor.user_id, key=key)

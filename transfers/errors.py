@@ -46,7 +46,7 @@ class TransferTimedOut(BusinessRuleViolation):
 
 
 class LinkedTransferFailed(BusinessRuleViolation):
-    """An item of a linked chain (``transfers.batch``) not made because another item of its chain
+    """An item of a linked chain (``transfers.engine.batch``) not made because another item of its chain
     was refused: a chain happens wholly or not at all."""
 
     code = "linked_transfer_failed"
@@ -128,7 +128,7 @@ RECORDED_REFUSALS: dict[str, type[ApplicationError]] = {
 # Recorded codes that are not an answer to the request but to the moment it came in: a server that
 # did not answer, a lock given up on, a deadline missed because of either. Nothing was moved (the
 # transfer is ABORTED), and a retry under the same idempotency key is carried out anew
-# (``transfers.services``) instead of replaying the failure. Every other recorded code is a refusal
+# (``transfers.engine.accept``) instead of replaying the failure. Every other recorded code is a refusal
 # of the request itself and is final for its key.
 NOT_AN_OUTCOME: frozenset[str] = frozenset({LedgerUnavailable.code, LedgerBusy.code, TransferTimedOut.code})
 

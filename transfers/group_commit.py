@@ -1,5 +1,5 @@
 """Group commit: the single transfers a process makes at the same time, coalesced into one batch
-of the batch engine (``transfers.batch.transfers_create_batch``), so that they share its commits.
+of the batch engine (``transfers.engine.batch.transfers_create_batch``), so that they share its commits.
 The doors' transfers (``transfers.approvals.money_movement_submit`` and
 ``transfers.approvals.money_movement_execute``: the back office and the API) go through it when
 ``GROUP_COMMIT`` is on; an approved movement, a hold and whatever runs inside an atomic block take
@@ -35,7 +35,7 @@ from django.db import DatabaseError, connections
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError
 from transfers import services
-from transfers.batch import BatchItem, BatchOutcome, transfers_create_batch
+from transfers.engine.batch import BatchItem, BatchOutcome, transfers_create_batch
 from transfers.errors import LedgerUnavailable
 from transfers.models import Transfer
 

@@ -610,7 +610,7 @@ def transfer_mark_completed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
     return changed == 1
 
 
-# --- batches (``transfers.batch``): the same steps for many transfers in one statement each --------
+# --- batches (``transfers.engine.batch``): the same steps for many transfers in one statement each --------
 
 
 def transfers_insert_many(transfers: Sequence[Transfer]) -> None:

@@ -1,7 +1,7 @@
 """Recovery: finish forward what was decided, void what was not, exactly once.
 
 Run by Celery beat every few seconds and by ``manage.py recover_transfers``. The rule it applies
-is the engine's (``transfers.services``): a transfer is decided when one of its legs is COMMITTED
+is the engine's (``transfers.engine``): a transfer is decided when one of its legs is COMMITTED
 (the credit leg; or the debit leg, when the credit leg was prepared in the control plane's own
 transaction), and aborted once a VOIDED tombstone holds the key of the leg that was never
 prepared (the decision's) instead. Every step is a conditional update or
@@ -13,12 +13,6 @@ beside live coordinators:
   their deadline, tombstone each leg not written yet (the abort decision), record ABORTED and
   void the prepared leg;
 - PREPARED legs whose transfer is unknown or ABORTED → voided.
-
-Transfers left by the earlier seven-step protocol (decision in the control plane, both legs
-prepared) settle by that protocol's rules: a COMMITTED transfer commits both prepared legs; a
-PENDING one past its deadline is decided ABORTED in the control plane first, then both legs are
-voided. (A recovery worker of that protocol must not meet this engine's transfers, so
-``deploy/update.sh`` replaces the workers before the app.)
 """
 
 from __future__ import annotations
@@ -26,8 +20,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
@@ -38,9 +34,10 @@ from bankcore.actors import Actor, Channel
 from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
 from transfers.approvals import approvals_expire, holds_orphaned_release
+from transfers.engine.legs import leg_commit, leg_commit_at, leg_void, leg_void_at
+from transfers.engine.outcome import transfer_abort_decide, transfer_complete
 from transfers.errors import TransferTimedOut
 from transfers.models import Transfer, TransferLeg
-from transfers.services import _complete, _decide_abort, _leg_void_at, leg_commit, leg_commit_at, leg_void
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +94,7 @@ def transfer_finish_forward(transfer: Transfer, actor: Actor, report: RecoveryRe
     for leg in (Leg.DEBIT, Leg.CREDIT):
         if leg_commit(transfer, leg):
             report.actions["leg_committed"] += 1
-    if _complete(transfer, actor):
+    if transfer_complete(transfer, actor):
         _finished_by_recovery(transfer, report, "transfer_completed")
 
 
@@ -112,15 +109,6 @@ def _recover_pending(
         # Undecided, and its coordinator still has time.
         if count_skipped:
             report.actions["skipped"] += 1
-        return
-    if transfer.is_cross_ledger and set(states.values()) == {LegState.PREPARED}:
-        # A transfer of the earlier protocol, whose decision lived in the control plane: decide
-        # there first (a conditional update that an old coordinator's COMMITTED would have beaten),
-        # then void both legs.
-        if _decide_abort(transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT]):
-            _finished_by_recovery(transfer, report, "transfer_aborted")
-        elif transfer.status == Status.COMMITTED:
-            transfer_finish_forward(transfer, actor, report)
         return
     # The abort decision: a tombstone under the key of each leg not written yet — the decision's
     # (the credit leg, or the debit leg of a transfer prepared at the control plane's server), and
@@ -137,7 +125,7 @@ def _recover_pending(
     # A local transfer's legs commit together, except a hold's (``transfer_hold``): its debit leg
     # alone is prepared, and is released here.
     held: list[str] = [Leg.DEBIT] if states[Leg.DEBIT] == LegState.PREPARED else []
-    if _decide_abort(
+    if transfer_abort_decide(
         transfer, actor, _timed_out(), legs_to_void=[Leg.DEBIT, Leg.CREDIT] if transfer.is_cross_ledger else held
     ):
         _finished_by_recovery(transfer, report, "transfer_aborted")
@@ -175,7 +163,7 @@ def transfers_recover(
         # the query raise ValidationError, a 500 in the back office).
         transfers = Transfer.objects.filter(pk__in=[pk for pk in map(_uuid_or_none, transfer_ids) if pk is not None])
 
-    def attempt(what: str, step, *args) -> None:  # type: ignore[no-untyped-def]
+    def attempt(what: str, step: Callable[..., None], *args: object) -> None:
         try:
             step(*args)
         except DatabaseError as exc:
@@ -220,7 +208,7 @@ def _expire_approvals(actor: Actor, report: RecoveryReport, now: datetime) -> No
         report.actions["orphan_hold_released"] += orphaned
 
 
-def transfers_recover_pass(**options) -> RecoveryReport:  # type: ignore[no-untyped-def]
+def transfers_recover_pass(**options: Any) -> RecoveryReport:
     """One pass of a long-running recovery worker (``recover_transfers --loop``): what Django does
     at every request's boundaries first — a connection that failed and no longer answers (its
     server restarted), or has outlived CONN_MAX_AGE, is closed, so the pass opens a new one instead
@@ -279,7 +267,7 @@ def _orphan_settle(ledger: str, transfer_id: uuid.UUID, leg: str) -> bool:
         )
         return True
     logger.error("recovery: leg %s/%s in %s has no transfer and no decision; voiding it", transfer_id, leg, ledger)
-    _leg_void_at(
+    leg_void_at(
         ledger=ledger,
         transfer_id=transfer_id,
         leg=leg,

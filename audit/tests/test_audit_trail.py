@@ -10,12 +10,14 @@ from auditlog.diff import model_instance_diff
 from auditlog.models import LogEntry
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import account_freeze
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.masking import MASK, mask
+from bankcore.testing.backoffice import post_reviewed
 from conftest import STAFF_PASSWORD, run_manage
 from transfers.models import Transfer
 from transfers.services import transfer_create
@@ -42,7 +44,8 @@ def _teller_deposits(make_staff, make_account, **headers: str) -> tuple[Any, Aud
     bob = make_account("db2", "10.00")
     client = Client(REMOTE_ADDR="203.0.113.7")
     client.force_login(teller)
-    response = client.post(
+    response = post_reviewed(
+        client,
         reverse("admin:accounts_account_deposit", args=(bob.number,)),
         {"amount": "25.00", "reference": "counter"},
         headers=headers,
@@ -60,7 +63,8 @@ def test_admin_channel_names_the_teller_the_address_and_the_request(make_staff, 
     assert (transfer.channel, transfer.created_by_id) == (Channel.ADMIN, teller.pk)
     # The file: the request (its body, never the response's) and the event, tied by the request id.
     lines = [line for line in audit_file() if line["request_id"] == "req-admin-0001"]
-    request = next(line for line in lines if line["type"] == "request")
+    # The last request is the one that confirmed the review (the first showed it).
+    request = [line for line in lines if line["type"] == "request"][-1]
     assert request["body"]["amount"] == "25.00" and request["status"] == 302 and request["user"] == "teller"
     assert "csrfmiddlewaretoken" not in request["body"] and "response" not in request
     assert any(line["type"] == "event" and line["action"] == "transfer.completed" for line in lines)
@@ -212,7 +216,7 @@ def test_the_audit_file_never_holds_a_password_a_full_number_or_a_balance(make_s
         reverse("admin:login"), {"username": "teller", "password": STAFF_PASSWORD, "next": "/admin/"}
     )
     assert response.status_code == 302
-    client.post(reverse("admin:accounts_account_withdraw", args=(alice.number,)), {"amount": "20.00"})
+    post_reviewed(client, reverse("admin:accounts_account_withdraw", args=(alice.number,)), {"amount": "20.00"})
 
     text = "\n".join(json.dumps(line) for line in audit_file())
     assert STAFF_PASSWORD not in text
@@ -267,3 +271,30 @@ def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_sta
     outside = Group.objects.create(name="mw-group-outside")
     entry = LogEntry.objects.get_for_object(outside).get()
     assert entry.actor_id is None and entry.remote_addr is None
+
+
+def test_the_audit_pages_say_what_happened_in_words_who_by_name_and_when_with_the_zone(make_staff, make_account):
+    teller, event = _teller_deposits(make_staff, make_account)
+    teller.first_name, teller.last_name = "Tina", "Teller"
+    teller.save()
+    auditor = Client()
+    auditor.force_login(make_staff("auditor"))
+
+    listing = auditor.get(reverse("admin:audit_auditevent_changelist"))
+    html = listing.content.decode()
+    # Words, the code kept as the tooltip; the teller by name, the login as the tooltip.
+    assert '<span title="transfer.completed" class="bo-action">Money moved</span>' in html
+    assert '<span title="teller">Tina Teller</span>' in html and ">back office<" in html
+    # The filters offer words too, never the codes alone.
+    filters = {
+        spec.title: [choice["display"] for choice in spec.choices(listing.context["cl"])]
+        for spec in listing.context["cl"].filter_specs
+    }
+    assert "Money moved" in filters["what happened"] and "transfer.completed" not in filters["what happened"]
+    assert "back office" in filters["channel"] and "Tina Teller" in filters["actor"]
+    # Every time with its zone: the list's, the page's.
+    local = timezone.localtime(event.created_at)
+    assert f"{local:%Y-%m-%d %H:%M:%S} {local:%z}" in html
+    page = auditor.get(reverse("admin:audit_auditevent_change", args=(event.pk,))).content.decode()
+    assert f"{local:%Y-%m-%d %H:%M:%S} {local:%z}" in page
+    assert "Money moved" in page and "transfer.completed" in page and "Tina Teller" in page

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     # Its documented set-up: the middleware below and the app (its AppConfig starts the exports
     # that settings ask for; it has no models or migrations).
     "django_prometheus",
+    # The back office's shared pages and template tags; before the apps whose admin builds on it.
+    "backoffice",
     "accounts",
     "transfers",
     "audit",
@@ -321,7 +323,7 @@ except InvalidCurrency:
 BUSINESS_TIME_ZONE = "Asia/Shanghai"
 # When a ledger is a database on the control plane's server (DB1 with the default topology), the
 # engine writes the control plane and that ledger in one transaction: a cross-ledger transfer takes
-# three commits instead of five (transfers/services.py). Off: every step commits on its own, as
+# three commits instead of five (transfers/engine/home.py). Off: every step commits on its own, as
 # with ledgers elsewhere; the tests use it to exercise that protocol on two servers.
 BANKCORE_SHARED_COMMITS = env_bool("BANKCORE_SHARED_COMMITS", True)
 # Group commit (transfers/group_commit.py): the transfers the doors make at the same time in one

@@ -1,5 +1,5 @@
-"""The benchmarks still run: ``bench/api.py``, ``bench/run.py`` and ``bench/door.py`` briefly on tiny
-data, each starting its own servers. Figures are not checked (these machines are noisy;
+"""The benchmarks still run: ``bench/api.py``, ``bench/run.py``, ``bench/door.py`` and
+``bench/batch.py`` briefly on tiny data, each starting its own servers. Figures are not checked (these machines are noisy;
 docs/performance.md), only that every path answered what it should (no 401 from an expired token,
 no non-201), that the table came out and that the books reconciled afterwards."""
 
@@ -56,4 +56,25 @@ def test_bench_door_runs_beside_a_baseline_tree_and_reconciles():
     for tree in ("this tree", "baseline"):
         assert output.count(f"| {tree} | 1 | ") == 1, output[-4000:]
         assert f"{tree}: door " in output
+    assert "reconcile after the run: OK" in output
+
+
+def test_bench_batch_runs_both_paths_and_reconciles():
+    output = _bench(
+        "bench/batch.py",
+        "--seconds",
+        "1",
+        "--clients",
+        "2",
+        "--batch-clients",
+        "2",
+        "--batch-size",
+        "5",
+        "--accounts",
+        "40",
+    )
+    assert "unexpected answers" not in output, output[-4000:]
+    for path in ("raw", "bulk"):
+        assert output.count(f"| {path} | 2 | ") == 1, output[-4000:]
+    assert "bulk/raw " in output and "'aborted'" not in output
     assert "reconcile after the run: OK" in output

@@ -13,6 +13,8 @@ from django.urls import reverse
 from accounts.models import Entry
 from audit.models import AuditEvent
 from bankcore.actors import Actor
+from bankcore.errors import ApplicationError
+from bankcore.testing.backoffice import post_reviewed
 from conftest import STAFF_PASSWORD, balances, world_snapshot
 from transfers.models import Approval, ReconciliationRun, Transfer
 from transfers.reconciliation import reconciliation_run
@@ -81,7 +83,8 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
     before = world_snapshot(alice, bob)
     entries = Entry.objects.using("db1").count()
 
-    response = client.post(
+    response = post_reviewed(
+        client,
         reverse("admin:transfers_transfer_add"),
         {"source_account": alice.number, "destination_account": bob.number, "amount": "100.01"},
         follow=True,
@@ -92,7 +95,8 @@ def test_a_refusal_is_a_clear_message_and_moves_nothing(make_staff, make_account
     errors = re.search(r'<ul class="errorlist" id="id_amount-errors">(.*?)</ul>', page, re.S)
     assert errors and "100.00 available" in errors.group(1) and "(insufficient_funds)" in errors.group(1)
     assert 'value="100.01"' in page
-    typo = client.post(
+    typo = post_reviewed(
+        client,
         reverse("admin:transfers_transfer_add"),
         {
             "source_account": alice.number[:-1] + str((int(alice.number[-1]) + 1) % 10),
@@ -113,7 +117,8 @@ def test_four_eyes_through_the_admin(make_staff, make_account):
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     amount = str(settings.APPROVAL_THRESHOLD + Decimal("0.01"))
 
-    made = logged_in(teller).post(
+    made = post_reviewed(
+        logged_in(teller),
         reverse("admin:transfers_transfer_add"),
         {"source_account": alice.number, "destination_account": bob.number, "amount": amount},
         follow=True,
@@ -220,7 +225,7 @@ def test_only_a_supervisor_reverses_a_transfer(make_staff, make_account, actor):
     supervisor = logged_in(make_staff("supervisor"))
     page = supervisor.get(reverse("admin:transfers_transfer_change", args=(transfer.pk,)))
     assert b'id="reverse-transfer"' in page.content
-    done = supervisor.post(url, {"reference": "mistake"}, follow=True)
+    done = post_reviewed(supervisor, url, {"reference": "mistake"}, follow=True)
     assert any(level == "success" for level, _ in messages_of(done))
     assert balances(alice, bob) == [Decimal("100.00"), Decimal("0.00")]
     assert Transfer.objects.get(reversal_of=transfer).status == Transfer.Status.COMPLETED
@@ -270,8 +275,9 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     page = client.get(reverse("admin:accounts_account_add")).content.decode()
     [key] = re.findall(r'name="idempotency_key" value="([0-9a-f]{32})"', page)
     fields = {"ledger": "db2", "holder": "Twice Clicked", "currency": "CNY", "opening_deposit": "25.00"}
-    first = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key})
-    again = client.post(reverse("admin:accounts_account_add"), {**fields, "idempotency_key": key}, follow=True)
+    add = reverse("admin:accounts_account_add")
+    first = post_reviewed(client, add, {**fields, "idempotency_key": key})
+    again = post_reviewed(client, add, {**fields, "idempotency_key": key}, follow=True)
     # The ledger is the system's choice, whatever the form says.
     [account] = Account.objects.using(ledger_for_new_account(holder="Twice Clicked")).filter(holder="Twice Clicked")
     assert first.status_code == 302 and first["Location"] == again.redirect_chain[-1][0]
@@ -283,9 +289,7 @@ def test_the_open_account_form_sent_twice_opens_one_account_and_deposits_once(ma
     assert balances(account) == [Decimal("25.00")]
     assert Transfer.objects.filter(destination_account=account.number).count() == 1
     before = world_snapshot(account)
-    edited = client.post(
-        reverse("admin:accounts_account_add"), {**fields, "holder": "Someone Else", "idempotency_key": key}
-    )
+    edited = post_reviewed(client, add, {**fields, "holder": "Someone Else", "idempotency_key": key})
     assert edited.status_code == 302
     [other] = Account.objects.using(ledger_for_new_account(holder="Someone Else")).filter(holder="Someone Else")
     assert world_snapshot(account)["accounts"] == before["accounts"] and balances(other) == [Decimal("25.00")]
@@ -328,3 +332,25 @@ def test_a_form_refused_for_a_missing_permission_is_on_record(make_staff, make_a
     )
     assert refusal.changes["code"] == "permission_denied"
     assert refusal.changes["missing"] == ["transfers.add_transfer"]
+
+
+def test_the_transfer_list_and_the_account_page_say_the_states_badges_name(make_staff, make_account, actor):
+    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+    paid = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="5.00")
+    with pytest.raises(ApplicationError):  # more than Bob has: recorded, not made
+        transfer_create(actor=actor, source_account=bob.number, destination_account=alice.number, amount="99.00")
+    refused = Transfer.objects.get(status=Transfer.Status.ABORTED)
+    client = logged_in(make_staff("supervisor"))
+    url = reverse("admin:transfers_transfer_changelist")
+
+    listing = client.get(url)
+    [state] = [spec for spec in listing.context["cl"].filter_specs if spec.title == "state"]
+    shown = [choice["display"] for choice in state.choices(listing.context["cl"])]
+    assert shown == ["All", "In progress", "Pending approval", "Completed", "Reversed", "Not made"]
+    assert not {"Aborted", "Committed", "aborted"} & set(shown)
+    not_made = client.get(url, {"state": "not_made"}).context["cl"].result_list
+    completed = client.get(url, {"state": "completed"}).context["cl"].result_list
+    assert [t.pk for t in not_made] == [refused.pk] and paid.pk in [t.pk for t in completed]
+    # The account's page says the same words.
+    page = client.get(reverse("admin:accounts_account_change", args=(bob.number,))).content.decode()
+    assert 'bo-badge-bad">Not made<' in page and 'bo-badge-ok">Completed<' in page and "Aborted" not in page

@@ -453,7 +453,7 @@ def test_only_a_completed_transfer_that_is_not_a_reversal_can_be_reversed(api_wo
 
 def test_a_transfer_past_its_deadline_before_its_decision_times_out(api_world, settings):
     # TRANSACTION_TIMEOUT 0: the deadline has passed by the time the debit leg is prepared, so the
-    # decision refuses (transfers.services.leg_decide) and the prepared debit is voided, as recovery
+    # decision refuses (transfers.engine.legs.leg_decide) and the prepared debit is voided, as recovery
     # would void a transfer that never reached its decision in time.
     settings.TRANSACTION_TIMEOUT = 0
     w = api_world
@@ -550,7 +550,7 @@ def test_odd_input_in_an_otherwise_valid_body_is_a_problem_and_moves_nothing(api
 
 
 # The reference is the partner's text, shown on both statements. The API adds no rule of its own and
-# normalises nothing: the engine's one rule (transfers.services._reference_clean, str.isprintable)
+# normalises nothing: the engine's one rule (transfers.engine.accept.reference_clean, str.isprintable)
 # decides, as in the back office. Printable text and spaces of any width are kept exactly as sent,
 # however unusual; what is invisible or changes how the text around it reads is refused, so a
 # statement line shows what it says.

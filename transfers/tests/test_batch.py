@@ -16,9 +16,10 @@ from accounts.services import account_freeze
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
 from conftest import NOTHING_HELD, balances, held, world_snapshot
-from transfers.batch import BatchItem, BatchTooLarge, transfer_batch_submit, transfers_create_batch
+from transfers.batch import BatchTooLarge, transfer_batch_submit
 from transfers.errors import IdempotencyKeyReused
 from transfers.models import Transfer, TransferBatch
+from transfers.services import BatchItem, transfers_create_batch
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -233,7 +234,7 @@ def run_batch_until_fault(fault: str, items: list[BatchItem]) -> None:
     code = (
         "import django, json, sys; django.setup();"
         "from bankcore.actors import Actor, Channel;"
-        "from transfers.batch import BatchItem, transfers_create_batch;"
+        "from transfers.services import BatchItem, transfers_create_batch;"
         "items = [BatchItem(source_account=s, destination_account=d, amount=a, idempotency_key=k, linked=l) "
         "for s, d, a, k, l in json.loads(sys.argv[1])];"
         "transfers_create_batch(actor=Actor.system(Channel.COMMAND, 'crash'), items=items)"

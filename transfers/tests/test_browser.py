@@ -1,11 +1,12 @@
 """A real browser (headless Debian Chromium driven by Selenium) against a live server, one session
 walking what each role does in a day, and asserting what the pages say:
 
-- a teller opens an account for a new customer, finds another, pays cash in and out (each through its review page), sends a
+- a teller opens an account for a new customer, finds another, pays cash in and out (each through
+  its review page), sends a
   transfer that is refused, corrects it and sends it again, asks for approval of a large transfer
   (its amount held at once), withdraws a second request, asks for a large deposit;
 - a supervisor approves one request, rejects another, reverses a transfer and freezes an account,
-  each with its reason;
+  each with its reason and through its review page;
 - an auditor reads the audit trail and checks the books (reconciliation and the audit chain).
 
 Screenshots of every step are saved under the test's tmp directory, or in the directory
@@ -169,6 +170,12 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     w.type("#id_opening_deposit", "2,500.00")
     w.shot("teller-open-account")
     w.click("#submit")
+    # Reviewed like a movement: who, where it is kept (a code), what is paid in and what it leaves.
+    assert w.text("#review-headline") == "Open an account for Dora Browser"
+    review = w.text("#review")
+    assert "Cash paid in now 2,500.00 CNY" in review and "Balance after 2,500.00 CNY" in review
+    w.shot("teller-open-review")
+    w.click("#confirm")
     assert "opened for Dora Browser" in w.message() and w.text("#balance-posted") == "2,500.00 CNY"
     w.get("/admin/")
     w.type("#find-q", "alice brow")
@@ -288,6 +295,8 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     assert "This field is required" in w.text("#id_reference-errors")
     w.type("#id_reference", "sent to the wrong customer")
     w.click("#submit")
+    assert w.text("#review-headline") == "Move 9,000.00 CNY back from Bob Browser to Carol Browser"
+    w.click("#confirm")
     assert "Reversal" in w.message()
     w.get(f"/admin/transfers/transfer/{paid.pk}/change/")
     assert "Reversed" in w.text("#content") and not w.els("#reverse-transfer")
@@ -303,6 +312,8 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     assert "This field is required" in w.text("#id_reason-errors") and world_snapshot(bob) == before
     w.type("#id_reason", "police request 2026/117")
     w.click("#submit")
+    assert "police request 2026/117" in w.text("#review") and world_snapshot(bob) == before
+    w.click("#confirm")
     assert "Frozen" in w.text("#account-status") and not w.els("#new-transfer") and not w.els("#cash-deposit")
     w.shot("supervisor-frozen")
 
@@ -321,3 +332,67 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
 
     assert Transfer.objects.filter(kind=Transfer.Kind.REVERSAL, status=Transfer.Status.COMPLETED).count() == 1
     assert len(list(directory.glob("*.png"))) >= w.count
+
+
+def test_find_deposit_review_and_confirm_with_the_keyboard_alone(
+    browser, live_server, make_staff, make_account, tmp_path
+):
+    """Tab and Enter only, from the front page to the deposit booked: each page puts the cursor
+    where the work starts (the search box, the account found, the amount, Confirm), and Tab goes
+    on in the order the teller fills the form."""
+    from selenium.webdriver.common.keys import Keys
+
+    make_staff("teller")
+    alice = make_account("db1", "100.00", holder="Alice Keyboard")
+    w = Walk(browser, live_server.url, tmp_path)
+
+    def press(*keys: str) -> None:
+        browser.switch_to.active_element.send_keys(*keys)
+
+    def leaving(*keys: str) -> None:
+        """Keys that send the page away (Enter on a link or a form): wait for the next one."""
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        page = browser.find_element(By.TAG_NAME, "html")
+        press(*keys)
+
+        def gone(_driver) -> bool:  # type: ignore[no-untyped-def]
+            try:
+                page.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        WebDriverWait(browser, 30).until(gone)
+
+    w.login("teller")
+    assert w.focused_id() == "find-q"
+    press("alice keyb")
+    leaving(Keys.ENTER)
+    # The search done, the cursor is on the first account found.
+    assert browser.switch_to.active_element.text == "Alice Keyboard"
+    leaving(Keys.ENTER)
+    assert w.text("#account-number").replace(" ", "") == alice.number
+    # On the account's page the cursor is on its first action; Tab goes on to the next ones.
+    assert w.focused_id() == "new-transfer"
+    press(Keys.TAB)
+    assert w.focused_id() == "cash-deposit"
+    leaving(Keys.ENTER)
+    # The amount first; then the reference; then the form's button.
+    assert w.focused_id() == "id_amount"
+    press("25.50", Keys.TAB)
+    assert w.focused_id() == "id_reference"
+    press("keyboard", Keys.TAB)
+    assert w.focused_id() == "submit"
+    leaving(Keys.ENTER)
+    assert w.text("#review-headline") == "Take 25.50 CNY in cash and pay it into Alice Keyboard's account"
+    assert w.focused_id() == "confirm"  # Enter confirms; Tab reaches "Change"
+    press(Keys.TAB)
+    assert w.focused_id() == "change"
+    press(Keys.SHIFT, Keys.TAB)
+    assert w.focused_id() == "confirm"
+    leaving(Keys.ENTER)
+    assert "Cash deposit of 25.50 CNY booked" in w.message()
+    assert balances(alice) == [Decimal("125.50")]

@@ -17,10 +17,11 @@ from accounts.models import Account
 from accounts.services import account_freeze
 from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from conftest import NOTHING_HELD, balances, held, subprocess_env
+from transfers.engine.legs import leg_prepare
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation import reconcile
 from transfers.recovery import transfers_recover
-from transfers.services import leg_prepare
+from transfers.tests.test_batch import CHAIN_FAULTS as BATCH_CHAIN_FAULTS
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
@@ -91,6 +92,7 @@ HOME = [
 def test_every_fault_point_is_exercised():
     exercised = {f for f, _ in CROSS + LOCAL} | {f for *_, f, _ in HOME}
     exercised |= {"after_decide_abort", "after_tombstone", "after_account_insert"}
+    exercised |= set(BATCH_CHAIN_FAULTS)  # a batch killed at each of its steps: test_batch.py
     assert exercised == set(FAULT_POINTS)
 
 
@@ -147,8 +149,8 @@ def test_crash_in_recovery_between_its_debit_tombstone_and_the_abort(make_accoun
     assert (tombstone.state, tombstone.account_id) == ("voided", None)
     assert Account.objects.using("db1").get(pk=bob.pk).pending_credits == Decimal("30.00")
     # The coordinator, waking up late, cannot decide any more: the tombstone holds the key.
+    from transfers.engine.legs import leg_decide
     from transfers.errors import TransferRefused
-    from transfers.services import leg_decide
 
     with pytest.raises(TransferRefused):
         leg_decide(transfer, "debit")

@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bankcore.actors import Actor, Channel
+from bankcore.testing.backoffice import post_reviewed
 from conftest import balances, world_snapshot
 from transfers.approvals import money_movement_submit
 from transfers.models import Approval, Transfer
@@ -26,8 +27,9 @@ def logged_in(user) -> Client:
 
 
 def send(client, source, destination, amount, key=None):
-    """The "New transfer" form, as a browser submits it (a fresh key unless one is given)."""
-    return client.post(
+    """The "New transfer" form, as a teller confirms it (a fresh key unless one is given)."""
+    return post_reviewed(
+        client,
         reverse("admin:transfers_transfer_add"),
         {
             "source_account": source.number,

@@ -37,12 +37,13 @@ from decimal import Decimal
 from fnmatch import fnmatch
 from html import unescape
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pytest
 from _pytest.mark import ParameterSet
 from django.conf import settings
 
+from bankcore.testing.backoffice import post_form, post_reviewed
 from bankcore.tests.test_hostile_requests import corpus, faults_fixed, filled
 from conftest import Tracebacks, world_snapshot
 
@@ -118,6 +119,8 @@ FORMS: dict[str, tuple[str, ...]] = {
     "login": ("login",),
     "path": (),  # the row's target is the path itself
 }
+# The forms carried out only once their review page is confirmed (``backoffice.review``).
+REVIEWED = {"transfer", "deposit", "withdraw", "open", "freeze", "unfreeze", "close", "state", "reverse"}
 TARGETED = {"deposit", "withdraw", "freeze", "unfreeze", "close", "state", "reverse", "decide"}
 TARGETED |= {"account", "account-delete", "transfer-page", "approval", "audit-event"}
 
@@ -361,8 +364,8 @@ TRANSFER_ACCOUNTS = [
     refused("source-of-no-ledger", "account_not_found", source_account="<n99>"),
     refused("source-of-nobody", "account_not_found", source_account="<missing1>"),
     transfer("destination-left-out", REQUIRED, forged={"destination_account": None}),
-    # Found missing in its ledger once the debit is held: recorded.
-    recorded("destination-of-nobody", "account_not_found", destination_account="<missing2>"),
+    # Found missing in its ledger by the review: refused before anything is stored.
+    refused("destination-of-nobody", "account_not_found", destination_account="<missing2>"),
     recorded("source-frozen", "account_frozen", source_account="<frozen1>"),
     recorded("destination-frozen", "account_frozen", destination_account="<frozen1>"),
     recorded("destination-closed", "account_closed", destination_account="<closed2>"),
@@ -1077,8 +1080,9 @@ def send(w: Any, row: Submission, form: str, target: str, fields: Fields, key: s
     url = url_of(form, filled(target, values), row.suffix)
     if row.method == "GET":
         return client.get(url)
-    encoded = urlencode(body, errors="surrogatepass").encode("ascii")
-    return client.generic("POST", url, encoded, content_type="application/x-www-form-urlencoded")
+    # A form with a review page is confirmed as a teller confirms it; the review is where the
+    # answers of the forms refused before it come from.
+    return (post_reviewed if form in REVIEWED else post_form)(client, url, body)
 
 
 def submitted(w: Any, row: Submission, key: str) -> tuple[Any, Any]:

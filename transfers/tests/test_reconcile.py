@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from accounts.models import Account
 from conftest import run_manage
-from transfers import ledger_sql
+from transfers.engine.legs import leg_decide, leg_prepare, leg_prepare_statements, leg_step_checked
 from transfers.models import ReconciliationRun, Transfer, TransferLeg
 from transfers.reconciliation import reconcile
-from transfers.services import leg_commit, leg_decide, leg_prepare, transfer_create
+from transfers.services import transfer_create
 from transfers.tasks import reconcile_ledgers, recover_transfers
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.books_may_not_balance]
@@ -214,30 +214,15 @@ def test_money_in_flight_is_counted_and_a_stuck_transfer_is_reported(make_accoun
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.COMPLETED
 
 
-def _prepare_credit_as_the_earlier_protocol_did(transfer: Transfer, bob) -> None:  # type: ignore[no-untyped-def]
-    now = timezone.now()
-    ledger_sql.pending_add("db2", account_pk=bob.pk, field="pending_credits", amount=transfer.amount, now=now)
-    ledger_sql.legs_insert(
-        "db2",
-        transfer_id=transfer.id,
-        legs=[(TransferLeg.Leg.CREDIT, bob.pk)],
-        amount=transfer.amount,
-        state=TransferLeg.State.PREPARED,
-        kind=transfer.kind,
-        business_date=transfer.business_date,
-        now=now,
-    )
-
-
-def test_a_transfer_left_by_the_earlier_protocol_is_counted_and_finished(make_account):
-    """Before the decision moved into the credit leg, a COMMITTED transfer could have its debit
-    posted and its credit still prepared (a rolling update meets such rows): +30.00 in flight,
-    and recovery commits the credit."""
-    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
+def test_a_transfer_decided_by_its_debit_with_its_credit_held_is_counted_and_finished(make_account):
+    """Towards the control plane's server the credit is the home leg, held, and the debit decides:
+    a COMMITTED transfer can have its debit posted and its credit still prepared, +30.00 in
+    flight, and recovery commits the credit."""
+    alice, bob = make_account("db2", "100.00"), make_account("db1", "0.00")
     transfer = _cross_transfer(alice, bob, status=Transfer.Status.COMMITTED, committed_at=timezone.now())
-    leg_prepare(transfer)
-    _prepare_credit_as_the_earlier_protocol_did(transfer, bob)
-    leg_commit(transfer, TransferLeg.Leg.DEBIT)
+    credit = TransferLeg.Leg.CREDIT
+    leg_step_checked(transfer, credit, lambda: leg_prepare_statements(transfer, credit), doing="preparing")
+    leg_decide(transfer, TransferLeg.Leg.DEBIT)
     report = reconcile()
     assert report.in_flight == Decimal("30.00") and report.grand_total == 0
     assert report.ok, report.discrepancies
@@ -248,20 +233,6 @@ def test_a_transfer_left_by_the_earlier_protocol_is_counted_and_finished(make_ac
         Decimal("70.00"),
         Decimal("30.00"),
     ]
-
-
-def test_an_undecided_transfer_of_the_earlier_protocol_is_aborted_in_the_control_plane_first(make_account):
-    alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
-    transfer = _cross_transfer(alice, bob)
-    leg_prepare(transfer)
-    _prepare_credit_as_the_earlier_protocol_did(transfer, bob)
-    Transfer.objects.filter(pk=transfer.pk).update(deadline=timezone.now() - timedelta(seconds=1))
-
-    assert recover_transfers() == {"transfer_aborted": 1}
-    assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.ABORTED
-    states = {leg.leg: leg.state for ledger in ("db1", "db2") for leg in TransferLeg.objects.using(ledger).all()}
-    assert states == {"debit": "voided", "credit": "voided"}
-    assert reconcile().ok
 
 
 def test_recover_transfers_command_reports_what_it_did(make_account):

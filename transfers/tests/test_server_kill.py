@@ -119,7 +119,7 @@ def test_the_recovery_loop_reconnects_after_a_ledger_server_restart_and_finishes
     the server (SIGKILL), and once the server is back the loop's next passes reconnect by
     themselves and finish the transfers left in that ledger — no restart of the loop."""
     from conftest import subprocess_env
-    from transfers.services import leg_decide, leg_prepare
+    from transfers.engine.legs import leg_decide, leg_prepare
 
     status = Transfer.Status
     alice, bob = make_account("db2", "100.00"), make_account("db1", "0.00")

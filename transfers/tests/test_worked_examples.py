@@ -307,7 +307,7 @@ def test_daily_limit_counts_pending_and_completed_debits_of_the_business_day(act
         deadline=Transfer._meta.get_field("deadline").to_python("2099-01-01T00:00:00+00:00"),
         channel=Channel.SYSTEM,
     )
-    from transfers.services import leg_prepare
+    from transfers.engine.legs import leg_prepare
 
     leg_prepare(transfer)
     with pytest.raises(DailyLimitExceeded):
@@ -388,7 +388,7 @@ def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_unde
     from django.utils import timezone
 
     from transfers import ledger_sql
-    from transfers.services import _change_checked
+    from transfers.engine.checks import leg_change_checked
 
     real = ledger_sql.account_change_checked
     calls: list[str] = []
@@ -411,7 +411,7 @@ def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_unde
         business_date=transfer_business_date(),
     )
     with transaction.atomic(using="db1"):
-        assert _change_checked(transfer, "debit", field="pending_debits", now=timezone.now()) is None
+        assert leg_change_checked(transfer, "debit", field="pending_debits", now=timezone.now()) is None
         assert Account.objects.using("db1").get(pk=alice.pk).pending_debits == Decimal("30.00")
         transaction.set_rollback(True, using="db1")
     assert calls == ["pending_debits", "pending_debits"]
@@ -455,12 +455,12 @@ def test_finishing_at_home_a_second_time_claims_nothing_and_writes_nothing(actor
     posting, its entry and the audit event only with that claim, all in the round trip of its
     COMMIT. Run again (as if recovery had finished it first), it finds nothing to claim and
     writes nothing: no second posting, entry or event."""
-    from transfers.services import _finish_at_home
+    from transfers.engine.home import home_finish
 
     alice, bob = make_account("db1", "100.00"), make_account("db2", "0.00")
     done = transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="30.00")
     before = snapshot(alice, bob), AuditEvent.objects.count()
-    _finish_at_home(done, actor, "debit")
+    home_finish(done, actor, "debit")
     assert (snapshot(alice, bob), AuditEvent.objects.count()) == before
     done.refresh_from_db()
     assert done.status == Transfer.Status.COMPLETED
@@ -475,7 +475,8 @@ def test_a_refused_home_check_whose_account_stays_locked_aborts_busy_and_holds_n
     account's row lock, and that lock is given up on: the transfer the accept recorded is aborted
     as busy, once, with nothing held and nothing moved."""
     from bankcore.db import LockConflictGaveUp
-    from transfers import ledger_sql, services
+    from transfers import ledger_sql
+    from transfers.engine import checks
     from transfers.errors import LedgerBusy
 
     real = ledger_sql.account_change_checked_deferred
@@ -488,7 +489,7 @@ def test_a_refused_home_check_whose_account_stays_locked_aborts_busy_and_holds_n
         raise LockConflictGaveUp(1205, "Lock wait timeout exceeded")
 
     monkeypatch.setattr(ledger_sql, "account_change_checked_deferred", refusing)
-    monkeypatch.setattr(services, "_lock_and_check", gives_up)
+    monkeypatch.setattr(checks, "leg_lock_and_check", gives_up)
     alice, bob = make_account(source_ledger, "100.00"), make_account(destination_ledger, "0.00")
     before = snapshot(alice, bob)
     with pytest.raises(LedgerBusy) as refused:

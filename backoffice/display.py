@@ -1,5 +1,5 @@
 """How the back office writes money, account numbers, ids and times: one way each, for the admin
-screens of every app and for their templates (``transfers/templatetags/backoffice.py``)."""
+screens of every app and for their templates (``backoffice/templatetags/backoffice.py``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any
 from django import template
 from django.conf import settings
 
-from bankcore import display
+from backoffice import display
 
 register = template.Library()
 
@@ -25,20 +25,6 @@ def bankcore_environment() -> str:
 @register.simple_tag
 def bankcore_is_production() -> bool:
     return str(settings.BANKCORE_ENVIRONMENT).lower() in {"production", "prod"}
-
-
-@register.simple_tag
-def backoffice_counts(user: Any) -> dict[str, int]:
-    """What waits for this user: requests to approve (not their own), transfers stuck past deadline."""
-    from transfers.admin import own_requests_count, pending_approvals_count, stuck_transfers
-
-    counts = {"approvals": 0, "stuck": 0, "own": 0}
-    if user.has_perm("transfers.approve_approval") or user.has_perm("transfers.view_approval"):
-        counts["approvals"] = pending_approvals_count(user)
-        counts["own"] = own_requests_count(user)
-    if user.has_perm("transfers.view_transfer"):
-        counts["stuck"] = stuck_transfers().count()
-    return counts
 
 
 @register.filter
