@@ -14,6 +14,9 @@ deploy/gunicorn.conf.py (gthread, persistent database connections), then measure
              same authentication, throttle and partner-link check with one ledger read instead of
              a transfer (its row counts requests, not transfers)
   service    transfer_create across ledgers called directly (bench/run.py's worker)
+  api gc     as api, on a second gunicorn with GROUP_COMMIT on (transfers/group_commit.py)
+  service gc the service's transfers with group commit: the clients are threads, spread over as
+             many processes as gunicorn has workers, as the API's requests are
   raw        mysqlclient, no Django: UPDATE+INSERT on server A, then on server B (bench/run.py)
 
 By default each client sends its next request as soon as the last is answered (a closed loop: the
@@ -22,8 +25,8 @@ second in all, as Poisson arrivals, and each latency counts from when its reques
 latency a partner sees below saturation.
 
 Prints transfers/s, p50 and p99, the whole machine's CPU per transfer (clients, app, servers and kernel;
-the MariaDB servers' share and the HTTP clients' apart), and the ratios api/service and api/raw.
-Figures, not assertions.
+the MariaDB servers' share and the HTTP clients' apart), and the ratios api/service, api/raw and
+service/raw, with and without group commit. Figures, not assertions.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from bench.run import (  # noqa: E402
     _arrivals,
     _configure,
     _create_databases,
+    _engine_loop,
     _engine_worker,
     _measure,
     _raw_servers,
@@ -192,6 +196,51 @@ def _http_worker(args: tuple[int, str, dict[str, list[tuple[int, str]]], float, 
     return latencies
 
 
+def _grouped_engine_worker(args: tuple[dict[str, list[tuple[int, str]]], int, float, int]) -> list[float]:
+    """``threads`` clients in one process, each making transfers through group commit: the
+    threads of one gunicorn worker, without the door."""
+    accounts, threads, seconds, seed = args
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connections
+
+    from transfers import group_commit
+
+    settings.GROUP_COMMIT = True
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    batches: list[int] = []  # the size of each batch group commit made in this process
+    make_batch = group_commit.transfers_create_batch
+
+    def counted(**arguments: Any) -> Any:
+        batches.append(len(arguments["items"]))
+        return make_batch(**arguments)
+
+    group_commit.transfers_create_batch = counted  # type: ignore[assignment]
+
+    def client(index: int) -> None:
+        try:
+            latencies[index] = _engine_loop(group_commit.transfer_create, "cross", accounts, seconds, seed + index)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(client, range(threads)))
+    made = sum(len(one) for one in latencies)
+    print(
+        f"  service gc, process {seed}: {sum(batches)} of {made} transfers in {len(batches)} batches "
+        f"(mean {sum(batches) / max(len(batches), 1):.1f}), the rest alone",
+        flush=True,
+    )
+    return [latency for one in latencies for latency in one]
+
+
+def _spread(clients: int, processes: int) -> list[int]:
+    """``clients`` threads over at most ``processes`` processes, as evenly as they go."""
+    return [count for i in range(processes) if (count := clients // processes + (i < clients % processes))]
+
+
 def _gunicorn(env: dict[str, str], port: int, workers: int, threads: int, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **env,
@@ -275,15 +324,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--paths",
-        default="api,api read,service,raw",
-        help="which paths to measure, comma-separated, of: api, api read, service, raw (default all). "
+        default="api,api gc,api read,service,service gc,raw",
+        help="which paths to measure, comma-separated, of: api, api gc, api read, service, service gc, raw "
+        "(default all). "
         "'--paths api,service --rounds 10 --seconds 5' alternates short windows of the two, so that the "
         "machine's drift falls on both alike",
     )
     args = parser.parse_args()
     n = args.clients
     chosen = [name.strip() for name in args.paths.split(",") if name.strip()]
-    known = ("api", "api read", "service", "raw")
+    known = ("api", "api gc", "api read", "service", "service gc", "raw")
     if not chosen or any(name not in known for name in chosen):
         parser.error(f"--paths: a comma-separated choice of {', '.join(known)}")
     bench_run.RATE_PER_WORKER = args.rate / n
@@ -291,7 +341,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="bankcore-bench-api-"))
     servers = [MariaDBServer(base, f"db{i}", durable=True) for i in (1, 2)]
     redis = RedisServer(base)
-    gunicorn = None
+    gunicorns: list[subprocess.Popen[bytes]] = []
     try:
         _stack_start(servers, redis)
         _SERVER_PIDS.extend(s.process.pid for s in servers if s.process is not None)
@@ -301,26 +351,49 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        port = free_port()
-        gunicorn = _gunicorn(
-            dict(os.environ), port, args.gunicorn_workers, args.gunicorn_threads, base / "gunicorn.log"
-        )
+        # Two gunicorns, without and with group commit; the one not measured sits idle.
+        ports = {"api": free_port(), "api gc": free_port()}
+        for name, port in ports.items():
+            if name in chosen:
+                environ = {**os.environ, "GROUP_COMMIT": str(name == "api gc").lower()}
+                log = base / f"gunicorn-{name.replace(' ', '-')}.log"
+                gunicorns.append(_gunicorn(environ, port, args.gunicorn_workers, args.gunicorn_threads, log))
         print(
             f"servers: MariaDB x2 durable, Redis; {args.accounts} accounts; gunicorn production settings, "
             f"{args.gunicorn_workers} workers x {args.gunicorn_threads} threads (gthread), CONN_MAX_AGE=300; "
+            f"group commit (api gc, service gc): GROUP_COMMIT_WAIT_MS={os.environ.get('GROUP_COMMIT_WAIT_MS', 2)}, "
+            f"GROUP_COMMIT_MAX_ITEMS={os.environ.get('GROUP_COMMIT_MAX_ITEMS', 32)}; "
             f"{n} clients, {args.seconds:.0f}s per run, "
             f"{f'open loop at {args.rate:.0f}/s offered' if args.rate > 0 else 'closed loop'}; {os.cpu_count()} CPUs",
             flush=True,
         )
         # A short warm-up: gunicorn workers import the app and open connections on first use.
-        _measure(n, _api_worker, lambda i: (port, _access_token(partner), accounts, 2.0, 10_000 + i))
+        for name, port in ports.items():
+            if name in chosen:
+                _measure(n, _api_worker, lambda i: (port, _access_token(partner), accounts, 2.0, 10_000 + i))  # noqa: B023
 
         raw_servers = _raw_servers(servers)
+        spread = _spread(n, args.gunicorn_workers)
+        # Each path: (processes, worker, its arguments by process).
         runs = {
-            "api": (_api_worker, lambda i: (port, _access_token(partner), accounts, args.seconds, i)),
-            "api read": (_api_read_worker, lambda i: (port, _access_token(partner), accounts, args.seconds, 3000 + i)),
-            "service": (_engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
-            "raw": (_raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i)),
+            "api": (n, _api_worker, lambda i: (ports["api"], _access_token(partner), accounts, args.seconds, i)),
+            "api gc": (
+                n,
+                _api_worker,
+                lambda i: (ports["api gc"], _access_token(partner), accounts, args.seconds, 4000 + i),
+            ),
+            "api read": (
+                n,
+                _api_read_worker,
+                lambda i: (ports["api"], _access_token(partner), accounts, args.seconds, 3000 + i),
+            ),
+            "service": (n, _engine_worker, lambda i: ("cross", accounts, args.seconds, 1000 + i)),
+            "service gc": (
+                len(spread),
+                _grouped_engine_worker,
+                lambda i: (accounts, spread[i], args.seconds, 5000 + 100 * i),
+            ),
+            "raw": (n, _raw_worker, lambda i: (raw_servers, accounts, args.seconds, 2000 + i)),
         }
         rounds: list[dict[str, tuple[tuple[float, float, float, int], dict[str, float]]]] = []
         names = [name for name in runs if name in chosen]
@@ -330,12 +403,13 @@ def main() -> None:
             order = names[number % len(names) :] + names[: number % len(names)]
             measured = {}
             for name in order:
-                worker, make_args = runs[name]
-                measured[name] = (_measure(n, worker, make_args), dict(LAST_WINDOW_CPU))
+                processes, worker, make_args = runs[name]
+                measured[name] = (_measure(processes, worker, make_args), dict(LAST_WINDOW_CPU))
             rounds.append({name: measured[name] for name in names})
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
-        gunicorn = None
+        while gunicorns:
+            stopping = gunicorns.pop()
+            stopping.terminate()
+            stopping.wait(timeout=30)
 
         from transfers.reconciliation import reconcile
 
@@ -366,12 +440,21 @@ def main() -> None:
         print()
         pairs = [
             (top, bottom)
-            for top, bottom in (("api", "service"), ("api", "raw"), ("service", "raw"))
+            for top, bottom in (
+                ("api", "service"),
+                ("api", "raw"),
+                ("service", "raw"),
+                ("api gc", "raw"),
+                ("service gc", "raw"),
+                ("api gc", "api"),
+                ("service gc", "service"),
+            )
             if top in names and bottom in names
         ]
         for number, measured in enumerate(rounds, 1):
             shares = ", ".join(f"{top}/{bottom} {ratio(measured, top, bottom):.2f}" for top, bottom in pairs)
-            print(f"round {number}: {shares}{latency(measured, 'api')}{latency(measured, 'service')}")
+            latencies = "".join(latency(measured, name) for name in ("api", "api gc", "service", "service gc"))
+            print(f"round {number}: {shares}{latencies}")
         if "api" in names and "service" in names:
             ratios = [ratio(measured, "api", "service") for measured in rounds]
             p99s = [measured["api"][0][2] for measured in rounds]
@@ -391,7 +474,7 @@ def main() -> None:
                 )
         print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
     finally:
-        if gunicorn is not None:
+        for gunicorn in gunicorns:
             gunicorn.terminate()
             gunicorn.wait(timeout=30)
         redis.stop()

@@ -209,9 +209,21 @@ def _engine_worker(args: tuple[str, dict[str, list[tuple[int, str]]], float, int
     import django
 
     django.setup()
+    from transfers.services import transfer_create
+
+    return _engine_loop(transfer_create, scenario, accounts, seconds, seed)
+
+
+def _engine_loop(
+    transfer_create: Callable[..., object],
+    scenario: str,
+    accounts: dict[str, list[tuple[int, str]]],
+    seconds: float,
+    seed: int,
+) -> list[float]:
+    """One client's transfers over the window, each by ``transfer_create``; their latencies."""
     from bankcore.actors import Actor, Channel
     from bankcore.errors import ApplicationError
-    from transfers.services import transfer_create
 
     ledgers = sorted(accounts)
     rng = random.Random(seed)

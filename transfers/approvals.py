@@ -54,6 +54,7 @@ from bankcore.db import named_lock
 from bankcore.errors import ApplicationError, Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from bankcore.idempotency import idempotency_key_clean
 from bankcore.money import money_parse
+from transfers import group_commit
 from transfers.errors import (
     NOT_AN_OUTCOME,
     AmountAboveMaximum,
@@ -668,7 +669,9 @@ def _movement_execute(
     reference: str,
     idempotency_key: str | None,
     currency: str | None = None,
+    grouped: bool = False,
 ) -> Transfer:
+    """``grouped``: a door's transfer, which may share a batch with others (``transfers.group_commit``)."""
     if kind == Kind.DEPOSIT:
         return transfer_cash_movement(
             actor=actor,
@@ -687,7 +690,7 @@ def _movement_execute(
             reference=reference,
             idempotency_key=idempotency_key,
         )
-    return transfer_create(
+    return (group_commit.transfer_create if grouped else transfer_create)(
         actor=actor,
         source_account=source_account,
         destination_account=destination_account,
@@ -790,6 +793,7 @@ def money_movement_submit(
             destination_account=destination_account,
             reference=reference,
             idempotency_key=idempotency_key,
+            grouped=True,
         )
 
 
@@ -833,4 +837,5 @@ def money_movement_execute(
             reference=reference,
             idempotency_key=idempotency_key,
             currency=currency,
+            grouped=True,
         )

@@ -328,6 +328,12 @@ BUSINESS_TIME_ZONE = "Asia/Shanghai"
 # three commits instead of five (transfers/engine/home.py). Off: every step commits on its own, as
 # with ledgers elsewhere; the tests use it to exercise that protocol on two servers.
 BANKCORE_SHARED_COMMITS = env_bool("BANKCORE_SHARED_COMMITS", True)
+# Group commit (transfers/group_commit.py): the transfers the doors make at the same time in one
+# process share one batch's commits. A transfer waits up to GROUP_COMMIT_WAIT_MS for others, and
+# only when another is in progress in its process; a batch closes early at GROUP_COMMIT_MAX_ITEMS.
+GROUP_COMMIT = env_bool("GROUP_COMMIT", False)
+GROUP_COMMIT_MAX_ITEMS = env_int("GROUP_COMMIT_MAX_ITEMS", 32, minimum=1, maximum=1000)
+GROUP_COMMIT_WAIT_MS = env_int("GROUP_COMMIT_WAIT_MS", 2, minimum=0, maximum=100)
 # Fault points kill a transfer between two protocol steps; only tests switch them on.
 BANKCORE_FAULT_POINTS_ENABLED = env_bool("BANKCORE_FAULT_POINTS_ENABLED", False)
 

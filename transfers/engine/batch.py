@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import partial
+from functools import partial, reduce
+from operator import or_
 from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.errors import AccountNotFound
@@ -76,6 +78,10 @@ class BatchItem:
     idempotency_key: str | None = None  # per item, as transfer_create's
     # Item i linked: i and i + 1 form one chain, which happens wholly or not at all.
     linked: bool = False
+    # Who asked for this item, when not the batch's actor: a single transfer coalesced into a batch
+    # (``transfers.group_commit``) is made as its own client's (its idempotency keys, its channel)
+    # and keeps its own request id and address in the audit trail.
+    actor: Actor | None = None
 
 
 @dataclass
@@ -161,6 +167,7 @@ def transfers_create_batch(
 class _Work:
     position: int
     transfer: Transfer
+    actor: Actor  # the item's, else the batch's
     chain: int | None = None  # the linked chain it is in
     error: ApplicationError | None = None  # refused; recorded ABORTED at complete
     held: bool = False  # its debit leg is (or may be) PREPARED
@@ -243,7 +250,7 @@ def _batched(
     for ledger, group in _grouped(crediting, lambda w: w.transfer.destination_ledger):
         _finish_in(ledger, group, Leg.CREDIT)
     fault_point("after_batch_finish")
-    _complete_all(actor, work)
+    _complete_all(work)
     for w in work:
         transfer = w.transfer
         transfer.replayed = False
@@ -331,13 +338,14 @@ def _accept(
     meanwhile fails the insert: the replays are read again and the accept retried."""
     now, today = timezone.now(), business_date_today()
     work: list[_Work] = []
-    keys: set[str] = set()
+    keys: set[tuple[str, str]] = set()  # (client, idempotency key)
     for position, item in enumerate(items):
+        by = item.actor or actor
         try:
             if position in refused:
                 raise refused[position]
-            transfer = _new_transfer(actor, item, batch, position, now, today)
-            key = transfer.idempotency_key
+            transfer = _new_transfer(by, item, batch, position, now, today)
+            key = (transfer.client_id, transfer.idempotency_key) if transfer.idempotency_key else None
             if key is not None and key in keys:
                 raise InvalidIdempotencyKey("An idempotency key is given to more than one item of the batch.")
         except ApplicationError as refusal:
@@ -345,15 +353,15 @@ def _accept(
             continue
         if key is not None:
             keys.add(key)
-        work.append(_Work(position, transfer, chain=chain_of.get(position)))
+        work.append(_Work(position, transfer, by, chain=chain_of.get(position)))
     work = _currencies_resolve(work, outcomes)
     for _attempt in range(3):
-        work = _replays_answer(actor, work, keys, outcomes)
+        work = _replays_answer(work, keys, outcomes)
         work = _chains_refused_before(work, chain_of, outcomes)
         if not work:
             return work
         try:
-            atomic_with_retry("default", partial(_accept_statements, actor, work))
+            atomic_with_retry("default", partial(_accept_statements, work))
             return work
         except IntegrityError:
             continue
@@ -374,10 +382,10 @@ def _accept(
     return []
 
 
-def _accept_statements(actor: Actor, work: list[_Work]) -> None:
+def _accept_statements(work: list[_Work]) -> None:
     ledger_sql.transfers_insert_many([w.transfer for w in work])
     for w in work:
-        auditlog_entry_created(w.transfer, actor=actor)
+        auditlog_entry_created(w.transfer, actor=w.actor)
 
 
 def _chains_refused_before(
@@ -420,17 +428,19 @@ def _currencies_resolve(work: list[_Work], outcomes: dict[int, BatchOutcome]) ->
     return kept
 
 
-def _replays_answer(actor: Actor, work: list[_Work], keys: set[str], outcomes: dict[int, BatchOutcome]) -> list[_Work]:
+def _replays_answer(work: list[_Work], keys: set[tuple[str, str]], outcomes: dict[int, BatchOutcome]) -> list[_Work]:
     """Items whose key was used before: the first outcome answered again (or the key given up by
     a transfer an outage aborted, ``transfer_key_release``), in one query for the batch."""
     if not keys:
         return work
-    existing = {
-        t.idempotency_key: t for t in Transfer.objects.filter(client_id=actor.client_id, idempotency_key__in=keys)
-    }
+    by_client: dict[str, list[str]] = {}
+    for client, name in keys:
+        by_client.setdefault(client, []).append(name)
+    either = reduce(or_, (Q(client_id=client, idempotency_key__in=names) for client, names in by_client.items()))
+    existing = {(t.client_id, t.idempotency_key): t for t in Transfer.objects.filter(either)}
     kept = []
     for w in work:
-        earlier = existing.get(w.transfer.idempotency_key) if w.transfer.idempotency_key else None
+        earlier = existing.get((w.transfer.client_id, w.transfer.idempotency_key))
         if earlier is None or transfer_key_release(earlier, w.transfer.request_hash):
             kept.append(w)
             continue
@@ -747,7 +757,7 @@ def _finish_in(ledger: str, group: list[_Work], leg: str) -> None:
                 w.unknown = True  # left to recovery: it finishes them forward
 
 
-def _complete_all(actor: Actor, work: list[_Work]) -> None:
+def _complete_all(work: list[_Work]) -> None:
     """Step 6: every item made COMPLETED and every refusal ABORTED with its code, with their audit
     events, in one commit of the control plane; one recovery finished first is left as it is."""
     final = [w for w in work if not w.unknown and (w.decided or w.error is not None)]
@@ -764,12 +774,12 @@ def _complete_all(actor: Actor, work: list[_Work]) -> None:
             if w.transfer.id not in open_ids:
                 continue
             if w.error is None:
-                transfer_event(w.transfer, actor, "transfer.completed")
+                transfer_event(w.transfer, w.actor, "transfer.completed")
             else:
                 ledger_sql.transfer_mark_aborted(
                     w.transfer.id, failure_code=w.error.code, failure_detail=w.error.detail[:500], now=now
                 )
-                transfer_event(w.transfer, actor, "transfer.aborted", failure_code=w.error.code)
+                transfer_event(w.transfer, w.actor, "transfer.aborted", failure_code=w.error.code)
         return open_ids, now
 
     try:

@@ -30,7 +30,7 @@ def _bench(*args: str) -> str:
 def test_bench_api_runs_every_path_and_reconciles():
     output = _bench("bench/api.py", "--seconds", "1", "--clients", "2", "--accounts", "40", "--rounds", "2")
     assert "unexpected answers" not in output, output[-4000:]
-    for path in ("api", "api read", "service", "raw"):
+    for path in ("api", "api gc", "api read", "service", "service gc", "raw"):
         assert output.count(f"| {path} | ") == 2, output[-4000:]
     assert "median of 2: api/service" in output
     assert "reconcile after the run: OK" in output
