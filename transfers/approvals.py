@@ -130,6 +130,11 @@ class ApprovalExpired(Conflict):
     title = "The request expired"
 
 
+class ApprovalDecidedElsewhere(Conflict):
+    code = "approval_decided_elsewhere"
+    title = "This request is approved on its own page"
+
+
 # Why a held amount was released: the reason its hold transfer was aborted with.
 class ApprovalRejected(Conflict):
     code = "approval_rejected"
@@ -389,6 +394,12 @@ def _approval_lock(approval_id: object) -> Approval:
     return approval
 
 
+def _not_a_batch(approval: Approval) -> None:
+    """A batch's lines are approved and executed by ``transfers.bulk``, not as one movement."""
+    if approval.kind == Kind.BATCH:
+        raise ApprovalDecidedElsewhere("Bulk transfers are approved on their own page, where their lines are shown.")
+
+
 def _check_checker(actor: Actor, approval: Approval, *, verb: str) -> None:
     if approval.status != Status.PENDING:
         raise ApprovalNotPending(f"This request is already {approval.get_status_display().lower()}.")
@@ -405,7 +416,7 @@ def _check_not_maker_and_supervisor(actor: Actor, approval: Approval, *, verb: s
 
 # The refusals that say who may decide: each is an audit event of its own (who tried, what, why).
 STAFF_REFUSALS = (ApprovalSelfApproval, ApprovalNotAllowed, ApprovalNotMaker)
-F = TypeVar("F", bound=Callable[..., Approval])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _refusals_recorded(verb: str) -> Callable[[F], F]:
@@ -415,7 +426,7 @@ def _refusals_recorded(verb: str) -> Callable[[F], F]:
 
     def wrap(service: F) -> F:
         @functools.wraps(service)
-        def recorded(*, actor: Actor, approval_id: object, **kwargs: Any) -> Approval:
+        def recorded(*, actor: Actor, approval_id: object, **kwargs: Any) -> Any:
             try:
                 return service(actor=actor, approval_id=approval_id, **kwargs)
             except STAFF_REFUSALS as refused:
@@ -444,6 +455,7 @@ def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
     with transaction.atomic(using="default"):
         approval = _approval_lock(approval_id)
         _check_checker(actor, approval, verb="approve")
+        _not_a_batch(approval)
         now = timezone.now()
         hold = _hold_of(approval)
         expired = hold is not None and (hold.status != Transfer.Status.PENDING or hold.deadline <= now)
@@ -600,6 +612,7 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     if approval.status != Status.APPROVED:
         raise ApprovalNotApproved(f"This request is {approval.get_status_display().lower()}, not approved.")
     _check_not_maker_and_supervisor(actor, approval, verb="execute")
+    _not_a_batch(approval)
     maker = Actor(
         channel=actor.channel,
         user_id=approval.maker_id,
