@@ -45,6 +45,7 @@ from audit.services import audit_event_record
 from bankcore.actors import Channel
 from bankcore.display import account_no, in_words, local_time, money, short_id, status_badge
 from bankcore.errors import ApplicationError
+from transfers.admin_batches import bulk_page, bulk_urls
 from transfers.approvals import (
     approval_approve,
     approval_execute,
@@ -269,6 +270,7 @@ class TransferAdmin(ReadOnlyAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("stuck/", wrap(self.stuck_view), name="transfers_transfer_stuck"),
+            *bulk_urls(wrap),
             path("<path:object_id>/reverse/", wrap(self.reverse_view), name="transfers_transfer_reverse"),
             *super().get_urls(),
         ]
@@ -542,6 +544,8 @@ class ApprovalAdmin(ReadOnlyAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         approval = self.get_object(request, unquote(object_id))
+        if approval is not None and approval.kind == Approval.Kind.BATCH:  # its lines are on its own page
+            return HttpResponseRedirect(bulk_page(approval))
         context = dict(extra_context or {})
         if approval is not None:
             context["subtitle"] = (
