@@ -524,11 +524,12 @@ def approval_withdraw(*, actor: Actor, approval_id: object) -> Approval:
 
 def approvals_expire(*, actor: Actor, now: datetime | None = None) -> int:
     """PENDING requests whose hold has ended (recovery aborted it past its deadline) or is past
-    its deadline → EXPIRED, their amount released. Run with recovery; returns how many."""
+    its deadline → EXPIRED, their amount released; a batch (which holds nothing) once
+    ``APPROVAL_HOLD_SECONDS`` old. Run with recovery; returns how many."""
     now = now or timezone.now()
-    due = Approval.objects.filter(status=Status.PENDING, transfer__isnull=False).filter(
-        Q(transfer__status=Transfer.Status.ABORTED) | Q(transfer__deadline__lte=now)
-    )
+    held = Q(transfer__isnull=False) & (Q(transfer__status=Transfer.Status.ABORTED) | Q(transfer__deadline__lte=now))
+    old_batch = Q(kind=Kind.BATCH, created_at__lte=now - timedelta(seconds=settings.APPROVAL_HOLD_SECONDS))
+    due = Approval.objects.filter(status=Status.PENDING).filter(held | old_batch)
     count = 0
     for pk in list(due.values_list("pk", flat=True)[:500]):
         with transaction.atomic(using="default"):

@@ -11,7 +11,7 @@ maker's day totals) until a supervisor other than the maker approves it here
 ``approval_withdraw``). A batch that waits holds nothing: a hold per line would be a thousand
 holds to release on every end of the request, and each line's funds are checked again by the
 engine when the batch executes, a refusal then being that line's outcome. A request not decided
-within ``APPROVAL_HOLD_SECONDS`` expires when a supervisor opens it to decide.
+within ``APPROVAL_HOLD_SECONDS`` expires (recovery's ``approvals_expire``, or approving it late).
 
 Booked once: the batch's idempotency key and each line's are derived from the upload (its maker,
 its form's nonce and the file's digest), so a confirm sent twice, or an execution run again after a

@@ -326,3 +326,24 @@ def test_reject_or_withdraw_releases_and_sends_nothing(make_staff, payroll, how)
     assert "Not sent" in text_of(page) and 'id="approve"' not in text_of(page) and 'id="confirm"' not in text_of(page)
     approved_after = text_of(checker.post(page_of(upload_), {"action": "approve"}, follow=True))
     assert "approval_not_pending" in approved_after and balances(employer, wang, li) == before
+
+
+def test_a_batch_not_decided_in_time_expires_with_recovery(make_staff, payroll):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers.recovery import transfers_recover
+
+    employer, (wang, li) = payroll
+    maker, checker = logged_in(make_staff("teller")), logged_in(make_staff("supervisor"))
+    upload_ = uploaded(maker, above_threshold(employer, wang, li))
+    confirm(maker, upload_)
+    before = balances(employer, wang, li)
+
+    report = transfers_recover(now=timezone.now() + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS + 1))
+
+    assert report.actions["approval_expired"] == 1
+    assert Approval.objects.get().status == Approval.Status.EXPIRED
+    page = text_of(checker.post(page_of(upload_), {"action": "approve"}, follow=True))
+    assert "approval_not_pending" in page and "Not sent" in page and balances(employer, wang, li) == before
