@@ -4,8 +4,10 @@ are refused whole and change nothing."""
 
 import csv
 import io
+import os
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -19,6 +21,7 @@ from conftest import balances, world_snapshot
 from transfers.approvals import ApprovalDecidedElsewhere, approval_approve
 from transfers.batch import BATCH_MAX_ITEMS
 from transfers.models import Approval, BulkUpload, Transfer, TransferBatch
+from transfers.tests.test_browser import browser  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -347,3 +350,50 @@ def test_a_batch_not_decided_in_time_expires_with_recovery(make_staff, payroll):
     assert Approval.objects.get().status == Approval.Status.EXPIRED
     page = text_of(checker.post(page_of(upload_), {"action": "approve"}, follow=True))
     assert "approval_not_pending" in page and "Not sent" in page and balances(employer, wang, li) == before
+
+
+@pytest.mark.slow
+def test_bulk_transfers_in_a_browser(browser, live_server, make_staff, make_account, tmp_path):  # noqa: F811
+    """The teller's way through the page in a real browser; its preview is docs/backoffice.md's
+    screenshot (``BANKCORE_SCREENSHOTS``, as ``test_browser.py``'s)."""
+    from transfers.tests.test_browser import Walk
+
+    teller = make_staff("teller")
+    teller.first_name, teller.last_name = "Tina", "Teller"
+    teller.save()
+    employer = make_account("db1", "30000.00", holder="Acme Payroll")
+    staff = [make_account(ledger, holder=name) for ledger, name in (("db2", "Wang Fang"), ("db1", "Li Lei"))]
+    closed = make_account("db2", holder="Zhao Left")
+    from accounts.services import account_close
+    from bankcore.actors import Actor, Channel
+
+    account_close(actor=Actor.system(Channel.COMMAND, "pytest"), number=closed.number, reason="left the company")
+    csv_file = tmp_path / "december-payroll.csv"
+    csv_file.write_text(
+        HEADER
+        + f'{grouped(employer.number)},{grouped(staff[0].number)},"4,200.00",CNY,December pay\n'
+        + f'{grouped(employer.number)},{grouped(staff[1].number)},"3,650.50",CNY,December pay\n'
+        + f'{grouped(employer.number)},{grouped(closed.number)},"1,100.00",CNY,December pay\n'
+    )
+    directory = Path(os.environ.get("BANKCORE_SCREENSHOTS") or tmp_path / "screenshots")
+    w = Walk(browser, live_server.url, directory)
+
+    w.login("teller")
+    w.click("#bulk-transfers")
+    w.el("#id_file").send_keys(str(csv_file))
+    w.click("#submit")
+    assert w.text("#bulk-good") == "2" and w.text("#bulk-bad") == "1"
+    assert w.text("#bulk-totals") == "7,850.50 CNY"
+    assert "Zhao Left's destination account is closed." in w.text("#line-4")
+    w.no_horizontal_scroll()
+    assert browser.save_screenshot(str(directory / "bulk-teller-preview.png"))
+    w.click("#drop-bad", stays=True)
+    w.click("#confirm")
+
+    assert w.text("#bulk-moved") == "2" and w.el("#download")
+    assert balances(employer, *staff, closed) == [
+        Decimal("22149.50"),
+        Decimal("4200.00"),
+        Decimal("3650.50"),
+        Decimal("0.00"),
+    ]
