@@ -20,6 +20,7 @@ ledger outage, replays what was booked and makes only what was not.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -147,8 +148,6 @@ def _upload_of(upload_id: object, *, maker_id: int | None = None) -> BulkUpload:
 
 
 def _is_uuid(value: object) -> bool:
-    import uuid
-
     try:
         uuid.UUID(str(value))
     except ValueError:
