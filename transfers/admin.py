@@ -41,6 +41,7 @@ from backoffice.pages import (
 from backoffice.review import FORM_TEMPLATE, Review, review_or_form
 from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
+from transfers.admin_batches import bulk_urls
 from transfers.admin_counter import movement_review
 from transfers.admin_rows import ReadOnlyAdmin, live_reversals, with_badges
 from transfers.approvals import money_movement_submit
@@ -190,6 +191,7 @@ class TransferAdmin(ReadOnlyAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("stuck/", wrap(self.stuck_view), name="transfers_transfer_stuck"),
+            *bulk_urls(wrap),
             path("<path:object_id>/reverse/", wrap(self.reverse_view), name="transfers_transfer_reverse"),
             *super().get_urls(),
         ]

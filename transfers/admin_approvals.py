@@ -19,6 +19,7 @@ from backoffice.forms import ReasonForm
 from backoffice.pages import admin_actor, may, person, require_perm, service_error
 from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
+from transfers.admin_batches import bulk_page
 from transfers.admin_rows import ReadOnlyAdmin
 from transfers.approvals import approval_approve, approval_execute, approval_reject, approval_withdraw, is_checker
 from transfers.models import Approval, Transfer
@@ -141,6 +142,8 @@ class ApprovalAdmin(ReadOnlyAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         approval = self.get_object(request, unquote(object_id))
+        if approval is not None and approval.kind == Approval.Kind.BATCH:  # its lines are on its own page
+            return HttpResponseRedirect(bulk_page(approval))
         context = dict(extra_context or {})
         if approval is not None:
             context["subtitle"] = (

@@ -131,6 +131,11 @@ class ApprovalExpired(Conflict):
     title = "The request expired"
 
 
+class ApprovalDecidedElsewhere(Conflict):
+    code = "approval_decided_elsewhere"
+    title = "This request is approved on its own page"
+
+
 # Why a held amount was released: the reason its hold transfer was aborted with.
 class ApprovalRejected(Conflict):
     code = "approval_rejected"
@@ -390,6 +395,12 @@ def _approval_lock(approval_id: object) -> Approval:
     return approval
 
 
+def _not_a_batch(approval: Approval) -> None:
+    """A batch's lines are approved and executed by ``transfers.bulk``, not as one movement."""
+    if approval.kind == Kind.BATCH:
+        raise ApprovalDecidedElsewhere("Bulk transfers are approved on their own page, where their lines are shown.")
+
+
 def _check_checker(actor: Actor, approval: Approval, *, verb: str) -> None:
     if approval.status != Status.PENDING:
         raise ApprovalNotPending(f"This request is already {approval.get_status_display().lower()}.")
@@ -406,7 +417,7 @@ def _check_not_maker_and_supervisor(actor: Actor, approval: Approval, *, verb: s
 
 # The refusals that say who may decide: each is an audit event of its own (who tried, what, why).
 STAFF_REFUSALS = (ApprovalSelfApproval, ApprovalNotAllowed, ApprovalNotMaker)
-F = TypeVar("F", bound=Callable[..., Approval])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _refusals_recorded(verb: str) -> Callable[[F], F]:
@@ -416,7 +427,7 @@ def _refusals_recorded(verb: str) -> Callable[[F], F]:
 
     def wrap(service: F) -> F:
         @functools.wraps(service)
-        def recorded(*, actor: Actor, approval_id: object, **kwargs: Any) -> Approval:
+        def recorded(*, actor: Actor, approval_id: object, **kwargs: Any) -> Any:
             try:
                 return service(actor=actor, approval_id=approval_id, **kwargs)
             except STAFF_REFUSALS as refused:
@@ -445,6 +456,7 @@ def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
     with transaction.atomic(using="default"):
         approval = _approval_lock(approval_id)
         _check_checker(actor, approval, verb="approve")
+        _not_a_batch(approval)
         now = timezone.now()
         hold = _hold_of(approval)
         expired = hold is not None and (hold.status != Transfer.Status.PENDING or hold.deadline <= now)
@@ -513,11 +525,12 @@ def approval_withdraw(*, actor: Actor, approval_id: object) -> Approval:
 
 def approvals_expire(*, actor: Actor, now: datetime | None = None) -> int:
     """PENDING requests whose hold has ended (recovery aborted it past its deadline) or is past
-    its deadline → EXPIRED, their amount released. Run with recovery; returns how many."""
+    its deadline → EXPIRED, their amount released; a batch (which holds nothing) once
+    ``APPROVAL_HOLD_SECONDS`` old. Run with recovery; returns how many."""
     now = now or timezone.now()
-    due = Approval.objects.filter(status=Status.PENDING, transfer__isnull=False).filter(
-        Q(transfer__status=Transfer.Status.ABORTED) | Q(transfer__deadline__lte=now)
-    )
+    held = Q(transfer__isnull=False) & (Q(transfer__status=Transfer.Status.ABORTED) | Q(transfer__deadline__lte=now))
+    old_batch = Q(kind=Kind.BATCH, created_at__lte=now - timedelta(seconds=settings.APPROVAL_HOLD_SECONDS))
+    due = Approval.objects.filter(status=Status.PENDING).filter(held | old_batch)
     count = 0
     for pk in list(due.values_list("pk", flat=True)[:500]):
         with transaction.atomic(using="default"):
@@ -601,6 +614,7 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     if approval.status != Status.APPROVED:
         raise ApprovalNotApproved(f"This request is {approval.get_status_display().lower()}, not approved.")
     _check_not_maker_and_supervisor(actor, approval, verb="execute")
+    _not_a_batch(approval)
     maker = Actor(
         channel=actor.channel,
         user_id=approval.maker_id,

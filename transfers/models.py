@@ -192,6 +192,7 @@ class Approval(models.Model):
         TRANSFER = "transfer", "Transfer"
         DEPOSIT = "deposit", "Cash deposit"
         WITHDRAWAL = "withdrawal", "Cash withdrawal"
+        BATCH = "batch", "Bulk transfers"  # a BulkUpload's lines, decided as one
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending approval"
@@ -249,3 +250,38 @@ class Approval(models.Model):
     def account(self) -> str:
         """The customer account a cash movement is for."""
         return self.destination_account if self.kind == self.Kind.DEPOSIT else self.source_account
+
+
+class BulkUpload(models.Model):
+    """A teller's CSV file of transfers (``transfers.bulk``): its lines as read and checked, kept
+    from the preview to the result so that what is confirmed, approved and booked is what was
+    shown. ``lines``: one dict per line of the file (its number, the five columns, the amount
+    parsed, the problems found); ``results``: one dict per line sent to the engine."""
+
+    class Status(models.TextChoices):
+        PREVIEW = "preview", "Checked, not sent"
+        WAITING = "waiting", "Waiting for a supervisor"
+        DONE = "done", "Sent"
+        CLOSED = "closed", "Not sent (rejected, withdrawn or expired)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    maker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # The upload form's nonce and the file's digest: the same form sent twice is one upload.
+    upload_key = models.CharField(max_length=255)
+    file_name = models.CharField(max_length=255, blank=True, default="")
+    content_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PREVIEW)
+    lines = models.JSONField(default=list)
+    totals = models.JSONField(default=dict)  # of the lines sent, per currency, as decimal strings
+    sent_lines = models.JSONField(default=list)  # the line numbers sent (all, or those without problems)
+    approval = models.ForeignKey(Approval, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    batch = models.ForeignKey(TransferBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    results = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["maker", "upload_key"], name="bulk_upload_key_unique")]
+
+    def __str__(self) -> str:
+        return f"bulk upload {self.file_name or self.id} ({len(self.lines)} lines)"

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from bankcore.actors import Actor, Channel
 from bankcore.testing.books import number_of
+from bankcore.testing.browser import browser  # noqa: F401  (a fixture, offered to every test)
 from bankcore.testing.hostile import Tracebacks
 from bankcore.testing.personas import STAFF_PASSWORD, api_client_for, api_user
 
