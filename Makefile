@@ -110,7 +110,7 @@ bench-chaos: venv-dev
 
 # The lock files, again from the ranges in requirements/*.txt: the newest versions within them,
 # each with the hashes of every file the index has for it. Run after changing a .txt file and
-# commit both; bankcore/tests/test_locked_dependencies.py checks every pin against its range.
+# commit both; bankcore/tests/project/test_locked_dependencies.py checks every pin against its range.
 LOCKS := base dev prod
 lock:
 	test -x $(PIP) || $(PYTHON) -m venv $(VENV)

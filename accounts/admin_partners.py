@@ -10,7 +10,7 @@ them, so by default only superusers (administrators) onboard partners.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -53,7 +53,7 @@ def partners_queryset() -> QuerySet[Any]:
     )
 
 
-class PartnerLinkForm(forms.ModelForm):  # type: ignore[type-arg]
+class PartnerLinkForm(forms.ModelForm):
     class Meta:
         model = PartnerAccountLink
         fields = ["user", "account_number"]
@@ -61,7 +61,7 @@ class PartnerLinkForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = partners_queryset()  # type: ignore[attr-defined]
+        cast(forms.ModelChoiceField, self.fields["user"]).queryset = partners_queryset()  # a ForeignKey's field
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -82,7 +82,7 @@ class PartnerCreateForm(forms.Form):
 
 
 @admin.register(PartnerAccountLink)
-class PartnerAccountLinkAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PartnerAccountLinkAdmin(admin.ModelAdmin):
     list_display = ["user", "account_number", "created_at"]
     list_filter = ["user"]
     search_fields = ["user__username", "account_number"]

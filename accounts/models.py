@@ -8,16 +8,17 @@ negative pending amount and an available balance below zero on an account withou
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.expressions import Combinable
 
 ZERO = Decimal("0.00")
 
 
-def money_field(**kwargs: Any) -> models.DecimalField:  # type: ignore[type-arg]
-    """Exact money: 18 digits before the point, 2 after. Never a float."""
+def money_field(**kwargs: Any) -> models.DecimalField[str | int | Decimal | Combinable, Decimal]:
+    """Exact money: 18 digits before the point, 2 after. Never a float (its type refuses one)."""
     return models.DecimalField(max_digits=20, decimal_places=2, **kwargs)
 
 
@@ -109,12 +110,12 @@ class Entry(models.Model):
         indexes = [models.Index(fields=["account", "-created_at", "-id"])]
         verbose_name_plural = "entries"
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise RuntimeError("entries are immutable")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise RuntimeError("entries are immutable")
 
 

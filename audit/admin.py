@@ -120,7 +120,7 @@ class ActorFilter(admin.RelatedOnlyFieldListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "created_at",

@@ -4,6 +4,8 @@ triggers refuse it too (migration 0007), but for the sealer's one filling-in of 
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 from django.conf import settings
 from django.db import models
 
@@ -14,10 +16,10 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     """Bulk writes are refused like single ones: the app never rewrites or removes the trail. Only
     the sealer (``audit.chain``) fills in the chain fields of unsealed rows, in SQL."""
 
-    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+    def update(self, **kwargs: Any) -> NoReturn:
         raise RuntimeError("audit events are append-only")
 
-    def delete(self):  # type: ignore[no-untyped-def]
+    def delete(self) -> NoReturn:
         raise RuntimeError("audit events are append-only")
 
 
@@ -55,12 +57,12 @@ class AuditEvent(models.Model):
             f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_type}:{self.object_id}"
         )
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise RuntimeError("audit events are append-only")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise RuntimeError("audit events are append-only")
 
 

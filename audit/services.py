@@ -173,8 +173,10 @@ def auditlog_entry_created(instance: models.Model, *, actor: Actor) -> None:
     )
 
 
-# Per model: (field name, how auditlog renders its value in a "created" entry).
-_CREATED_RENDERERS: dict[type[models.Model], list[tuple[str, Callable[[models.Model], str | None]]]] = {}
+# How auditlog renders a field's value in a "created" entry (None: the field is left out).
+Renderer = Callable[[models.Model], str | None]
+# Per model: (field name, its renderer).
+_CREATED_RENDERERS: dict[type[models.Model], list[tuple[str, Renderer]]] = {}
 
 
 def _created_changes(instance: models.Model) -> dict[str, tuple[str, str]]:
@@ -186,7 +188,7 @@ def _created_changes(instance: models.Model) -> dict[str, tuple[str, str]]:
     renderers = _CREATED_RENDERERS.get(model)
     if renderers is None:
         renderers = _CREATED_RENDERERS[model] = _created_renderers(model, instance)
-    changes = {}
+    changes: dict[str, tuple[str, str]] = {}
     for name, render in renderers:
         value = render(instance)
         if value is not None:
@@ -194,9 +196,9 @@ def _created_changes(instance: models.Model) -> dict[str, tuple[str, str]]:
     return changes
 
 
-def _created_renderers(model: type[models.Model], instance: models.Model):  # type: ignore[no-untyped-def]
+def _created_renderers(model: type[models.Model], instance: models.Model) -> list[tuple[str, Renderer]]:
     options = auditlog.get_model_fields(model)
-    renderers = []
+    renderers: list[tuple[str, Renderer]] = []
     for field in get_fields_in_model(instance):
         if options["include_fields"] and field.name not in options["include_fields"]:
             continue
@@ -208,11 +210,11 @@ def _created_renderers(model: type[models.Model], instance: models.Model):  # ty
     return renderers
 
 
-def _renderer(field):  # type: ignore[no-untyped-def]
+def _renderer(field: models.Field[Any, Any]) -> Renderer:
     name = field.name
     if isinstance(field, models.DateTimeField):
 
-        def render_datetime(obj):  # type: ignore[no-untyped-def]
+        def render_datetime(obj: models.Model) -> str | None:
             value = getattr(obj, name)
             if value is not None and timezone.is_aware(value):
                 value = timezone.make_naive(value, timezone=UTC)
@@ -225,7 +227,7 @@ def _renderer(field):  # type: ignore[no-untyped-def]
         attname = field.get_attname()
         return lambda obj: str(getattr(obj, attname))  # a None key is written as "None"
 
-    def render_plain(obj):  # type: ignore[no-untyped-def]
+    def render_plain(obj: models.Model) -> str | None:
         value = smart_str(getattr(obj, name))
         return None if value == "None" else value
 

@@ -14,5 +14,5 @@ What an app's admin module (and any new back-office page) builds on:
 - ``backoffice/templatetags/backoffice.py``: the same for templates (``{% load backoffice %}``).
 
 Layering: ``backoffice`` imports only ``bankcore`` and ``audit``; ``accounts`` and ``transfers``
-import it, and nothing below them does (``bankcore/tests/test_layering.py``).
+import it, and nothing below them does (``bankcore/tests/project/test_layering.py``).
 """

@@ -17,8 +17,6 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-_MISSING = object()
-
 
 def _raw(name: str) -> str | None:
     file_name = os.environ.get(f"{name}_FILE")
@@ -30,12 +28,13 @@ def _raw(name: str) -> str | None:
     return os.environ.get(name)
 
 
-def env_str(name: str, default: str | None | object = _MISSING) -> str:
+def env_str(name: str, default: str | None = None) -> str:
+    """``name``'s value, or ``default`` when it is unset or empty; without a default it must be set."""
     value = _raw(name)
     if value is None or value == "":
-        if default is _MISSING:
+        if default is None:
             raise ImproperlyConfigured(f"{name} must be set")
-        return default  # type: ignore[return-value]
+        return default
     return value
 
 
@@ -69,7 +68,8 @@ def env_decimal(name: str, default: str, *, places: int = 2) -> Decimal:
         raise ImproperlyConfigured(f"{name}={text!r} is not a decimal amount") from None
     if not amount.is_finite() or amount <= 0:
         raise ImproperlyConfigured(f"{name}={text!r} must be a positive amount")
-    if amount.as_tuple().exponent < -places:  # type: ignore[operator]
+    exponent = amount.as_tuple().exponent  # an int: the amount is finite
+    if isinstance(exponent, int) and exponent < -places:
         raise ImproperlyConfigured(f"{name}={text!r} has more than {places} decimal places")
     return amount.quantize(Decimal(1).scaleb(-places))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
@@ -56,6 +57,8 @@ def _facts() -> dict[str, object]:
 def _check_redis() -> dict[str, object]:
     import redis
 
+    # TLS when REDIS_TLS is on (settings.REDIS_TLS_OPTIONS: CA, client certificate).
+    tls: dict[str, Any] = {"ssl": True, **settings.REDIS_TLS_OPTIONS} if settings.REDIS_TLS_OPTIONS else {}
     started = time.monotonic()
     try:
         client = redis.Redis(
@@ -64,8 +67,7 @@ def _check_redis() -> dict[str, object]:
             password=settings.REDIS_PASSWORD,
             socket_connect_timeout=1,
             socket_timeout=1,
-            # TLS when REDIS_TLS is on (settings.REDIS_TLS_OPTIONS: CA, client certificate).
-            **({"ssl": True, **settings.REDIS_TLS_OPTIONS} if settings.REDIS_TLS_OPTIONS else {}),  # type: ignore[arg-type]
+            **tls,
         )
         client.ping()
     except Exception as exc:

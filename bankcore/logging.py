@@ -161,7 +161,7 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
         opened = os.fstat(self.stream.fileno())
         if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
             self.stream.close()
-            self.stream = None  # type: ignore[assignment]
+            self.stream = None  # type: ignore[assignment]  # as FileHandler.close does (typeshed: never None)
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         return self._rollover_due(len(self.format(record).encode("utf-8")) + 1)
@@ -183,7 +183,7 @@ class ProcessSafeRotatingFileHandler(RotatingFileHandler):
             return
         if self.stream:
             self.stream.close()
-            self.stream = None  # type: ignore[assignment]
+            self.stream = None  # type: ignore[assignment]  # as FileHandler.close does (typeshed: never None)
         # Truncated, not replaced: every process appends (O_APPEND), so each one's next line lands at
         # the new end without reopening.
         os.truncate(self.baseFilename, 0)

@@ -5,7 +5,7 @@ The engine calls the ``record_*`` functions below; everything else about exporti
 here too, so that the money code only ever says *what happened*.
 
 Metric names are a contract with ``deploy/prometheus/alerts.yml`` and the Grafana dashboard
-(``bankcore/tests/test_ops_configs.py`` checks that every name they use is exported).
+(``bankcore/tests/deploy/test_configs.py`` checks that every name they use is exported).
 
 Two kinds of metric:
 
@@ -27,12 +27,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger(__name__)
 
@@ -266,15 +269,15 @@ def exposition(*, state: bool = True) -> bytes:
         MultiProcessCollector(registry)
         for attempt in range(3):
             try:
-                return generate_latest(_Merged(registry, *extra))  # type: ignore[arg-type]
+                return generate_latest(_Merged(registry, *extra))
             except FileNotFoundError:  # a dead worker's file removed between glob and read
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
-    return generate_latest(_Merged(REGISTRY, *extra))  # type: ignore[arg-type]
+    return generate_latest(_Merged(REGISTRY, *extra))
 
 
-def metrics_view(request):  # type: ignore[no-untyped-def]
+def metrics_view(request: HttpRequest) -> HttpResponse:
     """``GET /metrics``: for a client in ``METRICS_ALLOWED_NETWORKS`` (loopback by default; the
     compose network in docker-compose.yml) or one with ``Authorization: Bearer <METRICS_TOKEN>``;
     a 404 for anyone else. The app guards it itself: nginx refusing it too is a second line, not

@@ -11,6 +11,7 @@ The policy names tables, not models: it is the deployment's, and the ground floo
 from __future__ import annotations
 
 from django.db import DatabaseError, connections
+from django.db.backends.utils import CursorWrapper
 
 FULL = ("SELECT", "INSERT", "UPDATE", "DELETE")
 # Every table the application writes in a narrower way than full DML; any other (Django's own
@@ -68,7 +69,7 @@ def app_privileges_grant(*, using: str, user: str, host: str = "%") -> list[str]
     return grants
 
 
-def _revoke(cursor, statement: str, params: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _revoke(cursor: CursorWrapper, statement: str, params: list[str]) -> None:
     try:
         cursor.execute(statement, params)
     except DatabaseError as exc:

@@ -354,11 +354,11 @@ def main() -> None:
                     f"| {c.get('ms_per_transfer', 0):.1f} | {c.get('servers_ms_per_transfer', 0):.1f} | {clients} |"
                 )
 
-        def ratio(measured: dict, top: str, bottom: str) -> float:  # type: ignore[type-arg]
+        def ratio(measured: dict[str, Any], top: str, bottom: str) -> float:
             below = measured[bottom][0][0]
             return measured[top][0][0] / below if below else float("nan")
 
-        def latency(measured: dict, name: str) -> str:  # type: ignore[type-arg]
+        def latency(measured: dict[str, Any], name: str) -> str:
             if name not in measured:
                 return ""
             return f"; {name} p50 {measured[name][0][1]:.1f} ms, p99 {measured[name][0][2]:.1f} ms"

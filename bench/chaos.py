@@ -238,7 +238,7 @@ def main() -> None:
         reconciled = subprocess.run(
             [sys.executable, "manage.py", "reconcile", "--no-progress"], cwd=ROOT, capture_output=True, text=True
         )
-        kinds = defaultdict(int)
+        kinds: defaultdict[str, int] = defaultdict(int)
         for fault in faults:
             kinds[fault.name] += 1
         print()

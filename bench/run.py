@@ -29,10 +29,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -151,7 +152,13 @@ def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
                     Entry(account=account, amount=OPENING, balance_after=OPENING, kind="deposit", transfer_id=opening)
                 )
                 entries.append(
-                    Entry(account=cash, amount=-OPENING, balance_after=0, kind="deposit", transfer_id=opening)
+                    Entry(
+                        account=cash,
+                        amount=-OPENING,
+                        balance_after=Decimal("0.00"),
+                        kind="deposit",
+                        transfer_id=opening,
+                    )
                 )
             Transfer.objects.bulk_create(deposits, batch_size=2000)
             Entry.objects.using(ledger).bulk_create(entries, batch_size=2000)
@@ -265,10 +272,10 @@ def _raw_worker(
     connections = [
         MySQLdb.connect(
             host="127.0.0.1",
-            port=s["port"],  # type: ignore[arg-type]
+            port=s["port"],
             user="root",
             passwd="",
-            db=s["db"],  # type: ignore[arg-type]
+            db=s["db"],
             autocommit=batched,
             client_flag=CLIENT.MULTI_STATEMENTS if batched else 0,
         )
@@ -399,7 +406,9 @@ def _arrivals(seed: int, seconds: float) -> Iterator[float | None]:
         due += rng.expovariate(RATE_PER_WORKER)
 
 
-def _measure(pool_size: int, worker, make_args) -> tuple[float, float, float, int]:  # type: ignore[no-untyped-def]
+def _measure(
+    pool_size: int, worker: Callable[..., list[float]], make_args: Callable[..., tuple[Any, ...]]
+) -> tuple[float, float, float, int]:
     """Run ``worker(make_args(i))`` in ``pool_size`` processes over one window; transfers/s over
     that window, p50 and p99 in ms, count. The workers' seconds come in their arguments."""
     global _START_AT

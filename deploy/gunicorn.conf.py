@@ -21,11 +21,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from gunicorn import glogging
 
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.config import Config
+    from gunicorn.workers.base import Worker
 
-def _project_module(relative_path: str, name: str):  # type: ignore[no-untyped-def]
+
+def _project_module(relative_path: str, name: str) -> ModuleType:
     """A module of the project loaded from its file: importing the ``bankcore`` package would
     load the Celery app into the master and set a default DJANGO_SETTINGS_MODULE before wsgi.py
     sets the production one."""
@@ -116,7 +123,7 @@ class JsonSafeAtoms(glogging.SafeAtoms):
     # may carry account numbers; they keep their last 4 digits, as in the audit file.
     MASKED = frozenset({"U", "q", "r", "f"})
 
-    def __init__(self, atoms: dict) -> None:  # type: ignore[type-arg]
+    def __init__(self, atoms: dict[str, Any]) -> None:
         # Kept as they are; __getitem__ escapes (and masks) only what the format reads, a dozen of
         # the atoms and request and response headers gunicorn hands over.
         dict.__init__(self, atoms)
@@ -146,7 +153,7 @@ class JsonAccessLogger(glogging.Logger):
 
     atoms_wrapper_class = JsonSafeAtoms
 
-    def setup(self, cfg):  # type: ignore[no-untyped-def]
+    def setup(self, cfg: Config) -> None:
         super().setup(cfg)
         formatter = _json_formatter()
         for handler in self.error_log.handlers:
@@ -159,14 +166,14 @@ logger_class = JsonAccessLogger
 # --- Prometheus multiprocess mode (only when PROMETHEUS_MULTIPROC_DIR is set) --------------------
 # With several workers each process has its own counters; prometheus_client's multiprocess mode
 # (which the /metrics view of bankcore.metrics reads) aggregates them through files in this dir.
-def on_starting(server):  # type: ignore[no-untyped-def]
+def on_starting(server: Arbiter) -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         shutil.rmtree(directory, ignore_errors=True)  # stale files from a previous master
         os.makedirs(directory, exist_ok=True)
 
 
-def child_exit(server, worker):  # type: ignore[no-untyped-def]
+def child_exit(server: Arbiter, worker: Worker) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         try:
             from prometheus_client import multiprocess

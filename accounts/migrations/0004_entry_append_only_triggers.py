@@ -9,6 +9,8 @@ without SUPER may create triggers only with ``log_bin_trust_function_creators=1`
 """
 
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 TABLE = "accounts_entry"
 NO_UPDATE = "accounts_entry_no_update"
@@ -31,12 +33,12 @@ def _statements(vendor: str) -> list[str]:
     raise NotImplementedError(f"append-only triggers for {vendor} are not written (bankcore runs on MySQL/MariaDB and SQLite)")
 
 
-def triggers_create(apps, schema_editor):  # type: ignore[no-untyped-def]
+def triggers_create(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     for statement in _statements(schema_editor.connection.vendor):
         schema_editor.execute(statement, params=None)
 
 
-def triggers_drop(apps, schema_editor):  # type: ignore[no-untyped-def]
+def triggers_drop(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     for name in (NO_UPDATE, NO_DELETE):
         schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}", params=None)
 

@@ -27,7 +27,7 @@ from accounts.services import (
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.money import InvalidAmount, InvalidCurrency
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, number_of, world_snapshot
 from transfers.errors import AmountAboveMaximum, IdempotencyKeyReused, InsufficientFunds, InvalidIdempotencyKey
 from transfers.models import Transfer
 from transfers.services import account_open_with_deposit, transfer_cash_movement
@@ -67,7 +67,7 @@ def test_open_account_in_every_ledger(actor, ledgers):
         account = account_open(actor=actor, ledger=ledger, holder="  Li   Wei ")
         assert account.holder == "Li Wei"
         assert account.ledger == ledger
-        assert account_get(number=account.number).pk == account.pk
+        assert account_get(number=number_of(account)).pk == account.pk
         assert (account.posted, account.pending_debits, account.pending_credits) == (0, 0, 0)
         assert account.currency == "CNY" and account.status == Account.Status.ACTIVE
         assert AuditEvent.objects.filter(action="account.opened", object_id=account.number).exists()
@@ -155,7 +155,7 @@ def test_open_with_a_key_that_opened_another_account_is_refused(actor, changed):
     before = untouched(first)
     with pytest.raises(IdempotencyKeyReused) as raised:
         account_open(actor=actor, **{"ledger": "db2", "holder": "Li Wei", **changed}, idempotency_key="o-2")
-    assert raised.value.code == "idempotency_key_reused" and first.number in raised.value.detail
+    assert raised.value.code == "idempotency_key_reused" and number_of(first) in raised.value.detail
     assert untouched(first) == before
 
 
@@ -176,7 +176,7 @@ def test_open_refuses_a_malformed_key_and_opens_nothing(actor, key):
 
 @pytest.mark.slow
 def test_one_key_raced_by_eight_workers_opens_one_account(actor):
-    from transfers.tests.test_concurrency import run_threads
+    from bankcore.testing.concurrency import run_threads
 
     numbers: list[str] = []
 
@@ -355,10 +355,11 @@ def test_account_services_refuse_an_unknown_account(actor, make_account, ledgers
 def test_internal_cash_account_cannot_be_frozen_or_closed(actor, make_account):
     make_account("db1", "1.00")
     cash = cash_account_get(ledger="db1", currency="CNY")
+    assert cash is not None
     before = untouched(cash)
     for change in (account_freeze, account_unfreeze, account_close):
         with pytest.raises(InternalAccount) as raised:
-            change(actor=actor, number=cash.number)
+            change(actor=actor, number=number_of(cash))
         assert raised.value.code == "internal_account"
     assert untouched(cash) == before
 

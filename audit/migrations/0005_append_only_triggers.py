@@ -11,6 +11,8 @@ change it unseen.
 """
 
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 TABLE = "audit_auditevent"
 # Everything the sealer must leave as it is.
@@ -64,12 +66,12 @@ def _statements(vendor: str) -> list[str]:
     raise NotImplementedError(f"append-only triggers for {vendor} are not written (bankcore runs on MySQL/MariaDB and SQLite)")
 
 
-def triggers_create(apps, schema_editor):  # type: ignore[no-untyped-def]
+def triggers_create(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     for statement in _statements(schema_editor.connection.vendor):
         schema_editor.execute(statement, params=None)
 
 
-def triggers_drop(apps, schema_editor):  # type: ignore[no-untyped-def]
+def triggers_drop(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     for name in (NO_DELETE, SEAL_ONLY):
         schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}", params=None)
 

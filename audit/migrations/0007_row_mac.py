@@ -8,6 +8,8 @@ MySQL 8.0 and MariaDB 10.11 share one syntax (see migration 0005 for the privile
 """
 
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 TABLE = "audit_auditevent"
 SEAL_ONLY = "audit_auditevent_seal_only"
@@ -71,7 +73,7 @@ def _no_delete(vendor: str) -> str:
     return f"CREATE TRIGGER {NO_DELETE} BEFORE DELETE ON {TABLE} BEGIN SELECT RAISE(ABORT, '{DELETE_REFUSED}'); END"
 
 
-def _triggers_write(schema_editor, columns: tuple[str, ...], *, refusal: bool) -> None:  # type: ignore[no-untyped-def]
+def _triggers_write(schema_editor: BaseDatabaseSchemaEditor, columns: tuple[str, ...], *, refusal: bool) -> None:
     vendor = schema_editor.connection.vendor
     for name in (SEAL_ONLY, NO_DELETE):
         schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}", params=None)
@@ -79,11 +81,11 @@ def _triggers_write(schema_editor, columns: tuple[str, ...], *, refusal: bool) -
     schema_editor.execute(_no_delete(vendor), params=None)
 
 
-def trigger_replace(apps, schema_editor):  # type: ignore[no-untyped-def]
+def trigger_replace(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     _triggers_write(schema_editor, CONTENT_COLUMNS, refusal=True)
 
 
-def trigger_restore(apps, schema_editor):  # type: ignore[no-untyped-def]
+def trigger_restore(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     _triggers_write(schema_editor, OLD_CONTENT_COLUMNS, refusal=False)
 
 

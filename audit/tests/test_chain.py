@@ -26,7 +26,7 @@ from audit.chain import (
     key_fingerprint,
 )
 from audit.models import AuditChainHead, AuditEvent
-from conftest import run_manage
+from bankcore.testing.processes import run_manage
 from transfers.services import transfer_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -127,6 +127,7 @@ def test_a_direct_database_edit_is_found_at_its_row(actor, make_account, make_st
         make_account("db1", f"{n + 1}00.00")
     audit_chain_seal()
     victim = AuditEvent.objects.order_by("seq")[3]
+    assert victim.seq is not None
     later = AuditEvent.objects.order_by("seq")[5]
     assert run_manage("verify_audit_chain").returncode == 0
 
@@ -180,6 +181,7 @@ def test_a_row_rewritten_and_rehashed_without_the_key_is_found(actor, make_accou
         make_account("db1", f"{n + 1}00.00")
     audit_chain_seal()
     victim = AuditEvent.objects.order_by("seq")[2]
+    assert victim.seq is not None
     assert audit_chain_verify().ok
 
     # given someone who changes a row and recomputes the chain from it with a key of their own
@@ -357,6 +359,7 @@ def test_a_leaked_retired_key_forges_neither_new_rows_nor_the_head(actor, make_a
 
     # given a row the new key sealed, changed and rechained by someone holding the retired key
     victim = AuditEvent.objects.get(seq=first + 1)
+    assert victim.seq is not None
     _table_update("UPDATE {table} SET actor_name = %s WHERE id = %s", ["somebody-else", victim.pk])
     _rechain(victim.seq, key=old_key.encode())
     report = audit_chain_verify()
@@ -449,7 +452,7 @@ def test_the_recovery_loop_seals_without_anyone_running_a_command(actor, make_ac
     import sys
     import time
 
-    from conftest import subprocess_env
+    from bankcore.testing.processes import subprocess_env
 
     make_account("db1", "10.00")
     loop = subprocess.Popen(

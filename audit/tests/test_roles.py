@@ -12,7 +12,8 @@ from django.urls import reverse
 from audit.roles import ROLES
 from bankcore.actors import Actor, Channel
 from bankcore.testing.backoffice import post_reviewed
-from conftest import api_client_for, api_user, world_snapshot
+from bankcore.testing.books import world_snapshot
+from bankcore.testing.personas import api_client_for, api_user
 from transfers.approvals import approval_request
 from transfers.models import Approval
 from transfers.services import transfer_cash_movement, transfer_create

@@ -30,6 +30,7 @@ before a batch that carries a COMMIT is sent on it (whose failure would be an un
 """
 
 import time
+from typing import Any
 
 import MySQLdb
 from django.db.backends.mysql import base
@@ -97,12 +98,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """The server answered a round trip the raw path sent (``bankcore.db._send``)."""
         self._used_at = time.monotonic()
 
-    def get_connection_params(self):  # type: ignore[no-untyped-def]
+    def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
         params["client_flag"] = params.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
         return params
 
-    def create_cursor(self, name=None):  # type: ignore[no-untyped-def]
+    def create_cursor(self, name: str | None = None) -> CursorWrapper:
         # Called for every cursor after the health check (not by ensure_connection, which
         # Django's own request-boundary check calls too).
         self._used_at = time.monotonic()

@@ -5,10 +5,12 @@ strict readers in ``bankcore.env`` (see ``.env.example``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import (
+    MySQLServer,
     env_bool,
     env_decimal,
     env_int,
@@ -122,7 +124,7 @@ MYSQL_LOCK_WAIT_TIMEOUT = env_int("MYSQL_LOCK_WAIT_TIMEOUT", 5, minimum=1)
 LEDGER_PREFIX = "db"
 
 
-def _mysql_database(server, prefix: str) -> dict:  # type: ignore[no-untyped-def]
+def _mysql_database(server: MySQLServer, prefix: str) -> dict[str, Any]:
     # TLS to the server, when DB_SSL_… / {prefix}_SSL_… ask for it (docs/operations.md "TLS inside").
     tls = mysql_tls_options(prefix)
     return {
@@ -151,7 +153,7 @@ def _mysql_database(server, prefix: str) -> dict:  # type: ignore[no-untyped-def
     }
 
 
-def _sqlite_database(path: Path) -> dict:  # type: ignore[type-arg]
+def _sqlite_database(path: Path) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
@@ -160,7 +162,7 @@ def _sqlite_database(path: Path) -> dict:  # type: ignore[type-arg]
     }
 
 
-DATABASES: dict = {}  # type: ignore[type-arg]
+DATABASES: dict[str, dict[str, Any]] = {}
 LEDGERS: dict[str, str] = {}  # alias -> two-digit ledger code carried in account numbers
 
 if env_optional("DB1_HOST"):

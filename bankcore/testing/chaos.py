@@ -1,4 +1,4 @@
-"""Chaos for the self-healing proofs (``transfers/tests/test_chaos.py``, ``bench/chaos.py``).
+"""Chaos for the self-healing proofs (``transfers/tests/system/test_chaos.py``, ``bench/chaos.py``).
 
 Partner clients keep posting cross-ledger transfers through the HTTP API, each request under an
 ``Idempotency-Key`` of its own, retried under that same key after a 5xx or no answer at all, as a
@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -94,7 +94,7 @@ class PartnerLoad:
         *,
         url: str,
         token: Callable[[], str],
-        accounts: dict[str, Sequence[str]],
+        accounts: Mapping[str, Sequence[str]],
         clients: int = 4,
         rate: float = 0.0,
         amounts: tuple[int, int] = (100, 10_000),

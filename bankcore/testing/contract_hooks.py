@@ -1,4 +1,4 @@
-"""schemathesis hooks for the API contract test (``bankcore/tests/test_api_contract.py``), loaded by
+"""schemathesis hooks for the API contract test (``bankcore/tests/system/test_api_contract.py``), loaded by
 the schemathesis CLI through its config's ``hooks``.
 
 The schema names two custom string formats whose rule no JSON Schema keyword can state; these

@@ -1,7 +1,7 @@
 """The production configs (deploy/) run natively, for tests: nginx with a self-signed certificate,
 gunicorn, Celery worker and beat, Prometheus, each on loopback with free ports and temp
-directories. Used by ``bankcore/tests/test_ops_configs.py`` (``nginx -t``) and
-``bankcore/tests/test_ops_native_stack.py`` (the whole stack)."""
+directories. Used by ``bankcore/tests/deploy/test_configs.py`` (``nginx -t``) and
+``bankcore/tests/deploy/test_native_stack.py`` (the whole stack)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from typing import IO, Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from bankcore.testing.paths import ROOT
+
 DEPLOY = ROOT / "deploy"
 
 

@@ -11,21 +11,32 @@ import signal
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
 from bankcore.testing.servers import MariaDBServer, RedisServer, remove_tree
 
 LEDGER_DATABASES = {1: "bank_source", 2: "bank_dest"}
-STARTED: dict[str, object] = {}
+
+
+class Started(TypedDict, total=False):
+    """What this run started: its directory, a server per ledger, and Redis."""
+
+    base: Path
+    ledgers: list[MariaDBServer]
+    redis: RedisServer
+
+
+STARTED: Started = {}
 
 
 def ledger_servers() -> list[MariaDBServer]:
-    return list(STARTED.get("ledgers", []))  # type: ignore[call-overload]
+    return list(STARTED.get("ledgers", []))
 
 
 def redis_server() -> RedisServer | None:
-    return STARTED.get("redis")  # type: ignore[return-value]
+    return STARTED.get("redis")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -42,7 +53,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     with ThreadPoolExecutor(max_workers=count + 1) as pool:
         for future in [pool.submit(server.start) for server in servers] + [pool.submit(redis.start)]:
             future.result()
-    STARTED.update(base=base, ledgers=servers, redis=redis)
+    STARTED.update(Started(base=base, ledgers=servers, redis=redis))
     for n, server in enumerate(servers, start=1):
         os.environ.update(server.env(f"DB{n}", LEDGER_DATABASES.get(n, f"bank_ledger{n}")))
     os.environ.update(REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis.port), BANKCORE_VAR_DIR=str(base / "var"))

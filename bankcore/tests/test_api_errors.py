@@ -4,6 +4,7 @@ view's own logic (unknown paths, a ledger down), and the OpenAPI schema and docs
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -12,20 +13,13 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
-from conftest import api_client_for, balances
+from bankcore.testing.books import balances
+from bankcore.testing.personas import api_client_for, rates
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 PROBLEM = "application/problem+json"
 TOKEN = "/api/v1/auth/token/"
-
-
-def rates(**rates: str):  # type: ignore[no-untyped-def]
-    from django.conf import settings
-
-    rest: dict[str, Any] = dict(settings.REST_FRAMEWORK)
-    rest["DEFAULT_THROTTLE_RATES"] = {**rest["DEFAULT_THROTTLE_RATES"], **rates}
-    return override_settings(REST_FRAMEWORK=rest)
 
 
 def test_token_pair_then_refresh_then_use(api_world):
@@ -96,6 +90,7 @@ def test_an_over_long_username_is_refused_before_any_lookup(api_world):
     from django.contrib.auth.models import User
 
     longest = User._meta.get_field("username").max_length
+    assert longest is not None
     anon = api_client_for(None)
     response = anon.post(TOKEN, {"username": "a" * (longest + 1), "password": "x"}, format="json")
     assert response.status_code == 400 and response["Content-Type"] == PROBLEM
@@ -611,7 +606,12 @@ def test_a_content_type_django_cannot_parse_is_a_problem_from_the_servers_handle
         "REMOTE_ADDR": "127.0.0.1",
     }
     started: list[str] = []
-    answer = b"".join(application(environ, lambda status, headers, *_: started.append(status) or (lambda _: None)))
+
+    def start_response(status: str, headers: object, *_: object) -> Callable[[bytes], None]:
+        started.append(status)
+        return lambda _: None
+
+    answer = b"".join(application(environ, start_response))
     assert started[0].startswith(str(status)), (started, answer[:300])
     problem = json.loads(answer)
     assert (problem["status"], problem["code"]) == (status, code), problem

@@ -153,11 +153,16 @@ def test_the_health_check_pings_only_a_connection_idle_for_a_while(monkeypatch):
 
     connection = connections[LEDGER]
     _select_one(LEDGER)
-    assert connection.health_check_enabled
+    assert connection.health_check_enabled  # type: ignore[attr-defined]  # (not in django-stubs)
     monkeypatch.setattr(connection, "close_at", None)  # persistent, as CONN_MAX_AGE makes it
     pings: list[bool] = []
     usable = connection.is_usable
-    monkeypatch.setattr(connection, "is_usable", lambda: pings.append(usable()) or pings[-1])
+
+    def is_usable() -> bool:
+        pings.append(usable())
+        return pings[-1]
+
+    monkeypatch.setattr(connection, "is_usable", is_usable)
 
     _request_boundary(LEDGER)
     _select_one(LEDGER)

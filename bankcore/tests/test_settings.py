@@ -3,7 +3,6 @@
 import ast
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,11 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from bankcore.env import env_bool, env_decimal, env_int, env_str
+from bankcore.testing.deploy import gunicorn_config
 
 
 def test_readers_name_the_variable(monkeypatch):
+    """Given malformed values, when the strict readers read them, then each refusal names its variable."""
     monkeypatch.setenv("DB1_PORT", "abc")
     with pytest.raises(ImproperlyConfigured, match="DB1_PORT"):
         env_int("DB1_PORT", 3306)
@@ -31,10 +32,23 @@ def test_readers_name_the_variable(monkeypatch):
 
 
 def test_secret_from_file(monkeypatch, tmp_path):
+    """Given X_FILE naming a file, when X is read, then it is the file's content, stripped."""
     secret = tmp_path / "secret"
     secret.write_text("s3cr3t-from-a-file\n")
     monkeypatch.setenv("SECRET_KEY_FILE", str(secret))
     assert env_str("SECRET_KEY") == "s3cr3t-from-a-file"
+
+
+def test_a_variable_read_without_a_default_must_be_set(monkeypatch):
+    """Given no default, when the variable is unset or empty, then reading it names it; a default stands in."""
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.delenv("SECRET_KEY_FILE", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY must be set"):
+        env_str("SECRET_KEY")
+    monkeypatch.setenv("SECRET_KEY", "")
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY must be set"):
+        env_str("SECRET_KEY")
+    assert env_str("SECRET_KEY", "stand-in") == "stand-in"
 
 
 def _settings_import(settings_module: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -70,6 +84,7 @@ def test_production_refuses_default_short_or_shared_secrets(tmp_path):
 
 
 def test_malformed_port_stops_startup(tmp_path):
+    """Given DB1_PORT that is no number, when the settings load, then start-up stops naming it."""
     result = _settings_import(
         "bankcore.settings.development", DB1_HOST="db", DB1_PORT="abc", BANKCORE_VAR_DIR=str(tmp_path)
     )
@@ -77,6 +92,7 @@ def test_malformed_port_stops_startup(tmp_path):
 
 
 def test_ledgers_come_from_configuration(tmp_path):
+    """Given three servers or three SQLite files configured, when the settings load, then there are three ledgers."""
     three = {f"DB{n}_HOST": f"host{n}" for n in (1, 2, 3)}
     result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), **three)
     assert result.stdout.strip() == "['db1', 'db2', 'db3']", result.stderr
@@ -112,6 +128,7 @@ def test_ledger_variables_past_the_last_configured_ledger_stop_startup(tmp_path,
 
 
 def test_empty_ledger_variables_count_as_unset(tmp_path):
+    """Given ledger variables set to "", when the settings load, then they count as unset."""
     result = _settings_import(
         "bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DB1_HOST="h1", DB2_HOST="", DB2_PORT=""
     )
@@ -129,12 +146,9 @@ def test_a_malformed_default_currency_stops_startup(tmp_path, currency):
 
 
 def test_another_default_currency_is_accepted(tmp_path):
+    """Given DEFAULT_CURRENCY=USD, when the settings load, then start-up succeeds."""
     result = _settings_import("bankcore.settings.development", BANKCORE_VAR_DIR=str(tmp_path), DEFAULT_CURRENCY="USD")
     assert result.returncode == 0, result.stderr
-
-
-def _gunicorn_config() -> dict:  # type: ignore[type-arg]
-    return runpy.run_path(str(Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"))
 
 
 @pytest.mark.parametrize(
@@ -152,7 +166,7 @@ def test_gunicorn_config_refuses_a_malformed_value_naming_it(monkeypatch, env, n
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ImproperlyConfigured, match=f"^{name}="):
-        _gunicorn_config()
+        gunicorn_config()
 
 
 def test_gunicorn_config_reads_the_environment(monkeypatch, tmp_path):
@@ -163,7 +177,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GUNICORN_WORKERS_FILE", str(workers))
     monkeypatch.setenv("GUNICORN_THREADS", "8")
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    config = _gunicorn_config()
+    config = gunicorn_config()
     assert (config["bind"], config["workers"], config["threads"], config["loglevel"]) == (
         "127.0.0.1:9000",
         3,

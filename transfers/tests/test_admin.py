@@ -15,7 +15,8 @@ from audit.models import AuditEvent
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError
 from bankcore.testing.backoffice import post_reviewed
-from conftest import STAFF_PASSWORD, balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
+from bankcore.testing.personas import STAFF_PASSWORD
 from transfers.models import Approval, ReconciliationRun, Transfer
 from transfers.reconciliation import reconciliation_run
 from transfers.services import transfer_create

@@ -14,7 +14,7 @@ from django.urls import reverse
 from accounts.models import Account
 from backoffice.review import CONFIRMATION_MAX_AGE, CONFIRMATION_SALT
 from bankcore.testing.backoffice import post_form, post_reviewed
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.models import Transfer
 from transfers.services import transfer_create
 

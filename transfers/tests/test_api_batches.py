@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.models import Transfer, TransferBatch
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

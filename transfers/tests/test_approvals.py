@@ -10,7 +10,7 @@ from django.db import connections
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
-from conftest import balances, world_snapshot
+from bankcore.testing.books import balances, world_snapshot
 from transfers.approvals import (
     ApprovalNotAllowed,
     ApprovalNotPending,
@@ -80,6 +80,7 @@ def test_a_teller_transfer_above_the_threshold_waits_and_moves_nothing(people, m
         before["accounts"][1],
     ]
     assert after["entries"] == before["entries"] and after["transfers"] == before["transfers"] + 1
+    assert outcome.transfer_id is not None
     hold = Transfer.objects.get(pk=outcome.transfer_id)
     assert (hold.status, hold.created_by_id, hold.amount) == (Transfer.Status.PENDING, teller.pk, outcome.amount)
     event = AuditEvent.objects.get(action="approval.requested", object_id=str(outcome.pk))
@@ -138,6 +139,7 @@ def test_another_supervisor_approves_and_it_executes_as_the_maker(people, make_a
     approved = approval_approve(actor=as_actor(checker), approval_id=approval.pk)
 
     assert approved.status == Approval.Status.EXECUTED and approved.checker_id == checker.pk
+    assert approved.transfer_id is not None
     transfer = Transfer.objects.get(pk=approved.transfer_id)
     assert transfer.status == Transfer.Status.COMPLETED and transfer.created_by_id == teller.pk
     expected = {
@@ -209,6 +211,7 @@ def test_reject_needs_a_reason_and_moves_nothing(people, make_account):
         before["accounts"][1]
     ]
     assert after["entries"] == before["entries"] and after["transfers"] == before["transfers"]
+    assert rejected.transfer_id is not None
     hold = Transfer.objects.get(pk=rejected.transfer_id)
     assert (hold.status, hold.failure_code) == (Transfer.Status.ABORTED, "approval_rejected")
     with pytest.raises(ApprovalNotPending):
@@ -348,7 +351,7 @@ def test_a_superuser_in_a_role_acts_as_the_role(people, make_account):
 
 
 def test_who_needs_four_eyes(people, make_staff, settings):
-    from conftest import api_user
+    from bankcore.testing.personas import api_user
 
     settings.APPROVAL_THRESHOLD = Decimal("100.00")
     settings.SOLO_LIMIT = Decimal("500.00")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.partners import staff_create
 from audit.roles import ROLES
@@ -21,7 +22,7 @@ from bankcore.errors import ApplicationError
 class Command(BaseCommand):
     help = "Create a staff user in a role: create_staff USER --role teller|supervisor|auditor."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
         parser.add_argument("--role", required=True, choices=sorted(ROLES))
         parser.add_argument("--email", default="")
@@ -30,7 +31,7 @@ class Command(BaseCommand):
             help="read the password from the first line of this file (else it is asked twice on the terminal)",
         )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         password = self._password(options["password_file"])
         try:
             user = staff_create(

@@ -4,6 +4,8 @@ With ``DB_MIGRATE_USER`` set, the migrations run as that user (the migrator: DDL
 not as the application's, and each database's tables are then granted to the application's user
 (its ``DB…_USER``) with exactly the DML it needs (``bankcore.privileges``)."""
 
+from typing import Any
+
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
@@ -18,7 +20,7 @@ class Command(BaseCommand):
         "with DB_MIGRATE_USER, as that user, then grant the application's user its privileges."
     )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         verbosity = options["verbosity"]
         aliases = ["default", *settings.LEDGERS]
         app_users = {alias: connections[alias].settings_dict.get("USER", "") for alias in aliases}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.partners import partner_create, partner_link, partner_link_check
 from bankcore.actors import Actor, Channel
@@ -12,11 +14,11 @@ from bankcore.errors import ApplicationError
 class Command(BaseCommand):
     help = "Create a partner (a Partner API client): partner_create NAME [--link ACCOUNT ...]."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--link", nargs="+", default=[], metavar="ACCOUNT", help="accounts to link at once")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system(Channel.COMMAND, "partner_create")
         try:
             if options["link"]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.partners import partner_set_active
 from bankcore.actors import Actor, Channel
@@ -12,11 +14,11 @@ from bankcore.errors import ApplicationError
 class Command(BaseCommand):
     help = "Deactivate a partner: partner_deactivate NAME [--activate]."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--activate", action="store_true", help="reactivate instead")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         active = options["activate"]
         try:
             changed = partner_set_active(

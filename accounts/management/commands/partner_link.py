@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.partners import partner_link, partner_unlink
 from bankcore.actors import Actor, Channel
@@ -12,12 +14,12 @@ from bankcore.errors import ApplicationError
 class Command(BaseCommand):
     help = "Let a partner see and debit accounts: partner_link NAME ACCOUNT [ACCOUNT ...] [--remove]."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("accounts", nargs="+", metavar="ACCOUNT")
         parser.add_argument("--remove", action="store_true", help="remove these links instead")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system(Channel.COMMAND, "partner_link")
         try:
             if options["remove"]:

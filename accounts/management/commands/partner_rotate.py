@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.partners import partner_rotate_password
 from bankcore.actors import Actor, Channel
@@ -12,10 +14,10 @@ from bankcore.errors import ApplicationError
 class Command(BaseCommand):
     help = "Rotate a partner's API password: partner_rotate NAME."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         try:
             credential = partner_rotate_password(
                 actor=Actor.system(Channel.COMMAND, "partner_rotate"), username=options["name"]

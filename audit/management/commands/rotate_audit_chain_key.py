@@ -3,7 +3,9 @@ key in AUDIT_CHAIN_RETIRED_KEYS: verify the whole chain with the keys that seale
 holds, hand it over to the new key from the next row on (no row is rewritten). Refused, with the
 first broken link and exit status 1, when it does not hold; sealing stays stopped until it does."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.chain import AuditChainError, audit_chain_rotate_key
 
@@ -14,10 +16,10 @@ class Command(BaseCommand):
         "after verifying it (once per rotation)."
     )
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--chunk-size", type=int, default=2000)
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         def progress(done: int, total: int) -> None:
             self.stdout.write(f"  checked {done}/{total}…")
 

@@ -1,5 +1,7 @@
 """Make the role groups say exactly what ``audit.roles`` says (after a change there)."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from audit.roles import ROLES, roles_sync
@@ -8,6 +10,6 @@ from audit.roles import ROLES, roles_sync
 class Command(BaseCommand):
     help = "Create or update the teller, supervisor and auditor groups and their permissions."
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         roles_sync()
         self.stdout.write(self.style.SUCCESS(f"Roles in sync: {', '.join(ROLES)}."))

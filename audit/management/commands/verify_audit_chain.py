@@ -3,7 +3,9 @@ MAC, and record the outcome (read by /metrics). Exit status 0 when the chain hol
 first broken link, or the rows the application did not write, when it does not. Seals nothing
 unless asked (``--seal``): sealing runs on its own schedule (Celery beat, the recovery loop)."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.chain import audit_chain_check
 
@@ -11,11 +13,11 @@ from audit.chain import audit_chain_check
 class Command(BaseCommand):
     help = "Verify the audit hash chain and every row's MAC; report the first broken link (non-zero exit when broken)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--seal", action="store_true", help="seal the rows written since the last seal first")
         parser.add_argument("--chunk-size", type=int, default=2000)
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         def progress(done: int, total: int) -> None:
             self.stdout.write(f"  checked {done}/{total}…")
 

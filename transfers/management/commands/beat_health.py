@@ -8,8 +8,9 @@ message says how old the last heartbeat is.
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bankcore.heartbeat import beat_heartbeat_last
 
@@ -17,10 +18,10 @@ from bankcore.heartbeat import beat_heartbeat_last
 class Command(BaseCommand):
     help = "Check that Celery beat's heartbeat ran within --max-age seconds (exit status 1 if not)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--max-age", type=int, default=180, help="seconds (default 180)")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         last = beat_heartbeat_last()
         if last is None:
             raise CommandError("no beat heartbeat recorded yet (beat never ran one, or Redis is unreachable)")

@@ -4,8 +4,9 @@ server did not answer (what could be read is still checked and listed)."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from bankcore.actors import Actor, Channel
 from transfers.reconciliation import AUDIT_PHASE, ENTRIES_PHASE, reconciliation_run
@@ -18,10 +19,10 @@ class Command(BaseCommand):
         "transfer, every customer account's state explained by the audit trail."
     )
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         show = not options["no_progress"]
 
         def progress(ledger: str, done: int, total: int) -> None:

@@ -8,8 +8,9 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError
 
 from audit.chain import AuditChainError, audit_chain_seal
@@ -39,7 +40,7 @@ DAY = 86400.0
 class Command(BaseCommand):
     help = "Finish committed transfers, void timed-out ones and orphan legs. Safe to run beside other workers."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--loop",
             action="store_true",
@@ -53,7 +54,7 @@ class Command(BaseCommand):
             help="seconds a committed transfer is left to its own coordinator (0 to 86400)",
         )
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         actor = Actor.system(Channel.COMMAND, "recover_transfers")
         stopping = False
 

@@ -4,11 +4,12 @@ books the opening deposit of a demo account an interrupted run opened but did no
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandError
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Exists, OuterRef
 
 from accounts.models import Account, Entry, PartnerAccountLink
@@ -29,11 +30,11 @@ HOLDERS = ("Li Wei", "Wang Fang", "Zhang Min", "Liu Yang", "Chen Jing", "Yang Le
 class Command(BaseCommand):
     help = "Create funded demo accounts in every ledger and the demo users (teller, supervisor, auditor, demo-partner)."
 
-    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--accounts-per-ledger", type=int, default=4)
         parser.add_argument("--opening-balance", default="10000.00")
 
-    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         per_ledger = options["accounts_per_ledger"]
         if per_ledger < 0 or per_ledger > 100_000:
             raise CommandError("--accounts-per-ledger must be between 0 and 100000")
@@ -84,7 +85,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {funded} demo accounts left unfunded by an interrupted run funded")
         self.stdout.write(self.style.SUCCESS(f"Demo data ready: {created} new accounts ({per_ledger} per ledger)."))
 
-    def _users(self):  # type: ignore[no-untyped-def]
+    def _users(self) -> dict[str, User]:
         User = get_user_model()
         password = env_optional("DEMO_PASSWORD")
         generated = password is None
