@@ -1,5 +1,6 @@
-"""Transfers in batches (``transfers.batch``), on real ledgers: each item keeps every guarantee of
-a transfer made alone, refusals are per item, and a linked chain happens wholly or not at all."""
+"""The batched engine (``transfers.engine.batch``), on real ledgers: each item keeps every guarantee
+of a transfer made alone, refusals are per item, a linked chain happens wholly or not at all, and a
+batch killed between any two of its steps is settled by recovery."""
 
 from __future__ import annotations
 
@@ -17,20 +18,12 @@ from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
 from bankcore.testing.books import NOTHING_HELD, balances, held, world_snapshot
 from bankcore.testing.crashes import BATCH_FAULTS, CHAIN_FAULTS
-from transfers.batch import BatchTooLarge, transfer_batch_submit
-from transfers.errors import IdempotencyKeyReused
-from transfers.models import Transfer, TransferBatch
-from transfers.services import BatchItem, BatchOutcome, transfers_create_batch
+from transfers.models import Transfer
+from transfers.services import BatchItem, transfers_create_batch
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 Status = Transfer.Status
-
-
-def made(outcome: BatchOutcome) -> Transfer:
-    """The transfer an outcome carries (every outcome these tests read was accepted)."""
-    assert outcome.transfer is not None
-    return outcome.transfer
 
 
 def item(source, destination, amount: str, **fields) -> BatchItem:  # type: ignore[no-untyped-def]
@@ -52,7 +45,7 @@ def test_a_batch_across_ledgers_moves_every_item(actor, make_account):
     ]
     outcomes = transfers_create_batch(actor=actor, items=items)
     assert codes(outcomes) == [None] * 4
-    assert [made(o).status for o in outcomes] == [Status.COMPLETED] * 4
+    assert [o.transfer and o.transfer.status for o in outcomes] == [Status.COMPLETED] * 4
     assert balances(a1, b1, a2, b2) == [Decimal("495.00"), Decimal("516.50"), Decimal("490.00"), Decimal("498.50")]
     assert held(a1, b1, a2, b2) == [NOTHING_HELD] * 4
 
@@ -78,7 +71,7 @@ def test_refusals_are_per_item_and_move_nothing_for_them(actor, make_account):
         "invalid_amount",
         None,
     ]
-    assert [made(o).status if o.transfer else None for o in outcomes] == [
+    assert [o.transfer.status if o.transfer else None for o in outcomes] == [
         Status.COMPLETED,
         Status.ABORTED,
         Status.ABORTED,
@@ -111,7 +104,7 @@ def test_a_linked_chain_with_one_refusal_moves_nothing_of_the_chain(actor, make_
     before = balances(a1, a2, c1)
     outcomes = transfers_create_batch(actor=actor, items=items)
     assert codes(outcomes) == ["linked_transfer_failed", "linked_transfer_failed", "insufficient_funds", None]
-    assert [made(o).status for o in outcomes] == [Status.ABORTED] * 3 + [Status.COMPLETED]
+    assert [o.transfer and o.transfer.status for o in outcomes] == [Status.ABORTED] * 3 + [Status.COMPLETED]
     assert balances(a1, a2, c1) == [before[0] - 5, before[1] + 5, before[2]]
     assert held(a1, a2, c1) == [NOTHING_HELD] * 3
 
@@ -133,36 +126,8 @@ def test_each_item_replays_under_its_own_key(actor, make_account):
     again = transfers_create_batch(actor=actor, items=items)
     assert codes(again) == codes(first) == [None, "insufficient_funds"]
     assert [o.replayed for o in again] == [True, True]
-    assert [made(o).pk for o in again] == [made(o).pk for o in first]
+    assert [o.transfer and o.transfer.pk for o in again] == [o.transfer and o.transfer.pk for o in first]
     assert balances(a1, a2) == [Decimal("70.00"), Decimal("30.00")]
-
-
-def test_the_batch_record_is_idempotent(make_account):
-    actor = Actor.system(Channel.API, "batcher")
-    a1, a2 = make_account("db1", "100.00"), make_account("db2", "0.00")
-    items = [item(a1, a2, "30.00", idempotency_key="i1"), item(a1, a2, "20.00", idempotency_key="i2")]
-    batch, outcomes = transfer_batch_submit(actor=actor, items=items, idempotency_key="batch-1")
-    assert not batch.replayed and batch.item_count == 2 and batch.totals == {"": "50.00"}
-    assert list(batch.transfers.order_by("batch_position").values_list("pk", flat=True)) == [
-        made(o).pk for o in outcomes
-    ]
-    again, replayed = transfer_batch_submit(actor=actor, items=items, idempotency_key="batch-1")
-    assert again.pk == batch.pk and again.replayed and all(o.replayed for o in replayed)
-    snapshot = world_snapshot(a1, a2)
-    with pytest.raises(IdempotencyKeyReused):
-        transfer_batch_submit(actor=actor, items=items[:1], idempotency_key="batch-1")
-    assert world_snapshot(a1, a2) == snapshot
-    assert TransferBatch.objects.count() == 1
-    assert balances(a1, a2) == [Decimal("50.00"), Decimal("50.00")]
-
-
-def test_more_than_a_thousand_items_are_refused_and_nothing_moves(actor, make_account):
-    a1, a2 = make_account("db1", "100.00"), make_account("db2", "0.00")
-    snapshot = world_snapshot(a1, a2)
-    with pytest.raises(BatchTooLarge):
-        transfer_batch_submit(actor=actor, items=[item(a1, a2, "0.01")] * 1001, idempotency_key="big")
-    assert world_snapshot(a1, a2) == snapshot
-    assert TransferBatch.objects.count() == 0
 
 
 @pytest.mark.slow
@@ -309,7 +274,7 @@ def test_a_batch_killed_at_each_step_is_settled_by_recovery(actor, make_account,
         "after_batch_accept",
         "after_batch_prepare",
     )
-    assert [made(o).status for o in outcomes[:3]] == [Status.COMPLETED] * 3
+    assert [o.transfer and o.transfer.status for o in outcomes[:3]] == [Status.COMPLETED] * 3
     assert held(a1, b1, a2, c2) == [NOTHING_HELD] * 4
 
 

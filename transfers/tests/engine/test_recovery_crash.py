@@ -17,7 +17,6 @@ from accounts.models import Account
 from accounts.services import account_freeze
 from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from bankcore.testing.books import NOTHING_HELD, balances, held
-from bankcore.testing.crashes import CHAIN_FAULTS as BATCH_CHAIN_FAULTS
 from bankcore.testing.processes import subprocess_env
 from transfers.engine.legs import leg_prepare
 from transfers.models import Transfer, TransferLeg
@@ -93,7 +92,9 @@ HOME = [
 def test_every_fault_point_is_exercised():
     exercised = {f for f, _ in CROSS + LOCAL} | {f for *_, f, _ in HOME}
     exercised |= {"after_decide_abort", "after_tombstone", "after_account_insert"}
-    exercised |= set(BATCH_CHAIN_FAULTS)  # a batch killed at each of its steps: test_batch.py
+    # A batch killed at each of its steps: transfers/tests/engine/test_batch.py.
+    exercised |= {"after_batch_accept", "after_batch_prepare", "after_batch_decide", "after_batch_link"}
+    exercised |= {"after_batch_finish"}
     assert exercised == set(FAULT_POINTS)
 
 
