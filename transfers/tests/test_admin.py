@@ -163,6 +163,9 @@ def test_stuck_transfers_and_recovery(make_staff, make_account, make_stuck_trans
     assert [t.pk for t in page.context["stuck"]] == [transfer.pk]
     assert page.context["last_run"] == ReconciliationRun.objects.latest()
     assert b'id="run-recovery"' in page.content and b'id="last-reconciliation"' in page.content
+    # The engine's status in words, its code as the tooltip.
+    state = {"pending": "In progress — not yet decided", "committed": "Decided — finishing"}[transfer.status]
+    assert f'<span title="{transfer.status}">{state}</span>' in page.content.decode()
     teller_page = logged_in(make_staff("teller")).get(reverse("admin:transfers_transfer_stuck"))
     assert b'id="run-recovery"' not in teller_page.content and teller_page.context["last_run"] is None
 
