@@ -86,6 +86,12 @@ RECOVERY_WORDS = {
     "orphan_hold_released": "held amounts without a request released",
 }
 
+# A stuck transfer's engine status as a supervisor reads it (the code stays in its tooltip).
+STUCK_WORDS = {
+    Transfer.Status.PENDING: "In progress — not yet decided",
+    Transfer.Status.COMMITTED: "Decided — finishing",
+}
+
 
 class TransferStateFilter(admin.SimpleListFilter):
     """The list narrowed to a state in the words of its badges (``badge_of``), not the engine's

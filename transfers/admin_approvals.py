@@ -3,9 +3,12 @@ their decision one by one or several at once (``transfers.approvals`` does each)
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.db.models import Q, QuerySet
@@ -13,15 +16,26 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from accounts.admin import account_words
+from accounts.models import Account
 from accounts.selectors import accounts_by_number
 from backoffice.display import account_no, in_words, local_time, money, short_id
 from backoffice.forms import ReasonForm
 from backoffice.pages import admin_actor, may, person, require_perm, service_error
+from backoffice.review import Review, review_or_form
 from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
 from transfers.admin_batches import bulk_page
 from transfers.admin_rows import ReadOnlyAdmin
-from transfers.approvals import approval_approve, approval_execute, approval_reject, approval_withdraw, is_checker
+from transfers.approvals import (
+    approval_approve,
+    approval_execute,
+    approval_get,
+    approval_reason_clean,
+    approval_reject,
+    approval_withdraw,
+    is_checker,
+)
 from transfers.models import Approval, Transfer
 
 
@@ -163,46 +177,83 @@ class ApprovalAdmin(ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, context)
 
     def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Approve, reject or carry out one request: the button shows what the decision will do,
+        and only its confirmation (``backoffice.review``) carries it out."""
         require_perm(request, "transfers.approve_approval")
         back = HttpResponseRedirect(reverse("admin:transfers_approval_change", args=(unquote(object_id),)))
-        if request.method != "POST":
+        if request.method != "POST" or "edit" in request.POST:
             return back
+        form = DecisionForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose approve or reject.")
+            return back
+        decision = form.cleaned_data["decision"]
+        try:
+            approval = approval_get(approval_id=unquote(object_id))
+            if decision == "reject":
+                approval_reason_clean(form.cleaned_data["reason"])
+        except ApplicationError as error:
+            service_error(request, error)
+            return back
+        shown = review_or_form(
+            request,
+            form,
+            review=lambda: decision_review(approval, decision, form.cleaned_data["reason"]),
+            title=f"{DECISION_VERBS[decision]} request #{approval.pk}",
+            opts=self.model._meta,
+        )
+        if shown is not None:
+            return shown
         actor = admin_actor(request)
-        decision = request.POST.get("decision")
         try:
             if decision == "approve":
-                approval = approval_approve(actor=actor, approval_id=unquote(object_id))
+                approval = approval_approve(actor=actor, approval_id=approval.pk)
                 messages.success(
                     request,
                     f"Approved: {money(approval.amount, approval.currency)} moved "
                     f"(transfer {short_id(approval.transfer_id)}).",
                 )
             elif decision == "execute":
-                approval = approval_execute(actor=actor, approval_id=unquote(object_id))
+                approval = approval_execute(actor=actor, approval_id=approval.pk)
                 messages.success(request, f"Executed: transfer {short_id(approval.transfer_id)}.")
-            elif decision == "reject":
-                approval_reject(actor=actor, approval_id=unquote(object_id), reason=request.POST.get("reason", ""))
-                messages.success(request, "Rejected; nothing was moved and the amount held is released.")
             else:
-                messages.error(request, "Choose approve or reject.")
+                approval_reject(actor=actor, approval_id=approval.pk, reason=form.cleaned_data["reason"])
+                messages.success(request, "Rejected; nothing was moved and the amount held is released.")
         except ApplicationError as error:
             service_error(request, error)
         return back
 
     def bulk_view(self, request: HttpRequest) -> HttpResponse:
-        """Approve or reject the requests ticked in the queue, one by one; each one's outcome is
-        said (a request another supervisor decided meanwhile is refused, the others go on)."""
+        """Approve or reject the requests ticked in the queue, once the list and its totals are
+        confirmed; then one by one, each one's outcome said (a request another supervisor decided
+        meanwhile is refused, the others go on)."""
         require_perm(request, "transfers.approve_approval")
         back = HttpResponseRedirect(
             reverse("admin:transfers_approval_changelist") + f"?status__exact={Approval.Status.PENDING}"
         )
-        if request.method != "POST":
+        if request.method != "POST" or "edit" in request.POST:
             return back
-        ids = [pk for pk in request.POST.getlist("approval") if pk.isdigit()][:100]
-        decision, reason = request.POST.get("decision"), request.POST.get("reason", "")
-        if not ids or decision not in ("approve", "reject"):
+        form = BulkDecisionForm(request.POST)
+        if not form.is_valid():
             messages.error(request, "Tick the requests to decide, then approve or reject them.")
             return back
+        ids, decision, reason = (form.cleaned_data[name] for name in ("approval", "decision", "reason"))
+        if decision == "reject":
+            try:
+                approval_reason_clean(reason)
+            except ApplicationError as error:
+                service_error(request, error)
+                return back
+        verb = "Approve" if decision == "approve" else "Reject"
+        shown = review_or_form(
+            request,
+            form,
+            review=lambda: bulk_review(ids, decision, reason),
+            title=f"{verb} {len(ids)} request{'s' if len(ids) != 1 else ''}",
+            opts=self.model._meta,
+        )
+        if shown is not None:
+            return shown
         actor, done = admin_actor(request), []
         for pk in ids:
             try:
@@ -214,22 +265,156 @@ class ApprovalAdmin(ReadOnlyAdmin):
             except ApplicationError as error:
                 messages.error(request, f"Request #{pk}: {in_words(error.detail)} ({error.code})")
         if done:
-            verb = "Approved" if decision == "approve" else "Rejected"
-            messages.success(request, f"{verb}: {', '.join(done)}.")
+            messages.success(request, f"{'Approved' if decision == 'approve' else 'Rejected'}: {', '.join(done)}.")
         return back
 
     def withdraw_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """The maker takes back their own request; the amount held is released."""
+        """The maker takes back their own request, once confirmed; the amount held is released."""
         back = HttpResponseRedirect(reverse("admin:transfers_approval_change", args=(unquote(object_id),)))
-        if request.method != "POST":
+        if request.method != "POST" or "edit" in request.POST:
             return back
         try:
-            approval_withdraw(actor=admin_actor(request), approval_id=unquote(object_id))
+            approval = approval_get(approval_id=unquote(object_id))
+        except ApplicationError as error:
+            service_error(request, error)
+            return back
+        # Nothing to type: the confirmation is bound to the request's page, and to this user.
+        form = forms.Form(request.POST)
+        form.full_clean()
+        shown = review_or_form(
+            request,
+            form,
+            review=lambda: decision_review(approval, "withdraw"),
+            title=f"Withdraw request #{approval.pk}",
+            opts=self.model._meta,
+        )
+        if shown is not None:
+            return shown
+        try:
+            approval_withdraw(actor=admin_actor(request), approval_id=approval.pk)
         except ApplicationError as error:
             service_error(request, error)
         else:
             messages.success(request, "Request withdrawn; nothing was moved and the amount held is released.")
         return back
+
+
+class DecisionForm(forms.Form):
+    """A supervisor's decision on one request; its confirmation is bound to it and its reason."""
+
+    decision = forms.ChoiceField(choices=[("approve", "approve"), ("reject", "reject"), ("execute", "execute")])
+    # Judged by the service (``approval_reason_clean``), which says why a reason is none.
+    reason = forms.Field(required=False)
+
+    def clean_reason(self) -> str:
+        # Its spaces folded, as it is kept: the confirmation page's hidden copy and the textarea
+        # it came from (line breaks and all) then say the same.
+        return " ".join(str(self.cleaned_data["reason"] or "").split())
+
+
+class ApprovalIdsField(forms.Field):
+    """The requests ticked in the queue: their numbers, in order, at most a hundred."""
+
+    widget = hidden_widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: Any) -> list[str]:
+        return [str(pk) for pk in value or [] if str(pk).isdigit()][:100]
+
+
+class BulkDecisionForm(DecisionForm):
+    """Several requests approved or rejected at once (never carried out: each approval executes)."""
+
+    approval = ApprovalIdsField()
+    decision = forms.ChoiceField(choices=[("approve", "approve"), ("reject", "reject")])
+
+
+# How the confirmation page names each decision.
+DECISION_VERBS = {"approve": "Approve", "reject": "Reject", "execute": "Carry out", "withdraw": "Withdraw"}
+
+
+def decision_review(approval: Approval, decision: str, reason: str = "") -> Review:
+    """What confirming ``decision`` on ``approval`` does: the movement with its names, amount and
+    the balances it leaves, and what the approval page checked. What the service would refuse
+    (a request decided meanwhile, a frozen account) is said as a warning; the refusal comes from
+    the service when confirmed, as always."""
+    amount = money(approval.amount, approval.currency)
+    numbers = [n for n in (approval.source_account, approval.destination_account) if n]
+    found = accounts_by_number(numbers=numbers)
+    rows = [("Request", f"#{approval.pk}: {approval.get_kind_display().lower()} made by {person(approval.maker)}")]
+    for label, number in (("From", approval.source_account), ("To", approval.destination_account)):
+        if number:
+            rows.append((label, f"{account_words(number, found.get(number))} — {account_no(number)}"))
+    rows.append(("Amount", amount))
+    checks = approval_checks(approval)
+    warnings = [check.words for check in checks if not check.ok]
+    expected = Approval.Status.APPROVED if decision == "execute" else Approval.Status.PENDING
+    if approval.status != expected:
+        warnings.insert(0, f"This request is {approval.get_status_display().lower()}: it will be refused.")
+    if decision in ("approve", "execute"):
+        rows.extend(_balances_after(approval, found))
+        rows.extend(("Checked now", check.words) for check in checks if check.ok)
+        sides = [
+            f"{word} {account_words(n, found.get(n))}"
+            for word, n in (("from", approval.source_account), ("to", approval.destination_account))
+            if n
+        ]
+        headline = " ".join([f"Move {amount}", *sides])
+        note = "The money moves as soon as you confirm."
+    elif decision == "reject":
+        rows.append(("Reason", approval_reason_clean(reason)))
+        headline = f"Reject request #{approval.pk}: nothing moves"
+        note = "The request is closed and the amount held released as soon as you confirm."
+    else:
+        headline = f"Withdraw your request #{approval.pk}: nothing moves"
+        note = "The request is closed and the amount held released as soon as you confirm."
+    return Review(headline=headline, rows=rows, warnings=warnings, note=note)
+
+
+def _balances_after(approval: Approval, found: dict[str, Any]) -> list[tuple[str, str]]:
+    """The customers' balances once the request is carried out (a cash side's is the till's)."""
+    rows = []
+    for number, sign in ((approval.source_account, -1), (approval.destination_account, 1)):
+        account = found.get(number) if number else None
+        if account is not None and account.kind == Account.Kind.CUSTOMER:
+            after = account.posted + sign * approval.amount
+            rows.append((f"{account.holder}: balance after", money(after, account.currency)))
+    return rows
+
+
+def bulk_review(ids: list[str], decision: str, reason: str) -> Review:
+    """The requests ticked, each as its movement, with the total by currency and what will be
+    refused (a request decided meanwhile, or none by that number)."""
+    approvals = {str(a.pk): a for a in Approval.objects.filter(pk__in=ids).select_related("maker")}
+    found = accounts_by_number(
+        numbers=[n for a in approvals.values() for n in (a.source_account, a.destination_account) if n]
+    )
+    rows: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    totals: defaultdict[str, Decimal] = defaultdict(Decimal)
+    for pk in ids:
+        approval = approvals.get(pk)
+        if approval is None:
+            warnings.append(f"There is no request #{pk}: it will be refused.")
+            continue
+        sides = " → ".join(
+            account_words(n, found.get(n)) for n in (approval.source_account, approval.destination_account) if n
+        )
+        rows.append(
+            (f"#{pk}", f"{approval.get_kind_display()} of {money(approval.amount, approval.currency)}: {sides}")
+        )
+        if approval.status != Approval.Status.PENDING:
+            warnings.append(f"Request #{pk} is {approval.get_status_display().lower()}: it will be refused.")
+        else:
+            totals[approval.currency] += approval.amount
+    rows.extend(("Total", money(total, currency)) for currency, total in sorted(totals.items()))
+    count = f"{len(ids)} request{'s' if len(ids) != 1 else ''}"
+    if decision == "approve":
+        headline, note = f"Approve {count}: their money moves", "Each one moves as soon as you confirm."
+    else:
+        rows.append(("Reason", approval_reason_clean(reason)))
+        headline = f"Reject {count}: nothing moves"
+        note = "Each is closed and its amount held released as soon as you confirm."
+    return Review(headline=headline, rows=rows, warnings=warnings, note=note)
 
 
 @dataclass(frozen=True)

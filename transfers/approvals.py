@@ -388,6 +388,14 @@ def _approval_pk(approval_id: object) -> int:
         raise ApprovalNotFound(f"No approval {approval_id}.") from None
 
 
+def approval_get(*, approval_id: object) -> Approval:
+    """The request ``approval_id`` names, with its maker; ``ApprovalNotFound`` when it names none."""
+    approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
+    if approval is None:
+        raise ApprovalNotFound(f"No approval {approval_id}.")
+    return approval
+
+
 def _approval_lock(approval_id: object) -> Approval:
     approval = Approval.objects.select_for_update().filter(pk=_approval_pk(approval_id)).first()
     if approval is None:
@@ -477,17 +485,24 @@ def approval_approve(*, actor: Actor, approval_id: object) -> Approval:
     return approval_execute(actor=actor, approval_id=approval.pk)
 
 
+def approval_reason_clean(reason: object) -> str:
+    """A rejection's reason as it is kept (its spaces folded); ``ApprovalReasonRequired`` for none,
+    one too long, or one nobody can read."""
+    text = " ".join(str(reason or "").split())
+    if not text:
+        raise ApprovalReasonRequired("Say why the request is rejected.")
+    if len(text) > 500:
+        raise ApprovalReasonRequired("A reason has at most 500 characters.")
+    if not text_is_visible(text):  # a NUL, a bidi override, a zero-width space: a reason nobody reads
+        raise ApprovalReasonRequired("A reason is plain text, without invisible or control characters.")
+    return text
+
+
 @_refusals_recorded("reject")
 def approval_reject(*, actor: Actor, approval_id: object, reason: str) -> Approval:
     """PENDING → REJECTED with a reason; nothing moves. Same refusals as ``approval_approve``, and
     ``ApprovalReasonRequired``."""
-    reason = " ".join(str(reason or "").split())
-    if not reason:
-        raise ApprovalReasonRequired("Say why the request is rejected.")
-    if len(reason) > 500:
-        raise ApprovalReasonRequired("A reason has at most 500 characters.")
-    if not text_is_visible(reason):  # a NUL, a bidi override, a zero-width space: a reason nobody reads
-        raise ApprovalReasonRequired("A reason is plain text, without invisible or control characters.")
+    reason = approval_reason_clean(reason)
     with transaction.atomic(using="default"):
         approval = _approval_lock(approval_id)
         _check_checker(actor, approval, verb="reject")
@@ -608,9 +623,7 @@ def approval_execute(*, actor: Actor, approval_id: object) -> Approval:
     database did not answer (or the transfer missed its deadline because of it,
     ``NOT_AN_OUTCOME``) it stays APPROVED and the error is raised: run this again later (a
     supervisor other than the maker: ``ApprovalSelfApproval``, ``ApprovalNotAllowed`` otherwise)."""
-    approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
-    if approval is None:
-        raise ApprovalNotFound(f"No approval {approval_id}.")
+    approval = approval_get(approval_id=approval_id)
     if approval.status != Status.APPROVED:
         raise ApprovalNotApproved(f"This request is {approval.get_status_display().lower()}, not approved.")
     _check_not_maker_and_supervisor(actor, approval, verb="execute")

@@ -1,10 +1,12 @@
-"""What waits in the back office, for its front page (``{% load transfers_queue %}``)."""
+"""What waits in the back office, for its front page and the stuck transfers' page (``{% load transfers_queue %}``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 register = template.Library()
 
@@ -22,3 +24,12 @@ def backoffice_counts(user: Any) -> dict[str, int]:
     if user.has_perm("transfers.view_transfer"):
         counts["stuck"] = stuck_transfers().count()
     return counts
+
+
+@register.filter
+def stuck_state(transfer: Any) -> SafeString:
+    """A stuck transfer's status in words, its engine code as the tooltip."""
+    from transfers.admin import STUCK_WORDS
+
+    words = STUCK_WORDS.get(transfer.status, transfer.get_status_display())
+    return format_html('<span title="{}">{}</span>', transfer.status, words)

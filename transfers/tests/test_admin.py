@@ -131,21 +131,15 @@ def test_four_eyes_through_the_admin(make_staff, make_account):
     # The maker's own page offers no decision; a forged POST is refused by the service.
     own = logged_in(teller).get(reverse("admin:transfers_approval_change", args=(approval.pk,)))
     assert b'id="approve"' not in own.content
-    assert (
-        logged_in(teller)
-        .post(reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"})
-        .status_code
-        == 403
-    )
+    decide = reverse("admin:transfers_approval_decide", args=(approval.pk,))
+    assert post_reviewed(logged_in(teller), decide, {"decision": "approve"}).status_code == 403
 
     checker = logged_in(supervisor)
     queue = checker.get(reverse("admin:transfers_approval_changelist"), follow=True)
     assert str(approval.pk).encode() in queue.content
     page = checker.get(reverse("admin:transfers_approval_change", args=(approval.pk,)))
     assert b'id="approve"' in page.content
-    done = checker.post(
-        reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"}, follow=True
-    )
+    done = post_reviewed(checker, decide, {"decision": "approve"}, follow=True)
     assert any(level == "success" for level, _ in messages_of(done))
     approval.refresh_from_db()
     assert approval.status == Approval.Status.EXECUTED and approval.checker_id == supervisor.pk
@@ -163,6 +157,9 @@ def test_stuck_transfers_and_recovery(make_staff, make_account, make_stuck_trans
     assert [t.pk for t in page.context["stuck"]] == [transfer.pk]
     assert page.context["last_run"] == ReconciliationRun.objects.latest()
     assert b'id="run-recovery"' in page.content and b'id="last-reconciliation"' in page.content
+    # The engine's status in words, its code as the tooltip.
+    state = {"pending": "In progress — not yet decided", "committed": "Decided — finishing"}[transfer.status]
+    assert f'<span title="{transfer.status}">{state}</span>' in page.content.decode()
     teller_page = logged_in(make_staff("teller")).get(reverse("admin:transfers_transfer_stuck"))
     assert b'id="run-recovery"' not in teller_page.content and teller_page.context["last_run"] is None
 

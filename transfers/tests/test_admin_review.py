@@ -5,6 +5,7 @@ again and does nothing."""
 
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core import signing
@@ -13,9 +14,11 @@ from django.urls import reverse
 
 from accounts.models import Account
 from backoffice.review import CONFIRMATION_MAX_AGE, CONFIRMATION_SALT
+from bankcore.actors import Actor, Channel
 from bankcore.testing.backoffice import post_form, post_reviewed
 from bankcore.testing.books import balances, world_snapshot
-from transfers.models import Transfer
+from transfers.approvals import approval_request
+from transfers.models import Approval, Transfer
 from transfers.services import transfer_create
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -161,3 +164,112 @@ def test_opening_an_account_is_reviewed_first(counter):
     assert done.status_code == 302
     [account] = [a for ledger in ("db1", "db2") for a in Account.objects.using(ledger).filter(holder="Review Opened")]
     assert balances(account) == [Decimal("1250.00")]
+
+
+# --- the supervisor's decisions ----------------------------------------------------------------
+
+
+@pytest.fixture
+def queue(make_staff, make_account):  # type: ignore[no-untyped-def]
+    """Two requests pending, each by its teller: Alice → Bob and Carol → Bob, 12,000.00 held on
+    each; a supervisor to decide them."""
+    alice, carol, bob = (
+        make_account(ledger, amount) for ledger, amount in (("db1", "30000.00"), ("db1", "30000.00"), ("db2", "0.00"))
+    )
+    requests = [
+        approval_request(
+            actor=Actor.for_user(make_staff("teller", name), channel=Channel.ADMIN),
+            kind=Approval.Kind.TRANSFER,
+            amount="12000.00",
+            source_account=source.number,
+            destination_account=bob.number,
+        )
+        for name, source in (("teller", alice), ("teller2", carol))
+    ]
+    return logged_in(make_staff("supervisor")), requests, (alice, carol, bob)
+
+
+def decide_url(approval: Approval) -> str:
+    return reverse("admin:transfers_approval_decide", args=(approval.pk,))
+
+
+def still_pending(*approvals: Approval) -> bool:
+    return all(Approval.objects.get(pk=a.pk).status == Approval.Status.PENDING for a in approvals)
+
+
+def test_a_decision_posted_without_its_confirmation_shows_it_and_changes_nothing(queue):
+    supervisor, (first, second), accounts = queue
+    maker = logged_in(first.maker)
+    before = world_snapshot(*accounts)
+    withdraw = reverse("admin:transfers_approval_withdraw", args=(first.pk,))
+    bulk = reverse("admin:transfers_approval_bulk")
+    posts: list[tuple[Client, str, dict[str, Any]]] = [
+        (supervisor, decide_url(first), {"decision": "approve"}),
+        (supervisor, decide_url(first), {"decision": "reject", "reason": "no papers"}),
+        (supervisor, bulk, {"approval": [str(first.pk), str(second.pk)], "decision": "approve"}),
+        (supervisor, bulk, {"approval": [str(first.pk)], "decision": "reject", "reason": "no papers"}),
+        (maker, withdraw, {}),
+    ]
+    for client, url, fields in posts:
+        response = post_form(client, url, fields)
+        assert response.status_code == 200 and response.context["review"] is not None, (url, fields)
+        assert 'id="confirm"' in response.content.decode() and response.context["not_confirmed"] is None
+
+    assert world_snapshot(*accounts) == before and still_pending(first, second)
+    # What approving does: the movement, the names and the balances it leaves.
+    shown = post_form(supervisor, decide_url(first), {"decision": "approve"}).context["review"]
+    rows = dict(shown.rows)
+    assert shown.headline.startswith("Move 12,000.00\u00a0CNY from ") and rows["Amount"] == "12,000.00\u00a0CNY"
+    assert [value for label, value in shown.rows if label.endswith("balance after")] == [
+        "18,000.00\u00a0CNY",
+        "12,000.00\u00a0CNY",
+    ]
+    listed = post_form(supervisor, bulk, {"approval": [str(first.pk), str(second.pk)], "decision": "approve"})
+    assert dict(listed.context["review"].rows)["Total"] == "24,000.00\u00a0CNY"
+    # A reject without its reason is refused before any confirmation.
+    refused = post_form(supervisor, decide_url(first), {"decision": "reject", "reason": " "}, follow=True)
+    assert "(approval_reason_required)" in refused.content.decode() and still_pending(first)
+
+
+def test_another_approvals_confirmation_is_refused(queue):
+    supervisor, (first, second), accounts = queue
+    token = token_of(post_form(supervisor, decide_url(first), {"decision": "approve"}))
+    bulk = reverse("admin:transfers_approval_bulk")
+    one = {"approval": [str(first.pk)], "decision": "approve"}
+    bulk_token = token_of(post_form(supervisor, bulk, one))
+    before = world_snapshot(*accounts)
+
+    # Another request's page, another decision, another list: each shows what it would do instead.
+    other_request = post_form(supervisor, decide_url(second), {"decision": "approve", "confirmation": token})
+    rejected = post_form(supervisor, decide_url(first), {"decision": "reject", "reason": "x", "confirmation": token})
+    more = post_form(supervisor, bulk, {**one, "approval": [str(first.pk), str(second.pk)], "confirmation": bulk_token})
+
+    for response in (other_request, rejected, more):
+        assert response.status_code == 200 and "was for something else" in response.content.decode()
+    assert world_snapshot(*accounts) == before and still_pending(first, second)
+
+
+def test_a_double_click_on_confirm_decides_once(queue):
+    supervisor, (first, second), (alice, carol, bob) = queue
+    fields = {"decision": "approve"}
+    token = token_of(post_form(supervisor, decide_url(first), fields))
+
+    done = post_form(supervisor, decide_url(first), {**fields, "confirmation": token})
+    again = post_form(supervisor, decide_url(first), {**fields, "confirmation": token}, follow=True)
+
+    assert done.status_code == 302 and again.status_code == 200
+    assert Approval.objects.get(pk=first.pk).status == Approval.Status.EXECUTED and still_pending(second)
+    assert balances(alice, bob) == [Decimal("18000.00"), Decimal("12000.00")]
+    assert Transfer.objects.filter(source_account=alice.number, status=Transfer.Status.COMPLETED).count() == 1
+    assert "(approval_not_pending)" in again.content.decode()
+
+
+def test_the_ticked_requests_are_decided_once_their_list_is_confirmed(queue):
+    supervisor, (first, second), (alice, carol, bob) = queue
+    bulk = reverse("admin:transfers_approval_bulk")
+
+    done = post_reviewed(supervisor, bulk, {"approval": [str(first.pk), str(second.pk)], "decision": "approve"})
+
+    assert done.status_code == 302
+    assert {a.status for a in Approval.objects.all()} == {Approval.Status.EXECUTED}
+    assert balances(alice, carol, bob) == [Decimal("18000.00"), Decimal("18000.00"), Decimal("24000.00")]

@@ -10,6 +10,7 @@ from django.db import connections
 from audit.models import AuditEvent
 from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
+from bankcore.testing.backoffice import post_reviewed
 from bankcore.testing.books import balances, world_snapshot
 from transfers.approvals import (
     ApprovalNotAllowed,
@@ -429,7 +430,7 @@ def test_a_teller_made_supervisor_for_a_moment_approving_their_own_request_is_on
     client.force_login(teller)
     before = world_snapshot(alice, bob)
 
-    client.post(reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"})
+    post_reviewed(client, reverse("admin:transfers_approval_decide", args=(approval.pk,)), {"decision": "approve"})
 
     assert world_snapshot(alice, bob) == before
     refusal = AuditEvent.objects.get(action="approval.approve.refused")

@@ -115,10 +115,10 @@ def test_a_supervisor_above_solo_limit_needs_a_second_supervisor(make_staff, mak
     only_held(before, world_snapshot(alice, bob), held={0: "15000.00"})
     approval = Approval.objects.get()
     decide = reverse("admin:transfers_approval_decide", args=(approval.pk,))
-    assert logged_in(maker).post(decide, {"decision": "approve"}).status_code == 302
+    assert post_reviewed(logged_in(maker), decide, {"decision": "approve"}).status_code == 302
     approval.refresh_from_db()
     assert approval.status == Approval.Status.PENDING  # the maker's own approval was refused
-    logged_in(checker).post(decide, {"decision": "approve"})
+    post_reviewed(logged_in(checker), decide, {"decision": "approve"})
     approval.refresh_from_db()
     assert approval.status == Approval.Status.EXECUTED and approval.checker_id == checker.pk
     assert balances(alice, bob) == [Decimal("15000.00"), Decimal("15000.00")]

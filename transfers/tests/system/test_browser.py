@@ -132,6 +132,7 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     w.shot("teller-request-held")
     # The second one is not wanted after all: its maker withdraws it.
     w.click("#withdraw")
+    w.click("#confirm")
     assert "withdrawn" in w.message() and "Withdrawn by its maker" in w.text("#content")
     first, second = Approval.objects.order_by("pk")
     assert second.status == Approval.Status.WITHDRAWN
@@ -162,6 +163,8 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     assert "12,000.00 CNY held until" in checks and "19,300.00 CNY left available" in checks
     w.shot("supervisor-approval")
     w.click("#approve")
+    assert "Bob Browser: balance after" in w.text("#review")
+    w.click("#confirm")
     assert "Approved: 12,000.00 CNY moved" in w.message()
     assert balances(alice, bob) == [Decimal("19300.00"), Decimal("21000.00")]
     # The deposit is rejected, with its reason, from the queue.
@@ -170,6 +173,8 @@ def test_a_day_at_the_back_office(browser, live_server, make_staff, make_account
     w.click(f"input[name=approval][value='{deposit.pk}']", stays=True)
     w.type("#bulk-reason", "customer did not bring the cash")
     w.click("#bulk-reject")
+    assert "customer did not bring the cash" in w.text("#review")
+    w.click("#confirm")
     assert f"Rejected: #{deposit.pk}" in w.message()
     w.shot("supervisor-rejected")
 

@@ -120,7 +120,7 @@ FORMS: dict[str, tuple[str, ...]] = {
     "path": (),  # the row's target is the path itself
 }
 # The forms carried out only once their review page is confirmed (``backoffice.review``).
-REVIEWED = {"transfer", "deposit", "withdraw", "open", "freeze", "unfreeze", "close", "state", "reverse"}
+REVIEWED = {"transfer", "deposit", "withdraw", "open", "freeze", "unfreeze", "close", "state", "reverse", "decide"}
 TARGETED = {"deposit", "withdraw", "freeze", "unfreeze", "close", "state", "reverse", "decide"}
 TARGETED |= {"account", "account-delete", "transfer-page", "approval", "audit-event"}
 
