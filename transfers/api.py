@@ -1,6 +1,6 @@
 """Partner API: transfers. Thin views over ``transfers.approvals.money_movement_execute`` (the
 four-eyes rule, then ``transfer_create``), ``transfer_reverse`` and the selectors; every refusal
-is an ``ApplicationError`` rendered by ``bankcore.api_errors``.
+is an ``ApplicationError`` rendered by ``bankcore.api.problems``.
 
 Idempotency: ``POST`` needs an ``Idempotency-Key`` header. The engine stores it with the client's
 identity (``Actor.client_id``, the partner's user) and a hash of the request, so a retry answers
@@ -28,21 +28,12 @@ from accounts.api import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AccountNumberField, a
 from accounts.api_selectors import account_may_debit
 from accounts.errors import AccountNotFound
 from bankcore.actors import Channel, actor_from_request
-from bankcore.api_errors import (
-    REPLAYED_HEADER,
-    AmountField,
-    BoundedDateTimeField,
-    CurrencyField,
-    DateTimeCursorPagination,
-    IdempotencyKeyRequired,
-    StrictCharField,
-    StrictInputSerializer,
-    StrictIntegerField,
-    links,
-    problems,
-    replayable,
-)
-from bankcore.api_throttling import NotFoundRateThrottle
+from bankcore.api.fields import AmountField, BoundedDateTimeField, CurrencyField, StrictCharField, StrictIntegerField
+from bankcore.api.pagination import DateTimeCursorPagination
+from bankcore.api.problems import REPLAYED_HEADER, IdempotencyKeyRequired
+from bankcore.api.schema import links, problems, replayable
+from bankcore.api.serializers import StrictInputSerializer
+from bankcore.api.throttling import NotFoundRateThrottle
 from bankcore.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH
 from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute

@@ -48,7 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt",
-    # Refresh tokens used once and revocable (bankcore.api_auth); its tables live in `default`.
+    # Refresh tokens used once and revocable (bankcore.api.authentication); its tables live in `default`.
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -244,7 +244,7 @@ if REDIS_HOST:
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
     # Redis down: a cache read answers "nothing there" and a write is dropped (logged), instead
     # of a 500. A back-office session then reads as none (the teller is sent to the login page);
-    # the partner API keeps working (bankcore.api_throttling counts in-process meanwhile).
+    # the partner API keeps working (bankcore.api.throttling counts in-process meanwhile).
     # docs/operations.md, "When Redis is down".
     DJANGO_REDIS_IGNORE_EXCEPTIONS = True
     DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True

@@ -198,7 +198,7 @@ def _leeway() -> float:
 class PartnerJWTScheme(SimpleJWTScheme):
     """The OpenAPI security scheme of simplejwt's class (``jwtAuth``, bearer JWT) for this one."""
 
-    target_class = "bankcore.api_auth.PartnerJWTAuthentication"
+    target_class = "bankcore.api.authentication.PartnerJWTAuthentication"
 
 
 # simplejwt's serializer, with the username bounded by the user model's ``max_length``, as the
