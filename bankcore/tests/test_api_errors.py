@@ -124,7 +124,7 @@ def test_access_token_expires(api_world):
 
 @pytest.mark.parametrize("change", ["deactivated", "password_changed", "deleted"])
 def test_a_known_token_is_refused_as_soon_as_its_user_changes(api_world, change):
-    """A token's signature is verified once per process (bankcore.api.authentication), its user on every
+    """A token's signature is verified once per process (bankcore.fastpaths.jwt_verified_once), its user on every
     request: deactivating a partner, changing its password or deleting it refuses its very next
     request."""
     w = api_world

@@ -1,0 +1,377 @@
+"""Where bankcore steps around a library's own way of doing something, for speed: every such
+bypass is here and nowhere else.
+
+Each one names the library behaviour it replaces and the gain measured for it (``bench/door.py``,
+docs/performance.md, "Library bypasses"), and ``bankcore/tests/test_fastpaths.py`` holds it to
+that library's own result: an upgrade that changes what the library does fails a test there
+instead of drifting silently in production.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC
+from decimal import Decimal
+from functools import cache, partial
+from typing import TYPE_CHECKING, Any, ClassVar
+from uuid import UUID
+
+from auditlog import get_logentry_model
+from auditlog.cid import get_cid, set_cid
+from auditlog.context import _set_extra_data, auditlog_value
+from auditlog.diff import get_fields_in_model
+from auditlog.middleware import AuditlogMiddleware
+from django.contrib.auth import get_user_model
+from django.db import connections, models, router
+from django.db.models import Field
+from django.db.models.signals import pre_save
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.encoding import smart_str
+from django.utils.functional import cached_property
+from rest_framework import serializers
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+
+from bankcore.paths import is_api_request
+
+if TYPE_CHECKING:  # both need the apps loaded, and this module is imported before (bankcore.db)
+    from rest_framework_simplejwt.tokens import Token
+
+    from bankcore.actors import Actor
+
+# --- DRF: a serializer's fields built once per class ------------------------------------------------
+#
+# Replaces: ``Serializer.fields``, which deep-copies every declared field for every instance
+# (re-running each field's ``__init__``). Gain: 7 % of the gunicorn workers' CPU of a
+# POST /api/v1/transfers/ (2026-12-01); see docs/performance.md for the door's figure.
+
+
+# DRF's own ``Serializer.fields``, called for an instance that keeps its own fields.
+_DRF_FIELDS: cached_property[Any] = serializers.Serializer.__dict__["fields"]
+
+
+class SharedFields(serializers.Serializer[Any]):
+    """A serializer base: the class's one set of fields, bound to a template
+    instance with no data, no context and not partial, shared by every instance. Safe because a
+    field keeps only its configuration: what validation finds lives on the serializer
+    (``_validated_data``, ``_errors``), and what a field reads from its root (``partial``,
+    ``context``) is the template's. An instance that is partial or has a context gets its own
+    fields, as in DRF."""
+
+    _shared_fields: ClassVar[Any]  # set on each class that uses it (read from its own __dict__)
+
+    @cached_property
+    def fields(self) -> Any:
+        if self.partial or self._context:
+            return _DRF_FIELDS.func(self)
+        cls = type(self)
+        shared = cls.__dict__.get("_shared_fields")
+        if shared is None:  # two threads may both build it; either result serves
+            shared = _DRF_FIELDS.func(cls())
+            cls._shared_fields = shared
+        return shared
+
+
+# --- simplejwt: a token's signature verified once per process ---------------------------------------
+#
+# Replaces: ``JWTAuthentication.get_validated_token`` decoding and verifying the same token (PyJWT)
+# on every request. The verified token is kept, keyed by its exact bytes (a different byte is a
+# different key, verified afresh); its expiry, which changes with time, is checked on every request
+# against the clock, with simplejwt's leeway. At most ``JWT_TOKENS_MAX`` are kept, the oldest
+# dropped first. A new ``JWT_SECRET_KEY`` needs a restart anyway (settings).
+
+JWT_TOKENS_MAX = 4096
+# raw token -> (verified token, its expiry as a POSIX timestamp)
+_verified: dict[bytes, tuple[Token, float]] = {}
+_verified_lock = threading.Lock()
+
+
+def _clock() -> float:
+    return time.time()
+
+
+def _leeway() -> float:
+    leeway = jwt_settings.LEEWAY
+    return float(leeway.total_seconds() if hasattr(leeway, "total_seconds") else leeway)
+
+
+def jwt_verified_once(raw_token: bytes, verify: Callable[[bytes], Token]) -> Token:
+    """The token ``verify`` (simplejwt's check) accepted for these bytes before, while it has not
+    expired; otherwise ``verify``'s answer, kept when it is a token."""
+    known = _verified.get(raw_token)
+    if known is not None:
+        token, expires = known
+        if _clock() < expires + _leeway():
+            return token
+        # Expired: forgotten, and refused by simplejwt itself, with its own message.
+        _verified.pop(raw_token, None)
+    token = verify(raw_token)
+    expires_at = token.get("exp")
+    if isinstance(expires_at, (int, float)):
+        with _verified_lock:  # the eviction iterates the dict, which other threads change
+            while len(_verified) >= JWT_TOKENS_MAX:
+                _verified.pop(next(iter(_verified)), None)
+            _verified[raw_token] = (token, float(expires_at))
+    return token
+
+
+# --- simplejwt: a token's user read by one precompiled statement ------------------------------------
+#
+# Replaces: ``JWTAuthentication.get_user``'s ``User.objects.get(...)``, whose ORM query is compiled
+# anew on every request. The row holds every concrete field of the user model and is built as the
+# ORM would (``Model.from_db``); the checks on it stay the caller's.
+
+
+_Converter = Callable[[Any, Any, Any], Any]
+
+
+@cache
+def _user_lookup() -> tuple[str, str, list[str], Field[Any, Any], list[tuple[int, Any, list[_Converter]]]]:
+    """Where and how a token's user is read, worked out once: the database alias, ``SELECT <every
+    concrete field> FROM <user table> WHERE <USER_ID_FIELD> = %s``, the field names in the order
+    ``Model.from_db`` takes them, the id field (which turns the claim into the column's value), and
+    the converters the ORM applies to the row's values (the backend's and the fields' own, e.g. a
+    date-time made aware), as its compiler does (``SQLCompiler.apply_converters``)."""
+    model = get_user_model()
+    using = router.db_for_read(model)
+    connection = connections[using]
+    lookup = model._meta.get_field(jwt_settings.USER_ID_FIELD)
+    assert isinstance(lookup, Field)
+    fields = model._meta.concrete_fields
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(model._meta.db_table)} "
+        f"WHERE {quote(lookup.column)} = %s"
+    )
+    converters = []
+    for index, field in enumerate(fields):
+        column = field.get_col(model._meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if found:
+            converters.append((index, column, found))
+    return using, sql, [field.attname for field in fields], lookup, converters
+
+
+def jwt_user(user_id: Any) -> Any:
+    """The user whose ``USER_ID_FIELD`` is ``user_id``, or None; TypeError or ValueError for an id
+    the field cannot take."""
+    using, sql, names, lookup, converters = _user_lookup()
+    value = lookup.get_prep_value(user_id)
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, column, functions in converters:
+        for convert in functions:
+            values[index] = convert(values[index], column, connection)
+    return get_user_model().from_db(using, names, values)
+
+
+# --- MySQLdb: parameters turned into SQL literals ---------------------------------------------------
+#
+# Replaces: ``Connection.literal``'s generic dispatch (its encoders dict, per parameter), a tenth of
+# the database client's CPU at ~110 parameters per transfer (2026-12-01, ``bench/door.py
+# --profile``). Used by ``bankcore.db`` on the raw cursor of the engine's batches.
+
+
+def sql_literals(db: Any, args: Sequence[Any]) -> tuple[bytes, ...]:
+    """The SQL literals MySQLdb's ``db.literal`` makes of the hot path's parameter types; anything
+    else goes to ``literal`` itself. The connection speaks utf8mb4."""
+    string_literal, literal = db.string_literal, db.literal
+    out = []
+    for arg in args:
+        kind = type(arg)
+        if kind is str or isinstance(arg, str):  # Django's TextChoices members are str too
+            out.append(string_literal(arg.encode()))
+        elif kind is UUID:  # native UUID columns (MariaDB 10.7+)
+            out.append(string_literal(str(arg).encode()))
+        elif arg is None:
+            out.append(b"NULL")
+        elif kind is int:
+            out.append(str(arg).encode())
+        elif kind is Decimal:
+            out.append(format(arg, "f").encode())
+        else:
+            out.append(literal(arg))
+    return tuple(out)
+
+
+# --- Django: session, CSRF, authentication and messages for the back office only --------------------
+#
+# Replaces: ``MiddlewareMixin.__call__`` of Django's four middleware for requests under /api/,
+# which authenticate with a JWT (DRF), keep no session, set no cookie and show no message.
+
+
+class BackOfficeOnly(MiddlewareMixin):
+    """Runs the Django middleware it is mixed into except for the partner API, whose requests go
+    straight on. Mixed into subclasses of Django's own, so that the admin's checks
+    (admin.E408–E410) still find them in MIDDLEWARE."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if is_api_request(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+# --- django-prometheus: each labelled child looked up once --------------------------------------------
+#
+# Replaces: ``metric.labels()`` in django-prometheus' ``label_metric``, which validates and builds
+# its key on every call, ten times per request: 1 % of an API transfer's CPU (2026-12-01,
+# ``bench/door.py --profile``). prometheus_client keeps every child it made anyway
+# (``metric.labels`` returns the same one each time), so this keeps no more than it does.
+
+
+class LabelledOnce:
+    """Mixed into django-prometheus' middleware: ``label_metric`` with its children kept."""
+
+    _children: dict[tuple[Any, ...], Any] = {}
+
+    def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
+        if not labels:
+            return metric
+        key = (metric, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
+
+
+# --- django-auditlog: the request's context set without reconnecting a signal --------------------------
+#
+# Replaces: ``AuditlogMiddleware.__call__``, which connects a pre_save receiver at the start of every
+# request and disconnects it at the end, each under the signal's lock and each emptying the
+# receiver cache of every model signal of the process. Relies on auditlog's private
+# ``_set_extra_data`` and ``auditlog_value``.
+
+# The dispatch uid of the one pre_save receiver AuditlogContextMiddleware connects, and the
+# ``signal_duid`` of the context it sets: auditlog's receiver fills a LogEntry in only from the
+# context whose uid it was connected with.
+_AUDITLOG_DUID = ("set_actor", "bankcore.request")
+
+
+class AuditlogContextMiddleware(AuditlogMiddleware):
+    """django-auditlog's middleware (correlation id, the request's address, port and user on every
+    LogEntry saved while it runs) with one receiver, connected once, and auditlog's context
+    variable set per request (reset after: auditlog's leaves it set). A ``set_actor`` inside a
+    request works as with auditlog's: its own context and receiver take over."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        super().__init__(get_response)
+        pre_save.connect(
+            partial(_set_extra_data, signal_duid=_AUDITLOG_DUID),
+            sender=get_logentry_model(),
+            dispatch_uid=_AUDITLOG_DUID,
+            weak=False,
+        )
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        set_cid(request)
+        context = self.get_extra_data(request)
+        context["signal_duid"] = _AUDITLOG_DUID
+        token = auditlog_value.set(context)
+        try:
+            return self.get_response(request)
+        finally:
+            auditlog_value.reset(token)
+
+
+# --- django-auditlog: a "created" entry written as one INSERT ------------------------------------------
+#
+# Replaces: ``LogEntry.objects.log_create`` and ``auditlog.diff.model_instance_diff(None, instance)``
+# for a row the engine inserted with its own SQL (no ``post_save``, so auditlog's receiver never
+# sees it). auditlog's generic per-field diff took a quarter of a transfer's Python time; the
+# INSERT is deferred onto the transaction's COMMIT round trip instead of one of its own.
+
+
+def auditlog_created_insert(instance: models.Model, *, actor: Actor) -> tuple[str, list[Any]]:
+    """The INSERT of auditlog's "created" entry for ``instance`` and its parameters, with the actor
+    and address of the ``Actor`` instead of auditlog's middleware context
+    (``audit.services.auditlog_entry_created`` defers it into the transaction open on ``default``)."""
+    from auditlog.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    pk = instance.pk
+    sql = (
+        f"INSERT INTO {LogEntry._meta.db_table} (content_type_id, object_pk, object_id, object_repr, "
+        "serialized_data, action, changes_text, changes, actor_id, cid, remote_addr, remote_port, timestamp, "
+        "additional_data, actor_email) VALUES (%s, %s, %s, %s, NULL, %s, '', %s, %s, %s, %s, NULL, %s, NULL, NULL)"
+    )
+    return sql, [
+        ContentType.objects.db_manager("default").get_for_model(instance).pk,
+        str(pk),
+        pk if isinstance(pk, int) else None,
+        smart_str(instance),
+        LogEntry.Action.CREATE,
+        json.dumps(auditlog_created_changes(instance)),
+        actor.user_id,
+        get_cid(),
+        actor.ip,
+        connections["default"].ops.adapt_datetimefield_value(timezone.now()),
+    ]
+
+
+_Renderer = Callable[[models.Model], "str | None"]
+# Per model: (field name, how auditlog renders its value in a "created" entry).
+_CREATED_RENDERERS: dict[type[models.Model], list[tuple[str, _Renderer]]] = {}
+
+
+def auditlog_created_changes(instance: models.Model) -> dict[str, tuple[str, str]]:
+    """What ``model_instance_diff(None, instance)`` returns: every tracked field as ("None", its
+    value as auditlog writes it), leaving out plain fields that are None, as auditlog does."""
+    model = type(instance)
+    renderers = _CREATED_RENDERERS.get(model)
+    if renderers is None:
+        renderers = _CREATED_RENDERERS[model] = _created_renderers(model, instance)
+    changes = {}
+    for name, render in renderers:
+        value = render(instance)
+        if value is not None:
+            changes[name] = ("None", value)
+    return changes
+
+
+def _created_renderers(model: type[models.Model], instance: models.Model) -> list[tuple[str, _Renderer]]:
+    from auditlog.registry import auditlog  # its import loads auditlog's models
+
+    options = auditlog.get_model_fields(model)
+    renderers = []
+    for field in get_fields_in_model(instance):
+        if options["include_fields"] and field.name not in options["include_fields"]:
+            continue
+        if field.name in options["exclude_fields"]:
+            continue
+        if field.name in options["mask_fields"]:
+            raise NotImplementedError(f"{model.__name__}.{field.name}: masked fields are auditlog's to render")
+        renderers.append((field.name, _renderer(field)))
+    return renderers
+
+
+def _renderer(field: Any) -> _Renderer:
+    name = field.name
+    if isinstance(field, models.DateTimeField):
+
+        def render_datetime(obj: models.Model) -> str | None:
+            value = getattr(obj, name)
+            if value is not None and timezone.is_aware(value):
+                value = timezone.make_naive(value, timezone=UTC)
+            return str(value)
+
+        return render_datetime
+    if isinstance(field, models.JSONField):
+        return lambda obj: json.dumps(getattr(obj, name), sort_keys=True, cls=field.encoder)
+    if (field.one_to_one or field.many_to_one) and hasattr(field, "rel_class"):
+        attname = field.get_attname()
+        return lambda obj: str(getattr(obj, attname))  # a None key is written as "None"
+
+    def render_plain(obj: models.Model) -> str | None:
+        value = smart_str(getattr(obj, name))
+        return None if value == "None" else value
+
+    return render_plain

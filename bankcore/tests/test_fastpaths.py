@@ -1,0 +1,282 @@
+"""Each library bypass in ``bankcore.fastpaths`` gives what the library itself gives: its result is
+compared here with the library's own, so an upgrade that changes the library's behaviour fails
+here, not silently in production."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connections, transaction
+from django.test import RequestFactory
+
+from bankcore import fastpaths
+from bankcore.actors import Actor, Channel
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+# --- DRF: shared serializer fields ---------------------------------------------------------------------
+
+
+def _transfer_input(shared: bool) -> Any:
+    from rest_framework import serializers
+
+    from transfers.api import TransferCreateInput
+
+    if shared:
+        return TransferCreateInput
+    # The same declared fields, with DRF's own per-instance ``fields``.
+    return type("DrfTransferCreateInput", (TransferCreateInput,), {"fields": serializers.Serializer.__dict__["fields"]})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"source_account": "01000000000145", "destination_account": "02000000000133", "amount": "12.50"},
+        {"source_account": "01000000000145", "destination_account": "02000000000133", "amount": "1", "currency": "CNY"},
+        {"source_account": "0100000000014", "destination_account": 5, "amount": 12.5, "reference": ["x"]},
+        {"amount": "-1.00", "currency": "ZZZZ", "surprise": True},
+        {},
+    ],
+)
+def test_shared_fields_validate_as_drfs_own_fields(data):
+    from django.utils.functional import cached_property
+    from rest_framework import serializers
+
+    assert isinstance(serializers.Serializer.__dict__["fields"], cached_property)  # what SharedFields calls
+    shared, drf = _transfer_input(True)(data=data), _transfer_input(False)(data=data)
+    assert shared.fields is _transfer_input(True)().fields  # built once for the class
+    assert drf.fields is not _transfer_input(False)().fields
+    assert shared.is_valid() == drf.is_valid()
+    assert shared.errors == drf.errors
+    if not shared.errors:
+        assert shared.validated_data == drf.validated_data
+
+
+# --- simplejwt: a verified token kept by its bytes ------------------------------------------------
+
+
+def _simplejwt_verdict(raw: bytes) -> Any:
+    """What simplejwt's own authentication says of a token: its payload, or its refusal's code."""
+    from rest_framework.exceptions import AuthenticationFailed
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+
+    try:
+        return dict(JWTAuthentication().get_validated_token(raw).payload)
+    except AuthenticationFailed as refused:
+        return ("refused", refused.get_codes())
+
+
+def _our_verdict(raw: bytes) -> Any:
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from bankcore.api.authentication import PartnerJWTAuthentication
+
+    try:
+        return dict(PartnerJWTAuthentication().get_validated_token(raw).payload)
+    except AuthenticationFailed as refused:
+        return ("refused", refused.get_codes())
+
+
+def _tokens(user: Any) -> dict[str, bytes]:
+    from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+    fresh = AccessToken.for_user(user)
+    expired = AccessToken.for_user(user)
+    expired.set_exp(from_time=datetime.now(UTC) - timedelta(hours=1), lifetime=timedelta(minutes=1))
+    header, payload, signature = str(fresh).split(".")
+    refresh = RefreshToken.for_user(user)
+    refresh.blacklist()
+    return {
+        "fresh": str(fresh).encode(),
+        "expired": str(expired).encode(),
+        "wrong signature": f"{header}.{payload}.{signature[:-4]}AAAA".encode(),
+        "payload changed": f"{header}.{payload[:-2]}xx.{signature}".encode(),
+        "refresh, blacklisted, as access": str(refresh).encode(),
+        "not a token": b"not.a.token",
+    }
+
+
+def test_the_token_cache_accepts_and_refuses_as_simplejwt(api_world):
+    tokens = _tokens(api_world.partner_a)
+    for name, raw in tokens.items():
+        expected = _simplejwt_verdict(raw)
+        assert _our_verdict(raw) == expected, name
+        assert _our_verdict(raw) == expected, f"{name}, asked again"
+    assert isinstance(_simplejwt_verdict(tokens["fresh"]), dict)
+    assert [name for name, raw in tokens.items() if raw in fastpaths._verified] == ["fresh"]  # only what passed
+
+
+def test_a_kept_token_is_refused_once_simplejwt_refuses_its_expiry(api_world):
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(api_world.partner_a)
+    token.set_exp(lifetime=timedelta(seconds=1))
+    raw = str(token).encode()
+    assert _our_verdict(raw) == _simplejwt_verdict(raw)
+    assert raw in fastpaths._verified
+    time.sleep(1.2)
+    assert _simplejwt_verdict(raw)[0] == "refused"
+    assert _our_verdict(raw) == _simplejwt_verdict(raw)
+    assert raw not in fastpaths._verified
+
+
+def test_the_precompiled_user_read_is_the_orms(api_world):
+    from django.contrib.auth import get_user_model
+
+    user = api_world.partner_a
+    ours, orms = fastpaths.jwt_user(user.pk), get_user_model().objects.get(pk=user.pk)
+    names = [field.attname for field in get_user_model()._meta.concrete_fields]
+    assert [getattr(ours, name) for name in names] == [getattr(orms, name) for name in names]
+    assert ours._state.db == orms._state.db and ours._state.adding is False
+    assert fastpaths.jwt_user(10**9) is None
+    with pytest.raises((TypeError, ValueError)):
+        fastpaths.jwt_user("not-a-number")
+
+
+# --- MySQLdb: literals --------------------------------------------------------------------------------
+
+
+def test_the_fast_literals_are_the_drivers_own():
+    from transfers.models import Transfer
+
+    connection = connections["db1"]
+    connection.ensure_connection()
+    db = connection.connection
+    values = [
+        "plain",
+        'it\'s \\ a "quote"\n\x00',
+        "\\'; DROP TABLE x; --",
+        "一二三　Unicode ✓",
+        "",
+        None,
+        0,
+        -7,
+        2**62,
+        Decimal("0.01"),
+        Decimal("-125.50"),
+        Decimal("1E+2"),
+        Decimal("123456789012345678.99"),
+        True,
+        False,
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        date(2026, 12, 1),
+        datetime(2026, 12, 7, 21, 40, 5, 123456),
+        Transfer.Status.COMPLETED,  # a TextChoices member: a str subclass
+    ]
+    assert list(fastpaths.sql_literals(db, values)) == [db.literal(v) for v in values]
+
+
+# --- Django and django-prometheus middleware ---------------------------------------------------------
+
+
+def test_the_back_office_middleware_is_djangos_outside_the_api_and_absent_inside():
+    from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+    from django.http import HttpResponse
+
+    from bankcore.middleware import SessionMiddleware
+
+    def view(request: Any) -> HttpResponse:
+        request.session["seen"] = True if hasattr(request, "session") else None
+        return HttpResponse("ok")
+
+    def cookies(middleware: Any, path: str) -> set[str]:
+        return set(middleware(RequestFactory().get(path)).cookies)
+
+    assert cookies(SessionMiddleware(view), "/admin/") == cookies(DjangoSessionMiddleware(view), "/admin/") != set()
+    assert cookies(SessionMiddleware(lambda request: HttpResponse("ok")), "/api/v1/accounts/") == set()
+
+
+def test_a_kept_prometheus_child_is_the_one_prometheus_gives():
+    from django_prometheus.middleware import Metrics
+
+    from bankcore.middleware import PrometheusAfterMiddleware
+
+    metric = Metrics.get_instance().requests_by_method
+    middleware = PrometheusAfterMiddleware(lambda request: None)
+    child = middleware.label_metric(metric, None, method="PATCH")
+    assert child is metric.labels(method="PATCH")
+    assert middleware.label_metric(metric, None, method="PATCH") is child
+    assert middleware.label_metric(metric, None) is metric
+
+
+# --- django-auditlog ----------------------------------------------------------------------------------
+
+
+def test_an_entry_saved_in_a_request_is_as_auditlogs_own_middleware_makes_it(make_staff):
+    from auditlog.middleware import AuditlogMiddleware
+    from auditlog.models import LogEntry
+    from django.contrib.auth.models import Group
+    from django.http import HttpResponse
+
+    staff = make_staff("teller", "mw-pin")
+
+    def entry(middleware_class: Any, name: str) -> dict[str, Any]:
+        def save(request: Any) -> HttpResponse:
+            Group.objects.create(name=name)
+            return HttpResponse("ok")
+
+        request = RequestFactory().post("/admin/", REMOTE_ADDR="203.0.113.9", HTTP_X_CORRELATION_ID="cid-1")
+        request.user = staff
+        middleware_class(save)(request)
+        row = LogEntry.objects.get(object_repr=name)
+        return {k: getattr(row, k) for k in ("actor_id", "remote_addr", "remote_port", "cid", "action")}
+
+    assert entry(fastpaths.AuditlogContextMiddleware, "pin-ours") == entry(AuditlogMiddleware, "pin-auditlog")
+
+
+def test_the_created_entry_insert_writes_the_row_log_create_writes(make_account, make_staff):
+    """The INSERT against ``LogEntry.objects.log_create`` with auditlog's own diff, for a transfer
+    (a UUID key, dates, a foreign key, choices) and an account."""
+    from auditlog.cid import set_cid
+    from auditlog.diff import model_instance_diff
+    from auditlog.models import LogEntry
+
+    from transfers.models import Transfer
+    from transfers.services import transfer_create
+
+    teller = make_staff("teller", "insert-pin")
+    alice, bob = make_account("db1", "50.00"), make_account("db2")
+    actor = Actor.for_user(teller, channel=Channel.ADMIN, ip="198.51.100.4")
+    made = Transfer.objects.get(
+        pk=transfer_create(actor=actor, source_account=alice.number, destination_account=bob.number, amount="5.00").pk
+    )
+    columns = [
+        "content_type_id",
+        "object_pk",
+        "object_id",
+        "object_repr",
+        "serialized_data",
+        "action",
+        "changes_text",
+        "changes",
+        "actor_id",
+        "cid",
+        "remote_addr",
+        "remote_port",
+        "additional_data",
+        "actor_email",
+    ]
+    set_cid(None)
+    for instance in (made, alice):
+        with transaction.atomic(using="default"):
+            auditlog = LogEntry.objects.log_create(
+                instance,
+                action=LogEntry.Action.CREATE,
+                changes=model_instance_diff(None, instance),
+                actor_id=teller.pk,
+                remote_addr="198.51.100.4",
+            )
+            sql, params = fastpaths.auditlog_created_insert(instance, actor=actor)
+            with connections["default"].cursor() as cursor:
+                cursor.execute(sql, params)
+                ours = LogEntry.objects.get(pk=cursor.lastrowid)
+        theirs = LogEntry.objects.get(pk=auditlog.pk)
+        assert {c: getattr(ours, c) for c in columns} == {c: getattr(theirs, c) for c in columns}, instance
+        assert json.dumps(ours.changes, sort_keys=True) == json.dumps(theirs.changes, sort_keys=True)
