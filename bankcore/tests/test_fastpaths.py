@@ -280,3 +280,27 @@ def test_the_created_entry_insert_writes_the_row_log_create_writes(make_account,
         theirs = LogEntry.objects.get(pk=auditlog.pk)
         assert {c: getattr(ours, c) for c in columns} == {c: getattr(theirs, c) for c in columns}, instance
         assert json.dumps(ours.changes, sort_keys=True) == json.dumps(theirs.changes, sort_keys=True)
+
+
+# --- DRF throttling: the rate and the client's key, as DRF reads them ------------------------------------
+#
+# The API's throttle (bankcore.api.throttling) counts in its own way for correctness (DRF's lost
+# concurrent requests), not for speed; what it takes from DRF is the rate parsed and the key.
+
+
+def test_the_cell_rate_throttle_takes_drfs_rate_and_key(api_world):
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.throttling import UserRateThrottle
+    from rest_framework.views import APIView
+
+    from bankcore.api.throttling import PartnerRateThrottle
+    from bankcore.tests.test_api_errors import rates
+
+    request = APIRequestFactory().get("/api/v1/accounts/")
+    request.user = api_world.partner_a
+    with rates(user="7/hour"):
+        ours, drfs = PartnerRateThrottle(), UserRateThrottle()
+        drfs.rate = "7/hour"  # DRF's copies the rates at import; ours reads them per request
+        drfs.num_requests, drfs.duration = drfs.parse_rate(drfs.rate)
+        assert (ours.num_requests, ours.duration) == (drfs.num_requests, drfs.duration) == (7, 3600)
+        assert ours.get_cache_key(request, APIView()) == drfs.get_cache_key(request, APIView())
