@@ -1,6 +1,5 @@
-"""What reads a request body and picks the answer's format: a JSON parser that refuses bad input
-at the door (size limit, another charset, malformed or too deeply nested JSON, a key given twice in
-one object) and DRF's content negotiation, answered at once where it can only pick JSON."""
+"""What reads a request body: a JSON parser that refuses bad input at the door (size limit,
+another charset, malformed or too deeply nested JSON, a key given twice in one object)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 from rest_framework import exceptions
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.utils import json as drf_json
 
@@ -79,23 +77,3 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             },
         )
     return data
-
-
-class JSONNegotiation(DefaultContentNegotiation):
-    """DRF's content negotiation, answered at once where it can only pick JSON: a view whose one
-    renderer is JSON, asked with no ``Accept``, ``*/*`` or ``application/json`` and no format
-    override. Every other request, ``Accept: text/html`` (406) included, goes through DRF's, which
-    parses the header into media types for every request (docs/performance.md)."""
-
-    _AT_ONCE = frozenset({"*/*", "application/json"})
-
-    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
-        if (
-            format_suffix is None
-            and len(renderers) == 1
-            and renderers[0].media_type == "application/json"
-            and request.META.get("HTTP_ACCEPT", "*/*") in self._AT_ONCE
-            and self.settings.URL_FORMAT_OVERRIDE not in request.query_params
-        ):
-            return renderers[0], renderers[0].media_type
-        return super().select_renderer(request, renderers, format_suffix)

@@ -34,7 +34,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["bankcore.api.parsers.LimitedJSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "bankcore.api.parsers.JSONNegotiation",
     # Every body ASCII, anything else as \u escapes (as Django's JsonResponse writes the problems
     # raised outside DRF): JSON defines no charset parameter, and a client that guesses one from
     # the bytes reads raw UTF-8 wrongly. Guessing Shift-JIS, the JSON text 'Í\"' (C3 8D 5C 22) reads
