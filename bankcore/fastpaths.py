@@ -220,29 +220,6 @@ class BackOfficeOnly(MiddlewareMixin):
         return super().__call__(request)
 
 
-# --- django-prometheus: each labelled child looked up once --------------------------------------------
-#
-# Replaces: ``metric.labels()`` in django-prometheus' ``label_metric``, which validates and builds
-# its key on every call, ten times per request: 1 % of an API transfer's CPU (2026-12-01,
-# ``bench/door.py --profile``). prometheus_client keeps every child it made anyway
-# (``metric.labels`` returns the same one each time), so this keeps no more than it does.
-
-
-class LabelledOnce:
-    """Mixed into django-prometheus' middleware: ``label_metric`` with its children kept."""
-
-    _children: dict[tuple[Any, ...], Any] = {}
-
-    def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
-        if not labels:
-            return metric
-        key = (metric, *labels.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(**labels)
-        return child
-
-
 # --- django-auditlog: the request's context set without reconnecting a signal --------------------------
 #
 # Replaces: ``AuditlogMiddleware.__call__``, which connects a pre_save receiver at the start of every

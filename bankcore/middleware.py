@@ -6,9 +6,7 @@ And Django's session, CSRF, authentication and messages middleware for the back 
 partner API (``/api/``) authenticates with a JWT on every request (DRF), keeps no session, sets no
 cookie and shows no message (``bankcore.fastpaths.BackOfficeOnly``).
 
-And django-prometheus' two middleware, each labelled child looked up once per process
-(``bankcore.fastpaths.LabelledOnce``); and a guard
-on the admin's lookups and actions that the database cannot take."""
+And a guard on the admin's lookups and actions that the database cannot take."""
 
 from __future__ import annotations
 
@@ -24,11 +22,9 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.core.exceptions import BadRequest, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
-from django_prometheus.middleware import PrometheusAfterMiddleware as DjangoPrometheusAfterMiddleware
-from django_prometheus.middleware import PrometheusBeforeMiddleware as DjangoPrometheusBeforeMiddleware
 
 from bankcore.db import FILTER_YEARS
-from bankcore.fastpaths import BackOfficeOnly, LabelledOnce
+from bankcore.fastpaths import BackOfficeOnly
 from bankcore.logging import request_id_bound
 from bankcore.paths import ADMIN_PATH_PREFIX, is_api_request
 
@@ -68,14 +64,6 @@ class CsrfViewMiddleware(BackOfficeOnly, DjangoCsrfViewMiddleware):
         if is_api_request(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)
-
-
-class PrometheusBeforeMiddleware(LabelledOnce, DjangoPrometheusBeforeMiddleware):
-    pass
-
-
-class PrometheusAfterMiddleware(LabelledOnce, DjangoPrometheusAfterMiddleware):
-    pass
 
 
 class AdminLookupGuardMiddleware:

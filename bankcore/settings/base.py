@@ -64,8 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # django-prometheus' (bankcore.middleware): outermost and innermost, so it times the whole stack.
-    "bankcore.middleware.PrometheusBeforeMiddleware",
+    # django-prometheus': outermost and innermost, so it times the whole stack.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankcore.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Session, CSRF, authentication and messages: Django's, for the back office only (not /api/).
@@ -78,7 +78,7 @@ MIDDLEWARE = [
     "audit.middleware.AuditRequestMiddleware",
     "bankcore.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "bankcore.middleware.PrometheusAfterMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]

@@ -173,7 +173,7 @@ def test_the_fast_literals_are_the_drivers_own():
     assert list(fastpaths.sql_literals(db, values)) == [db.literal(v) for v in values]
 
 
-# --- Django and django-prometheus middleware ---------------------------------------------------------
+# --- Django's middleware ---------------------------------------------------------
 
 
 def test_the_back_office_middleware_is_djangos_outside_the_api_and_absent_inside():
@@ -191,19 +191,6 @@ def test_the_back_office_middleware_is_djangos_outside_the_api_and_absent_inside
 
     assert cookies(SessionMiddleware(view), "/admin/") == cookies(DjangoSessionMiddleware(view), "/admin/") != set()
     assert cookies(SessionMiddleware(lambda request: HttpResponse("ok")), "/api/v1/accounts/") == set()
-
-
-def test_a_kept_prometheus_child_is_the_one_prometheus_gives():
-    from django_prometheus.middleware import Metrics
-
-    from bankcore.middleware import PrometheusAfterMiddleware
-
-    metric = Metrics.get_instance().requests_by_method
-    middleware = PrometheusAfterMiddleware(lambda request: None)
-    child = middleware.label_metric(metric, None, method="PATCH")
-    assert child is metric.labels(method="PATCH")
-    assert middleware.label_metric(metric, None, method="PATCH") is child
-    assert middleware.label_metric(metric, None) is metric
 
 
 # --- django-auditlog ----------------------------------------------------------------------------------
