@@ -10,8 +10,6 @@ instead of drifting silently in production.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from decimal import Decimal
@@ -38,9 +36,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from bankcore.paths import is_api_request
 
-if TYPE_CHECKING:  # both need the apps loaded, and this module is imported before (bankcore.db)
-    from rest_framework_simplejwt.tokens import Token
-
+if TYPE_CHECKING:  # only for annotations: this module loads before the apps (bankcore.db)
     from bankcore.actors import Actor
 
 # --- DRF: a serializer's fields built once per class ------------------------------------------------
@@ -74,49 +70,6 @@ class SharedFields(serializers.Serializer[Any]):
             shared = _DRF_FIELDS.func(cls())
             cls._shared_fields = shared
         return shared
-
-
-# --- simplejwt: a token's signature verified once per process ---------------------------------------
-#
-# Replaces: ``JWTAuthentication.get_validated_token`` decoding and verifying the same token (PyJWT)
-# on every request. The verified token is kept, keyed by its exact bytes (a different byte is a
-# different key, verified afresh); its expiry, which changes with time, is checked on every request
-# against the clock, with simplejwt's leeway. At most ``JWT_TOKENS_MAX`` are kept, the oldest
-# dropped first. A new ``JWT_SECRET_KEY`` needs a restart anyway (settings).
-
-JWT_TOKENS_MAX = 4096
-# raw token -> (verified token, its expiry as a POSIX timestamp)
-_verified: dict[bytes, tuple[Token, float]] = {}
-_verified_lock = threading.Lock()
-
-
-def _clock() -> float:
-    return time.time()
-
-
-def _leeway() -> float:
-    leeway = jwt_settings.LEEWAY
-    return float(leeway.total_seconds() if hasattr(leeway, "total_seconds") else leeway)
-
-
-def jwt_verified_once(raw_token: bytes, verify: Callable[[bytes], Token]) -> Token:
-    """The token ``verify`` (simplejwt's check) accepted for these bytes before, while it has not
-    expired; otherwise ``verify``'s answer, kept when it is a token."""
-    known = _verified.get(raw_token)
-    if known is not None:
-        token, expires = known
-        if _clock() < expires + _leeway():
-            return token
-        # Expired: forgotten, and refused by simplejwt itself, with its own message.
-        _verified.pop(raw_token, None)
-    token = verify(raw_token)
-    expires_at = token.get("exp")
-    if isinstance(expires_at, (int, float)):
-        with _verified_lock:  # the eviction iterates the dict, which other threads change
-            while len(_verified) >= JWT_TOKENS_MAX:
-                _verified.pop(next(iter(_verified)), None)
-            _verified[raw_token] = (token, float(expires_at))
-    return token
 
 
 # --- simplejwt: a token's user read by one precompiled statement ------------------------------------

@@ -124,9 +124,8 @@ def test_access_token_expires(api_world):
 
 @pytest.mark.parametrize("change", ["deactivated", "password_changed", "deleted"])
 def test_a_known_token_is_refused_as_soon_as_its_user_changes(api_world, change):
-    """A token's signature is verified once per process (bankcore.fastpaths.jwt_verified_once), its user on every
-    request: deactivating a partner, changing its password or deleting it refuses its very next
-    request."""
+    """A token's user is read on every request (bankcore.fastpaths.jwt_user): deactivating a
+    partner, changing its password or deleting it refuses its very next request."""
     w = api_world
     assert w.a.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200  # the token is known now
     user = w.partner_a

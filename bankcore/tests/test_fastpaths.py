@@ -5,9 +5,8 @@ here, not silently in production."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -59,72 +58,7 @@ def test_shared_fields_validate_as_drfs_own_fields(data):
         assert shared.validated_data == drf.validated_data
 
 
-# --- simplejwt: a verified token kept by its bytes ------------------------------------------------
-
-
-def _simplejwt_verdict(raw: bytes) -> Any:
-    """What simplejwt's own authentication says of a token: its payload, or its refusal's code."""
-    from rest_framework.exceptions import AuthenticationFailed
-    from rest_framework_simplejwt.authentication import JWTAuthentication
-
-    try:
-        return dict(JWTAuthentication().get_validated_token(raw).payload)
-    except AuthenticationFailed as refused:
-        return ("refused", refused.get_codes())
-
-
-def _our_verdict(raw: bytes) -> Any:
-    from rest_framework.exceptions import AuthenticationFailed
-
-    from bankcore.api.authentication import PartnerJWTAuthentication
-
-    try:
-        return dict(PartnerJWTAuthentication().get_validated_token(raw).payload)
-    except AuthenticationFailed as refused:
-        return ("refused", refused.get_codes())
-
-
-def _tokens(user: Any) -> dict[str, bytes]:
-    from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
-
-    fresh = AccessToken.for_user(user)
-    expired = AccessToken.for_user(user)
-    expired.set_exp(from_time=datetime.now(UTC) - timedelta(hours=1), lifetime=timedelta(minutes=1))
-    header, payload, signature = str(fresh).split(".")
-    refresh = RefreshToken.for_user(user)
-    refresh.blacklist()
-    return {
-        "fresh": str(fresh).encode(),
-        "expired": str(expired).encode(),
-        "wrong signature": f"{header}.{payload}.{signature[:-4]}AAAA".encode(),
-        "payload changed": f"{header}.{payload[:-2]}xx.{signature}".encode(),
-        "refresh, blacklisted, as access": str(refresh).encode(),
-        "not a token": b"not.a.token",
-    }
-
-
-def test_the_token_cache_accepts_and_refuses_as_simplejwt(api_world):
-    tokens = _tokens(api_world.partner_a)
-    for name, raw in tokens.items():
-        expected = _simplejwt_verdict(raw)
-        assert _our_verdict(raw) == expected, name
-        assert _our_verdict(raw) == expected, f"{name}, asked again"
-    assert isinstance(_simplejwt_verdict(tokens["fresh"]), dict)
-    assert [name for name, raw in tokens.items() if raw in fastpaths._verified] == ["fresh"]  # only what passed
-
-
-def test_a_kept_token_is_refused_once_simplejwt_refuses_its_expiry(api_world):
-    from rest_framework_simplejwt.tokens import AccessToken
-
-    token = AccessToken.for_user(api_world.partner_a)
-    token.set_exp(lifetime=timedelta(seconds=1))
-    raw = str(token).encode()
-    assert _our_verdict(raw) == _simplejwt_verdict(raw)
-    assert raw in fastpaths._verified
-    time.sleep(1.2)
-    assert _simplejwt_verdict(raw)[0] == "refused"
-    assert _our_verdict(raw) == _simplejwt_verdict(raw)
-    assert raw not in fastpaths._verified
+# --- simplejwt: the token's user read by one statement -------------------------------------------------
 
 
 def test_the_precompiled_user_read_is_the_orms(api_world):
