@@ -19,8 +19,6 @@ from typing import Any, TypeVar
 
 from django.db import DatabaseError, OperationalError, connections, transaction
 
-from bankcore.fastpaths import sql_literals
-
 T = TypeVar("T")
 
 RETRYABLE_MYSQL_ERRORS = {1205, 1213}
@@ -209,7 +207,7 @@ def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, comm
         with connection.wrap_database_errors:
             try:
                 query = "; ".join(parts).encode()
-                raw.execute(query % sql_literals(raw.connection, args) if args else query)
+                raw.execute(query, args or None)
                 while True:
                     results.append(Result(raw.rowcount, raw.lastrowid, list(raw.fetchall()) if raw.description else []))
                     if not raw.nextset():

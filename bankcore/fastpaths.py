@@ -10,12 +10,10 @@ instead of drifting silently in production.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC
-from decimal import Decimal
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any, ClassVar
-from uuid import UUID
 
 from auditlog import get_logentry_model
 from auditlog.cid import get_cid, set_cid
@@ -125,35 +123,6 @@ def jwt_user(user_id: Any) -> Any:
         for convert in functions:
             values[index] = convert(values[index], column, connection)
     return get_user_model().from_db(using, names, values)
-
-
-# --- MySQLdb: parameters turned into SQL literals ---------------------------------------------------
-#
-# Replaces: ``Connection.literal``'s generic dispatch (its encoders dict, per parameter), a tenth of
-# the database client's CPU at ~110 parameters per transfer (2026-12-01, ``bench/door.py
-# --profile``). Used by ``bankcore.db`` on the raw cursor of the engine's batches.
-
-
-def sql_literals(db: Any, args: Sequence[Any]) -> tuple[bytes, ...]:
-    """The SQL literals MySQLdb's ``db.literal`` makes of the hot path's parameter types; anything
-    else goes to ``literal`` itself. The connection speaks utf8mb4."""
-    string_literal, literal = db.string_literal, db.literal
-    out = []
-    for arg in args:
-        kind = type(arg)
-        if kind is str or isinstance(arg, str):  # Django's TextChoices members are str too
-            out.append(string_literal(arg.encode()))
-        elif kind is UUID:  # native UUID columns (MariaDB 10.7+)
-            out.append(string_literal(str(arg).encode()))
-        elif arg is None:
-            out.append(b"NULL")
-        elif kind is int:
-            out.append(str(arg).encode())
-        elif kind is Decimal:
-            out.append(format(arg, "f").encode())
-        else:
-            out.append(literal(arg))
-    return tuple(out)
 
 
 # --- Django: session, CSRF, authentication and messages for the back office only --------------------

@@ -5,9 +5,6 @@ here, not silently in production."""
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -72,39 +69,6 @@ def test_the_precompiled_user_read_is_the_orms(api_world):
     assert fastpaths.jwt_user(10**9) is None
     with pytest.raises((TypeError, ValueError)):
         fastpaths.jwt_user("not-a-number")
-
-
-# --- MySQLdb: literals --------------------------------------------------------------------------------
-
-
-def test_the_fast_literals_are_the_drivers_own():
-    from transfers.models import Transfer
-
-    connection = connections["db1"]
-    connection.ensure_connection()
-    db = connection.connection
-    values = [
-        "plain",
-        'it\'s \\ a "quote"\n\x00',
-        "\\'; DROP TABLE x; --",
-        "一二三　Unicode ✓",
-        "",
-        None,
-        0,
-        -7,
-        2**62,
-        Decimal("0.01"),
-        Decimal("-125.50"),
-        Decimal("1E+2"),
-        Decimal("123456789012345678.99"),
-        True,
-        False,
-        uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        date(2026, 12, 1),
-        datetime(2026, 12, 7, 21, 40, 5, 123456),
-        Transfer.Status.COMPLETED,  # a TextChoices member: a str subclass
-    ]
-    assert list(fastpaths.sql_literals(db, values)) == [db.literal(v) for v in values]
 
 
 # --- Django's middleware ---------------------------------------------------------
