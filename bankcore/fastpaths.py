@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC
-from functools import cache, partial
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from auditlog import get_logentry_model
-from auditlog.cid import get_cid, set_cid
-from auditlog.context import _set_extra_data, auditlog_value
+from auditlog.cid import get_cid
 from auditlog.diff import get_fields_in_model
-from auditlog.middleware import AuditlogMiddleware
 from django.contrib.auth import get_user_model
 from django.db import connections, models, router
 from django.db.models import Field
-from django.db.models.signals import pre_save
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.encoding import smart_str
@@ -140,45 +136,6 @@ class BackOfficeOnly(MiddlewareMixin):
         if is_api_request(request):
             return self.get_response(request)
         return super().__call__(request)
-
-
-# --- django-auditlog: the request's context set without reconnecting a signal --------------------------
-#
-# Replaces: ``AuditlogMiddleware.__call__``, which connects a pre_save receiver at the start of every
-# request and disconnects it at the end, each under the signal's lock and each emptying the
-# receiver cache of every model signal of the process. Relies on auditlog's private
-# ``_set_extra_data`` and ``auditlog_value``.
-
-# The dispatch uid of the one pre_save receiver AuditlogContextMiddleware connects, and the
-# ``signal_duid`` of the context it sets: auditlog's receiver fills a LogEntry in only from the
-# context whose uid it was connected with.
-_AUDITLOG_DUID = ("set_actor", "bankcore.request")
-
-
-class AuditlogContextMiddleware(AuditlogMiddleware):
-    """django-auditlog's middleware (correlation id, the request's address, port and user on every
-    LogEntry saved while it runs) with one receiver, connected once, and auditlog's context
-    variable set per request (reset after: auditlog's leaves it set). A ``set_actor`` inside a
-    request works as with auditlog's: its own context and receiver take over."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        super().__init__(get_response)
-        pre_save.connect(
-            partial(_set_extra_data, signal_duid=_AUDITLOG_DUID),
-            sender=get_logentry_model(),
-            dispatch_uid=_AUDITLOG_DUID,
-            weak=False,
-        )
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        set_cid(request)
-        context = self.get_extra_data(request)
-        context["signal_duid"] = _AUDITLOG_DUID
-        token = auditlog_value.set(context)
-        try:
-            return self.get_response(request)
-        finally:
-            auditlog_value.reset(token)
 
 
 # --- django-auditlog: a "created" entry written as one INSERT ------------------------------------------

@@ -223,14 +223,13 @@ def test_the_audit_file_never_holds_a_password_a_full_number_or_a_balance(make_s
 
 
 def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_staff):
-    """The project's auditlog middleware (bankcore.fastpaths.AuditlogContextMiddleware) gives each
-    request its own context, also when requests run at once on threads, and none outside one."""
+    """django-auditlog's middleware gives each request its own context, also when requests run at
+    once on threads, and none outside one."""
     import threading
 
+    from auditlog.middleware import AuditlogMiddleware
     from django.contrib.auth.models import Group
     from django.test import RequestFactory
-
-    from bankcore.fastpaths import AuditlogContextMiddleware
 
     users = [make_staff("teller", f"mw-teller-{i}") for i in range(4)]
     barrier = threading.Barrier(len(users))
@@ -242,7 +241,7 @@ def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_sta
 
         return HttpResponse("ok")
 
-    middleware = AuditlogContextMiddleware(save_group)
+    middleware = AuditlogMiddleware(save_group)
 
     def one(i: int) -> None:
         from django.db import connections

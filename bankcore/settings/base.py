@@ -74,7 +74,7 @@ MIDDLEWARE = [
     "bankcore.middleware.CsrfViewMiddleware",
     "bankcore.middleware.AuthenticationMiddleware",
     "bankcore.middleware.AdminLookupGuardMiddleware",  # a lookup the database cannot take: 400, not a 500
-    "bankcore.fastpaths.AuditlogContextMiddleware",  # django-auditlog's, cheaper
+    "auditlog.middleware.AuditlogMiddleware",
     "audit.middleware.AuditRequestMiddleware",
     "bankcore.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -94,28 +94,6 @@ def test_the_back_office_middleware_is_djangos_outside_the_api_and_absent_inside
 # --- django-auditlog ----------------------------------------------------------------------------------
 
 
-def test_an_entry_saved_in_a_request_is_as_auditlogs_own_middleware_makes_it(make_staff):
-    from auditlog.middleware import AuditlogMiddleware
-    from auditlog.models import LogEntry
-    from django.contrib.auth.models import Group
-    from django.http import HttpResponse
-
-    staff = make_staff("teller", "mw-pin")
-
-    def entry(middleware_class: Any, name: str) -> dict[str, Any]:
-        def save(request: Any) -> HttpResponse:
-            Group.objects.create(name=name)
-            return HttpResponse("ok")
-
-        request = RequestFactory().post("/admin/", REMOTE_ADDR="203.0.113.9", HTTP_X_CORRELATION_ID="cid-1")
-        request.user = staff
-        middleware_class(save)(request)
-        row = LogEntry.objects.get(object_repr=name)
-        return {k: getattr(row, k) for k in ("actor_id", "remote_addr", "remote_port", "cid", "action")}
-
-    assert entry(fastpaths.AuditlogContextMiddleware, "pin-ours") == entry(AuditlogMiddleware, "pin-auditlog")
-
-
 def test_the_created_entry_insert_writes_the_row_log_create_writes(make_account, make_staff):
     """The INSERT against ``LogEntry.objects.log_create`` with auditlog's own diff, for a transfer
     (a UUID key, dates, a foreign key, choices) and an account."""
