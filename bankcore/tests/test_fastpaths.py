@@ -55,6 +55,30 @@ def test_shared_fields_validate_as_drfs_own_fields(data):
         assert shared.validated_data == drf.validated_data
 
 
+def test_shared_fields_render_as_drfs_own_fields(api_world):
+    """A completed, an aborted and a reversing transfer, one by one and as a list."""
+    from rest_framework import serializers
+
+    from transfers.api import TransferOutput
+    from transfers.models import Transfer
+
+    w = api_world
+
+    def post(path: str, data: dict[str, Any], key: str) -> Any:
+        return w.a.post(path, data, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    move = {"source_account": w.a1.number, "destination_account": w.a2.number, "amount": "10.05"}
+    done = post("/api/v1/transfers/", {**move, "reference": "发票\u300042"}, "render-1").json()
+    post("/api/v1/transfers/", {**move, "destination_account": w.c2.number, "amount": "5000.00"}, "render-2")
+    assert post(f"/api/v1/transfers/{done['id']}/reverse/", {}, "render-3").status_code == 201
+    transfers = list(Transfer.objects.order_by("created_at"))
+    assert {t.status for t in transfers} >= {"completed", "aborted"} and any(t.reversal_of_id for t in transfers)
+    plain = type("DrfTransferOutput", (TransferOutput,), {"fields": serializers.Serializer.__dict__["fields"]})
+    for transfer in transfers:
+        assert TransferOutput(transfer).data == plain(transfer).data
+    assert TransferOutput(transfers, many=True).data == plain(transfers, many=True).data
+
+
 # --- simplejwt: the token's user read by one statement -------------------------------------------------
 
 
