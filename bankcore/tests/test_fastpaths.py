@@ -186,7 +186,8 @@ def test_the_cell_rate_throttle_takes_drfs_rate_and_key(api_world):
     request = APIRequestFactory().get("/api/v1/accounts/")
     request.user = api_world.partner_a
     with rates(user="7/hour"):
-        ours, drfs = PartnerRateThrottle(), UserRateThrottle()
+        ours = PartnerRateThrottle()
+        drfs: Any = UserRateThrottle()  # the rate's attributes are not in DRF's stubs
         drfs.rate = "7/hour"  # DRF's copies the rates at import; ours reads them per request
         drfs.num_requests, drfs.duration = drfs.parse_rate(drfs.rate)
         assert (ours.num_requests, ours.duration) == (drfs.num_requests, drfs.duration) == (7, 3600)
