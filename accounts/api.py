@@ -19,15 +19,10 @@ from rest_framework.views import APIView
 from accounts.api_selectors import account_entries, account_get_visible, account_scope, accounts_page
 from accounts.models import Account, Entry
 from accounts.numbers import NUMBER_LENGTH, InvalidAccountNumber, account_number_parse
-from bankcore.api_errors import (
-    BoundedDateTimeField,
-    DateTimeCursorPagination,
-    ExactRegexField,
-    StrictCharField,
-    StrictInputSerializer,
-    StrictIntegerField,
-    problems,
-)
+from bankcore.api.fields import BoundedDateTimeField, ExactRegexField, StrictCharField, StrictIntegerField
+from bankcore.api.pagination import DateTimeCursorPagination
+from bankcore.api.schema import problems
+from bankcore.api.serializers import StrictInputSerializer
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 200

@@ -8,7 +8,7 @@ management command or the admin page; every change is an audit event in the same
 
 A partner's password is its API credential. It is generated (never chosen), returned once to be
 handed over, and only its hash is kept: rotating it sets a new one, and the tokens issued before
-stop working (``bankcore.api_auth`` checks the revoke claim on every request). A deactivated partner
+stop working (``bankcore.api.authentication`` checks the revoke claim on every request). A deactivated partner
 is refused on its next request; its links stay, for the record.
 """
 

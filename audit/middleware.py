@@ -6,56 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from auditlog import get_logentry_model
-from auditlog.cid import set_cid
-from auditlog.context import _set_extra_data, auditlog_value
-from auditlog.middleware import AuditlogMiddleware
 from django.conf import settings
-from django.db.models.signals import pre_save
 from django.http import HttpRequest, HttpResponse
 
 from audit.logfile import audit_log_write
 from bankcore.actors import client_ip
 from bankcore.paths import ADMIN_PATH_PREFIX, API_PATH_PREFIX, is_api_request
-
-# The dispatch uid of the one pre_save receiver AuditlogContextMiddleware connects, and the
-# ``signal_duid`` of the context it sets: auditlog's receiver fills a LogEntry in only from the
-# context whose uid it was connected with.
-_AUDITLOG_DUID = ("set_actor", "bankcore.request")
-
-
-class AuditlogContextMiddleware(AuditlogMiddleware):
-    """django-auditlog's middleware (correlation id, the request's address, port and user on every
-    LogEntry saved while it runs), without its cost per request: auditlog's connects a pre_save
-    receiver at the start of every request and disconnects it at the end, each under the signal's
-    lock and each emptying the receiver cache of every model signal of the process. This one
-    connects one receiver, once, and sets auditlog's context variable per request (resetting it
-    after: auditlog's leaves it set). A ``set_actor`` inside a request works as with auditlog's:
-    its own context and receiver take over."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        super().__init__(get_response)
-        pre_save.connect(
-            partial(_set_extra_data, signal_duid=_AUDITLOG_DUID),
-            sender=get_logentry_model(),
-            dispatch_uid=_AUDITLOG_DUID,
-            weak=False,
-        )
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        set_cid(request)
-        context = self.get_extra_data(request)
-        context["signal_duid"] = _AUDITLOG_DUID
-        token = auditlog_value.set(context)
-        try:
-            return self.get_response(request)
-        finally:
-            auditlog_value.reset(token)
-
 
 MUTATING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 AUDITED_PREFIXES = (ADMIN_PATH_PREFIX, API_PATH_PREFIX)

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import UTC
 from typing import Any
 
-from auditlog.cid import get_cid
-from auditlog.diff import get_fields_in_model
-from auditlog.models import LogEntry
-from auditlog.registry import auditlog
-from django.contrib.contenttypes.models import ContentType
 from django.db import connections, models, transaction
 from django.utils import timezone
-from django.utils.encoding import smart_str
 
 from audit.chain import audit_event_mac
 from audit.logfile import audit_log_write
 from audit.models import AuditEvent
 from bankcore.actors import Actor
 from bankcore.db import Result, defer, on_commit
+from bankcore.fastpaths import auditlog_created_insert
 
 _EVENT_TABLE = AuditEvent._meta.db_table
-_LOG_ENTRY_TABLE = LogEntry._meta.db_table
 
 
 def audit_event_record(
@@ -148,87 +140,6 @@ def _file_record(event: AuditEvent) -> dict[str, Any]:
 
 def auditlog_entry_created(instance: models.Model, *, actor: Actor) -> None:
     """django-auditlog's "created" entry for a row the caller inserted with its own SQL (no
-    ``post_save``, so auditlog's receiver never sees it): the changes auditlog's own
-    ``model_instance_diff`` would give (``_created_changes``), written as one INSERT in the
-    transaction open on ``default``, with the actor and address of the ``Actor`` instead of
-    auditlog's middleware context."""
-    pk = instance.pk
-    defer(
-        "default",
-        f"INSERT INTO {_LOG_ENTRY_TABLE} (content_type_id, object_pk, object_id, object_repr, serialized_data, "
-        "action, changes_text, changes, actor_id, cid, remote_addr, remote_port, timestamp, additional_data, "
-        "actor_email) VALUES (%s, %s, %s, %s, NULL, %s, '', %s, %s, %s, %s, NULL, %s, NULL, NULL)",
-        [
-            ContentType.objects.db_manager("default").get_for_model(instance).pk,
-            str(pk),
-            pk if isinstance(pk, int) else None,
-            smart_str(instance),
-            LogEntry.Action.CREATE,
-            json.dumps(_created_changes(instance)),
-            actor.user_id,
-            get_cid(),
-            actor.ip,
-            connections["default"].ops.adapt_datetimefield_value(timezone.now()),
-        ],
-    )
-
-
-# How auditlog renders a field's value in a "created" entry (None: the field is left out).
-Renderer = Callable[[models.Model], str | None]
-# Per model: (field name, its renderer).
-_CREATED_RENDERERS: dict[type[models.Model], list[tuple[str, Renderer]]] = {}
-
-
-def _created_changes(instance: models.Model) -> dict[str, tuple[str, str]]:
-    """What ``auditlog.diff.model_instance_diff(None, instance)`` returns, without its generic
-    per-field machinery (a quarter of a transfer's Python time): every tracked field as ("None",
-    its value as auditlog writes it), leaving out plain fields that are None, as auditlog does.
-    ``audit/tests`` holds the two side by side."""
-    model = type(instance)
-    renderers = _CREATED_RENDERERS.get(model)
-    if renderers is None:
-        renderers = _CREATED_RENDERERS[model] = _created_renderers(model, instance)
-    changes: dict[str, tuple[str, str]] = {}
-    for name, render in renderers:
-        value = render(instance)
-        if value is not None:
-            changes[name] = ("None", value)
-    return changes
-
-
-def _created_renderers(model: type[models.Model], instance: models.Model) -> list[tuple[str, Renderer]]:
-    options = auditlog.get_model_fields(model)
-    renderers: list[tuple[str, Renderer]] = []
-    for field in get_fields_in_model(instance):
-        if options["include_fields"] and field.name not in options["include_fields"]:
-            continue
-        if field.name in options["exclude_fields"]:
-            continue
-        if field.name in options["mask_fields"]:
-            raise NotImplementedError(f"{model.__name__}.{field.name}: masked fields are auditlog's to render")
-        renderers.append((field.name, _renderer(field)))
-    return renderers
-
-
-def _renderer(field: models.Field[Any, Any]) -> Renderer:
-    name = field.name
-    if isinstance(field, models.DateTimeField):
-
-        def render_datetime(obj: models.Model) -> str | None:
-            value = getattr(obj, name)
-            if value is not None and timezone.is_aware(value):
-                value = timezone.make_naive(value, timezone=UTC)
-            return str(value)
-
-        return render_datetime
-    if isinstance(field, models.JSONField):
-        return lambda obj: json.dumps(getattr(obj, name), sort_keys=True, cls=field.encoder)
-    if (field.one_to_one or field.many_to_one) and hasattr(field, "rel_class"):
-        attname = field.get_attname()
-        return lambda obj: str(getattr(obj, attname))  # a None key is written as "None"
-
-    def render_plain(obj: models.Model) -> str | None:
-        value = smart_str(getattr(obj, name))
-        return None if value == "None" else value
-
-    return render_plain
+    ``post_save``, so auditlog's receiver never sees it), written in the transaction open on
+    ``default`` (``bankcore.fastpaths.auditlog_created_insert``)."""
+    defer("default", *auditlog_created_insert(instance, actor=actor))

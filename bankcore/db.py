@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, TypeVar
-from uuid import UUID
 
 from django.db import DatabaseError, OperationalError, connections, transaction
 
@@ -209,7 +207,7 @@ def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, comm
         with connection.wrap_database_errors:
             try:
                 query = "; ".join(parts).encode()
-                raw.execute(query % _literals(raw.connection, args) if args else query)
+                raw.execute(query, args or None)
                 while True:
                     results.append(Result(raw.rowcount, raw.lastrowid, list(raw.fetchall()) if raw.description else []))
                     if not raw.nextset():
@@ -230,29 +228,6 @@ def _send(state: _OpenTransaction, statements: Sequence[Statement] = (), *, comm
         if callback is not None:
             callback(result)
     return results[first_returned : first_returned + len(statements)]
-
-
-def _literals(db: Any, args: Sequence[Any]) -> tuple[bytes, ...]:
-    """The SQL literals MySQLdb's ``Connection.literal`` makes of the hot path's parameter types,
-    without its generic dispatch, which is costly on the hot path: a transfer binds about 110
-    parameters (docs/performance.md). Anything else goes to ``literal`` itself. The connection speaks utf8mb4."""
-    string_literal, literal = db.string_literal, db.literal
-    out = []
-    for arg in args:
-        kind = type(arg)
-        if kind is str or isinstance(arg, str):  # Django's TextChoices members are str too
-            out.append(string_literal(arg.encode()))
-        elif kind is UUID:  # native UUID columns (MariaDB 10.7+)
-            out.append(string_literal(str(arg).encode()))
-        elif arg is None:
-            out.append(b"NULL")
-        elif kind is int:
-            out.append(str(arg).encode())
-        elif kind is Decimal:
-            out.append(format(arg, "f").encode())
-        else:
-            out.append(literal(arg))
-    return tuple(out)
 
 
 def _close_quietly(connection: Any) -> None:

@@ -4,10 +4,9 @@ variable of ``bankcore.logging``).
 
 And Django's session, CSRF, authentication and messages middleware for the back office only: the
 partner API (``/api/``) authenticates with a JWT on every request (DRF), keeps no session, sets no
-cookie and shows no message, and skipping the four saved a few percent of its workers' CPU.
+cookie and shows no message (``bankcore.fastpaths.BackOfficeOnly``).
 
-And django-prometheus' two middleware, each labelled child looked up once per process; and a guard
-on the admin's lookups and actions that the database cannot take."""
+And a guard on the admin's lookups and actions that the database cannot take."""
 
 from __future__ import annotations
 
@@ -23,11 +22,9 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.core.exceptions import BadRequest, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
-from django.utils.deprecation import MiddlewareMixin
-from django_prometheus.middleware import PrometheusAfterMiddleware as DjangoPrometheusAfterMiddleware
-from django_prometheus.middleware import PrometheusBeforeMiddleware as DjangoPrometheusBeforeMiddleware
 
 from bankcore.db import FILTER_YEARS
+from bankcore.fastpaths import BackOfficeOnly
 from bankcore.logging import request_id_bound
 from bankcore.paths import ADMIN_PATH_PREFIX, is_api_request
 
@@ -48,62 +45,25 @@ class RequestIdMiddleware:
         return response
 
 
-class _BackOfficeOnly(MiddlewareMixin):
-    """Runs the Django middleware it is mixed into except for the partner API, whose requests go
-    straight on. Subclasses of Django's own, so that the admin's checks (admin.E408–E410) still
-    find them in MIDDLEWARE."""
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if is_api_request(request):
-            return self.get_response(request)
-        return super().__call__(request)
-
-
-class SessionMiddleware(_BackOfficeOnly, DjangoSessionMiddleware):
+class SessionMiddleware(BackOfficeOnly, DjangoSessionMiddleware):
     pass
 
 
-class AuthenticationMiddleware(_BackOfficeOnly, DjangoAuthenticationMiddleware):
+class AuthenticationMiddleware(BackOfficeOnly, DjangoAuthenticationMiddleware):
     """Under /api/ ``request.user`` is set by DRF's authentication, when the view runs."""
 
 
-class MessageMiddleware(_BackOfficeOnly, DjangoMessageMiddleware):
+class MessageMiddleware(BackOfficeOnly, DjangoMessageMiddleware):
     pass
 
 
-class CsrfViewMiddleware(_BackOfficeOnly, DjangoCsrfViewMiddleware):
+class CsrfViewMiddleware(BackOfficeOnly, DjangoCsrfViewMiddleware):
     """Every API view is CSRF-exempt already (DRF's, and a JWT is no ambient credential)."""
 
     def process_view(self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any) -> Any:
         if is_api_request(request):
             return None
         return super().process_view(request, callback, callback_args, callback_kwargs)
-
-
-class _LabelledOnce:
-    """django-prometheus' ``label_metric``, with the child of each metric and set of label values
-    kept after its first use: ``metric.labels()`` validates and builds its key on every call, ten
-    times per request (docs/performance.md). prometheus_client keeps every child it made
-    anyway (``metric.labels`` returns the same one each time), so this keeps no more than it does."""
-
-    _children: dict[tuple[Any, ...], Any] = {}
-
-    def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
-        if not labels:
-            return metric
-        key = (metric, *labels.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(**labels)
-        return child
-
-
-class PrometheusBeforeMiddleware(_LabelledOnce, DjangoPrometheusBeforeMiddleware):
-    pass
-
-
-class PrometheusAfterMiddleware(_LabelledOnce, DjangoPrometheusAfterMiddleware):
-    pass
 
 
 class AdminLookupGuardMiddleware:

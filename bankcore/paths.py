@@ -1,11 +1,11 @@
 """Where the partner API lives, for what treats its requests apart: problem+json errors
-(``bankcore.api_errors``), no session, CSRF, authentication or messages middleware
+(``bankcore.api.problems``), no session, CSRF, authentication or messages middleware
 (``bankcore.middleware``), the API channel of a login's audit event (``audit.signals``), the
 requests the audit file records (``audit.middleware``); and where the back office lives, for the
 admin's year guard (``bankcore.middleware``) and the audit file.
 
 No imports beyond Django's request type: the middleware module imports this before DRF's settings
-can be read (``bankcore.api_errors`` is one of them)."""
+can be read (``bankcore.api.problems`` is one of them)."""
 
 from __future__ import annotations
 

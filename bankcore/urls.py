@@ -8,11 +8,11 @@ urlpatterns = [
     path("health", health, name="health"),
     path("metrics", metrics_view, name="prometheus-metrics"),
     path("admin/", admin.site.urls),
-    path("api/", include("bankcore.api_urls")),
+    path("api/", include("bankcore.api.urls")),
 ]
 
 # problem+json under /api/, Django's usual pages elsewhere.
-handler400 = "bankcore.api_errors.handler400"
-handler403 = "bankcore.api_errors.handler403"
-handler404 = "bankcore.api_errors.handler404"
-handler500 = "bankcore.api_errors.handler500"
+handler400 = "bankcore.api.problems.handler400"
+handler403 = "bankcore.api.problems.handler403"
+handler404 = "bankcore.api.problems.handler404"
+handler500 = "bankcore.api.problems.handler500"

@@ -1,6 +1,6 @@
 """Partner API: transfers. Thin views over ``transfers.approvals.money_movement_execute`` (the
 four-eyes rule, then ``transfer_create``), ``transfer_reverse`` and the selectors; every refusal
-is an ``ApplicationError`` rendered by ``bankcore.api_errors``.
+is an ``ApplicationError`` rendered by ``bankcore.api.problems``.
 
 Idempotency: ``POST`` needs an ``Idempotency-Key`` header. The engine stores it with the client's
 identity (``Actor.client_id``, the partner's user) and a hash of the request, so a retry answers
@@ -28,21 +28,13 @@ from accounts.api import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, AccountNumberField, a
 from accounts.api_selectors import account_may_debit
 from accounts.errors import AccountNotFound
 from bankcore.actors import Channel, actor_from_request
-from bankcore.api_errors import (
-    REPLAYED_HEADER,
-    AmountField,
-    BoundedDateTimeField,
-    CurrencyField,
-    DateTimeCursorPagination,
-    IdempotencyKeyRequired,
-    StrictCharField,
-    StrictInputSerializer,
-    StrictIntegerField,
-    links,
-    problems,
-    replayable,
-)
-from bankcore.api_throttling import NotFoundRateThrottle
+from bankcore.api.fields import AmountField, BoundedDateTimeField, CurrencyField, StrictCharField, StrictIntegerField
+from bankcore.api.pagination import DateTimeCursorPagination
+from bankcore.api.problems import REPLAYED_HEADER, IdempotencyKeyRequired
+from bankcore.api.schema import links, problems, replayable
+from bankcore.api.serializers import StrictInputSerializer
+from bankcore.api.throttling import NotFoundRateThrottle
+from bankcore.fastpaths import SharedFields
 from bankcore.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH
 from transfers.api_selectors import transfer_get_visible, transfer_reversal_check, transfer_wait_final, transfers_list
 from transfers.approvals import money_movement_execute
@@ -52,7 +44,9 @@ from transfers.services import REFERENCE_MAX_LENGTH, transfer_refusal_error, tra
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-class TransferOutput(serializers.Serializer):  # type: ignore[type-arg]
+class TransferOutput(SharedFields):
+    """A transfer as the API shows it; its fields are built once (``bankcore.fastpaths.SharedFields``)."""
+
     id = serializers.UUIDField()
     kind = serializers.ChoiceField(choices=Transfer.Kind.choices)
     status = serializers.ChoiceField(choices=Transfer.Status.choices)
@@ -66,35 +60,6 @@ class TransferOutput(serializers.Serializer):  # type: ignore[type-arg]
     created_at = serializers.DateTimeField()
     committed_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-
-    def to_representation(self, transfer: Transfer) -> dict[str, Any]:
-        """The fields above, rendered without building them: DRF deep-copies a serializer's fields
-        for every instance, a tenth of the CPU of a POST /api/v1/transfers/. The declared fields
-        still make the schema; ``transfers/tests`` pins this against DRF's own rendering."""
-        return {
-            "id": str(transfer.id),
-            "kind": transfer.kind,
-            "status": transfer.status,
-            "source_account": transfer.source_account,
-            "destination_account": transfer.destination_account,
-            "amount": _AMOUNT.to_representation(transfer.amount),
-            "currency": transfer.currency,
-            "reference": transfer.reference,
-            "failure_code": transfer.failure_code,
-            "reversal_of": str(transfer.reversal_of_id) if transfer.reversal_of_id else None,
-            "created_at": _render_datetime(transfer.created_at),
-            "committed_at": _render_datetime(transfer.committed_at),
-            "finished_at": _render_datetime(transfer.finished_at),
-        }
-
-
-# Stateless once configured, so one of each serves every rendering.
-_AMOUNT = serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True)
-_DATETIME = serializers.DateTimeField()
-
-
-def _render_datetime(value: Any) -> str | None:
-    return None if value is None else _DATETIME.to_representation(value)
 
 
 # Printable text and spaces of any width (``transfers.services.text_is_visible``): no JSON Schema

@@ -25,16 +25,12 @@ from accounts.api_selectors import accounts_may_debit
 from accounts.errors import AccountNotFound
 from accounts.numbers import UnknownLedger
 from bankcore.actors import Channel, actor_from_request
-from bankcore.api_errors import (
-    REPLAYED_HEADER,
-    ExactRegexField,
-    LimitedJSONParser,
-    StrictInputSerializer,
-    links,
-    problems,
-    replayable,
-)
-from bankcore.api_throttling import NotFoundRateThrottle
+from bankcore.api.fields import ExactRegexField
+from bankcore.api.parsers import LimitedJSONParser
+from bankcore.api.problems import REPLAYED_HEADER
+from bankcore.api.schema import links, problems, replayable
+from bankcore.api.serializers import StrictInputSerializer
+from bankcore.api.throttling import NotFoundRateThrottle
 from bankcore.errors import ApplicationError, BusinessRuleViolation, NotFound
 from transfers.api import IDEMPOTENCY_PARAMETER, TransferCreateInput, TransferOutput, _idempotency_key
 from transfers.batch import (

@@ -1,4 +1,4 @@
-"""The partner API's transfer routes, in /api/v1/ (``bankcore.api_urls``)."""
+"""The partner API's transfer routes, in /api/v1/ (``bankcore.api.urls``)."""
 
 from django.urls import path
 

@@ -19,7 +19,7 @@ wait as one of 18,000 would. The per-account limit is ``APPROVAL_THRESHOLD`` for
 so two submissions at once cannot both read the total from before the other.
 
 A partner of the API is not staff: it debits only the accounts linked to it, on its customers'
-authority, within the engine's limits (staff cannot authenticate there: ``bankcore.api_auth``).
+authority, within the engine's limits (staff cannot authenticate there: ``bankcore.api.authentication``).
 The rule is the same whatever the door: the back office queues what needs approval
 (``money_movement_submit``); a door without a queue refuses it (``money_movement_execute``:
 ``ApprovalRequired``). A superuser outside the roles is refused at both (``RoleRequired``).

@@ -228,14 +228,13 @@ def test_the_audit_file_never_holds_a_password_a_full_number_or_a_balance(make_s
 
 
 def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_staff):
-    """The project's auditlog middleware (audit.middleware.AuditlogContextMiddleware) gives each
-    request its own context, also when requests run at once on threads, and none outside one."""
+    """django-auditlog's middleware gives each request its own context, also when requests run at
+    once on threads, and none outside one."""
     import threading
 
+    from auditlog.middleware import AuditlogMiddleware
     from django.contrib.auth.models import Group
     from django.test import RequestFactory
-
-    from audit.middleware import AuditlogContextMiddleware
 
     users = [make_staff("teller", f"mw-teller-{i}") for i in range(4)]
     barrier = threading.Barrier(len(users))
@@ -247,7 +246,7 @@ def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_sta
 
         return HttpResponse("ok")
 
-    middleware = AuditlogContextMiddleware(save_group)
+    middleware = AuditlogMiddleware(save_group)
 
     def one(i: int) -> None:
         from django.db import connections

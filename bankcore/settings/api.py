@@ -26,17 +26,16 @@ def _env_rate(name: str, default: str) -> str:
 
 
 # The body of an API request, in bytes. DRF parses JSON from the stream and so bypasses Django's
-# DATA_UPLOAD_MAX_MEMORY_SIZE; bankcore.api_errors.LimitedJSONParser enforces this one (413).
+# DATA_UPLOAD_MAX_MEMORY_SIZE; bankcore.api.parsers.LimitedJSONParser enforces this one (413).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 # The body of a batch of transfers (POST /api/v1/transfer-batches/, up to 1,000 items).
 API_MAX_BATCH_BODY_BYTES = env_int("API_MAX_BATCH_BODY_BYTES", 1024 * 1024, minimum=1024)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["bankcore.api_auth.PartnerJWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["bankcore.api.authentication.PartnerJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["bankcore.api_errors.LimitedJSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "bankcore.api_errors.JSONNegotiation",
+    "DEFAULT_PARSER_CLASSES": ["bankcore.api.parsers.LimitedJSONParser"],
     # Every body ASCII, anything else as \u escapes (as Django's JsonResponse writes the problems
     # raised outside DRF): JSON defines no charset parameter, and a client that guesses one from
     # the bytes reads raw UTF-8 wrongly. Guessing Shift-JIS, the JSON text 'Í\"' (C3 8D 5C 22) reads
@@ -44,8 +43,8 @@ REST_FRAMEWORK = {
     # that very body invalid.
     "UNICODE_JSON": False,
     "DEFAULT_THROTTLE_CLASSES": [
-        "bankcore.api_throttling.AnonymousRateThrottle",
-        "bankcore.api_throttling.PartnerRateThrottle",
+        "bankcore.api.throttling.AnonymousRateThrottle",
+        "bankcore.api.throttling.PartnerRateThrottle",
     ],
     # Per client: an authenticated client by its user, an anonymous one by its address. Counted
     # in the default cache, which is Redis whenever REDIS_HOST is set, so every replica shares it.
@@ -53,10 +52,10 @@ REST_FRAMEWORK = {
         "anon": _env_rate("API_THROTTLE_ANON_RATE", "60/min"),
         "user": _env_rate("API_THROTTLE_USER_RATE", "600/min"),
         # Answers that an account does not exist (a transfer's destination), per partner: the
-        # bank's account numbers are not to be walked (bankcore.api_throttling.NotFoundRateThrottle).
+        # bank's account numbers are not to be walked (bankcore.api.throttling.NotFoundRateThrottle).
         "not_found": _env_rate("API_THROTTLE_NOT_FOUND_RATE", "30/hour"),
     },
-    "EXCEPTION_HANDLER": "bankcore.api_errors.problem_response",
+    "EXCEPTION_HANDLER": "bankcore.api.problems.problem_response",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
 }
@@ -72,15 +71,15 @@ SIMPLE_JWT = {
     "CHECK_REVOKE_TOKEN": True,
     "CHECK_USER_IS_ACTIVE": True,
     # Partners only: staff and superusers get no token, and a token of a user made staff since
-    # is refused (bankcore.api_auth).
+    # is refused (bankcore.api.authentication).
     "USER_AUTHENTICATION_RULE": "audit.roles.may_use_partner_api",
     # A refresh token is used once: exchanged for a new pair and blacklisted (token_blacklist),
     # and POST auth/token/revoke/ blacklists one.
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
-    # simplejwt's, with an expiry no date can hold refused (bankcore.api_auth).
-    "AUTH_TOKEN_CLASSES": ("bankcore.api_auth.PartnerAccessToken",),
+    # simplejwt's, with an expiry no date can hold refused (bankcore.api.authentication).
+    "AUTH_TOKEN_CLASSES": ("bankcore.api.authentication.PartnerAccessToken",),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -110,6 +109,6 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "bankcore.api_errors.problem_schema_postprocess",
+        "bankcore.api.schema.problem_schema_postprocess",
     ],
 }

@@ -50,7 +50,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt",
-    # Refresh tokens used once and revocable (bankcore.api_auth); its tables live in `default`.
+    # Refresh tokens used once and revocable (bankcore.api.authentication); its tables live in `default`.
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -68,8 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # django-prometheus' (bankcore.middleware): outermost and innermost, so it times the whole stack.
-    "bankcore.middleware.PrometheusBeforeMiddleware",
+    # django-prometheus': outermost and innermost, so it times the whole stack.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "bankcore.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Session, CSRF, authentication and messages: Django's, for the back office only (not /api/).
@@ -78,11 +78,11 @@ MIDDLEWARE = [
     "bankcore.middleware.CsrfViewMiddleware",
     "bankcore.middleware.AuthenticationMiddleware",
     "bankcore.middleware.AdminLookupGuardMiddleware",  # a lookup the database cannot take: 400, not a 500
-    "audit.middleware.AuditlogContextMiddleware",  # django-auditlog's, cheaper
+    "auditlog.middleware.AuditlogMiddleware",
     "audit.middleware.AuditRequestMiddleware",
     "bankcore.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "bankcore.middleware.PrometheusAfterMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes requires: turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -248,7 +248,7 @@ if REDIS_HOST:
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
     # Redis down: a cache read answers "nothing there" and a write is dropped (logged), instead
     # of a 500. A back-office session then reads as none (the teller is sent to the login page);
-    # the partner API keeps working (bankcore.api_throttling counts in-process meanwhile).
+    # the partner API keeps working (bankcore.api.throttling counts in-process meanwhile).
     # docs/operations.md, "When Redis is down".
     DJANGO_REDIS_IGNORE_EXCEPTIONS = True
     DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True

@@ -119,9 +119,8 @@ def test_access_token_expires(api_world):
 
 @pytest.mark.parametrize("change", ["deactivated", "password_changed", "deleted"])
 def test_a_known_token_is_refused_as_soon_as_its_user_changes(api_world, change):
-    """A token's signature is verified once per process (bankcore.api_auth), its user on every
-    request: deactivating a partner, changing its password or deleting it refuses its very next
-    request."""
+    """A token's user is read on every request (bankcore.fastpaths.jwt_user): deactivating a
+    partner, changing its password or deleting it refuses its very next request."""
     w = api_world
     assert w.a.get(f"/api/v1/accounts/{w.a1.number}/").status_code == 200  # the token is known now
     user = w.partner_a
@@ -190,7 +189,7 @@ def test_throttle_counts_every_concurrent_request_once(api_world):
     increments of requests that read it at the same time): at 5 per minute, 5 of 40 pass."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from bankcore.api_throttling import _gcra
+    from bankcore.api.throttling import _gcra
 
     with ThreadPoolExecutor(40) as pool:
         waits = list(pool.map(lambda _: _gcra("throttle_race_1", 12.0, 60.0), range(40)))
@@ -206,7 +205,7 @@ def test_throttle_state_that_is_not_a_time_counts_as_none(api_world):
     never a script error (a 500 for every request of that client)."""
     from django.core.cache import caches
 
-    from bankcore.api_throttling import _gcra
+    from bankcore.api.throttling import _gcra
 
     cache = caches["default"]
     cache.client.get_client(write=True).set(cache.make_key("throttle_odd"), b"\x80\x04]\x94.")  # type: ignore[attr-defined]
@@ -219,7 +218,7 @@ def test_redis_down_the_money_path_keeps_working_and_the_throttle_counts_in_proc
     its rate by this process. Once Redis is back, the counts are shared there again."""
     from django.core.cache import caches
 
-    import bankcore.api_throttling as throttling
+    import bankcore.api.throttling as throttling
     from bankcore.testing.plugin import redis_server
 
     w = api_world
@@ -257,7 +256,7 @@ def test_redis_down_the_money_path_keeps_working_and_the_throttle_counts_in_proc
 def test_throttle_lets_one_more_through_each_interval(monkeypatch):
     """The generic cell rate algorithm (the local-memory path, on a clock the test moves): at 3 per
     minute, 3 at once, then one every 20 s, and Retry-After says when."""
-    import bankcore.api_throttling as throttling
+    import bankcore.api.throttling as throttling
 
     now = [1_000_000.0]
     monkeypatch.setattr(throttling.time, "time", lambda: now[0])

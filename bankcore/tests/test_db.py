@@ -104,40 +104,6 @@ def test_server_transactions_do_not_nest():
         pass
 
 
-def test_the_fast_literals_are_the_drivers_own():
-    """``_literals`` skips MySQLdb's generic dispatch for the hot path's types; what it makes must
-    be byte for byte what the driver would (quoting, escaping, NULL, numbers)."""
-    import uuid
-    from datetime import date
-    from decimal import Decimal
-
-    from bankcore.db import _literals
-    from transfers.models import Transfer
-
-    connection = connections["db1"]
-    connection.ensure_connection()
-    db = connection.connection
-    values = [
-        "plain",
-        'it\'s \\ a "quote"\n\x00',
-        "一二三　Unicode ✓",
-        "",
-        None,
-        0,
-        -7,
-        2**62,
-        Decimal("0.01"),
-        Decimal("-125.50"),
-        Decimal("1E+2"),
-        True,
-        False,
-        uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        date(2026, 12, 1),
-        Transfer.Status.COMPLETED,  # a TextChoices member: a str subclass
-    ]
-    assert list(_literals(db, values)) == [db.literal(v) for v in values]
-
-
 def _request_boundary(alias: str) -> None:
     """What Django does to each connection at the start and end of a request."""
     connections[alias].close_if_unusable_or_obsolete()

@@ -254,8 +254,6 @@ def test_multiprocess_mode_adds_up_every_process(tmp_path):
 
 
 def test_django_prometheus_counts_each_request_by_its_labels(client):
-    # The middleware keeps each labelled child after its first use: every later request must
-    # still count, under its own labels.
     before = scrape(client)
     for _ in range(3):
         assert client.get("/health").status_code == 200

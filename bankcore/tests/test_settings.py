@@ -195,7 +195,7 @@ def test_django_prometheus_is_installed_as_its_documentation_says():
     from django_prometheus.middleware import PrometheusAfterMiddleware, PrometheusBeforeMiddleware
 
     assert apps.is_installed("django_prometheus")
-    # Its two middleware (bankcore.middleware's subclasses) outermost and innermost but for axes.
+    # Its two middleware outermost and innermost but for axes.
     assert issubclass(import_string(settings.MIDDLEWARE[0]), PrometheusBeforeMiddleware)
     assert issubclass(import_string(settings.MIDDLEWARE[-2]), PrometheusAfterMiddleware)
 

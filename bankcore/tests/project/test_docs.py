@@ -286,7 +286,7 @@ def _concrete(path: str) -> str:
 
 
 def _served(path: str) -> bool:
-    from bankcore.api_errors import api_not_found
+    from bankcore.api.problems import api_not_found
 
     try:
         return resolve(path).func is not api_not_found

@@ -115,6 +115,10 @@ def _local_gcra(key: str, interval: float, period: float, *, peek: bool = False)
 
 
 class CellRateThrottle(SimpleRateThrottle):
+    # Set by SimpleRateThrottle.__init__ from the rate (``parse_rate``), absent from DRF's stubs.
+    num_requests: int | None
+    duration: int | None
+
     def get_ident(self, request: Any) -> str:
         """An anonymous client's address as ``client_ip`` trusts it (``TRUSTED_PROXIES``): a forged
         X-Forwarded-For from anyone else is no fresh bucket."""
@@ -133,7 +137,7 @@ class CellRateThrottle(SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         if key is None:
             return True
-        limit, period = int(self.num_requests or 1), float(self.duration or 1)  # type: ignore[attr-defined]
+        limit, period = int(self.num_requests or 1), float(self.duration or 1)
         # A key of its own: DRF's throttle kept a pickled list under the plain one, which workers of
         # the previous version still write during a rolling update.
         self._wait = _gcra(f"{key}:gcra", period / limit, period, peek=peek)

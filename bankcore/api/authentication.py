@@ -1,16 +1,8 @@
-"""JWT authentication for the partner API: simplejwt's rules, at a fraction of its cost per request.
+"""JWT authentication for the partner API: simplejwt's, with the partner rule.
 
-Measured with py-spy on the gunicorn workers of ``make bench-api``: simplejwt's
-``JWTAuthentication`` took a quarter of the CPU of a ``POST /api/v1/transfers/`` — a third of
-it PyJWT decoding the same token again on every request, the rest compiling the ORM query for the
-user. This class keeps every check and changes only how they are done:
-
-- **A token's signature is verified once per process.** The verified token is kept, keyed by its
-  exact bytes (a different byte is a different key, verified afresh); what can change with time,
-  its expiry, is checked on every request against the clock. At most ``_TOKENS_MAX`` tokens are
-  kept, the oldest dropped first. A new ``JWT_SECRET_KEY`` needs a restart anyway (settings).
-- **The user is read with one precompiled SQL statement**, every concrete field of the user
-  model, and built as the ORM would (``Model.from_db``). ``is_active``, the revoke claim (a
+simplejwt verifies the token's signature and expiry on every request. **The user is read with one
+precompiled SQL statement** (``bankcore.fastpaths.jwt_user``), every concrete field of the user
+model, built as the ORM would. ``is_active``, the revoke claim (a
   password change invalidates the tokens issued before it) and ``USER_AUTHENTICATION_RULE`` (the
   API is for partners: bank staff and superusers are refused, ``audit.roles.may_use_partner_api``)
   are checked on that row, on every request: a deactivated partner, or a user made staff, is
@@ -24,15 +16,10 @@ login that django-axes has locked is 429 ``login_locked`` with ``Retry-After``.
 
 from __future__ import annotations
 
-import threading
-import time
-from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connections, router
-from django.db.models import Field
 from django.utils.translation import gettext as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework import serializers
@@ -49,69 +36,21 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from bankcore.errors import ApplicationError
-
-_TOKENS_MAX = 4096
-# raw token -> (verified token, its expiry as a POSIX timestamp)
-_verified: dict[bytes, tuple[Token, float]] = {}
-_verified_lock = threading.Lock()
-
-
-def _clock() -> float:
-    return time.time()
-
-
-@cache
-def _user_lookup() -> tuple[str, str, list[str], Field]:  # type: ignore[type-arg]
-    """Where and how a token's user is read, worked out once: the database alias, ``SELECT <every
-    concrete field> FROM <user table> WHERE <USER_ID_FIELD> = %s``, the field names in the order
-    ``Model.from_db`` takes them, and the id field (which turns the claim into the column's value)."""
-    model = get_user_model()
-    using = router.db_for_read(model)
-    lookup = model._meta.get_field(api_settings.USER_ID_FIELD)
-    assert isinstance(lookup, Field)
-    fields = model._meta.concrete_fields
-    quote = connections[using].ops.quote_name
-    sql = (
-        f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(model._meta.db_table)} "
-        f"WHERE {quote(lookup.column)} = %s"
-    )
-    return using, sql, [field.attname for field in fields], lookup
+from bankcore.fastpaths import jwt_user
 
 
 class PartnerJWTAuthentication(JWTAuthentication):
-    def get_validated_token(self, raw_token: bytes) -> Token:
-        known = _verified.get(raw_token)
-        if known is not None:
-            token, expires = known
-            if _clock() < expires + _leeway():
-                return token
-            # Expired: forgotten, and refused by simplejwt itself, with its own message.
-            _verified.pop(raw_token, None)
-        token = super().get_validated_token(raw_token)
-        expires = token.get("exp")
-        if isinstance(expires, (int, float)):
-            with _verified_lock:  # the eviction iterates the dict, which other threads change
-                while len(_verified) >= _TOKENS_MAX:
-                    _verified.pop(next(iter(_verified)), None)
-                _verified[raw_token] = (token, float(expires))
-        return token
-
     def get_user(self, validated_token: Token) -> Any:
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError as error:
             raise InvalidToken(_("Token contained no recognizable user identification")) from error
-        using, sql, names, lookup = _user_lookup()
         try:
-            user_id = lookup.get_prep_value(user_id)
+            user = jwt_user(user_id)
         except (TypeError, ValueError) as error:
             raise InvalidToken(_("Token contained no recognizable user identification")) from error
-        with connections[using].cursor() as cursor:
-            cursor.execute(sql, [user_id])
-            row = cursor.fetchone()
-        if row is None:
+        if user is None:
             raise AuthenticationFailed(_("User not found"), code="user_not_found")
-        user = get_user_model().from_db(using, names, row)
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
         _check_revoke_claim(validated_token, user)
@@ -127,14 +66,14 @@ def _check_revoke_claim(token: Token, user: Any) -> None:
         raise AuthenticationFailed(_("The user's password has been changed."), code="password_changed")
 
 
-class _ExpiryInRange:
+class _ExpiryInRange(Token):
     """simplejwt's expiry check, with an expiry no date can hold refused as invalid: a token signed
     with the key but with ``exp`` past year 9999 made ``datetime_from_epoch`` raise ValueError (not
     a TokenError), a 500. Only a holder of ``JWT_SECRET_KEY`` can sign one; still, a 401."""
 
     def check_exp(self, claim: str = "exp", current_time: Any = None) -> None:
         try:
-            super().check_exp(claim, current_time)  # type: ignore[misc]
+            super().check_exp(claim, current_time)
         except (ValueError, OverflowError, OSError):
             raise TokenError(_("Token '%(claim)s' claim is not a time") % {"claim": claim}) from None
 
@@ -143,7 +82,7 @@ class PartnerAccessToken(_ExpiryInRange, AccessToken):
     """The access token the API accepts (``SIMPLE_JWT["AUTH_TOKEN_CLASSES"]``)."""
 
 
-class PartnerRefreshToken(_ExpiryInRange, RefreshToken):  # type: ignore[misc]  # (simplejwt's own stubs)
+class PartnerRefreshToken(_ExpiryInRange, RefreshToken):  # type: ignore[misc]  # simplejwt: for_user of its two bases differs
     """The refresh token ``POST auth/token/refresh/`` accepts."""
 
 
@@ -190,15 +129,10 @@ class LoginLocked(ApplicationError):
     http_status = 429
 
 
-def _leeway() -> float:
-    leeway = api_settings.LEEWAY
-    return float(leeway.total_seconds() if hasattr(leeway, "total_seconds") else leeway)
-
-
 class PartnerJWTScheme(SimpleJWTScheme):
     """The OpenAPI security scheme of simplejwt's class (``jwtAuth``, bearer JWT) for this one."""
 
-    target_class = "bankcore.api_auth.PartnerJWTAuthentication"
+    target_class = "bankcore.api.authentication.PartnerJWTAuthentication"
 
 
 # simplejwt's serializer, with the username bounded by the user model's ``max_length``, as the
@@ -232,14 +166,14 @@ class PartnerTokenObtainPairSerializer(TokenObtainPairSerializer):
             raise
 
 
-class TokenPairOutput(serializers.Serializer):  # type: ignore[type-arg]
+class TokenPairOutput(serializers.Serializer[Any]):
     """What ``POST auth/token/`` answers (for the schema: simplejwt builds the dict itself)."""
 
     access = serializers.CharField(help_text="A JWT for `Authorization: Bearer …`, valid for minutes.")
     refresh = serializers.CharField(help_text="A JWT for `POST auth/token/refresh/`, valid for hours.")
 
 
-class TokenRefreshOutput(serializers.Serializer):  # type: ignore[type-arg]
+class TokenRefreshOutput(serializers.Serializer[Any]):
     """What ``POST auth/token/refresh/`` answers."""
 
     access = serializers.CharField(help_text="A new access token.")

@@ -11,17 +11,19 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
-from bankcore.api_auth import (
+from bankcore.api.authentication import (
     PartnerTokenBlacklistSerializer,
     PartnerTokenObtainPairSerializer,
     PartnerTokenRefreshSerializer,
     TokenPairOutput,
     TokenRefreshOutput,
 )
-from bankcore.api_errors import api_not_found, problems
-from bankcore.api_throttling import AnonymousRateThrottle
+from bankcore.api.problems import api_not_found
+from bankcore.api.schema import problems
+from bankcore.api.throttling import AnonymousRateThrottle
 
 
 @extend_schema_view(
@@ -85,13 +87,13 @@ v1: list[URLPattern | URLResolver] = [
 ]
 
 
-class _ProblemsInJSON:
+class _ProblemsInJSON(APIView):
     """drf-spectacular's views render with their own renderers, YAML (the schema) or an HTML
     template (the docs), errors included: a 405 or 406 came as YAML or as the text "405 Method Not
     Allowed", labelled application/problem+json. Their problems are JSON, as every other view's."""
 
     def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        response = super().finalize_response(request, response, *args, **kwargs)
         if getattr(response, "exception", False) and isinstance(response, Response):
             response.accepted_renderer = JSONRenderer()
             response.accepted_media_type = JSONRenderer.media_type
