@@ -76,7 +76,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(VENV)/.dev
-	$(VENV)/bin/mypy accounts transfers audit bankcore backoffice
+	$(VENV)/bin/mypy accounts transfers audit bankcore backoffice bench
 
 check: $(VENV)/.dev
 	DJANGO_SETTINGS_MODULE=bankcore.settings.development $(PY) manage.py makemigrations --check --dry-run

@@ -68,7 +68,7 @@ class LedgerFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset  # AccountAdmin.get_queryset already chose the database
 
-    def choices(self, changelist: Any):  # type: ignore[no-untyped-def]
+    def choices(self, changelist: Any):
         for lookup, title in self.lookup_choices:
             yield {
                 "selected": self.current == lookup,
@@ -85,7 +85,7 @@ class AccountChangeList(ChangeList):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AccountAdmin(admin.ModelAdmin):
     list_display = ("number_display", "holder", "status_display", "posted_display", "available_display")
     list_filter = (LedgerFilter, "status", "currency", "kind")
     ordering = ("pk",)
@@ -143,7 +143,7 @@ class AccountAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
             path("find/", wrap(self.find_view), name="accounts_account_find"),

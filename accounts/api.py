@@ -84,7 +84,7 @@ def _money() -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True, read_only=True)
 
 
-class AccountOutput(serializers.Serializer):  # type: ignore[type-arg]
+class AccountOutput(serializers.Serializer):
     number = serializers.CharField()
     ledger = serializers.SerializerMethodField()
     holder = serializers.CharField()
@@ -102,7 +102,7 @@ class AccountOutput(serializers.Serializer):  # type: ignore[type-arg]
         return str(settings.LEDGERS[account.ledger])
 
 
-class EntryOutput(serializers.Serializer):  # type: ignore[type-arg]
+class EntryOutput(serializers.Serializer):
     id = serializers.IntegerField()
     amount = serializers.DecimalField(
         max_digits=20, decimal_places=2, coerce_to_string=True, help_text="Signed: credits positive."
@@ -141,7 +141,7 @@ def _page_link(request: Request, **params: str) -> str:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
-def account_page_schema(name: str, item: type[serializers.Serializer]) -> Any:  # type: ignore[type-arg]
+def account_page_schema(name: str, item: type[serializers.Serializer]) -> Any:
     return inline_serializer(
         name=name,
         fields={

@@ -155,7 +155,7 @@ _local = threading.local()
 def _open() -> dict[str, _OpenTransaction]:
     if not hasattr(_local, "by_alias"):
         _local.by_alias = {}
-    return _local.by_alias  # type: ignore[no-any-return]
+    return _local.by_alias
 
 
 def _is_client_error(exc: BaseException) -> bool:
@@ -366,7 +366,7 @@ def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None
             # What the joined alias's own connection knows of its server (version, hence native
             # UUIDs) is read once per process by a query of its own, which the guard below would
             # refuse inside the transaction: read it first.
-            connections[alias].mysql_server_data  # type: ignore[attr-defined]  # noqa: B018
+            connections[alias].mysql_server_data  # type: ignore[attr-defined]  # noqa: B018  (MySQL backend)
     except OperationalError:
         _close_quietly(connection)
         raise
@@ -379,11 +379,11 @@ def server_transaction(using: str, *, join: Sequence[str] = ()) -> Iterator[None
     for alias in (using, *join):
         _open()[alias] = state
 
-    def send_pending_first(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def send_pending_first(execute, sql, params, many, context):
         _send(state)
         return execute(sql, params, many, context)
 
-    def refuse_outside(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def refuse_outside(execute, sql, params, many, context):
         raise RuntimeError(f"a query on a joined alias would run outside {using!r}'s transaction: {sql[:80]}")
 
     try:

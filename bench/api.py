@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,7 @@ def _grouped_engine_worker(args: tuple[dict[str, list[tuple[int, str]]], int, fl
         batches.append(len(arguments["items"]))
         return make_batch(**arguments)
 
-    group_commit.transfers_create_batch = counted  # type: ignore[assignment]
+    group_commit.transfers_create_batch = counted
 
     def client(index: int) -> None:
         try:
@@ -375,7 +376,7 @@ def main() -> None:
         raw_servers = _raw_servers(servers)
         spread = _spread(n, args.gunicorn_workers)
         # Each path: (processes, worker, its arguments by process).
-        runs = {
+        runs: dict[str, tuple[int, Callable[..., list[float]], Callable[[int], tuple[Any, ...]]]] = {
             "api": (n, _api_worker, lambda i: (ports["api"], _access_token(partner), accounts, args.seconds, i)),
             "api gc": (
                 n,

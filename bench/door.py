@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,9 @@ def _child(state_file: Path, requests: int, profile_to: str = "") -> None:
     rng = random.Random(7)
     statuses: dict[str, int] = {}
 
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], object]:
         statuses[status] = statuses.get(status, 0) + 1
+        return lambda data: None  # WSGI's write(): unused, the handler returns its body
 
     def pair() -> tuple[str, str]:
         a, b = rng.sample(ledgers, 2)

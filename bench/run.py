@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -133,9 +133,10 @@ def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
                         id=opening,
                         kind=Transfer.Kind.DEPOSIT,
                         status=Transfer.Status.COMPLETED,
-                        source_account=cash.number,
+                        # Account.number is nullable only until numbered, as these are above.
+                        source_account=cast(str, cash.number),
                         source_ledger=ledger,
-                        destination_account=account.number,
+                        destination_account=cast(str, account.number),
                         destination_ledger=ledger,
                         amount=OPENING,
                         currency="CNY",
@@ -197,7 +198,7 @@ def _seed_accounts(total: int) -> dict[str, list[tuple[int, str]]]:
                     for event in events
                 ],
             )
-        result[ledger] = [(a.pk, a.number) for a in accounts]
+        result[ledger] = [(a.pk, cast(str, a.number)) for a in accounts]
     return result
 
 

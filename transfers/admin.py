@@ -172,7 +172,7 @@ class TransferAdmin(ReadOnlyAdmin):
     def made_by(self, obj: Transfer) -> str:
         return person(obj.created_by)
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Transfer], search_term: str):  # type: ignore[no-untyped-def]
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Transfer], search_term: str):
         try:
             return queryset.filter(pk=uuid.UUID(search_term.strip())), False
         except ValueError:
@@ -193,7 +193,7 @@ class TransferAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Transfer]:
         return with_badges(super().get_queryset(request))
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
             path("stuck/", wrap(self.stuck_view), name="transfers_transfer_stuck"),
@@ -223,7 +223,7 @@ class TransferAdmin(ReadOnlyAdmin):
 
     # --- New transfer ----------------------------------------------------------------------
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
         require_perm(request, "transfers.add_transfer")
         initial = {"source_account": request.GET.get("source", "")}
         form = TransferForm(request.POST or None, initial=initial)
@@ -392,7 +392,7 @@ class ReconciliationRunAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         wrap = self.admin_site.admin_view
         return [path("check/", wrap(self.check_view), name="transfers_reconciliationrun_check"), *super().get_urls()]
 

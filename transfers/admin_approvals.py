@@ -132,7 +132,7 @@ class ApprovalAdmin(ReadOnlyAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # requests are made by the transfer and cash forms
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
             path("decide-selected/", wrap(self.bulk_view), name="transfers_approval_bulk"),

@@ -146,7 +146,7 @@ class CounterAccountAdmin(AccountAdmin):
     """The account screens with the counter's money: open with a deposit, cash in and out, and the
     transfers and waiting requests on the account's page."""
 
-    def get_urls(self):  # type: ignore[no-untyped-def]
+    def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
             path("<str:number>/deposit/", wrap(self.cash_view), {"kind": "deposit"}, name="accounts_account_deposit"),
@@ -182,7 +182,7 @@ class CounterAccountAdmin(AccountAdmin):
 
     # --- open an account -------------------------------------------------------------------
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None):
         require_perm(request, "accounts.add_account")
         form = OpenAccountForm(request.POST or None, initial={"holder": request.GET.get("holder", "")[:200]})
         page = {"title": "Open an account", "opts": self.model._meta}

@@ -59,7 +59,7 @@ def badge_of(obj: Any) -> tuple[str, str]:
     return "In progress", "wait"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows are written by services only. Source and destination show their holders, linking to
     the accounts' pages; amounts are written with their currency."""
 

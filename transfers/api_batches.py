@@ -110,14 +110,14 @@ class BatchCreateInput(StrictInputSerializer):
     items = serializers.ListField(child=BatchItemInput(), min_length=1, max_length=BATCH_MAX_ITEMS)
 
 
-class ItemErrorOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ItemErrorOutput(serializers.Serializer):
     code = serializers.CharField()
     title = serializers.CharField()
     status = serializers.IntegerField(help_text="The HTTP status the single-transfer endpoint answers it with.")
     detail = serializers.CharField()
 
 
-class BatchItemOutput(serializers.Serializer):  # type: ignore[type-arg]
+class BatchItemOutput(serializers.Serializer):
     position = serializers.IntegerField(help_text="The item's place in the batch, from 0.")
     client_id = serializers.CharField(allow_null=True, help_text="As sent; null when the batch is read back.")
     status = serializers.ChoiceField(
@@ -130,7 +130,7 @@ class BatchItemOutput(serializers.Serializer):  # type: ignore[type-arg]
     replayed = serializers.BooleanField(help_text="The item's recorded outcome, answered again.")
 
 
-class BatchOutput(serializers.Serializer):  # type: ignore[type-arg]
+class BatchOutput(serializers.Serializer):
     id = serializers.UUIDField()
     item_count = serializers.IntegerField()
     totals = serializers.DictField(

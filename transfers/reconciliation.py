@@ -76,7 +76,7 @@ class ReconciliationReport:
         what = "the control plane" if alias == "default" else f"ledger {alias}"
         self.discrepancies.append(f"{what} is unreachable, not checked: {exc}")
 
-    def as_dict(self) -> dict:  # type: ignore[type-arg]
+    def as_dict(self) -> dict:
         return {
             "ok": self.ok,
             "started_at": self.started_at.isoformat(),
@@ -313,7 +313,7 @@ def reconcile(
     for ledger in settings.LEDGERS:
         checked(
             ledger,
-            lambda ledger=ledger: _reconcile_ledger(ledger, report, progress, chunk, states, audit_grace),  # type: ignore[misc]
+            lambda ledger=ledger: _reconcile_ledger(ledger, report, progress, chunk, states, audit_grace),  # type: ignore[misc]  # default-bound lambda
         )
     if not report.unreachable:
         # Reads every ledger: only with all of them answering.
@@ -340,7 +340,7 @@ def reconcile(
     return report
 
 
-def reconciliation_run(*, actor, progress: Progress | None = None) -> ReconciliationReport:  # type: ignore[no-untyped-def]
+def reconciliation_run(*, actor, progress: Progress | None = None) -> ReconciliationReport:
     """Reconcile and keep the result (``ReconciliationRun``) where operations can read it."""
     from transfers.models import ReconciliationRun
 

@@ -13,7 +13,7 @@ URL = "/api/v1/accounts/"
 PROBLEM = "application/problem+json"
 
 
-def numbers(response):  # type: ignore[no-untyped-def]
+def numbers(response):
     return [account["number"] for account in response.json()["results"]]
 
 

@@ -41,11 +41,11 @@ ABOVE_MAXIMUM = str(settings.MAX_TRANSFER_AMOUNT + Decimal("0.01"))
 BAD_AMOUNTS = ["0", "-1", "-5.00", "1.001", "NaN", "1e3", "", 1.5, True, "9" * 27, 10**30, "9" * 30 + ".001"]
 
 
-def cash_deposit(**kwargs):  # type: ignore[no-untyped-def]
+def cash_deposit(**kwargs):
     return transfer_cash_movement(kind=Transfer.Kind.DEPOSIT, **kwargs)
 
 
-def cash_withdrawal(**kwargs):  # type: ignore[no-untyped-def]
+def cash_withdrawal(**kwargs):
     return transfer_cash_movement(kind=Transfer.Kind.WITHDRAWAL, **kwargs)
 
 
@@ -53,7 +53,7 @@ def entry_count(account) -> int:
     return Entry.objects.using(account.ledger).filter(account=account).count()
 
 
-def untouched(*accounts):  # type: ignore[no-untyped-def]
+def untouched(*accounts):
     """What a refusal must leave as it was: how many accounts each ledger holds, and the given
     accounts' balances and status, every entry, leg, transfer and audit event (``world_snapshot``)."""
     return {

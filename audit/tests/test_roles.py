@@ -177,7 +177,7 @@ ACTIONS = [
 ]
 
 
-def _send(client, method, url, data):  # type: ignore[no-untyped-def]
+def _send(client, method, url, data):
     """GET, POST, or "confirm": a form carried out once its review is confirmed."""
     if method == "confirm":
         return post_reviewed(client, url, data)
@@ -212,7 +212,7 @@ def test_permission_matrix(world, role):
 TRANSFERS_URL = "/api/v1/transfers/"
 
 
-def _payment(amount):  # type: ignore[no-untyped-def]
+def _payment(amount):
     return lambda w: {"source_account": w["alice"].number, "destination_account": w["bob"].number, "amount": amount}
 
 

@@ -39,7 +39,7 @@ def audit_file(settings, tmp_path):
     return lines
 
 
-def _teller_deposits(make_staff, make_account, **headers: str) -> tuple[Any, AuditEvent]:  # type: ignore[no-untyped-def]
+def _teller_deposits(make_staff, make_account, **headers: str) -> tuple[Any, AuditEvent]:
     """A teller's deposit of 25.00 through the admin from 203.0.113.7: the teller and its event."""
     teller = make_staff("teller")
     bob = make_account("db2", "10.00")
@@ -239,7 +239,7 @@ def test_auditlog_entries_saved_in_a_request_carry_its_user_and_address(make_sta
     users = [make_staff("teller", f"mw-teller-{i}") for i in range(4)]
     barrier = threading.Barrier(len(users))
 
-    def save_group(request):  # type: ignore[no-untyped-def]
+    def save_group(request):
         barrier.wait(timeout=10)  # every request's context is set before any group is saved
         Group.objects.create(name=f"mw-group-{request.user.username}")
         from django.http import HttpResponse

@@ -79,7 +79,7 @@ def _gcra(key: str, interval: float, period: float, *, peek: bool = False) -> fl
         cache.__class__.__module__.startswith("django_redis")
         and time.monotonic() - _redis_failed_at >= REDIS_RETRY_SECONDS
     ):
-        client = cache.client.get_client(write=True)  # type: ignore[attr-defined]
+        client = cache.client.get_client(write=True)  # type: ignore[attr-defined]  # django_redis only
         if _script is None:
             _script = client.register_script(_GCRA)  # EVALSHA, loaded again if the server lost it
         try:

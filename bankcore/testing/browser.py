@@ -49,12 +49,12 @@ class Walk:
     def get(self, path: str) -> None:
         self.driver.get(f"{self.base}{path}")
 
-    def el(self, css: str):  # type: ignore[no-untyped-def]
+    def el(self, css: str):
         from selenium.webdriver.common.by import By
 
         return self.driver.find_element(By.CSS_SELECTOR, css)
 
-    def els(self, css: str) -> list:  # type: ignore[type-arg]
+    def els(self, css: str) -> list:
         from selenium.webdriver.common.by import By
 
         return self.driver.find_elements(By.CSS_SELECTOR, css)
@@ -81,7 +81,7 @@ class Walk:
 
         self._leaving(self.driver.find_element(By.PARTIAL_LINK_TEXT, text))
 
-    def _leaving(self, element) -> None:  # type: ignore[no-untyped-def]
+    def _leaving(self, element) -> None:
         from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.wait import WebDriverWait
@@ -89,7 +89,7 @@ class Walk:
         page = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
 
-        def gone(_driver) -> bool:  # type: ignore[no-untyped-def]
+        def gone(_driver) -> bool:
             # A node of a page the browser has left answers stale, or (mid-navigation) that it
             # belongs to no document: both mean the click led away.
             try:

@@ -18,11 +18,11 @@ TRANSFERS = "/api/v1/transfers/"
 PROBLEM = "application/problem+json"
 
 
-def login(username: str, password: str, ip: str = "198.51.100.1"):  # type: ignore[no-untyped-def]
+def login(username: str, password: str, ip: str = "198.51.100.1"):
     return api_client_for(None).post(TOKEN, {"username": username, "password": password}, format="json", REMOTE_ADDR=ip)
 
 
-def transfer_body(source, destination, amount="10.00"):  # type: ignore[no-untyped-def]
+def transfer_body(source, destination, amount="10.00"):
     return {"source_account": source.number, "destination_account": destination.number, "amount": amount}
 
 

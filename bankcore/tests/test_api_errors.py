@@ -392,12 +392,12 @@ def test_session_csrf_auth_and_messages_serve_the_back_office_not_the_api(api_wo
 
 
 @pytest.fixture
-def ledger_db2_down(monkeypatch):  # type: ignore[no-untyped-def]
+def ledger_db2_down(monkeypatch):
     """db2 refuses every connection as if its server were gone (MySQL 2003); the open one is closed,
     as the server's going would have broken it."""
     import MySQLdb
 
-    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def refuse(*args, **kwargs):
         raise MySQLdb.OperationalError(2003, "Can't connect to MySQL server (test)")
 
     connection = connections["db2"]
@@ -466,7 +466,7 @@ def test_schema_documents_every_operation_and_its_problems(api_world):
 
     # A replay answers what was recorded: a success, or a refusal found once the transfer was
     # accepted (404 for a missing destination, 422, 503); never what is computed again (400, 403, 409).
-    def replayed_statuses(operation):  # type: ignore[no-untyped-def]
+    def replayed_statuses(operation):
         return {status for status, r in operation["responses"].items() if "Idempotent-Replayed" in r.get("headers", {})}
 
     assert replayed_statuses(create) == {"201", "202", "404", "422", "503"}

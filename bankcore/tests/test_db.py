@@ -15,7 +15,7 @@ LEDGER = "db1"
 
 
 @pytest.fixture
-def scratch():  # type: ignore[no-untyped-def]
+def scratch():
     with connections[LEDGER].cursor() as cursor:
         cursor.execute("CREATE TABLE db_test_scratch (id INT PRIMARY KEY, note VARCHAR(20) NOT NULL)")
     yield
@@ -89,7 +89,7 @@ def test_a_connection_lost_with_the_commit_is_an_unknown_outcome(scratch, monkey
         defer(LEDGER, "INSERT INTO db_test_scratch VALUES (%s, %s)", [1, "maybe"])
         raw_cursor = connections[LEDGER].connection.cursor().__class__
 
-        def lost(self, query, args=None):  # type: ignore[no-untyped-def]
+        def lost(self, query, args=None):
             raise MySQLdb.OperationalError(2013, "Lost connection to server during query (test)")
 
         monkeypatch.setattr(raw_cursor, "execute", lost)

@@ -99,7 +99,7 @@ def test_account_numbers_keep_their_last_four_digits_on_every_field_of_a_line(ca
 def test_the_middleware_binds_the_request_id_for_the_request_only(captured):
     seen: list[str] = []
 
-    def view(request):  # type: ignore[no-untyped-def]
+    def view(request):
         seen.append(current_request_id())
         logging.getLogger("bankcore.test").info("inside")
         return HttpResponse("ok")
@@ -168,7 +168,7 @@ def test_with_no_backups_a_full_file_starts_again_empty_and_stays_within_its_lim
     opened: list[str] = []
     original_open = ProcessSafeRotatingFileHandler._open
 
-    def counting_open(self):  # type: ignore[no-untyped-def]
+    def counting_open(self):
         opened.append(self.baseFilename)
         return original_open(self)
 
@@ -214,7 +214,7 @@ def _gunicorn_access_line(
     request_headers: list[tuple[str, str]],
     response_headers: list[tuple[str, str]],
     environ: dict[str, str] | None = None,
-) -> dict:  # type: ignore[type-arg]
+) -> dict:
     """The access line deploy/gunicorn.conf.py's format gives for one request."""
     from datetime import timedelta
     from types import SimpleNamespace

@@ -32,7 +32,7 @@ from transfers.services import transfer_create
 pytestmark = [pytest.mark.ledgers3, pytest.mark.django_db(transaction=True, databases="__all__")]
 
 
-def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # type: ignore[no-untyped-def]
+def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
@@ -47,7 +47,7 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def value(samples, name: str, **labels: str) -> float | None:  # type: ignore[no-untyped-def]
+def value(samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
@@ -199,7 +199,7 @@ def test_celery_task_gets_a_request_id_and_is_counted(monkeypatch):
 
     seen: list[str] = []
 
-    def fake_recover(**_):  # type: ignore[no-untyped-def]
+    def fake_recover(**_):
         seen.append(current_request_id())
         return RecoveryReport()
 

@@ -67,7 +67,7 @@ def text_of(response) -> str:
 
 
 @pytest.fixture
-def payroll(make_account):  # type: ignore[no-untyped-def]
+def payroll(make_account):
     employer = make_account("db1", "20000.00", holder="Acme Payroll")
     staff = [make_account("db2", holder="Wang Fang"), make_account("db1", holder="Li Lei")]
     return employer, staff

@@ -37,7 +37,7 @@ def token_of(response) -> str:
 
 
 @pytest.fixture
-def counter(make_staff, make_account):  # type: ignore[no-untyped-def]
+def counter(make_staff, make_account):
     """A teller at the counter, Alice (db1, 100.00) and Bob (db2, empty)."""
     return logged_in(make_staff("teller")), make_account("db1", "100.00"), make_account("db2", "0.00")
 
@@ -170,7 +170,7 @@ def test_opening_an_account_is_reviewed_first(counter):
 
 
 @pytest.fixture
-def queue(make_staff, make_account):  # type: ignore[no-untyped-def]
+def queue(make_staff, make_account):
     """Two requests pending, each by its teller: Alice → Bob and Carol → Bob, 12,000.00 held on
     each; a supervisor to decide them."""
     alice, carol, bob = (

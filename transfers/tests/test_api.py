@@ -20,12 +20,12 @@ URL = "/api/v1/transfers/"
 PROBLEM = "application/problem+json"
 
 
-def post(client, body, key="k-1", **extra):  # type: ignore[no-untyped-def]
+def post(client, body, key="k-1", **extra):
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
     return client.post(URL, body, format="json", **headers, **extra)
 
 
-def body(src, dst, amount="125.50", **extra):  # type: ignore[no-untyped-def]
+def body(src, dst, amount="125.50", **extra):
     return {"source_account": src.number, "destination_account": dst.number, "amount": amount, **extra}
 
 
@@ -35,22 +35,22 @@ def entry_count() -> int:
     return sum(Entry.objects.using(alias).count() for alias in settings.LEDGERS)
 
 
-def assert_nothing_moved(w, before_balances, before_entries):  # type: ignore[no-untyped-def]
+def assert_nothing_moved(w, before_balances, before_entries):
     assert balances(w.a1, w.a2, w.b1, w.c2) == before_balances
     assert entry_count() == before_entries
 
 
-def snapshot(w):  # type: ignore[no-untyped-def]
+def snapshot(w):
     return balances(w.a1, w.a2, w.b1, w.c2), entry_count()
 
 
-def everything(w, *more):  # type: ignore[no-untyped-def]
+def everything(w, *more):
     """world_snapshot of the world's accounts (and ``more``): balances, pending and status, entries,
     live legs, transfers, approvals and audit events."""
     return world_snapshot(w.a1, w.a2, w.b1, w.c2, *more)
 
 
-def assert_refused_and_recorded(response, before, after, *, status, code):  # type: ignore[no-untyped-def]
+def assert_refused_and_recorded(response, before, after, *, status, code):
     """A refusal found once the transfer was accepted: the problem names the transfer it was
     recorded on, now ABORTED with that code; no balance, pending amount, entry or live leg changed,
     and that transfer (with its audit events) is the only thing added."""
@@ -66,7 +66,7 @@ def assert_refused_and_recorded(response, before, after, *, status, code):  # ty
     assert after["transfers"] == before["transfers"] + 1
 
 
-def missing_account_number(account) -> str:  # type: ignore[no-untyped-def]
+def missing_account_number(account) -> str:
     """A well-formed number of ``account``'s ledger that no account has."""
     return account_number_make(ledger_code=account.number[:2], serial=10**10 - 1)
 
@@ -493,7 +493,7 @@ def test_a_body_declared_utf8_in_any_spelling_is_accepted(api_world, charset):
     assert response.json()["reference"] == "发票"
 
 
-def raw_transfer(w, *, amount: str = '"1.00"', reference: str = '"ok"') -> bytes:  # type: ignore[no-untyped-def]
+def raw_transfer(w, *, amount: str = '"1.00"', reference: str = '"ok"') -> bytes:
     """A transfer body valid in every other field, with ``amount`` and ``reference`` as raw JSON text
     (what a client's own encoder may send, and ours would refuse to)."""
     accounts = f'"source_account": "{w.a1.number}", "destination_account": "{w.c2.number}"'

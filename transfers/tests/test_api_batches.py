@@ -16,11 +16,11 @@ URL = "/api/v1/transfer-batches/"
 PROBLEM = "application/problem+json"
 
 
-def post(client, items, key="batch-1"):  # type: ignore[no-untyped-def]
+def post(client, items, key="batch-1"):
     return client.post(URL, {"items": items}, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
-def item(client_id, src, dst, amount="10.00", **extra):  # type: ignore[no-untyped-def]
+def item(client_id, src, dst, amount="10.00", **extra):
     return {
         "client_id": client_id,
         "source_account": src.number,
@@ -30,7 +30,7 @@ def item(client_id, src, dst, amount="10.00", **extra):  # type: ignore[no-untyp
     }
 
 
-def everything(w):  # type: ignore[no-untyped-def]
+def everything(w):
     return world_snapshot(w.a1, w.a2, w.b1, w.c2)
 
 

@@ -17,7 +17,7 @@ from transfers.services import BatchItem
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
-def item(source, destination, amount: str, **fields) -> BatchItem:  # type: ignore[no-untyped-def]
+def item(source, destination, amount: str, **fields) -> BatchItem:
     return BatchItem(source_account=source.number, destination_account=destination.number, amount=amount, **fields)
 
 

@@ -41,12 +41,12 @@ GROUPED = override_settings(GROUP_COMMIT=True, GROUP_COMMIT_WAIT_MS=20, GROUP_CO
 
 
 @pytest.fixture
-def batch_sizes(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+def batch_sizes(monkeypatch) -> list[int]:
     """The size of every batch group commit makes (the batch engine itself runs as it is)."""
     sizes: list[int] = []
     made = group_commit.transfers_create_batch
 
-    def batch(**arguments):  # type: ignore[no-untyped-def]
+    def batch(**arguments):
         sizes.append(len(arguments["items"]))
         return made(**arguments)
 
@@ -107,7 +107,7 @@ def test_thirty_two_threads_book_each_transfer_once_and_answer_as_alone(make_acc
     answers: dict[tuple[int, str], tuple[str, str | None, bool]] = {}
     replays: dict[tuple[int, str], tuple[str, str | None, bool]] = {}
 
-    def post(i: int, into: dict) -> None:  # type: ignore[type-arg]
+    def post(i: int, into: dict) -> None:
         for key, destination, amount, _ in plan:
             client = Actor(channel=Channel.API, username=f"client-{i}", request_id=f"request-{i}-{key}")
             into[(i, key)] = answer(

@@ -92,7 +92,7 @@ def test_a_status_changed_behind_the_services_back_is_found(actor, make_account)
     assert reconcile(audit_grace=timedelta(0)).ok
 
 
-def _entry_forge(ledger: str, account, amount: str, transfer_id: uuid.UUID) -> None:  # type: ignore[no-untyped-def]
+def _entry_forge(ledger: str, account, amount: str, transfer_id: uuid.UUID) -> None:
     """What someone with the database's password can do: an entry inserted and its account's
     ``posted`` moved to match, in raw SQL."""
     with connections[ledger].cursor() as cursor:
@@ -160,14 +160,14 @@ def test_an_explained_entry_with_another_amount_is_reported(actor, make_account)
     )
 
 
-def _last_event_at(account) -> str:  # type: ignore[no-untyped-def]
+def _last_event_at(account) -> str:
     from audit.models import AuditEvent
 
     event = AuditEvent.objects.filter(object_type="account", object_id=account.number).latest("id")
     return f"{event.created_at:%Y-%m-%d %H:%M:%S}"
 
 
-def _cross_transfer(alice, bob, **fields) -> Transfer:  # type: ignore[no-untyped-def]
+def _cross_transfer(alice, bob, **fields) -> Transfer:
     return Transfer.objects.create(
         source_account=alice.number,
         source_ledger=alice.ledger,

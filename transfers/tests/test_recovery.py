@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pyte
 AMOUNT = Decimal("1.00")
 
 
-def _stuck(source, destination, kind: str) -> Transfer:  # type: ignore[no-untyped-def]
+def _stuck(source, destination, kind: str) -> Transfer:
     """A cross-ledger transfer left as a crashed coordinator leaves it: its debit leg prepared,
     and then ``decided`` (credit committed), ``hint`` (decided, COMMITTED in the control plane) or
     ``undecided`` (past its deadline)."""

@@ -44,7 +44,7 @@ def age_key(directory: Path) -> tuple[Path, str]:
     return key, public.stdout.strip()
 
 
-def books(connect) -> list[tuple[str, Decimal, Decimal, Decimal]]:  # type: ignore[no-untyped-def]
+def books(connect) -> list[tuple[str, Decimal, Decimal, Decimal]]:
     """Every account of every ledger: number, posted, pending debits and credits."""
     rows = []
     for alias in settings.LEDGERS:
@@ -148,7 +148,7 @@ def test_restore_drill_into_fresh_servers(tmp_path, make_account, ledgers):
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "reconciliation is clean" in restored.stderr
 
-        def fresh(alias: str):  # type: ignore[no-untyped-def]
+        def fresh(alias: str):
             server = servers[ledgers.index(alias)]
             return MySQLdb.connect(host="127.0.0.1", port=server.port, user="root", passwd="", db=names[alias])
 

@@ -159,7 +159,7 @@ class NativeStack:
 
 
 @pytest.fixture
-def native(tmp_path_factory):  # type: ignore[no-untyped-def]
+def native(tmp_path_factory):
     stack = NativeStack(tmp_path_factory.mktemp("native-stack"))
     try:
         stack.start()

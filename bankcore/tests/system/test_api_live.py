@@ -19,7 +19,7 @@ from bankcore.testing.books import balances
 pytestmark = [pytest.mark.django_db(transaction=True, databases="__all__"), pytest.mark.slow]
 
 
-def http(method: str, url: str, *, token: str, body: Any = None, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def http(method: str, url: str, *, token: str, body: Any = None, headers: dict[str, str] | None = None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Authorization", f"Bearer {token}")
@@ -33,7 +33,7 @@ def http(method: str, url: str, *, token: str, body: Any = None, headers: dict[s
         return error.code, dict(error.headers), json.loads(error.read())
 
 
-def access_token(user) -> str:  # type: ignore[no-untyped-def]
+def access_token(user) -> str:
     from rest_framework_simplejwt.tokens import RefreshToken
 
     return str(RefreshToken.for_user(user).access_token)

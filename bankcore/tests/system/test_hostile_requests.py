@@ -605,7 +605,7 @@ API_TABLES = {
 
 
 @pytest.fixture
-def hostile_world(api_world, actor):  # type: ignore[no-untyped-def]
+def hostile_world(api_world, actor):
     """api_world with two transfers out of a1 (one A may reverse, one it may not), and the values of
     the placeholders the rows use (see ``Hostile``)."""
     import jwt

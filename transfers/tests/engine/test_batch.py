@@ -26,11 +26,11 @@ pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 Status = Transfer.Status
 
 
-def item(source, destination, amount: str, **fields) -> BatchItem:  # type: ignore[no-untyped-def]
+def item(source, destination, amount: str, **fields) -> BatchItem:
     return BatchItem(source_account=source.number, destination_account=destination.number, amount=amount, **fields)
 
 
-def codes(outcomes) -> list[str | None]:  # type: ignore[no-untyped-def]
+def codes(outcomes) -> list[str | None]:
     return [outcome.error.code if outcome.error else None for outcome in outcomes]
 
 

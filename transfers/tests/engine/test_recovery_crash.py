@@ -98,7 +98,7 @@ def test_every_fault_point_is_exercised():
     assert exercised == set(FAULT_POINTS)
 
 
-def _assert_settled(transfer: Transfer, alice, bob, outcome: str) -> None:  # type: ignore[no-untyped-def]
+def _assert_settled(transfer: Transfer, alice, bob, outcome: str) -> None:
     transfer.refresh_from_db()
     assert transfer.status == outcome
     expected = (

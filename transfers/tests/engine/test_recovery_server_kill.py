@@ -89,7 +89,7 @@ def test_ledger_server_killed_mid_run(make_account, ledgers, victim):
     print(f"\nkilled server {victim + 1}: {dict(outcomes)}")
 
 
-def _cross_transfer(source, destination, *, deadline_in: float) -> Transfer:  # type: ignore[no-untyped-def]
+def _cross_transfer(source, destination, *, deadline_in: float) -> Transfer:
     return Transfer.objects.create(
         source_account=source.number,
         source_ledger=source.ledger,
@@ -105,7 +105,7 @@ def _cross_transfer(source, destination, *, deadline_in: float) -> Transfer:  # 
     )
 
 
-def _wait_for(condition, timeout: float) -> float:  # type: ignore[no-untyped-def]
+def _wait_for(condition, timeout: float) -> float:
     """Seconds until ``condition()`` held; fails after ``timeout``."""
     started = time.monotonic()
     while not condition():

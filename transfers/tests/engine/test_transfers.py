@@ -393,7 +393,7 @@ def test_an_update_that_missed_an_account_which_is_fine_by_the_lock_applies_unde
     real = ledger_sql.account_change_checked
     calls: list[str] = []
 
-    def missing_once(ledger, **kwargs):  # type: ignore[no-untyped-def]
+    def missing_once(ledger, **kwargs):
         calls.append(kwargs["field"])
         if len(calls) == 1:
             return False, None, Decimal("0.00")
@@ -432,7 +432,7 @@ def test_a_deferred_check_that_refused_an_account_which_is_fine_by_the_lock_is_r
     real = ledger_sql.account_change_checked_deferred
     calls: list[str] = []
 
-    def refusing_once(ledger, **kwargs):  # type: ignore[no-untyped-def]
+    def refusing_once(ledger, **kwargs):
         calls.append(kwargs["field"])
         if len(calls) == 1:
             kwargs["currency"] = "XXX"
@@ -481,11 +481,11 @@ def test_a_refused_home_check_whose_account_stays_locked_aborts_busy_and_holds_n
 
     real = ledger_sql.account_change_checked_deferred
 
-    def refusing(ledger, **kwargs):  # type: ignore[no-untyped-def]
+    def refusing(ledger, **kwargs):
         kwargs["currency"] = "XXX"
         return real(ledger, **kwargs)
 
-    def gives_up(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def gives_up(*args, **kwargs):
         raise LockConflictGaveUp(1205, "Lock wait timeout exceeded")
 
     monkeypatch.setattr(ledger_sql, "account_change_checked_deferred", refusing)

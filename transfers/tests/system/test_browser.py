@@ -252,7 +252,7 @@ def test_find_deposit_review_and_confirm_with_the_keyboard_alone(
         page = browser.find_element(By.TAG_NAME, "html")
         press(*keys)
 
-        def gone(_driver) -> bool:  # type: ignore[no-untyped-def]
+        def gone(_driver) -> bool:
             try:
                 page.is_enabled()
             except WebDriverException:

@@ -118,7 +118,7 @@ class App:
 
 
 @pytest.fixture
-def app(tmp_path):  # type: ignore[no-untyped-def]
+def app(tmp_path):
     if len(ledger_servers()) != 2 or redis_server() is None:
         pytest.skip("needs the two MariaDB servers and the Redis the test plugin starts")
     app = App(tmp_path)
@@ -129,7 +129,7 @@ def app(tmp_path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def dying():  # type: ignore[no-untyped-def]
+def dying():
     coordinators = DyingCoordinators(env=subprocess_env(TRANSACTION_TIMEOUT=str(TRANSACTION_TIMEOUT)))
     try:
         yield coordinators

@@ -933,7 +933,7 @@ FORM_TABLES = {
 
 
 @pytest.fixture
-def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):  # type: ignore[no-untyped-def]
+def forms_world(make_staff, make_account, make_stuck_transfer, actor, settings):
     """Staff of every role, each with a logged-in client; accounts in every state; transfers to
     reverse and not; approvals in every state; a stuck transfer; and the placeholders' values.
 
