@@ -27,14 +27,14 @@ from bankcore.actors import CHANNEL_WORDS
 from bankcore.errors import ApplicationError
 from transfers.admin_batches import bulk_page
 from transfers.admin_rows import ReadOnlyAdmin
+from transfers.approval_records import approval_get
+from transfers.approval_rules import is_checker
 from transfers.approvals import (
     approval_approve,
     approval_execute,
-    approval_get,
     approval_reason_clean,
     approval_reject,
     approval_withdraw,
-    is_checker,
 )
 from transfers.models import Approval, Transfer
 

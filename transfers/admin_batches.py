@@ -34,7 +34,8 @@ from backoffice.forms import AccountNumberField, AmountField, IdempotentForm, Re
 from backoffice.pages import admin_actor, backoffice_render, may, require_perm, service_error
 from bankcore.errors import ApplicationError
 from bankcore.money import money_parse
-from transfers.approvals import approval_reject, approval_withdraw, is_checker
+from transfers.approval_rules import is_checker
+from transfers.approvals import approval_reject, approval_withdraw
 from transfers.batch import BATCH_MAX_ITEMS
 from transfers.bulk import (
     BulkNotFound,

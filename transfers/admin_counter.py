@@ -38,7 +38,8 @@ from bankcore.actors import Actor
 from bankcore.errors import ApplicationError
 from bankcore.money import money_parse
 from transfers.admin_rows import badge_of, with_badges
-from transfers.approvals import approval_required, money_movement_submit
+from transfers.approval_rules import approval_required
+from transfers.approvals import money_movement_submit
 from transfers.models import Approval, Transfer
 
 

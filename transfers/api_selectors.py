@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet
 
 from accounts.api_selectors import account_may_debit, account_numbers_linked
 from audit.roles import acts_for_bank, role_permits
-from transfers.approvals import role_check
+from transfers.approval_rules import role_check
 from transfers.errors import ReversalForbidden, TransferNotFound
 from transfers.models import Transfer
 

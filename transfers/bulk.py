@@ -3,7 +3,7 @@ line (``transfers.admin_batches`` reads and checks it), kept as a ``BulkUpload``
 batch engine (``transfers.batch.transfer_batch_submit``) as one batch.
 
 Four eyes apply to the batch as a whole, by the rule singles follow
-(``transfers.approvals.approval_required``): each currency's total and each source account's total
+(``transfers.approval_rules.approval_required``): each currency's total and each source account's total
 is asked about, as one movement of that amount. When one must wait, the whole batch waits as one
 ``Approval`` of kind ``batch`` (its amount: the largest currency's total, so that it counts in the
 maker's day totals) until a supervisor other than the maker approves it here
@@ -32,22 +32,18 @@ from django.utils import timezone
 from audit.services import audit_event_record
 from bankcore.actors import Actor
 from bankcore.errors import Conflict, NotFound, ValidationFailed
-from transfers.approvals import (
-    ApprovalExpired,
-    ApprovalNotApproved,
-    _approval_lock,
-    _approval_pk,
-    _check_checker,
-    _check_not_maker_and_supervisor,
-    _close,
-    _event,
-    _maker_serialised,
-    _refusals_recorded,
-    approval_required,
-    role_check,
+from transfers.approval_holds import approval_close
+from transfers.approval_records import (
+    approval_event_record,
+    approval_lock,
+    approval_pk,
+    checker_check,
+    decision_check,
+    refusals_recorded,
 )
+from transfers.approval_rules import approval_required, maker_serialised, role_check
 from transfers.batch import BatchItem, BatchOutcome, transfer_batch_submit
-from transfers.errors import NOT_AN_OUTCOME
+from transfers.errors import NOT_AN_OUTCOME, ApprovalExpired, ApprovalNotApproved
 from transfers.models import Approval, BulkUpload, Transfer
 
 ApprovalStatus = Approval.Status
@@ -165,7 +161,7 @@ def bulk_submit(*, actor: Actor, user: Any, upload_id: object, content_hash: str
     upload = _upload_of(upload_id, maker_id=actor.user_id)
     if content_hash != upload.content_hash:
         raise BulkChanged("This confirmation is for another file than the one checked; upload it again.")
-    with _maker_serialised(user):
+    with maker_serialised(user):
         upload.refresh_from_db()
         if upload.status != BulkUpload.Status.PREVIEW:
             return upload  # sent already: its request or its result
@@ -202,7 +198,9 @@ def _bulk_request(actor: Actor, upload: BulkUpload, why: str) -> BulkUpload:
         )
         upload.status, upload.approval = BulkUpload.Status.WAITING, approval
         upload.save(update_fields=["status", "approval", "sent_lines", "totals"])
-        _event(approval, actor, "approval.requested", why=why, bulk_upload=str(upload.pk), totals=upload.totals)
+        approval_event_record(
+            approval, actor, "approval.requested", why=why, bulk_upload=str(upload.pk), totals=upload.totals
+        )
     approval.why = why
     return upload
 
@@ -265,41 +263,41 @@ def _bulk_execute(maker: Actor, upload: BulkUpload, *, checker: Actor | None = N
     return upload
 
 
-@_refusals_recorded("approve")
+@refusals_recorded("approve")
 def bulk_approve(*, actor: Actor, approval_id: object) -> BulkUpload:
     """A supervisor other than the maker approves a waiting batch, which then executes (see
     ``bulk_execute_approved``). Raises what ``approval_approve`` raises, changing nothing."""
     with transaction.atomic(using="default"):
-        approval = _approval_lock(approval_id)
-        _check_checker(actor, approval, verb="approve")
+        approval = approval_lock(approval_id)
+        decision_check(actor, approval, verb="approve")
         if approval.kind != Approval.Kind.BATCH:
             raise BulkNotFound(f"Request #{approval.pk} is not a bulk upload.")
         now = timezone.now()
         expired = approval.created_at + timedelta(seconds=settings.APPROVAL_HOLD_SECONDS) <= now
         if expired:
-            _close(approval, actor, ApprovalStatus.EXPIRED, ApprovalExpired("Not decided in time."))
+            approval_close(approval, actor, ApprovalStatus.EXPIRED, ApprovalExpired("Not decided in time."))
         else:
             Approval.objects.filter(pk=approval.pk).update(
                 status=ApprovalStatus.APPROVED, checker_id=actor.user_id, decided_at=now
             )
             approval.status, approval.checker_id = ApprovalStatus.APPROVED, actor.user_id
-            _event(approval, actor, "approval.approved", checker=actor.user_id)
+            approval_event_record(approval, actor, "approval.approved", checker=actor.user_id)
     if expired:
         raise ApprovalExpired("This request expired before it was approved; nothing was sent.")
     return bulk_execute_approved(actor=actor, approval_id=approval.pk)
 
 
-@_refusals_recorded("execute")
+@refusals_recorded("execute")
 def bulk_execute_approved(*, actor: Actor, approval_id: object) -> BulkUpload:
     """Run an approved batch through the engine as its maker (again, when a ledger did not answer
     the first time: what moved is replayed, not moved twice); the request is then EXECUTED."""
-    approval = Approval.objects.filter(pk=_approval_pk(approval_id)).select_related("maker").first()
+    approval = Approval.objects.filter(pk=approval_pk(approval_id)).select_related("maker").first()
     upload = BulkUpload.objects.filter(approval=approval).first() if approval is not None else None
     if approval is None or upload is None:
         raise BulkNotFound(f"No bulk request {approval_id}.")
     if approval.status != ApprovalStatus.APPROVED:
         raise ApprovalNotApproved(f"This request is {approval.get_status_display().lower()}, not approved.")
-    _check_not_maker_and_supervisor(actor, approval, verb="execute")
+    checker_check(actor, approval, verb="execute")
     maker = Actor(
         channel=actor.channel,
         user_id=approval.maker_id,
@@ -313,7 +311,9 @@ def bulk_execute_approved(*, actor: Actor, approval_id: object) -> BulkUpload:
             if Approval.objects.filter(pk=approval.pk, status=ApprovalStatus.APPROVED).update(
                 status=ApprovalStatus.EXECUTED, executed_at=timezone.now()
             ):
-                _event(approval, actor, "approval.executed", checker=actor.user_id, bulk_upload=str(upload.pk))
+                approval_event_record(
+                    approval, actor, "approval.executed", checker=actor.user_id, bulk_upload=str(upload.pk)
+                )
     return upload
 
 

@@ -9,7 +9,14 @@ that record back into the exception the doors render.
 from __future__ import annotations
 
 from accounts.errors import AccountClosed, AccountFrozen, AccountNotFound, InternalAccount
-from bankcore.errors import ApplicationError, BusinessRuleViolation, Conflict, ServiceUnavailable, ValidationFailed
+from bankcore.errors import (
+    ApplicationError,
+    BusinessRuleViolation,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 
 # Defined in the kernel, as opening an account refuses them too; refusals of the engine all the same.
 from bankcore.idempotency import IdempotencyKeyReused as IdempotencyKeyReused
@@ -104,6 +111,71 @@ class RoleRequired(ApplicationError):
     code = "role_required"
     title = "A teller or supervisor role is required"
     http_status = 403
+
+
+# Four eyes (``transfers.approvals``): refusals of a request and of its decision.
+class ApprovalNotFound(NotFound):
+    code = "approval_not_found"
+    title = "Approval not found"
+
+
+class ApprovalNotPending(Conflict):
+    code = "approval_not_pending"
+    title = "Approval already decided"
+
+
+class ApprovalNotApproved(Conflict):
+    code = "approval_not_approved"
+    title = "Approval is not approved"
+
+
+class ApprovalSelfApproval(ApplicationError):
+    code = "approval_self_approval"
+    title = "The maker cannot decide their own request"
+    http_status = 403
+
+
+class ApprovalNotAllowed(ApplicationError):
+    code = "approval_not_allowed"
+    title = "Not allowed to approve"
+    http_status = 403
+
+
+class ApprovalReasonRequired(ValidationFailed):
+    code = "approval_reason_required"
+    title = "A reason is required"
+
+
+class ApprovalMakerRequired(ValidationFailed):
+    code = "approval_maker_required"
+    title = "Only a signed-in user can ask for approval"
+
+
+class ApprovalNotMaker(ApplicationError):
+    code = "approval_not_maker"
+    title = "Only the maker can withdraw a request"
+    http_status = 403
+
+
+class ApprovalExpired(Conflict):
+    code = "approval_expired"
+    title = "The request expired"
+
+
+class ApprovalDecidedElsewhere(Conflict):
+    code = "approval_decided_elsewhere"
+    title = "This request is approved on its own page"
+
+
+# Why a held amount was released: the reason its hold transfer was aborted with.
+class ApprovalRejected(Conflict):
+    code = "approval_rejected"
+    title = "The request was rejected"
+
+
+class ApprovalWithdrawn(Conflict):
+    code = "approval_withdrawn"
+    title = "The request was withdrawn by its maker"
 
 
 # Every code that can be recorded on an ABORTED transfer, and the error that renders it.

@@ -178,7 +178,7 @@ class ReconciliationRun(models.Model):
 
 class Approval(models.Model):
     """Four eyes (control plane, ``default``): a staff member's transfer, deposit or withdrawal that
-    ``transfers.approvals.approval_required`` holds back waits here until a supervisor other than
+    ``transfers.approval_rules.approval_required`` holds back waits here until a supervisor other than
     its maker approves it (then it executes, with the maker as its creator) or rejects it with a
     reason.
 

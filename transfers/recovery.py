@@ -39,7 +39,7 @@ from django.utils import timezone
 from bankcore.actors import Actor, Channel
 from bankcore.faults import fault_point
 from bankcore.metrics import record_recovery, record_transfer
-from transfers.approvals import approvals_expire, holds_orphaned_release
+from transfers.approval_holds import approvals_expire, holds_orphaned_release
 from transfers.engine.legs import ENTRY_KIND
 from transfers.engine.outcome import transfer_event
 from transfers.errors import TransferTimedOut

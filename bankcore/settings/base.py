@@ -303,7 +303,7 @@ CELERY_IMPORTS = ["bankcore.heartbeat"]
 MAX_TRANSFER_AMOUNT = env_decimal("MAX_TRANSFER_AMOUNT", "50000.00")
 DAILY_TRANSFER_LIMIT = env_decimal("DAILY_TRANSFER_LIMIT", "100000.00")
 TRANSACTION_TIMEOUT = env_int("TRANSACTION_TIMEOUT", 30, minimum=1)
-# Four eyes (transfers/approvals.py): a staff member's movement waits for a supervisor when it, or
+# Four eyes (transfers/approval_rules.py): a staff member's movement waits for a supervisor when it, or
 # the maker's total from (or into) one account in the business day, passes APPROVAL_THRESHOLD, or
 # the maker's total of the day over all accounts passes APPROVAL_MAKER_DAILY_THRESHOLD. A
 # supervisor's own movements are held to SOLO_LIMIT instead of APPROVAL_THRESHOLD (default: the

@@ -18,8 +18,9 @@ from django.urls import reverse
 from accounts.numbers import account_number_make
 from audit.models import AuditEvent
 from bankcore.testing.books import balances, world_snapshot
-from transfers.approvals import ApprovalDecidedElsewhere, approval_approve
+from transfers.approvals import approval_approve
 from transfers.batch import BATCH_MAX_ITEMS
+from transfers.errors import ApprovalDecidedElsewhere
 from transfers.models import Approval, BulkUpload, Transfer, TransferBatch
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")

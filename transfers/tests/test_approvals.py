@@ -12,20 +12,25 @@ from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
 from bankcore.testing.backoffice import post_reviewed
 from bankcore.testing.books import balances, world_snapshot
+from transfers.approval_rules import approval_required
 from transfers.approvals import (
-    ApprovalNotAllowed,
-    ApprovalNotPending,
-    ApprovalReasonRequired,
-    ApprovalSelfApproval,
     approval_approve,
     approval_execute,
     approval_reject,
     approval_request,
-    approval_required,
     money_movement_execute,
     money_movement_submit,
 )
-from transfers.errors import ApprovalRequired, IdempotencyKeyReused, InsufficientFunds, RoleRequired
+from transfers.errors import (
+    ApprovalNotAllowed,
+    ApprovalNotPending,
+    ApprovalReasonRequired,
+    ApprovalRequired,
+    ApprovalSelfApproval,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    RoleRequired,
+)
 from transfers.models import Approval, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -465,7 +470,8 @@ def test_a_request_the_engine_would_refuse_is_refused_at_submit_and_holds_nothin
 
 @pytest.mark.parametrize("ledgers", [("db1", "db2"), ("db1", "db1")])
 def test_the_maker_withdraws_a_request_and_the_hold_is_released(people, make_account, ledgers):
-    from transfers.approvals import ApprovalNotMaker, approval_withdraw
+    from transfers.approvals import approval_withdraw
+    from transfers.errors import ApprovalNotMaker
     from transfers.reconciliation import reconcile
 
     alice, bob = make_account(ledgers[0], "30000.00"), make_account(ledgers[1], "0.00")
@@ -521,7 +527,7 @@ def test_approving_past_the_hold_s_deadline_expires_the_request(people, make_acc
 
     from django.utils import timezone
 
-    from transfers.approvals import ApprovalExpired
+    from transfers.errors import ApprovalExpired
 
     alice, bob = make_account("db1", "30000.00"), make_account("db2", "0.00")
     approval = ask(people["teller"], alice, bob)

@@ -1255,7 +1255,7 @@ def test_a_hostile_submission_gets_its_answer_and_changes_nothing_else(
 ) -> None:
     # Each row is one submission's answer; the world's requests and the rows before it would add
     # up to a maker's totals, which test_approvals_totals.py covers. Here a movement is judged alone.
-    monkeypatch.setattr("transfers.approvals._maker_day_totals", lambda **_: (Decimal("0.00"), Decimal("0.00")))
+    monkeypatch.setattr("transfers.approval_rules._maker_day_totals", lambda **_: (Decimal("0.00"), Decimal("0.00")))
     w = forms_world
     failures = {}
     before = snapshot(w)
