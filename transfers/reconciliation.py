@@ -34,7 +34,7 @@ from django.utils import timezone
 from accounts.models import Account, Entry
 from audit.models import AuditEvent
 from bankcore.db import once_more_if_connection_lost
-from transfers.ledger_sql import _money
+from transfers.ledger_sql import money_from_db
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation_entries import entries_explained
 
@@ -147,7 +147,7 @@ def _entry_sums(ledger: str) -> dict[int, Decimal]:
     hint = " FORCE INDEX (PRIMARY)" if connection.vendor == "mysql" else ""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT account_id, SUM(amount) FROM {Entry._meta.db_table}{hint} GROUP BY account_id")
-        return {pk: _money(total) for pk, total in cursor.fetchall()}
+        return {pk: money_from_db(total) for pk, total in cursor.fetchall()}
 
 
 def _reconcile_ledger(
