@@ -28,16 +28,12 @@ from transfers.ledger_sql import (
     LEG,
     TRANSFER,
     TRANSFER_COLUMNS,
-    UUID_FIELD,
     LockedAccount,
     accounts_lock_statement,
-    db_date,
-    db_datetime,
-    db_uuid,
     locked_accounts,
-    money_from_db,
 )
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import UUID_FIELD, db_date, db_datetime, db_uuid, money_from_db
 
 
 def transfers_insert_many(transfers: Sequence[Transfer]) -> None:

@@ -9,10 +9,9 @@ nothing needs before the commit is ``defer``-red: it travels with the next round
 of the protocol is at most two round trips (what the step must read, then its writes and COMMIT),
 and its error is raised there, inside the same transaction.
 
-Portable between MariaDB/MySQL and SQLite (the embedded default): parameters go through the
-backend's ``adapt_*`` operations, ``FOR UPDATE`` only where the backend has it, and decimals read
-back exactly (SQLite may hand back a float; it is rounded to the column's two places, as Django's
-own converter does).
+Portable between MariaDB/MySQL and SQLite (the embedded default): ``FOR UPDATE`` only where the
+backend has it, and values passed and read back as ``transfers.sql_values`` says. The batched
+engine's statements are in ``transfers.batch_sql``.
 """
 
 from __future__ import annotations
@@ -29,14 +28,13 @@ from django.db import connections
 from accounts.models import Account, Entry
 from bankcore.db import Result, Statement, defer, execute, execute_all, table
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import db_date, db_datetime, db_uuid, money_from_db
 
-CENT = Decimal("0.01")
 ACCOUNT = Account._meta.db_table
 ENTRY = Entry._meta.db_table
 LEG = TransferLeg._meta.db_table
 TRANSFER = Transfer._meta.db_table
 PENDING_FIELDS = frozenset({"pending_debits", "pending_credits"})
-UUID_FIELD = TransferLeg._meta.get_field("transfer_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,48 +55,8 @@ class LockedAccount:
         return self.posted - self.pending_debits
 
 
-def money_from_db(value: object) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value)).quantize(CENT)
-    return Decimal(str(value)).quantize(CENT)
-
-
 def _execute(alias: str, sql: str, params: Sequence[Any]) -> int:
     return execute(alias, sql, params).rowcount
-
-
-_last_now: dict[str, tuple[datetime, Any]] = {}
-
-
-def db_datetime(alias: str, now: datetime) -> Any:
-    """The backend's form of a timestamp. A step stamps all its rows with one ``now``: the last
-    one adapted is kept per alias (the backend's conversion is pure)."""
-    last = _last_now.get(alias)
-    if last is not None and last[0] is now:
-        return last[1]
-    adapted = connections[alias].ops.adapt_datetimefield_value(now)
-    _last_now[alias] = (now, adapted)
-    return adapted
-
-
-def db_date(alias: str, value: date) -> Any:
-    return connections[alias].ops.adapt_datefield_value(value)
-
-
-_native_uuid: dict[str, bool] = {}
-
-
-def db_uuid(alias: str, value: uuid.UUID) -> Any:
-    """Native UUID on MariaDB 10.7+, 32 hex digits elsewhere: ``UUIDField.get_db_prep_value``'s
-    rule, with what the server is asked once per alias and process."""
-    native = _native_uuid.get(alias)
-    if native is None:
-        native = _native_uuid[alias] = bool(connections[alias].features.has_native_uuid_field)
-    if not isinstance(value, uuid.UUID):
-        value = UUID_FIELD.to_python(value)
-    return value if native else value.hex
 
 
 # --- ledger statements ----------------------------------------------------------------------------

@@ -34,9 +34,9 @@ from django.utils import timezone
 from accounts.models import Account, Entry
 from audit.models import AuditEvent
 from bankcore.db import once_more_if_connection_lost
-from transfers.ledger_sql import money_from_db
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation_entries import entries_explained
+from transfers.sql_values import money_from_db
 
 ZERO = Decimal("0.00")
 # (what: a ledger's alias, "<alias> entries", or AUDIT_PHASE; how many done; of how many): accounts of

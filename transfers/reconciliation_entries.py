@@ -22,8 +22,8 @@ from typing import Any
 from django.db import connections
 
 from accounts.models import Account, Entry
-from transfers.ledger_sql import money_from_db
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import money_from_db
 
 # At most this many lines per ledger name unexplained entries one by one; the rest are counted.
 ENTRY_LINES_MAX = 100

@@ -27,8 +27,9 @@ from typing import Any
 from django.db import connections
 
 from bankcore.db import atomic_with_retry, defer, execute, table
-from transfers.ledger_sql import ACCOUNT, ENTRY, LEG, TRANSFER, db_date, db_datetime, db_uuid, money_from_db
+from transfers.ledger_sql import ACCOUNT, ENTRY, LEG, TRANSFER
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import db_date, db_datetime, db_uuid, money_from_db
 
 # Rows a statement names at most: a batch larger than this goes in several statements of one
 # transaction.
