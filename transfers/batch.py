@@ -16,7 +16,8 @@ from django.db import IntegrityError, transaction
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError
 from bankcore.idempotency import IdempotencyKeyReused, idempotency_key_clean
-from transfers.engine.batch import BATCH_MAX_ITEMS, BatchItem, BatchOutcome, BatchTooLarge, transfers_create_batch
+from transfers.engine.batch import BATCH_MAX_ITEMS, BatchTooLarge, transfers_create_batch
+from transfers.engine.batch_items import BatchItem, BatchOutcome
 from transfers.models import TransferBatch
 
 __all__ = ["BATCH_MAX_ITEMS", "BatchItem", "BatchOutcome", "BatchTooLarge", "transfer_batch_submit"]

@@ -35,7 +35,8 @@ from django.db import DatabaseError, connections
 from bankcore.actors import Actor
 from bankcore.errors import ApplicationError
 from transfers import services
-from transfers.engine.batch import BatchItem, BatchOutcome, transfers_create_batch
+from transfers.engine.batch import transfers_create_batch
+from transfers.engine.batch_items import BatchItem, BatchOutcome
 from transfers.errors import LedgerUnavailable
 from transfers.models import Transfer
 

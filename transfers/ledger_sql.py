@@ -9,10 +9,9 @@ nothing needs before the commit is ``defer``-red: it travels with the next round
 of the protocol is at most two round trips (what the step must read, then its writes and COMMIT),
 and its error is raised there, inside the same transaction.
 
-Portable between MariaDB/MySQL and SQLite (the embedded default): parameters go through the
-backend's ``adapt_*`` operations, ``FOR UPDATE`` only where the backend has it, and decimals read
-back exactly (SQLite may hand back a float; it is rounded to the column's two places, as Django's
-own converter does).
+Portable between MariaDB/MySQL and SQLite (the embedded default): ``FOR UPDATE`` only where the
+backend has it, and values passed and read back as ``transfers.sql_values`` says. The batched
+engine's statements are in ``transfers.batch_sql``.
 """
 
 from __future__ import annotations
@@ -29,14 +28,13 @@ from django.db import connections
 from accounts.models import Account, Entry
 from bankcore.db import Result, Statement, defer, execute, execute_all, table
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import db_date, db_datetime, db_uuid, money_from_db
 
-CENT = Decimal("0.01")
 ACCOUNT = Account._meta.db_table
 ENTRY = Entry._meta.db_table
 LEG = TransferLeg._meta.db_table
 TRANSFER = Transfer._meta.db_table
 PENDING_FIELDS = frozenset({"pending_debits", "pending_credits"})
-_UUID_FIELD = TransferLeg._meta.get_field("transfer_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,54 +55,14 @@ class LockedAccount:
         return self.posted - self.pending_debits
 
 
-def _money(value: object) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, float):
-        return Decimal(repr(value)).quantize(CENT)
-    return Decimal(str(value)).quantize(CENT)
-
-
 def _execute(alias: str, sql: str, params: Sequence[Any]) -> int:
     return execute(alias, sql, params).rowcount
-
-
-_last_now: dict[str, tuple[datetime, Any]] = {}
-
-
-def _now(alias: str, now: datetime) -> Any:
-    """The backend's form of a timestamp. A step stamps all its rows with one ``now``: the last
-    one adapted is kept per alias (the backend's conversion is pure)."""
-    last = _last_now.get(alias)
-    if last is not None and last[0] is now:
-        return last[1]
-    adapted = connections[alias].ops.adapt_datetimefield_value(now)
-    _last_now[alias] = (now, adapted)
-    return adapted
-
-
-def _date(alias: str, value: date) -> Any:
-    return connections[alias].ops.adapt_datefield_value(value)
-
-
-_native_uuid: dict[str, bool] = {}
-
-
-def _uuid(alias: str, value: uuid.UUID) -> Any:
-    """Native UUID on MariaDB 10.7+, 32 hex digits elsewhere: ``UUIDField.get_db_prep_value``'s
-    rule, with what the server is asked once per alias and process."""
-    native = _native_uuid.get(alias)
-    if native is None:
-        native = _native_uuid[alias] = bool(connections[alias].features.has_native_uuid_field)
-    if not isinstance(value, uuid.UUID):
-        value = _UUID_FIELD.to_python(value)
-    return value if native else value.hex
 
 
 # --- ledger statements ----------------------------------------------------------------------------
 
 
-def _lock_statement(ledger: str, pks: list[int]) -> Statement:
+def accounts_lock_statement(ledger: str, pks: list[int]) -> Statement:
     connection = connections[ledger]
     ordered = sorted(set(pks))
     placeholders = ", ".join(["%s"] * len(ordered))
@@ -116,7 +74,7 @@ def _lock_statement(ledger: str, pks: list[int]) -> Statement:
     )
 
 
-def _locked(rows: list[tuple[Any, ...]]) -> dict[int, LockedAccount]:
+def locked_accounts(rows: list[tuple[Any, ...]]) -> dict[int, LockedAccount]:
     return {
         row[0]: LockedAccount(
             pk=row[0],
@@ -125,8 +83,8 @@ def _locked(rows: list[tuple[Any, ...]]) -> dict[int, LockedAccount]:
             currency=row[3],
             kind=row[4],
             allow_overdraft=bool(row[5]),
-            posted=_money(row[6]),
-            pending_debits=_money(row[7]),
+            posted=money_from_db(row[6]),
+            pending_debits=money_from_db(row[7]),
         )
         for row in rows
     }
@@ -135,7 +93,7 @@ def _locked(rows: list[tuple[Any, ...]]) -> dict[int, LockedAccount]:
 def accounts_lock(ledger: str, pks: list[int]) -> dict[int, LockedAccount]:
     """Lock accounts ``FOR UPDATE`` in primary-key order (the canonical order; see
     ``accounts.lock_objects``). Missing ones are absent from the result."""
-    return _locked(execute(ledger, *_lock_statement(ledger, pks)).rows)
+    return locked_accounts(execute(ledger, *accounts_lock_statement(ledger, pks)).rows)
 
 
 def accounts_lock_and_daily_debits(
@@ -148,11 +106,11 @@ def accounts_lock_and_daily_debits(
     locked, spent = execute_all(
         ledger,
         [
-            _lock_statement(ledger, pks),
+            accounts_lock_statement(ledger, pks),
             (_daily_debits_sql(ledger), _daily_debits_params(ledger, account_pk, business_date)),
         ],
     )
-    return _locked(locked.rows), _money(spent.rows[0][0])
+    return locked_accounts(locked.rows), money_from_db(spent.rows[0][0])
 
 
 BALANCE_FIELDS = PENDING_FIELDS | {"posted"}
@@ -207,7 +165,7 @@ def account_change_checked(
     if daily_debits_on is None:
         return True, None, Decimal("0.00")
     kind, spent = results[1].rows[0]
-    return True, kind, _money(spent)
+    return True, kind, money_from_db(spent)
 
 
 def _account_checks(*, number: str, currency: str, funds: Decimal | None, customer_only: bool) -> tuple[str, list[Any]]:
@@ -243,7 +201,7 @@ def _account_change_statement(
     checks, params = _account_checks(number=number, currency=currency, funds=funds, customer_only=customer_only)
     return (
         f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s WHERE id = %s AND {checks}",
-        [delta, _now(ledger, now), account_pk, *params],
+        [delta, db_datetime(ledger, now), account_pk, *params],
     )
 
 
@@ -258,7 +216,7 @@ def _daily_debits_sql(ledger: str) -> str:
 def _daily_debits_params(ledger: str, account_pk: int, business_date: date) -> list[Any]:
     return [
         account_pk,
-        _date(ledger, business_date),
+        db_date(ledger, business_date),
         TransferLeg.Leg.DEBIT,
         Transfer.Kind.TRANSFER,
         TransferLeg.State.PREPARED,
@@ -349,7 +307,7 @@ def account_change_checked_deferred(
     defer(
         ledger,
         f"UPDATE {accounts} SET {field} = {field} + %s, updated_at = %s WHERE id = %s AND {VERDICT_OK}",
-        [delta, _now(ledger, now), account_pk],
+        [delta, db_datetime(ledger, now), account_pk],
         on_result=verdict.take,
     )
     return verdict
@@ -373,7 +331,7 @@ def entry_insert(
         ledger,
         f"INSERT INTO {table(ledger, ENTRY)} (account_id, amount, balance_after, kind, transfer_id, description, "
         f"created_at) SELECT id, %s, posted, %s, %s, %s, %s FROM {table(ledger, ACCOUNT)} WHERE id = %s{condition}",
-        [amount, entry_kind, _uuid(ledger, transfer_id), description[:140], _now(ledger, now), account_pk],
+        [amount, entry_kind, db_uuid(ledger, transfer_id), description[:140], db_datetime(ledger, now), account_pk],
     )
 
 
@@ -383,7 +341,7 @@ def pending_add(ledger: str, *, account_pk: int, field: str, amount: Decimal, no
     defer(
         ledger,
         f"UPDATE {table(ledger, ACCOUNT)} SET {field} = {field} + %s, updated_at = %s WHERE id = %s",
-        [amount, _now(ledger, now), account_pk],
+        [amount, db_datetime(ledger, now), account_pk],
     )
 
 
@@ -402,10 +360,10 @@ def legs_insert(
     """Write legs ``(leg, account pk)`` of one transfer. The unique key (transfer_id, leg) makes a
     second prepare — or a prepare after recovery's VOIDED tombstone — fail with IntegrityError.
     ``only_if``: a condition (``VERDICT_OK``) for a single leg, written only when it holds."""
-    stamp, day = _now(ledger, now), _date(ledger, business_date)
+    stamp, day = db_datetime(ledger, now), db_date(ledger, business_date)
     values: list[Any] = []
     for leg, account_pk in legs:
-        values += [_uuid(ledger, transfer_id), leg, account_pk, amount, state, kind, day, stamp, stamp]
+        values += [db_uuid(ledger, transfer_id), leg, account_pk, amount, state, kind, day, stamp, stamp]
     columns = "transfer_id, leg, account_id, amount, state, kind, business_date, created_at, updated_at"
     if only_if:
         assert len(legs) == 1
@@ -420,7 +378,7 @@ def _leg_transition_statement(
 ) -> Statement:
     return (
         f"UPDATE {table(ledger, LEG)} SET state = %s, updated_at = %s WHERE transfer_id = %s AND leg = %s AND state = %s",
-        [to_state, _now(ledger, now), _uuid(ledger, transfer_id), leg, TransferLeg.State.PREPARED],
+        [to_state, db_datetime(ledger, now), db_uuid(ledger, transfer_id), leg, TransferLeg.State.PREPARED],
     )
 
 
@@ -433,7 +391,7 @@ def leg_transition(ledger: str, *, transfer_id: uuid.UUID, leg: str, to_state: s
 def leg_exists(ledger: str, *, transfer_id: uuid.UUID, leg: str) -> bool:
     """Whether the ledger holds the leg in any state (a tombstone included)."""
     sql = f"SELECT 1 FROM {table(ledger, LEG)} WHERE transfer_id = %s AND leg = %s"
-    return bool(execute(ledger, sql, [_uuid(ledger, transfer_id), leg]).rows)
+    return bool(execute(ledger, sql, [db_uuid(ledger, transfer_id), leg]).rows)
 
 
 def leg_and_transfer_claim_deferred(ledger: str, *, transfer_id: uuid.UUID, leg: str, now: datetime) -> Verdict:
@@ -441,7 +399,7 @@ def leg_and_transfer_claim_deferred(ledger: str, *, transfer_id: uuid.UUID, leg:
     update of both rows (two databases of one server: the ledger joined the control plane's
     transaction), so both change or neither does; batched, it sets the verdict the finishing
     writes carry (``VERDICT_OK``), and the COMMIT travels in the same round trip."""
-    stamp = _now("default", now)
+    stamp = db_datetime("default", now)
     statement: Statement = (
         f"UPDATE {table(ledger, LEG)} AS l, {TRANSFER} AS t "
         "SET l.state = %s, l.updated_at = %s, t.status = %s, t.finished_at = %s, "
@@ -449,14 +407,14 @@ def leg_and_transfer_claim_deferred(ledger: str, *, transfer_id: uuid.UUID, leg:
         "WHERE l.transfer_id = %s AND l.leg = %s AND l.state = %s AND t.id = %s AND t.status IN (%s, %s)",
         [
             TransferLeg.State.COMMITTED,
-            _now(ledger, now),
+            db_datetime(ledger, now),
             Transfer.Status.COMPLETED,
             stamp,
             stamp,
-            _uuid(ledger, transfer_id),
+            db_uuid(ledger, transfer_id),
             leg,
             TransferLeg.State.PREPARED,
-            _uuid("default", transfer_id),
+            db_uuid("default", transfer_id),
             Transfer.Status.PENDING,
             Transfer.Status.COMMITTED,
         ],
@@ -482,10 +440,10 @@ def leg_void_and_transfer_abort(
                 "WHERE id = %s AND status = %s",
                 [
                     Transfer.Status.ABORTED,
-                    _now("default", now),
+                    db_datetime("default", now),
                     failure_code,
                     failure_detail,
-                    _uuid("default", transfer_id),
+                    db_uuid("default", transfer_id),
                     Transfer.Status.PENDING,
                 ],
             ),
@@ -509,7 +467,7 @@ def post(
     """Change a locked account's posted balance by ``delta`` (and release the same amount from a
     pending counter), then write its entry with the balance after, read in the same transaction.
     ``only_if``: both only when that condition (``VERDICT_OK``) holds."""
-    stamp = _now(ledger, now)
+    stamp = db_datetime(ledger, now)
     condition = f" AND {only_if}" if only_if else ""
     release = ""
     params: list[Any] = [delta]
@@ -536,10 +494,10 @@ def post(
 
 # --- control-plane statements ---------------------------------------------------------------------
 
-_TRANSFER_COLUMNS = [f for f in Transfer._meta.concrete_fields]
+TRANSFER_COLUMNS = [f for f in Transfer._meta.concrete_fields]
 _TRANSFER_INSERT = (
-    f"INSERT INTO {TRANSFER} ({', '.join(f.column for f in _TRANSFER_COLUMNS)}) "
-    f"VALUES ({', '.join(['%s'] * len(_TRANSFER_COLUMNS))})"
+    f"INSERT INTO {TRANSFER} ({', '.join(f.column for f in TRANSFER_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(TRANSFER_COLUMNS))})"
 )
 
 
@@ -551,7 +509,7 @@ def transfer_insert(transfer: Transfer) -> None:
     defer(
         "default",
         _TRANSFER_INSERT,
-        [f.get_db_prep_save(getattr(transfer, f.attname), connection) for f in _TRANSFER_COLUMNS],
+        [f.get_db_prep_save(getattr(transfer, f.attname), connection) for f in TRANSFER_COLUMNS],
     )
     transfer._state.adding, transfer._state.db = False, "default"
 
@@ -563,7 +521,7 @@ def transfer_lock_for_reversal(transfer_id: uuid.UUID) -> tuple[str, str, bool] 
     committed (as ``accounts_lock_and_daily_debits``)."""
     connection = connections["default"]
     for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    key = _uuid("default", transfer_id)
+    key = db_uuid("default", transfer_id)
     locked, live = execute_all(
         "default",
         [
@@ -582,18 +540,18 @@ def transfer_lock_for_reversal(transfer_id: uuid.UUID) -> tuple[str, str, bool] 
 def transfer_mark_committed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
     """PENDING → COMMITTED: the control plane's note that the decision (the committed credit leg)
     was taken and finishing is left to recovery. True for exactly one caller."""
-    stamp = _now("default", now)
+    stamp = db_datetime("default", now)
     changed = _execute(
         "default",
         f"UPDATE {TRANSFER} SET status = %s, committed_at = %s WHERE id = %s AND status = %s",
-        [Transfer.Status.COMMITTED, stamp, _uuid("default", transfer_id), Transfer.Status.PENDING],
+        [Transfer.Status.COMMITTED, stamp, db_uuid("default", transfer_id), Transfer.Status.PENDING],
     )
     return changed == 1
 
 
 def transfer_mark_completed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
     """PENDING (local) or COMMITTED (cross-ledger) → COMPLETED. True for exactly one caller."""
-    stamp = _now("default", now)
+    stamp = db_datetime("default", now)
     changed = _execute(
         "default",
         f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, committed_at = COALESCE(committed_at, %s) "
@@ -602,235 +560,9 @@ def transfer_mark_completed(transfer_id: uuid.UUID, *, now: datetime) -> bool:
             Transfer.Status.COMPLETED,
             stamp,
             stamp,
-            _uuid("default", transfer_id),
+            db_uuid("default", transfer_id),
             Transfer.Status.PENDING,
             Transfer.Status.COMMITTED,
         ],
     )
     return changed == 1
-
-
-# --- batches (``transfers.engine.batch``): the same steps for many transfers in one statement each --------
-
-
-def transfers_insert_many(transfers: Sequence[Transfer]) -> None:
-    """Store new transfers in one multi-row INSERT (``transfer_insert`` for many). Deferred: a
-    (client, idempotency key) already taken fails it whole, with the next round trip."""
-    connection = connections["default"]
-    values: list[Any] = []
-    for transfer in transfers:
-        values += [f.get_db_prep_save(getattr(transfer, f.attname), connection) for f in _TRANSFER_COLUMNS]
-        transfer._state.adding, transfer._state.db = False, "default"
-    row = f"({', '.join(['%s'] * len(_TRANSFER_COLUMNS))})"
-    defer(
-        "default",
-        f"INSERT INTO {TRANSFER} ({', '.join(f.column for f in _TRANSFER_COLUMNS)}) VALUES "
-        + ", ".join([row] * len(transfers)),
-        values,
-    )
-
-
-def accounts_currency(ledger: str, pks: list[int]) -> dict[int, tuple[str, str]]:
-    """(number, currency) of the accounts that exist among ``pks``, without a lock: what a transfer
-    that names no currency takes its source account's from."""
-    placeholders = ", ".join(["%s"] * len(pks))
-    sql = f"SELECT id, number, currency FROM {table(ledger, ACCOUNT)} WHERE id IN ({placeholders})"
-    return {row[0]: (row[1], row[2]) for row in execute(ledger, sql, pks).rows}
-
-
-def accounts_lock_and_daily_debits_many(
-    ledger: str, pks: list[int], *, sources: list[int], business_date: date
-) -> tuple[dict[int, LockedAccount], dict[int, Decimal]]:
-    """``accounts_lock_and_daily_debits`` for several source accounts: the accounts locked in
-    canonical order, then each source's transfer debits of ``business_date``, in one round trip."""
-    placeholders = ", ".join(["%s"] * len(sources))
-    sql = (
-        f"SELECT account_id, COALESCE(SUM(amount), 0) FROM {table(ledger, LEG)} WHERE account_id IN ({placeholders}) "
-        "AND business_date = %s AND leg = %s AND kind = %s AND state IN (%s, %s) GROUP BY account_id"
-    )
-    params = [
-        *sources,
-        _date(ledger, business_date),
-        TransferLeg.Leg.DEBIT,
-        Transfer.Kind.TRANSFER,
-        TransferLeg.State.PREPARED,
-        TransferLeg.State.COMMITTED,
-    ]
-    locked, spent = execute_all(ledger, [_lock_statement(ledger, pks), (sql, params)])
-    return _locked(locked.rows), {row[0]: _money(row[1]) for row in spent.rows}
-
-
-@dataclass(frozen=True, slots=True)
-class LegRow:
-    transfer_id: uuid.UUID
-    leg: str
-    account_pk: int
-    amount: Decimal
-    kind: str
-    business_date: date
-
-
-def legs_insert_many(ledger: str, legs: Sequence[LegRow], *, state: str, now: datetime) -> None:
-    """Write legs of many transfers in one multi-row INSERT; the unique key (transfer_id, leg)
-    fails it whole when one is there already (recovery's tombstone)."""
-    stamp = _now(ledger, now)
-    values: list[Any] = []
-    for leg in legs:
-        day = _date(ledger, leg.business_date)
-        values += [
-            _uuid(ledger, leg.transfer_id),
-            leg.leg,
-            leg.account_pk,
-            leg.amount,
-            state,
-            leg.kind,
-            day,
-            stamp,
-            stamp,
-        ]
-    columns = "transfer_id, leg, account_id, amount, state, kind, business_date, created_at, updated_at"
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(legs))
-    defer(ledger, f"INSERT INTO {table(ledger, LEG)} ({columns}) VALUES {rows}", values)
-
-
-def legs_lock(ledger: str, transfer_ids: Sequence[uuid.UUID], *, leg: str) -> dict[uuid.UUID, str]:
-    """Lock one leg of each of ``transfer_ids`` (``FOR UPDATE``) and tell its state; a leg not
-    there is left out."""
-    connection = connections[ledger]
-    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    keys = {_uuid(ledger, transfer_id): transfer_id for transfer_id in transfer_ids}
-    placeholders = ", ".join(["%s"] * len(keys))
-    sql = (
-        f"SELECT transfer_id, state FROM {table(ledger, LEG)} WHERE leg = %s AND transfer_id IN ({placeholders})"
-        f"{for_update}"
-    )
-    rows = execute(ledger, sql, [leg, *keys]).rows
-    return {_UUID_FIELD.to_python(row[0]): row[1] for row in rows}
-
-
-def legs_transition_many(
-    ledger: str, transfer_ids: Sequence[uuid.UUID], *, leg: str, to_state: str, now: datetime
-) -> None:
-    """PREPARED → ``to_state`` for one leg of each of ``transfer_ids``, locked by the caller
-    (``legs_lock``), in one statement."""
-    placeholders = ", ".join(["%s"] * len(transfer_ids))
-    defer(
-        ledger,
-        f"UPDATE {table(ledger, LEG)} SET state = %s, updated_at = %s WHERE leg = %s AND state = %s "
-        f"AND transfer_id IN ({placeholders})",
-        [to_state, _now(ledger, now), leg, TransferLeg.State.PREPARED, *(_uuid(ledger, t) for t in transfer_ids)],
-    )
-
-
-def account_balances_add(
-    ledger: str,
-    *,
-    account_pk: int,
-    posted: Decimal,
-    pending_debits: Decimal,
-    pending_credits: Decimal = Decimal("0.00"),
-    now: datetime,
-) -> None:
-    """Add to a locked account's posted balance and pending counters at once (what a batch's
-    step changes on it, summed)."""
-    defer(
-        ledger,
-        f"UPDATE {table(ledger, ACCOUNT)} SET posted = posted + %s, pending_debits = pending_debits + %s, "
-        "pending_credits = pending_credits + %s, updated_at = %s WHERE id = %s",
-        [posted, pending_debits, pending_credits, _now(ledger, now), account_pk],
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class EntryRow:
-    account_pk: int
-    amount: Decimal
-    balance_after: Decimal
-    entry_kind: str
-    transfer_id: uuid.UUID
-    description: str
-
-
-def entries_insert_many(ledger: str, entries: Sequence[EntryRow], *, now: datetime) -> None:
-    """Write the entries of changes made to locked accounts, each with the balance after it, as the
-    caller computed it from the balance it read under the lock, in one multi-row INSERT."""
-    stamp = _now(ledger, now)
-    values: list[Any] = []
-    for e in entries:
-        values += [
-            e.account_pk,
-            e.amount,
-            e.balance_after,
-            e.entry_kind,
-            _uuid(ledger, e.transfer_id),
-            e.description[:140],
-            stamp,
-        ]
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(entries))
-    defer(
-        ledger,
-        f"INSERT INTO {table(ledger, ENTRY)} (account_id, amount, balance_after, kind, transfer_id, description, "
-        f"created_at) VALUES {rows}",
-        values,
-    )
-
-
-def transfers_lock_open(transfer_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Lock the transfers among ``transfer_ids`` that are still PENDING or COMMITTED (not yet
-    finished by anyone) and return their ids."""
-    connection = connections["default"]
-    for_update = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    keys = {_uuid("default", transfer_id): transfer_id for transfer_id in transfer_ids}
-    placeholders = ", ".join(["%s"] * len(keys))
-    rows = execute(
-        "default",
-        f"SELECT id FROM {TRANSFER} WHERE status IN (%s, %s) AND id IN ({placeholders}){for_update}",
-        [Transfer.Status.PENDING, Transfer.Status.COMMITTED, *keys],
-    ).rows
-    return {_UUID_FIELD.to_python(row[0]) for row in rows}
-
-
-def transfers_mark_completed_many(transfer_ids: Sequence[uuid.UUID], *, now: datetime) -> None:
-    """``transfer_mark_completed`` for transfers the caller locked (``transfers_lock_open``)."""
-    stamp = _now("default", now)
-    placeholders = ", ".join(["%s"] * len(transfer_ids))
-    defer(
-        "default",
-        f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, committed_at = COALESCE(committed_at, %s) "
-        f"WHERE id IN ({placeholders})",
-        [Transfer.Status.COMPLETED, stamp, stamp, *(_uuid("default", t) for t in transfer_ids)],
-    )
-
-
-def transfer_mark_aborted(transfer_id: uuid.UUID, *, failure_code: str, failure_detail: str, now: datetime) -> None:
-    """PENDING → ABORTED with its reason, for a transfer the caller locked (``transfers_lock_open``)."""
-    defer(
-        "default",
-        f"UPDATE {TRANSFER} SET status = %s, finished_at = %s, failure_code = %s, failure_detail = %s "
-        "WHERE id = %s AND status = %s",
-        [
-            Transfer.Status.ABORTED,
-            _now("default", now),
-            failure_code,
-            failure_detail,
-            _uuid("default", transfer_id),
-            Transfer.Status.PENDING,
-        ],
-    )
-
-
-def transfers_mark_committed_many(transfer_ids: Sequence[uuid.UUID], *, now: datetime) -> None:
-    """``transfer_mark_committed`` for many: PENDING → COMMITTED. For transfers decided by a
-    committed leg, the hint that finishing is left to recovery; for a batch's linked chain (both
-    legs prepared), the decision itself, taken for the chain's transfers in one transaction."""
-    placeholders = ", ".join(["%s"] * len(transfer_ids))
-    _execute(
-        "default",
-        f"UPDATE {TRANSFER} SET status = %s, committed_at = %s WHERE status = %s AND id IN ({placeholders})",
-        [
-            Transfer.Status.COMMITTED,
-            _now("default", now),
-            Transfer.Status.PENDING,
-            *(_uuid("default", t) for t in transfer_ids),
-        ],
-    )

@@ -34,9 +34,9 @@ from django.utils import timezone
 from accounts.models import Account, Entry
 from audit.models import AuditEvent
 from bankcore.db import once_more_if_connection_lost
-from transfers.ledger_sql import _money
 from transfers.models import Transfer, TransferLeg
 from transfers.reconciliation_entries import entries_explained
+from transfers.sql_values import money_from_db
 
 ZERO = Decimal("0.00")
 # (what: a ledger's alias, "<alias> entries", or AUDIT_PHASE; how many done; of how many): accounts of
@@ -147,7 +147,7 @@ def _entry_sums(ledger: str) -> dict[int, Decimal]:
     hint = " FORCE INDEX (PRIMARY)" if connection.vendor == "mysql" else ""
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT account_id, SUM(amount) FROM {Entry._meta.db_table}{hint} GROUP BY account_id")
-        return {pk: _money(total) for pk, total in cursor.fetchall()}
+        return {pk: money_from_db(total) for pk, total in cursor.fetchall()}
 
 
 def _reconcile_ledger(

@@ -22,8 +22,8 @@ from typing import Any
 from django.db import connections
 
 from accounts.models import Account, Entry
-from transfers.ledger_sql import _money
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import money_from_db
 
 # At most this many lines per ledger name unexplained entries one by one; the rest are counted.
 ENTRY_LINES_MAX = 100
@@ -146,7 +146,7 @@ def _transfers_by_id(ids: list[Any]) -> dict[Any, _Transfer]:
                 batch,
             )
             for pk, status, source_ledger, source, destination_ledger, destination, amount in cursor.fetchall():
-                found[pk] = (status, source_ledger, source, destination_ledger, destination, _money(amount))
+                found[pk] = (status, source_ledger, source, destination_ledger, destination, money_from_db(amount))
     return found
 
 
@@ -177,7 +177,7 @@ def _chunk_explained(ledger: str, entry_rows: Rows, leg_rows: Rows) -> tuple[int
     unexplained = [_leg(text) for text in sorted(entries - legs)]
     transfers = _transfers_by_id(list({transfer_id for transfer_id, _, _ in unexplained}))
     for transfer_id, number, amount in unexplained:
-        found.append(_entry_unexplained(ledger, number, _money(amount), transfer_id, transfers.get(transfer_id)))
+        found.append(_entry_unexplained(ledger, number, money_from_db(amount), transfer_id, transfers.get(transfer_id)))
     unposted = settled - entries
     if unposted:  # an entry with another amount is unexplained above, not missing
         posted = {text.rsplit(" ", 1)[0] for text in entries}

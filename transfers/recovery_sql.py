@@ -27,8 +27,9 @@ from typing import Any
 from django.db import connections
 
 from bankcore.db import atomic_with_retry, defer, execute, table
-from transfers.ledger_sql import ACCOUNT, ENTRY, LEG, TRANSFER, _date, _money, _now, _uuid
+from transfers.ledger_sql import ACCOUNT, ENTRY, LEG, TRANSFER
 from transfers.models import Transfer, TransferLeg
+from transfers.sql_values import db_date, db_datetime, db_uuid, money_from_db
 
 # Rows a statement names at most: a batch larger than this goes in several statements of one
 # transaction.
@@ -66,12 +67,12 @@ def _keys_in(alias: str, keys: Sequence[LegKey]) -> tuple[str, list[Any]]:
     """SQL for ``(transfer_id, leg) IN (…)``: a range of the legs' unique key."""
     params: list[Any] = []
     for transfer_id, leg in keys:
-        params += [_uuid(alias, transfer_id), leg]
+        params += [db_uuid(alias, transfer_id), leg]
     return f"(transfer_id, leg) IN ({', '.join(['(%s, %s)'] * len(keys))})", params
 
 
 def _ids_in(alias: str, column: str, ids: Sequence[uuid.UUID]) -> tuple[str, list[Any]]:
-    return f"{column} IN ({', '.join(['%s'] * len(ids))})", [_uuid(alias, pk) for pk in ids]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", [db_uuid(alias, pk) for pk in ids]
 
 
 def _as_uuid(value: Any) -> uuid.UUID:
@@ -90,7 +91,7 @@ def recovery_legs_read(ledger: str, transfer_ids: Sequence[uuid.UUID]) -> dict[L
             params,
         ).rows
         for transfer_id, leg, state, account_pk, amount, kind, business_date in rows:
-            found[(_as_uuid(transfer_id), leg)] = LegRow(state, account_pk, _money(amount), kind, business_date)
+            found[(_as_uuid(transfer_id), leg)] = LegRow(state, account_pk, money_from_db(amount), kind, business_date)
     return found
 
 
@@ -106,7 +107,7 @@ def _prepared_locked(ledger: str, keys: Sequence[LegKey]) -> list[tuple[LegKey, 
             f"ORDER BY transfer_id, leg{_for_update(ledger)}",
             [LegState.PREPARED, *params],
         ).rows
-        locked += [((_as_uuid(t), leg), account_pk, _money(amount)) for t, leg, account_pk, amount in rows]
+        locked += [((_as_uuid(t), leg), account_pk, money_from_db(amount)) for t, leg, account_pk, amount in rows]
     return locked
 
 
@@ -116,7 +117,7 @@ def _legs_transition(ledger: str, keys: Sequence[LegKey], to_state: str, now: da
         defer(
             ledger,
             f"UPDATE {table(ledger, LEG)} SET state = %s, updated_at = %s WHERE state = %s AND {where}",
-            [to_state, _now(ledger, now), LegState.PREPARED, *params],
+            [to_state, db_datetime(ledger, now), LegState.PREPARED, *params],
         )
 
 
@@ -138,7 +139,7 @@ def _accounts_change(ledger: str, changes: dict[int, dict[str, Decimal]], now: d
         defer(
             ledger,
             f"UPDATE {table(ledger, ACCOUNT)} SET {', '.join(assignments)}, updated_at = %s WHERE {where}",
-            [*params, _now(ledger, now), *ids],
+            [*params, db_datetime(ledger, now), *ids],
         )
 
 
@@ -166,10 +167,10 @@ def recovery_legs_commit(ledger: str, legs: dict[LegKey, tuple[str, str]], now: 
                 f"ORDER BY id{_for_update(ledger)}",
                 list(chunk),
             ).rows
-            balance.update((pk, _money(posted)) for pk, posted in rows)
+            balance.update((pk, money_from_db(posted)) for pk, posted in rows)
         changes: dict[int, dict[str, Decimal]] = defaultdict(dict)
         entries: list[Any] = []
-        stamp = _now(ledger, now)
+        stamp = db_datetime(ledger, now)
         for (transfer_id, leg), account_pk, amount in locked:
             delta = -amount if leg == Leg.DEBIT else amount
             change = changes[account_pk]
@@ -179,7 +180,7 @@ def recovery_legs_commit(ledger: str, legs: dict[LegKey, tuple[str, str]], now: 
             balance[account_pk] += delta
             kind, description = legs[(transfer_id, leg)]
             entries.append(
-                [account_pk, delta, balance[account_pk], kind, _uuid(ledger, transfer_id), description[:140], stamp]
+                [account_pk, delta, balance[account_pk], kind, db_uuid(ledger, transfer_id), description[:140], stamp]
             )
         keys = [key for key, _, _ in locked]
         _legs_transition(ledger, keys, LegState.COMMITTED, now)
@@ -222,13 +223,13 @@ def recovery_tombstones_insert(ledger: str, legs: dict[LegKey, tuple[str, date]]
     late prepare, a decision, another worker's tombstone) is left as it is: the caller reads the
     legs again to learn which way each transfer went. Returns how many were written."""
     ignore = "INSERT IGNORE" if connections[ledger].vendor == "mysql" else "INSERT OR IGNORE"
-    stamp = _now(ledger, now)
+    stamp = db_datetime(ledger, now)
     rows, written = sorted(legs.items()), 0
     for chunk in _chunks(rows):
         params: list[Any] = []
         for (transfer_id, leg), (kind, business_date) in chunk:
-            params += [_uuid(ledger, transfer_id), leg, None, Decimal("0"), LegState.VOIDED, kind]
-            params += [_date(ledger, business_date), stamp, stamp]
+            params += [db_uuid(ledger, transfer_id), leg, None, Decimal("0"), LegState.VOIDED, kind]
+            params += [db_date(ledger, business_date), stamp, stamp]
         written += execute(
             ledger,
             f"{ignore} INTO {LEG} (transfer_id, leg, account_id, amount, state, kind, business_date, created_at, "
@@ -276,7 +277,7 @@ def recovery_transfers_complete(
     ids: Sequence[uuid.UUID], now: datetime, record: Callable[[list[uuid.UUID]], None]
 ) -> list[uuid.UUID]:
     """PENDING/COMMITTED → COMPLETED (``recovery_transfers_finish``)."""
-    stamp = _now("default", now)
+    stamp = db_datetime("default", now)
     return recovery_transfers_finish(
         ids,
         from_states=[Transfer.Status.PENDING, Transfer.Status.COMMITTED],
@@ -300,6 +301,6 @@ def recovery_transfers_abort(
         from_states=[Transfer.Status.PENDING],
         now=now,
         assignments="status = %s, finished_at = %s, failure_code = %s, failure_detail = %s",
-        params=[Transfer.Status.ABORTED, _now("default", now), failure_code, failure_detail[:500]],
+        params=[Transfer.Status.ABORTED, db_datetime("default", now), failure_code, failure_detail[:500]],
         record=record,
     )

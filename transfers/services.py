@@ -39,7 +39,8 @@ from transfers.engine.accept import (
     text_is_visible,
     transfer_submit,
 )
-from transfers.engine.batch import BatchItem, BatchOutcome, transfers_create_batch
+from transfers.engine.batch import transfers_create_batch
+from transfers.engine.batch_items import BatchItem, BatchOutcome
 from transfers.engine.cross import debit_finish
 from transfers.engine.legs import leg_decide, leg_void
 from transfers.engine.outcome import (
