@@ -21,7 +21,7 @@ A batch that fails as a whole (a database that does not answer) gives each of it
 answer the single path gives then: ``LedgerUnavailable`` (503). Whatever it left half made is in
 the same states as the single path leaves (the engine is the same), so recovery finishes or voids
 it, and a retry under the same idempotency key replays it or, once an outage aborted it, takes the
-key again (``transfers.services._key_release``).
+key again (``transfers.engine.accept.transfer_key_release``).
 """
 
 from __future__ import annotations

@@ -83,12 +83,12 @@ def reference_clean(reference: object) -> str:
     return reference
 
 
-def _request_hash(**fields: object) -> str:
+def request_hash_of(**fields: object) -> str:
     canonical = json.dumps({k: str(v) if v is not None else None for k, v in fields.items()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _replay(existing: Transfer, request_hash: str) -> Transfer:
+def transfer_replay(existing: Transfer, request_hash: str) -> Transfer:
     if existing.request_hash != request_hash:
         raise IdempotencyKeyReused(
             "This idempotency key was already used for a different request.",
@@ -102,7 +102,7 @@ def _replay(existing: Transfer, request_hash: str) -> Transfer:
     return existing
 
 
-def _key_release(existing: Transfer, request_hash: str) -> bool:
+def transfer_key_release(existing: Transfer, request_hash: str) -> bool:
     """An outage is not an outcome: when the transfer holding a key was aborted for a reason of the
     moment (``NOT_AN_OUTCOME``: a server down, a lock given up on, its deadline missed), nothing was
     moved, and the same request retried under the key is carried out as a new transfer. The
@@ -158,7 +158,7 @@ def transfer_submit(
         raise SameAccount("The source and destination accounts are the same.")
     if kind != Transfer.Kind.REVERSAL and amount > settings.MAX_TRANSFER_AMOUNT:
         raise AmountAboveMaximum(f"At most {settings.MAX_TRANSFER_AMOUNT} can be moved at once.")
-    request_hash = _request_hash(
+    request_hash = request_hash_of(
         kind=kind,
         source=src.number,
         destination=dst.number,
@@ -173,8 +173,8 @@ def transfer_submit(
         # A reversal checks its original before inserting; a replay must answer before that check
         # (which a completed reversal would fail). Other kinds find a replay by the unique key.
         existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
-        if existing is not None and not _key_release(existing, request_hash):
-            return _replay(existing, request_hash)
+        if existing is not None and not transfer_key_release(existing, request_hash):
+            return transfer_replay(existing, request_hash)
     if currency is None:
         currency = account_get(number=src.number).currency
 
@@ -225,10 +225,10 @@ def transfer_submit(
                 if key is None:
                     raise
                 # The key is taken: the winner's transfer is the answer — unless it was aborted
-                # by an outage, which gives the key up to this request (``_key_release``).
+                # by an outage, which gives the key up to this request (``transfer_key_release``).
                 existing = Transfer.objects.filter(client_id=client_id, idempotency_key=key).first()
-                if existing is not None and not _key_release(existing, request_hash):
-                    return _replay(existing, request_hash)
+                if existing is not None and not transfer_key_release(existing, request_hash):
+                    return transfer_replay(existing, request_hash)
         else:
             raise LedgerBusy("Other requests with this idempotency key are being made; try again.")
     except CommitOutcomeUnknown:

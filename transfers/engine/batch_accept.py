@@ -24,10 +24,13 @@ from bankcore.errors import ApplicationError
 from bankcore.idempotency import InvalidIdempotencyKey, idempotency_key_clean
 from bankcore.money import currency_parse, money_parse
 from transfers import batch_sql
-from transfers.engine.accept import _key_release as transfer_key_release
-from transfers.engine.accept import _replay as transfer_replay
-from transfers.engine.accept import _request_hash as request_hash
-from transfers.engine.accept import business_date_today, reference_clean
+from transfers.engine.accept import (
+    business_date_today,
+    reference_clean,
+    request_hash_of,
+    transfer_key_release,
+    transfer_replay,
+)
 from transfers.engine.batch_chains import chains_refused_before
 from transfers.engine.batch_items import BatchItem, BatchOutcome, BatchWork, work_grouped
 from transfers.errors import AmountAboveMaximum, LedgerBusy, LedgerUnavailable, SameAccount
@@ -64,7 +67,7 @@ def _new_transfer(
         reference=reference,
         client_id=actor.client_id,
         idempotency_key=key,
-        request_hash=request_hash(
+        request_hash=request_hash_of(
             kind=Transfer.Kind.TRANSFER,
             source=src.number,
             destination=dst.number,
