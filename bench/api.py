@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench.run as bench_run  # noqa: E402
 from bankcore.testing.servers import MariaDBServer, RedisServer, free_port, remove_tree  # noqa: E402
+from bench import plot  # noqa: E402
 from bench.run import (  # noqa: E402
     _SERVER_PIDS,
     _SERVER_PORTS,
@@ -331,6 +332,7 @@ def main() -> None:
         "'--paths api,service --rounds 10 --seconds 5' alternates short windows of the two, so that the "
         "machine's drift falls on both alike",
     )
+    plot.add_option(parser)
     args = parser.parse_args()
     n = args.clients
     chosen = [name.strip() for name in args.paths.split(",") if name.strip()]
@@ -473,6 +475,20 @@ def main() -> None:
                     f"median of {len(rounds)}: api/service {statistics.median(ratios):.2f}, "
                     f"API p99 {statistics.median(p99s):.1f} ms (target: p99 < 100 ms, api/service >= 0.6)"
                 )
+        if args.plot:
+            plot.rates(
+                args.plot,
+                [
+                    (
+                        name if len(rounds) == 1 else f"{name}, round {number}",
+                        figures[0],
+                        ratio(measured, name, "raw") if "raw" in measured else None,
+                    )
+                    for number, measured in enumerate(rounds, 1)
+                    for name, (figures, _) in measured.items()
+                ],
+                unit="requests/s",
+            )
         print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
     finally:
         for gunicorn in gunicorns:

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bankcore.testing.servers import MariaDBServer, RedisServer, free_port, remove_tree  # noqa: E402
+from bench import plot  # noqa: E402
 from bench.api import _access_token, _Connection, _gunicorn, _partner, _stack_start  # noqa: E402
 from bench.run import (  # noqa: E402
     _SERVER_PIDS,
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--gunicorn-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
     parser.add_argument("--gunicorn-threads", type=int, default=8)
+    plot.add_option(parser)
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="bankcore-bench-batch-"))
@@ -162,6 +164,12 @@ def main() -> None:
         raw_rate = measured["raw"][0][0]
         bulk_rate = measured["bulk"][0][0]
         print(f"\nbulk/raw {bulk_rate / raw_rate if raw_rate else float('nan'):.2f} (target: >= 1.0)")
+        if args.plot:
+            bars = [
+                (f"{name} ({runs[name][0]} clients)", figures[0], figures[0] / raw_rate if raw_rate else None)
+                for name, (figures, _) in measured.items()
+            ]
+            plot.rates(args.plot, bars)
         print(f"batch items by status: {statuses}")
         print(f"reconcile after the run: {'OK' if report.ok else report.discrepancies[:5]}")
     finally:

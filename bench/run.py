@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bankcore.testing.servers import MariaDBServer, remove_tree  # noqa: E402
+from bench import plot  # noqa: E402
 
 OPENING = Decimal("1000000.00")
 
@@ -472,6 +473,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,8,32")
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--scenarios", default="raw,same,cross")
+    plot.add_option(parser)
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     scenarios = args.scenarios.split(",")
@@ -537,6 +539,8 @@ def main() -> None:
                 f"| {scenario} | {n} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f} | {busy:.0%} | {cpu_ms:.1f} "
                 f"| {server_ms:.1f} |"
             )
+        if args.plot:
+            plot.rates(args.plot, [(f"{row[0]}, {row[1]} workers", row[2], row[6]) for row in rows])
     finally:
         for server in servers:
             server.kill()

@@ -60,7 +60,7 @@ def test_bench_door_runs_beside_a_baseline_tree_and_reconciles():
     assert "reconcile after the run: OK" in output
 
 
-def test_bench_batch_runs_both_paths_and_reconciles():
+def test_bench_batch_runs_both_paths_reconciles_and_plots(tmp_path):
     output = _bench(
         "bench/batch.py",
         "--seconds",
@@ -73,8 +73,12 @@ def test_bench_batch_runs_both_paths_and_reconciles():
         "5",
         "--accounts",
         "40",
+        "--plot",
+        str(tmp_path / "batch.png"),
     )
     assert "unexpected answers" not in output, output[-4000:]
+    # The figures drawn as asked, a PNG (bench/plot.py).
+    assert (tmp_path / "batch.png").read_bytes().startswith(b"\x89PNG\r\n"), output[-4000:]
     for path in ("raw", "bulk"):
         assert output.count(f"| {path} | 2 | ") == 1, output[-4000:]
     assert "bulk/raw " in output and "'aborted'" not in output
