@@ -127,14 +127,14 @@ ACTIONS = [
     ),
     (
         "approve",
-        "post",
+        "confirm",
         lambda w: reverse("admin:transfers_approval_decide", args=(w["ap1"].pk,)),
         lambda w: {"decision": "approve"},
         ["supervisor"],
     ),
     (
         "reject",
-        "post",
+        "confirm",
         lambda w: reverse("admin:transfers_approval_decide", args=(w["ap2"].pk,)),
         lambda w: {"decision": "reject", "reason": "customer not present"},
         ["supervisor"],
