@@ -5,12 +5,14 @@ batch killed between any two of its steps is settled by recovery."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
 from django.db import connections
 from django.test import override_settings
+from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import account_freeze
@@ -19,6 +21,7 @@ from bankcore.errors import ApplicationError
 from bankcore.testing.books import NOTHING_HELD, balances, held, world_snapshot
 from bankcore.testing.crashes import BATCH_FAULTS, CHAIN_FAULTS
 from transfers.models import Transfer
+from transfers.recovery import transfers_recover
 from transfers.services import BatchItem, transfers_create_batch
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -181,7 +184,12 @@ def test_batches_and_single_transfers_racing_never_overdraw(make_account, ledger
     assert all(a.posted >= 0 for a in fresh)
     assert sum(a.posted for a in fresh) == Decimal("600.00")
     assert held(*accounts) == [NOTHING_HELD] * 6
+    # A single transfer whose accept met a lock conflict on the control plane's server may answer
+    # ledger_unavailable with its accept left PENDING and nothing held: recovery settles it.
+    later = timezone.now() + timedelta(seconds=settings.TRANSACTION_TIMEOUT + 5)
+    transfers_recover(now=later, grace_seconds=0)
     assert not Transfer.objects.exclude(status__in=[Status.COMPLETED, Status.ABORTED]).exists()
+    assert sum(a.posted for a in (Account.objects.using(a.ledger).get(pk=a.pk) for a in accounts)) == Decimal("600.00")
     assert settings.LEDGERS
 
 
