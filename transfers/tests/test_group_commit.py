@@ -16,7 +16,7 @@ from functools import partial
 
 import pytest
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -27,6 +27,7 @@ from bankcore.actors import Actor, Channel
 from bankcore.errors import ApplicationError
 from bankcore.faults import FAULT_EXIT_CODE, FAULT_POINTS
 from bankcore.testing.books import NOTHING_HELD, balances, held
+from bankcore.testing.concurrency import run_threads
 from bankcore.testing.plugin import ledger_servers
 from bankcore.testing.processes import subprocess_env
 from transfers import group_commit
@@ -55,24 +56,8 @@ def batch_sizes(monkeypatch) -> list[int]:
 
 
 def in_threads(count: int, work: Callable[[int], None]) -> None:
-    """``work(i)`` in ``count`` threads started together; re-raises the first failure."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            work(index)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    """``work(i)`` in ``count`` threads started together; fails on the first thread's failure."""
+    errors = run_threads(count, work)
     assert not errors, errors
 
 
